@@ -1,0 +1,17 @@
+# Entry points; the scripts in scripts/ do the work and install what they need.
+.PHONY: run test setup stack stop status fmt
+
+run:        ## set up, start the stack, run gateway + consumers
+	scripts/run.sh
+test:       ## set up, start the stack, fmt + clippy + all tests
+	scripts/test.sh
+setup:      ## system packages, pulsar-lite, patched pulsar crate
+	scripts/setup.sh
+stack:      ## start Redis, PostgreSQL, pulsar-lite
+	scripts/stack.sh start
+stop:       ## stop the stack
+	scripts/stack.sh stop
+status:
+	scripts/stack.sh status
+fmt:
+	cargo fmt --all

@@ -1,0 +1,44 @@
+//! The consumers process: it connects to all three dependencies, reports readiness, and
+//! stops when shutdown fires.
+
+use std::time::Duration;
+
+use consumers::settings::Settings;
+use consumers::startup::Application;
+use order_core::shutdown::Shutdown;
+use order_core::test_support::{fresh_database, local_source};
+use serde_json::Value;
+
+#[tokio::test]
+async fn consumers_report_ready_and_stop_on_shutdown() {
+    let mut settings: Settings = local_source()
+        .with_var("APP_CONSUMERS__PORT", "0")
+        .load()
+        .expect("settings");
+    settings.database = fresh_database(&settings.database).await.expect("fresh database");
+    let app = Application::build(settings).await.expect("build consumers");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
+
+    let client = reqwest::Client::new();
+    let response = client.get(format!("{base}/readyz")).send().await.expect("readyz");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    for dep in ["redis", "database", "pulsar"] {
+        assert_eq!(body["checks"][dep]["ready"], true, "{dep}: {body}");
+    }
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("stops within 10 s")
+        .expect("task")
+        .expect("clean shutdown");
+}

@@ -1,0 +1,20 @@
+//! order-core: the domain of seckill and the adapters both binaries share.
+//!
+//! The gateway (HTTP hot path) and the consumers (order writer, sweepers, post-payment workers)
+//! both depend on this crate and never on each other. It holds the layered configuration, the
+//! connections to PostgreSQL, Redis and Pulsar with their readiness probes, the graceful
+//! shutdown signal, and the database schema (`MIGRATOR`).
+//!
+//! Architecture invariant: nothing here knows about HTTP; request parsing and status codes
+//! belong to the gateway.
+
+pub mod bus;
+pub mod db;
+pub mod readiness;
+pub mod redis_store;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+#[cfg(feature = "test-support")]
+pub mod test_support;

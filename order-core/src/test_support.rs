@@ -1,0 +1,169 @@
+//! Helpers for this workspace's integration tests: settings aimed at the local stack, a fresh
+//! database per test, unique topic names, private stacks a test may stop, and polling with a
+//! deadline instead of sleeping.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::db::MIGRATOR;
+use crate::settings::{DatabaseSettings, Environment, SettingsSource};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("order-core sits inside the workspace")
+        .to_path_buf()
+}
+
+/// The `local` settings (the stack from scripts/stack.sh), honouring REDIS_URL & co.
+pub fn local_source() -> SettingsSource {
+    SettingsSource::new(
+        workspace_root().join("config"),
+        Environment::Local,
+        std::env::vars().collect(),
+    )
+}
+
+/// A name no other test (or earlier run) uses: `prefix-<uuid>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Create an empty database next to the configured one and run the migrations on it.
+pub async fn fresh_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
+    let name = unique("test").replace('-', "_");
+    let mut admin = PgConnection::connect_with(&base.connect_options()?)
+        .await
+        .context("connect to the test database server")?;
+    admin
+        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .context("create a test database")?;
+    let settings = base.with_database_name(&name);
+    let mut conn = PgConnection::connect_with(&settings.connect_options()?).await?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .context("migrate the test database")?;
+    Ok(settings)
+}
+
+/// Poll `check` until it yields `Some`, or panic naming `what` once `timeout` has passed.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A stack of its own (Redis, PostgreSQL, pulsar-lite on free ports, in a temporary
+/// directory), started through the same scripts/stack.sh users run, so a test can stop and
+/// restart a dependency without disturbing other tests. Stopped and removed on drop.
+#[derive(Debug)]
+pub struct PrivateStack {
+    dir: PathBuf,
+    pub redis_port: u16,
+    pub pg_port: u16,
+    pub pulsar_port: u16,
+    metrics_port: u16,
+}
+
+impl PrivateStack {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique("seckill-stack"));
+        std::fs::create_dir_all(&dir)?;
+        let stack = Self {
+            dir,
+            redis_port: free_port(),
+            pg_port: free_port(),
+            pulsar_port: free_port(),
+            metrics_port: free_port(),
+        };
+        stack.run(&["start"])?;
+        Ok(stack)
+    }
+
+    pub fn stop_part(&self, part: &str) -> anyhow::Result<()> {
+        self.run(&["stop", part])
+    }
+
+    pub fn start_part(&self, part: &str) -> anyhow::Result<()> {
+        self.run(&["start", part])
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.redis_port)
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/seckill", self.pg_port)
+    }
+
+    pub fn pulsar_url(&self) -> String {
+        format!("pulsar://127.0.0.1:{}", self.pulsar_port)
+    }
+
+    /// Settings source pointing every dependency at this stack.
+    pub fn source(&self) -> SettingsSource {
+        local_source()
+            .with_var("APP_REDIS__URL", self.redis_url())
+            .with_var("APP_DATABASE__URL", self.database_url())
+            .with_var("APP_PULSAR__URL", self.pulsar_url())
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let output = Command::new(workspace_root().join("scripts/stack.sh"))
+            .args(args)
+            .env("SECKILL_STACK_DIR", &self.dir)
+            .env("SECKILL_REDIS_PORT", self.redis_port.to_string())
+            .env("SECKILL_PG_PORT", self.pg_port.to_string())
+            .env("SECKILL_PULSAR_PORT", self.pulsar_port.to_string())
+            .env("SECKILL_PULSAR_METRICS_PORT", self.metrics_port.to_string())
+            .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL")
+            .env_remove("PULSAR_URL")
+            .output()
+            .context("run scripts/stack.sh")?;
+        if !output.status.success() {
+            bail!(
+                "scripts/stack.sh {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        if let Err(e) = self.run(&["stop"]) {
+            eprintln!("stopping a private stack: {e:#}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

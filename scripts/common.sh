@@ -1,0 +1,18 @@
+# Shared by the scripts in this folder: paths, ports and small helpers. Source it, don't run it.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK_DIR=${SECKILL_STACK_DIR:-$ROOT/.stack}
+REDIS_PORT=${SECKILL_REDIS_PORT:-16379}
+PG_PORT=${SECKILL_PG_PORT:-15432}
+PULSAR_PORT=${SECKILL_PULSAR_PORT:-16650}
+PULSAR_METRICS_PORT=${SECKILL_PULSAR_METRICS_PORT:-16651}
+PG_DB=${SECKILL_PG_DB:-seckill}
+PULSAR_LITE_VERSION=0.2.0
+PULSAR_CRATE_VERSION=6.9.1
+# The broker binary is shared by every stack directory (tests start private stacks).
+PULSAR_LITE_BIN=${SECKILL_PULSAR_LITE_BIN:-$ROOT/.stack-tools/pulsar-lite-$PULSAR_LITE_VERSION/bin/pulsar-lite}
+
+say() { printf '[seckill] %s\n' "$*" >&2; }
+die() { printf '[seckill] error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command: set up the machine, start the local stack, then formatting, lints and
+# every test against the real Redis, PostgreSQL and pulsar-lite.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/stack.sh" start
+eval "$("$ROOT/scripts/stack.sh" env)"
+
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
