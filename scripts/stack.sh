@@ -20,6 +20,9 @@ pulsar_url() { echo "${PULSAR_URL:-pulsar://127.0.0.1:$PULSAR_PORT}"; }
 external() { case $1 in redis) [ -n "${REDIS_URL:-}" ] ;; postgres) [ -n "${DATABASE_URL:-}" ] ;; pulsar) [ -n "${PULSAR_URL:-}" ] ;; esac; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A port that answers but is not ours: refuse rather than silently share someone else's data.
+port_taken() { die "port $1 is in use by another process; pick another with $2"; }
 
 # PostgreSQL refuses to run as root: as root, run it as the `postgres` system user, with its
 # data directory somewhere that user can reach.
@@ -36,13 +39,18 @@ pg_data() {
 start_redis() {
   local dir=$STACK_DIR/redis
   mkdir -p "$dir"
-  if port_open "$REDIS_PORT"; then return; fi
+  if pid_alive "$dir/redis.pid"; then return; fi
+  if port_open "$REDIS_PORT"; then port_taken "$REDIS_PORT" SECKILL_REDIS_PORT; fi
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
     --appendonly yes --appendfsync everysec --save "" \
     --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
 }
 stop_redis() {
-  if port_open "$REDIS_PORT"; then redis-cli -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true; fi
+  local pidfile=$STACK_DIR/redis/redis.pid
+  if pid_alive "$pidfile"; then
+    redis-cli -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill "$(cat "$pidfile")" 2>/dev/null || true
+    for _ in $(seq 1 50); do pid_alive "$pidfile" || break; sleep 0.1; done
+  fi
 }
 wait_redis() { redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
 
@@ -66,6 +74,7 @@ shared_buffers = 256MB
 CONF
   fi
   if as_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then return; fi
+  if port_open "$PG_PORT"; then port_taken "$PG_PORT" SECKILL_PG_PORT; fi
   as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$run/postgres.log" -w -t "$WAIT_SECS" start >/dev/null \
     || die "PostgreSQL did not start: $(tail -n5 "$run/postgres.log")"
   if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" postgres | grep -q 1; then
@@ -83,7 +92,8 @@ wait_postgres() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
 start_pulsar() {
   local dir=$STACK_DIR/pulsar
   mkdir -p "$dir"
-  if port_open "$PULSAR_PORT"; then return; fi
+  if pid_alive "$dir/pulsar-lite.pid"; then return; fi
+  if port_open "$PULSAR_PORT"; then port_taken "$PULSAR_PORT" SECKILL_PULSAR_PORT; fi
   [ -x "$PULSAR_LITE_BIN" ] || die "no pulsar-lite at $PULSAR_LITE_BIN (run scripts/setup.sh)"
   cat >"$dir/pulsar-lite.toml" <<CONF
 [metrics]
