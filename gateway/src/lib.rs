@@ -3,6 +3,12 @@
 //! `main.rs` only loads settings and calls [`startup::Application`]; tests build the same
 //! application on port 0 and drive it over HTTP.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod promotion_cache;
+pub mod publisher;
+pub mod rate_limit;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -1,11 +1,14 @@
 //! The gateway's typed settings (see `order_core::settings` for the layering).
 
+use order_core::ids::MAX_WORKER_ID;
 use order_core::settings::{
     require_secret, DatabaseSettings, LogSettings, PulsarSettings, RedisSettings, ServerSettings,
     SettingsError, StartupSettings, Validate,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
+
+use crate::rate_limit::{RateLimitSettings, RateLimits};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -16,6 +19,18 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub pulsar: PulsarSettings,
     pub auth: AuthSettings,
+    pub seckill: SeckillSettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeckillSettings {
+    pub worker_id: u16,
+    pub publish_timeout_ms: u64,
+    pub publish_batch_size: u32,
+    pub publish_batch_timeout_ms: u64,
+    pub cache_refresh_ms: u64,
+    pub warmup_lead_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +51,25 @@ impl Validate for Settings {
         self.pulsar.validate()?;
         require_secret("auth.jwt_secret", &self.auth.jwt_secret, 32)?;
         require_secret("auth.admin_key", &self.auth.admin_key, 16)?;
+        if self.seckill.worker_id > MAX_WORKER_ID {
+            return Err(SettingsError::invalid(
+                "seckill.worker_id",
+                format!("must be at most {MAX_WORKER_ID}"),
+            ));
+        }
+        if self.seckill.publish_batch_size == 0 {
+            return Err(SettingsError::invalid(
+                "seckill.publish_batch_size",
+                "must be at least 1",
+            ));
+        }
+        if self.seckill.cache_refresh_ms == 0 {
+            return Err(SettingsError::invalid(
+                "seckill.cache_refresh_ms",
+                "must be at least 1",
+            ));
+        }
+        RateLimits::new(&self.rate_limit)?;
         Ok(())
     }
 }

@@ -1,21 +1,39 @@
-//! Building the gateway: connect dependencies, migrate, bind, route.
+//! Building the gateway: connect dependencies, migrate, create the producer, start the
+//! background tasks (cache refresher, limiter pruning), bind, route.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use order_core::db::MIGRATOR;
+use order_core::ids::OrderIdGenerator;
+use order_core::promotion::PromotionRepo;
 use order_core::readiness::{Dependencies, DependencySettings};
-use order_core::shutdown::ShutdownListener;
+use order_core::shutdown::{Shutdown, ShutdownListener};
+use order_core::stock::StockStore;
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
+use crate::promotion_cache::PromotionCache;
+use crate::publisher::OrderPublisher;
+use crate::rate_limit::RateLimits;
 use crate::routes;
 use crate::settings::Settings;
 
-/// What every handler can reach.
+/// What every handler can reach; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub deps: Dependencies,
+    pub auth: Arc<Authenticator>,
+    pub limits: Arc<RateLimits>,
+    pub cache: Arc<PromotionCache>,
+    pub stock: StockStore,
+    pub publisher: Arc<OrderPublisher>,
+    pub ids: Arc<OrderIdGenerator>,
+    pub promotions: PromotionRepo,
+    pub warmup_lead: Duration,
 }
 
 #[derive(Debug)]
@@ -23,6 +41,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     port: u16,
+    /// Stops the background tasks when the server stops.
+    tasks: Shutdown,
 }
 
 impl Application {
@@ -41,16 +61,61 @@ impl Application {
             .run(&deps.db)
             .await
             .context("apply database migrations")?;
+
+        let seckill = &settings.seckill;
+        let publisher = OrderPublisher::new(
+            &deps.pulsar,
+            settings.pulsar.topic(&settings.pulsar.seckill_orders_topic),
+            seckill.publish_batch_size,
+            Duration::from_millis(seckill.publish_batch_timeout_ms),
+            Duration::from_millis(seckill.publish_timeout_ms),
+        )
+        .await
+        .context("create the seckill-orders producer")?;
+        let state = AppState {
+            auth: Arc::new(Authenticator::new(&settings.auth)),
+            limits: Arc::new(RateLimits::new(&settings.rate_limit)?),
+            cache: Arc::new(PromotionCache::default()),
+            stock: StockStore::new(deps.redis.clone()),
+            publisher: Arc::new(publisher),
+            ids: Arc::new(OrderIdGenerator::new(seckill.worker_id)),
+            promotions: PromotionRepo::new(deps.db.clone()),
+            warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
+            deps,
+        };
+
+        // A first refresh before serving, so a fresh gateway knows the running sales.
+        if let Err(e) = state
+            .cache
+            .refresh(&state.promotions, &state.stock, state.warmup_lead)
+            .await
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "initial promotion cache load failed; retrying in the background"
+            );
+        }
+        let tasks = Shutdown::new();
+        state.cache.spawn_refresher(
+            state.promotions.clone(),
+            state.stock.clone(),
+            Duration::from_millis(seckill.cache_refresh_ms),
+            state.warmup_lead,
+            tasks.subscribe(),
+        );
+        state.limits.spawn_pruner(tasks.subscribe());
+
         let address = settings.gateway.address();
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("bind the gateway to {address}"))?;
         let port = listener.local_addr().context("read the bound address")?.port();
-        let router = routes::router(AppState { deps });
+        let router = routes::router(state);
         Ok(Self {
             listener,
             router,
             port,
+            tasks,
         })
     }
 
@@ -60,9 +125,14 @@ impl Application {
 
     /// Serve until `shutdown` fires, then finish in-flight requests and return.
     pub async fn run_until_stopped(self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.recv().await })
-            .await
-            .context("serve HTTP")
+        let served = axum::serve(
+            self.listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.recv().await })
+        .await
+        .context("serve HTTP");
+        self.tasks.trigger();
+        served
     }
 }

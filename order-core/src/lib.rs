@@ -10,10 +10,15 @@
 
 pub mod bus;
 pub mod db;
+pub mod events;
+pub mod ids;
+pub mod orders;
+pub mod promotion;
 pub mod readiness;
 pub mod redis_store;
 pub mod settings;
 pub mod shutdown;
+pub mod stock;
 pub mod telemetry;
 
 #[cfg(feature = "test-support")]

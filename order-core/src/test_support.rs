@@ -50,6 +50,12 @@ pub async fn fresh_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseS
         .run(&mut conn)
         .await
         .context("migrate the test database")?;
+    // Tests share one Redis, where promotions are keyed by id: start each database's ids at
+    // a random point so two tests never use the same promotion id.
+    let first_id = (uuid::Uuid::new_v4().as_u128() % (1 << 40)) as i64 + 1;
+    conn.execute(format!("ALTER TABLE promotions ALTER COLUMN id RESTART WITH {first_id}").as_str())
+        .await
+        .context("offset promotion ids")?;
     Ok(settings)
 }
 
@@ -70,6 +76,11 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A worker id for a test gateway, so parallel tests mint distinct order ids.
+pub fn random_worker_id() -> u16 {
+    (uuid::Uuid::new_v4().as_u128() % 1024) as u16
 }
 
 /// A port nothing listens on right now.

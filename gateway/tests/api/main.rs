@@ -5,3 +5,4 @@ mod binary;
 mod health;
 mod helpers;
 mod readiness;
+mod seckill;

@@ -1,0 +1,290 @@
+//! `/admin/promotions`: operations staff create and steer flash sales (admin key).
+//!
+//! PostgreSQL holds what was configured; Redis what remains to sell. Each change writes the
+//! database first, then Redis, then this gateway's cache (other gateways follow on their next
+//! refresh). Adding stock is the only stock change allowed once a sale has started.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use order_core::promotion::{
+    Promotion, PromotionError, PromotionFields, PromotionInput, PromotionPatch, MAX_STOCK,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, PathId};
+use crate::startup::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct AdminPromotion {
+    #[serde(flatten)]
+    pub promotion: Promotion,
+    pub state: order_core::promotion::PromotionState,
+    /// Remaining in Redis; absent until the promotion is loaded.
+    pub remaining: Option<i64>,
+}
+
+fn invalid(e: PromotionError) -> ApiError {
+    match e {
+        PromotionError::LockedWhileRunning(_) | PromotionError::Ended => {
+            ApiError::conflict(e.code(), e.to_string())
+        }
+        _ => ApiError::unprocessable(e.code(), e.to_string()),
+    }
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    ApiError::unavailable("promotion database call", e)
+}
+
+fn stock_error(e: order_core::stock::StockError) -> ApiError {
+    ApiError::unavailable("promotion Redis call", e)
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("promotion_not_found", "no such promotion")
+}
+
+async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotion> {
+    let live = state
+        .stock
+        .live_stock(&[promotion.id])
+        .await
+        .map_err(stock_error)?
+        .pop()
+        .flatten();
+    let entry = state.cache.upsert(promotion.clone());
+    if let Some(live) = live {
+        entry.set_remaining(live.remaining);
+    }
+    Ok(AdminPromotion {
+        state: promotion.state(Utc::now(), live.is_some_and(|l| l.remaining <= 0)),
+        remaining: live.map(|l| l.remaining),
+        promotion,
+    })
+}
+
+async fn load(state: &AppState, id: i64) -> ApiResult<Promotion> {
+    state
+        .promotions
+        .get(id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(not_found)
+}
+
+fn due_for_warmup(state: &AppState, p: &Promotion) -> bool {
+    let lead = chrono::Duration::from_std(state.warmup_lead).unwrap_or_default();
+    p.starts_at - lead <= Utc::now()
+}
+
+pub async fn create_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<PromotionInput>,
+) -> ApiResult<(StatusCode, Json<AdminPromotion>)> {
+    let fields = PromotionFields::parse(input).map_err(invalid)?;
+    if fields.ends_at <= Utc::now() {
+        return Err(ApiError::unprocessable(
+            "invalid_window",
+            "ends_at is in the past",
+        ));
+    }
+    let promotion = state.promotions.insert(&fields).await.map_err(db_error)?;
+    if due_for_warmup(&state, &promotion) {
+        state.stock.warmup(&promotion).await.map_err(stock_error)?;
+    }
+    tracing::info!(
+        promotion_id = promotion.id,
+        stock = promotion.stock,
+        "promotion created"
+    );
+    Ok((StatusCode::CREATED, Json(view(&state, promotion).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub before_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PromotionPage {
+    pub items: Vec<Promotion>,
+    /// Pass as `before_id` for the next page; absent on the last one.
+    pub next_before_id: Option<i64>,
+}
+
+pub async fn list_promotions(
+    _: Admin,
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<PromotionPage>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 200",
+        ));
+    }
+    let items = state
+        .promotions
+        .list(query.before_id, limit)
+        .await
+        .map_err(db_error)?;
+    let next_before_id = (items.len() as i64 == limit)
+        .then(|| items.last().map(|p| p.id))
+        .flatten();
+    Ok(Json(PromotionPage {
+        items,
+        next_before_id,
+    }))
+}
+
+pub async fn get_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<AdminPromotion>> {
+    let promotion = load(&state, id).await?;
+    Ok(Json(view(&state, promotion).await?))
+}
+
+pub async fn patch_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(patch): ApiJson<PromotionPatch>,
+) -> ApiResult<Json<AdminPromotion>> {
+    let current = load(&state, id).await?;
+    let now = Utc::now();
+    let fields = current.patched(patch, now).map_err(invalid)?;
+    let updated = state
+        .promotions
+        .update(id, &fields, current.updated_at)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "edit_conflict",
+                "the promotion changed meanwhile; reload and retry",
+            )
+        })?;
+    let loaded = state
+        .stock
+        .live_stock(&[id])
+        .await
+        .map_err(stock_error)?
+        .pop()
+        .flatten()
+        .is_some();
+    if !current.has_started(now) && (loaded || due_for_warmup(&state, &updated)) {
+        // Nothing can be reserved before the start, so stock may be loaded afresh.
+        state.stock.reload(&updated).await.map_err(stock_error)?;
+    } else if loaded {
+        state.stock.warmup(&updated).await.map_err(stock_error)?;
+    }
+    Ok(Json(view(&state, updated).await?))
+}
+
+pub async fn delete_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    let promotion = load(&state, id).await?;
+    let now = Utc::now();
+    if promotion.has_started(now) && now < promotion.ends_at {
+        return Err(ApiError::conflict(
+            "promotion_running",
+            "a running sale cannot be deleted; pause it instead",
+        ));
+    }
+    if state.stock.reservation_count(id).await.map_err(stock_error)? > 0 {
+        return Err(ApiError::conflict("has_orders", "the promotion has orders"));
+    }
+    if !state.promotions.delete_unused(id).await.map_err(db_error)? {
+        return Err(ApiError::conflict("has_orders", "the promotion has orders"));
+    }
+    state.stock.forget_promotion(id).await.map_err(stock_error)?;
+    state.cache.remove(id);
+    tracing::info!(promotion_id = id, "promotion deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<AdminPromotion>> {
+    let promotion = state
+        .promotions
+        .set_paused(id, paused)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(not_found)?;
+    state.stock.set_paused(id, paused).await.map_err(stock_error)?;
+    tracing::info!(promotion_id = id, paused, "promotion pause flag changed");
+    Ok(Json(view(&state, promotion).await?))
+}
+
+pub async fn pause_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<AdminPromotion>> {
+    set_paused(state, id, true).await
+}
+
+pub async fn resume_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<AdminPromotion>> {
+    set_paused(state, id, false).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddStock {
+    pub units: i64,
+}
+
+pub async fn add_stock(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<AddStock>,
+) -> ApiResult<Json<AdminPromotion>> {
+    if !(1..=MAX_STOCK).contains(&body.units) {
+        return Err(invalid(PromotionError::InvalidAddStock));
+    }
+    let current = load(&state, id).await?;
+    if Utc::now() >= current.ends_at {
+        return Err(invalid(PromotionError::Ended));
+    }
+    // Database first: if Redis then fails, Redis holds less than configured (never more),
+    // and reconciliation or the next warm-up repairs it.
+    let promotion = state
+        .promotions
+        .add_stock(id, body.units)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(not_found)?;
+    state.stock.add_stock(id, body.units).await.map_err(stock_error)?;
+    tracing::info!(promotion_id = id, units = body.units, "stock added");
+    Ok(Json(view(&state, promotion).await?))
+}
+
+pub async fn warmup_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<HashMap<&'static str, i64>>> {
+    let promotion = load(&state, id).await?;
+    let remaining = state.stock.warmup(&promotion).await.map_err(stock_error)?;
+    state.cache.upsert(promotion).set_remaining(remaining);
+    Ok(Json(HashMap::from([("remaining", remaining)])))
+}

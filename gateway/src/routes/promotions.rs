@@ -1,0 +1,54 @@
+//! `GET /api/promotions/{id}`: the public view, served from the local cache.
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use order_core::promotion::PromotionState;
+use serde::Serialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::PathId;
+use crate::promotion_cache::CachedPromotion;
+use crate::startup::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct PublicPromotion {
+    pub id: i64,
+    pub sku_id: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub state: PromotionState,
+    /// Approximate (refreshed about twice a second).
+    pub remaining: i64,
+}
+
+impl From<&CachedPromotion> for PublicPromotion {
+    fn from(entry: &CachedPromotion) -> Self {
+        let p = &entry.promotion;
+        Self {
+            id: p.id,
+            sku_id: p.sku_id.clone(),
+            title: p.title.clone(),
+            price_cents: p.price_cents,
+            per_user_limit: p.per_user_limit,
+            starts_at: p.starts_at,
+            ends_at: p.ends_at,
+            state: entry.state(),
+            remaining: entry.remaining(),
+        }
+    }
+}
+
+pub async fn get_promotion(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<PublicPromotion>> {
+    let entry = state
+        .cache
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("promotion_not_found", "no such promotion"))?;
+    Ok(Json(PublicPromotion::from(&*entry)))
+}

@@ -1,0 +1,300 @@
+//! The seckill hot path against the real Redis and pulsar-lite.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use futures::StreamExt;
+use order_core::events::SeckillOrderAccepted;
+use order_core::ids::OrderId;
+use order_core::stock::ReleaseOutcome;
+use order_core::test_support::poll_until;
+use pulsar::consumer::Consumer;
+use pulsar::{SubType, TokioExecutor};
+use serde_json::Value;
+
+use crate::helpers::{error_code, TestApp};
+
+async fn subscribe(app: &TestApp) -> Consumer<Vec<u8>, TokioExecutor> {
+    let client = order_core::bus::connect(&app.settings.pulsar)
+        .await
+        .expect("pulsar");
+    client
+        .consumer()
+        .with_topic(
+            app.settings
+                .pulsar
+                .topic(&app.settings.pulsar.seckill_orders_topic),
+        )
+        .with_subscription("test-observer")
+        .with_subscription_type(SubType::Shared)
+        .build()
+        .await
+        .expect("subscribe")
+}
+
+/// Read messages until `n` arrived (panics after 30 s), then make sure no further one is
+/// waiting.
+async fn take_exactly(
+    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+    n: usize,
+) -> Vec<SeckillOrderAccepted> {
+    let mut events = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while events.len() < n {
+        let msg = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages arrived", events.len()))
+            .expect("stream open")
+            .expect("message");
+        events.push(serde_json::from_slice(&msg.payload.data).expect("event JSON"));
+        consumer.ack(&msg).await.expect("ack");
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+    assert!(extra.is_err(), "more than {n} messages on the topic");
+    events
+}
+
+#[tokio::test]
+async fn a_flood_of_buyers_gets_exactly_the_stock_and_retries_get_their_order_ids() {
+    const STOCK: i64 = 40;
+    const BUYERS: i64 = 5 * STOCK;
+    let app = Arc::new(TestApp::spawn().await);
+    let promo = app.create_promotion(STOCK, 1, -Span::seconds(1)).await;
+    let promotion_id = promo["id"].as_i64().expect("id");
+    let mut consumer = subscribe(&app).await;
+
+    // Every buyer sends one request; every fifth also retries it (same request id) and
+    // every seventh tries to buy a second unit (new request id), all at once.
+    let mut tasks = Vec::new();
+    for user in 1..=BUYERS {
+        let mut attempts = vec![(format!("req-{user}"), "first")];
+        if user % 5 == 0 {
+            attempts.push((format!("req-{user}"), "retry"));
+        }
+        if user % 7 == 0 {
+            attempts.push((format!("req-{user}-again"), "second"));
+        }
+        for (request_id, kind) in attempts {
+            let app = Arc::clone(&app);
+            tasks.push(tokio::spawn(async move {
+                let (status, body) = app.place(promotion_id, user, &request_id, 1).await;
+                (user, kind, status, body)
+            }));
+        }
+    }
+    let mut by_user: HashMap<i64, Vec<(&str, u16, Value)>> = HashMap::new();
+    for task in tasks {
+        let (user, kind, status, body) = task.await.expect("task");
+        by_user.entry(user).or_default().push((kind, status, body));
+    }
+
+    let mut accepted: HashMap<OrderId, i64> = HashMap::new();
+    for (user, results) in &by_user {
+        let mut user_orders = HashSet::new();
+        for (kind, status, body) in results {
+            match status {
+                202 => {
+                    assert_eq!(body["status"], "queued");
+                    let id: OrderId = body["order_id"].as_str().expect("string id").parse().expect("id");
+                    user_orders.insert(id);
+                    if *kind != "retry" {
+                        accepted.insert(id, *user);
+                    }
+                }
+                409 => assert!(
+                    ["sold_out", "limit_exceeded"].contains(&error_code(body)),
+                    "{kind}: {body}"
+                ),
+                other => panic!("user {user} {kind}: unexpected {other} {body}"),
+            }
+        }
+        assert!(
+            user_orders.len() <= 1,
+            "user {user} holds {} orders",
+            user_orders.len()
+        );
+    }
+    // A retry answered 202 names the same order as its first attempt (or both were refused).
+    for (user, results) in &by_user {
+        let first = results.iter().find(|r| r.0 == "first").expect("first attempt");
+        if let Some(retry) = results.iter().find(|r| r.0 == "retry") {
+            if retry.1 == 202 || first.1 == 202 {
+                assert_eq!(retry.2["order_id"], first.2["order_id"], "user {user}");
+            }
+        }
+    }
+    assert_eq!(accepted.len() as i64, STOCK, "exactly the stock is accepted");
+
+    let stock = app.stock_store().await;
+    assert_eq!(
+        stock.reservation_count(promotion_id).await.expect("hlen"),
+        STOCK as u64
+    );
+    for user in accepted.values() {
+        assert_eq!(stock.units_held(promotion_id, *user).await.expect("held"), 1);
+    }
+
+    let events = take_exactly(&mut consumer, STOCK as usize).await;
+    let published: HashMap<OrderId, i64> = events.iter().map(|e| (e.order_id, e.user_id)).collect();
+    assert_eq!(
+        published, accepted,
+        "one message per accepted order, with its buyer"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.promotion_id == promotion_id && e.unit_price_cents == 1999));
+
+    // Sold out now: rejected locally, and the public view says so.
+    let (status, body) = app.place(promotion_id, BUYERS + 1, "late", 1).await;
+    assert_eq!((status, error_code(&body)), (409, "sold_out"));
+    let view: Value = app
+        .get(&format!("/api/promotions/{promotion_id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["state"], "sold_out");
+}
+
+#[tokio::test]
+async fn released_stock_is_sold_again_once_gateways_notice() {
+    let app = TestApp::spawn().await;
+    let created = app.create_promotion(1, 1, -Span::seconds(1)).await;
+    let promotion_id = created["id"].as_i64().expect("id");
+    let (status, body) = app.place(promotion_id, 1, "a", 1).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = app.place(promotion_id, 2, "b", 1).await;
+    assert_eq!((status, error_code(&body)), (409, "sold_out"));
+
+    // An order is cancelled elsewhere (the timeout canceller, another gateway…).
+    let order_id: OrderId = app.place(promotion_id, 1, "a", 1).await.1["order_id"]
+        .as_str()
+        .expect("same order")
+        .parse()
+        .expect("id");
+    let stock = app.stock_store().await;
+    assert_eq!(
+        stock
+            .release(promotion_id, order_id, false)
+            .await
+            .expect("release"),
+        ReleaseOutcome::Released { remaining: 1 }
+    );
+    assert_eq!(
+        stock
+            .release(promotion_id, order_id, false)
+            .await
+            .expect("release"),
+        ReleaseOutcome::NothingToRelease,
+        "a reservation is released once"
+    );
+
+    poll_until(
+        Duration::from_secs(5),
+        "the gateway to sell the released unit",
+        || async {
+            let (status, _) = app.place(promotion_id, 2, "b2", 1).await;
+            (status == 202).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_queued_order_is_visible_to_its_buyer_only() {
+    let app = TestApp::spawn().await;
+    let promotion_id = app.create_promotion(5, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let (_, body) = app.place(promotion_id, 10, "mine", 1).await;
+    let order_id = body["order_id"].as_str().expect("order id").to_owned();
+
+    let mine = app
+        .client
+        .get(format!("{}/api/orders/{order_id}", app.address))
+        .bearer_auth(app.token(10))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(mine.status(), 200);
+    let view: Value = mine.json().await.expect("json");
+    assert_eq!(
+        (view["status"].as_str(), view["order_id"].as_str()),
+        (Some("queued"), Some(&*order_id))
+    );
+    assert_eq!(view["total_cents"], 1999);
+
+    let theirs = app
+        .client
+        .get(format!("{}/api/orders/{order_id}", app.address))
+        .bearer_auth(app.token(11))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(theirs.status(), 404);
+    let unknown = app
+        .client
+        .get(format!("{}/api/orders/123456789", app.address))
+        .bearer_auth(app.token(10))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn the_sale_window_and_pause_are_enforced() {
+    let app = TestApp::spawn().await;
+    let later = app.create_promotion(5, 1, Span::hours(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let (status, body) = app.place(later, 1, "early", 1).await;
+    assert_eq!((status, error_code(&body)), (403, "not_started"));
+
+    let running = app.create_promotion(5, 2, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let paused = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/promotions/{running}/pause"),
+        )
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(paused.status(), 200);
+    let (status, body) = app.place(running, 1, "while-paused", 1).await;
+    assert_eq!((status, error_code(&body)), (403, "paused"));
+    app.admin(
+        reqwest::Method::POST,
+        &format!("/admin/promotions/{running}/resume"),
+    )
+    .send()
+    .await
+    .expect("resume");
+    let (status, _) = app.place(running, 1, "resumed", 1).await;
+    assert_eq!(status, 202);
+    let (status, body) = app.place(running, 1, "too-many", 2).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (409, "limit_exceeded"),
+        "1 held + 2 > limit 2"
+    );
+
+    // A sale that ended a moment ago: the Lua script checks Redis' clock too.
+    let start = chrono::Utc::now() - Span::seconds(3);
+    let ending = app
+        .create_promotion_at(5, 1, start, chrono::Utc::now() + Span::milliseconds(1500))
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    poll_until(Duration::from_secs(10), "the sale to end", || async {
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = app.place(ending, 100 + i64::from(n), "late", 1).await;
+        (status == 403 && error_code(&body) == "ended").then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,140 @@
+//! 64-bit order ids minted in-process, without a database round trip (Snowflake layout).
+//!
+//! `0 | 41 bits ms since 2026-01-01 | 10 bits worker | 12 bits sequence`: up to 4096 ids per
+//! millisecond per worker, ordered by time, positive in an `i64`. Each gateway instance needs
+//! its own worker id (`gateway.worker_id`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const EPOCH_MS: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const WORKER_BITS: u32 = 10;
+const SEQUENCE_BITS: u32 = 12;
+pub const MAX_WORKER_ID: u16 = (1 << WORKER_BITS) - 1;
+const MAX_SEQUENCE: u64 = (1 << SEQUENCE_BITS) - 1;
+
+/// An order id. In JSON it is a decimal string: 64-bit ids overflow JavaScript numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrderId(pub i64);
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for OrderId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(OrderId)
+    }
+}
+
+impl Serialize for OrderId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug)]
+pub struct OrderIdGenerator {
+    worker: u64,
+    /// (last millisecond used, sequence within it)
+    state: Mutex<(u64, u64)>,
+}
+
+impl OrderIdGenerator {
+    pub fn new(worker_id: u16) -> Self {
+        assert!(
+            worker_id <= MAX_WORKER_ID,
+            "worker id {worker_id} exceeds {MAX_WORKER_ID}"
+        );
+        Self {
+            worker: u64::from(worker_id),
+            state: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn next_id(&self) -> OrderId {
+        self.next_at(now_ms())
+    }
+
+    /// The id for a given clock reading; the clock may stand still or step back, ids still
+    /// increase (a backwards step reuses the last millisecond).
+    fn next_at(&self, now: u64) -> OrderId {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (last, seq) = *state;
+        let (ms, seq) = if now > last {
+            (now, 0)
+        } else if seq < MAX_SEQUENCE {
+            (last, seq + 1)
+        } else {
+            // 4096 ids in one millisecond: borrow the next one.
+            (last + 1, 0)
+        };
+        *state = (ms, seq);
+        let elapsed = ms.saturating_sub(EPOCH_MS);
+        OrderId(((elapsed << (WORKER_BITS + SEQUENCE_BITS)) | (self.worker << SEQUENCE_BITS) | seq) as i64)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(EPOCH_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_increase_even_when_the_clock_stands_still_or_steps_back() {
+        let gen = OrderIdGenerator::new(7);
+        let t = EPOCH_MS + 1_000;
+        let mut last = gen.next_at(t);
+        for now in [t, t, t - 5, t + 1, t - 100] {
+            let id = gen.next_at(now);
+            assert!(id > last, "{id} after {last}");
+            last = id;
+        }
+    }
+
+    #[test]
+    fn more_than_4096_ids_in_one_millisecond_stay_unique() {
+        let gen = OrderIdGenerator::new(1);
+        let ids: HashSet<OrderId> = (0..10_000).map(|_| gen.next_at(EPOCH_MS + 5)).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+
+    #[test]
+    fn workers_never_collide() {
+        let a = OrderIdGenerator::new(1);
+        let b = OrderIdGenerator::new(2);
+        let t = EPOCH_MS + 42;
+        let ids_a: HashSet<_> = (0..100).map(|_| a.next_at(t)).collect();
+        assert!((0..100).map(|_| b.next_at(t)).all(|id| !ids_a.contains(&id)));
+    }
+
+    #[test]
+    fn ids_are_positive_and_round_trip_as_strings() {
+        let id = OrderIdGenerator::new(MAX_WORKER_ID).next_id();
+        assert!(id.0 > 0);
+        let json = serde_json::to_string(&id).expect("serialize");
+        assert_eq!(json, format!("\"{}\"", id.0));
+        assert_eq!(serde_json::from_str::<OrderId>(&json).expect("parse"), id);
+    }
+}

@@ -1,0 +1,470 @@
+//! Flash-sale promotions: validated creation and edits, their state, and their table.
+//!
+//! A promotion's stock lives in two places: the `promotions.stock` column (what operations
+//! configured) and Redis (what remains to sell, see `stock`). Edits that would let the two
+//! disagree while a sale runs are refused here; adding stock is the one way to change stock
+//! of a started sale.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+pub const MAX_STOCK: i64 = 10_000_000;
+pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
+pub const MAX_PER_USER_LIMIT: i32 = 100;
+const MAX_TEXT: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Promotion {
+    pub id: i64,
+    pub sku_id: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub paused: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionState {
+    Scheduled,
+    Active,
+    Paused,
+    SoldOut,
+    Ended,
+}
+
+impl Promotion {
+    pub fn state(&self, now: DateTime<Utc>, sold_out: bool) -> PromotionState {
+        if now >= self.ends_at {
+            PromotionState::Ended
+        } else if self.paused {
+            PromotionState::Paused
+        } else if now < self.starts_at {
+            PromotionState::Scheduled
+        } else if sold_out {
+            PromotionState::SoldOut
+        } else {
+            PromotionState::Active
+        }
+    }
+
+    pub fn has_started(&self, now: DateTime<Utc>) -> bool {
+        now >= self.starts_at
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromotionError {
+    #[error("ends_at must be after starts_at")]
+    InvalidWindow,
+    #[error("stock must be between 0 and {MAX_STOCK}")]
+    InvalidStock,
+    #[error("price_cents must be between 0 and {MAX_PRICE_CENTS}")]
+    InvalidPrice,
+    #[error("per_user_limit must be between 1 and {MAX_PER_USER_LIMIT}")]
+    InvalidLimit,
+    #[error("{0} must be 1 to 200 characters")]
+    InvalidText(&'static str),
+    #[error("units to add must be between 1 and {MAX_STOCK}")]
+    InvalidAddStock,
+    #[error("the sale has started: {0} can no longer change (stock changes through add-stock)")]
+    LockedWhileRunning(&'static str),
+    #[error("the sale has ended")]
+    Ended,
+}
+
+impl PromotionError {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PromotionError::InvalidWindow => "invalid_window",
+            PromotionError::InvalidStock | PromotionError::InvalidAddStock => "invalid_stock",
+            PromotionError::InvalidPrice => "invalid_price",
+            PromotionError::InvalidLimit => "invalid_limit",
+            PromotionError::InvalidText(_) => "invalid_field",
+            PromotionError::LockedWhileRunning(_) => "promotion_running",
+            PromotionError::Ended => "ended",
+        }
+    }
+}
+
+/// The create-promotion body, as sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionInput {
+    pub sku_id: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    #[serde(default = "default_per_user_limit")]
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+fn default_per_user_limit() -> i32 {
+    1
+}
+
+/// Fields of a promotion that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionFields {
+    pub sku_id: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+impl PromotionFields {
+    pub fn parse(input: PromotionInput) -> Result<Self, PromotionError> {
+        let fields = Self {
+            sku_id: input.sku_id.trim().to_owned(),
+            title: input.title.trim().to_owned(),
+            price_cents: input.price_cents,
+            stock: input.stock,
+            per_user_limit: input.per_user_limit,
+            starts_at: input.starts_at,
+            ends_at: input.ends_at,
+        };
+        fields.check()?;
+        Ok(fields)
+    }
+
+    fn check(&self) -> Result<(), PromotionError> {
+        for (name, text) in [("sku_id", &self.sku_id), ("title", &self.title)] {
+            if text.is_empty() || text.chars().count() > MAX_TEXT {
+                return Err(PromotionError::InvalidText(name));
+            }
+        }
+        if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
+            return Err(PromotionError::InvalidPrice);
+        }
+        if !(0..=MAX_STOCK).contains(&self.stock) {
+            return Err(PromotionError::InvalidStock);
+        }
+        if !(1..=MAX_PER_USER_LIMIT).contains(&self.per_user_limit) {
+            return Err(PromotionError::InvalidLimit);
+        }
+        if self.ends_at <= self.starts_at {
+            return Err(PromotionError::InvalidWindow);
+        }
+        Ok(())
+    }
+}
+
+/// A PATCH body: absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionPatch {
+    pub sku_id: Option<String>,
+    pub title: Option<String>,
+    pub price_cents: Option<i64>,
+    pub stock: Option<i64>,
+    pub per_user_limit: Option<i32>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+impl Promotion {
+    pub fn fields(&self) -> PromotionFields {
+        PromotionFields {
+            sku_id: self.sku_id.clone(),
+            title: self.title.clone(),
+            price_cents: self.price_cents,
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+
+    /// Apply a patch. Once the sale has started only the title and the end time may change
+    /// (the end not into the past); stock changes through add-stock.
+    pub fn patched(
+        &self,
+        patch: PromotionPatch,
+        now: DateTime<Utc>,
+    ) -> Result<PromotionFields, PromotionError> {
+        let mut next = self.fields();
+        if self.has_started(now) {
+            if now >= self.ends_at {
+                return Err(PromotionError::Ended);
+            }
+            let locked = [
+                (
+                    "sku_id",
+                    patch.sku_id.as_ref().is_some_and(|v| v.trim() != self.sku_id),
+                ),
+                (
+                    "price_cents",
+                    patch.price_cents.is_some_and(|v| v != self.price_cents),
+                ),
+                ("stock", patch.stock.is_some_and(|v| v != self.stock)),
+                (
+                    "per_user_limit",
+                    patch.per_user_limit.is_some_and(|v| v != self.per_user_limit),
+                ),
+                ("starts_at", patch.starts_at.is_some_and(|v| v != self.starts_at)),
+            ];
+            if let Some((field, _)) = locked.iter().find(|(_, changed)| *changed) {
+                return Err(PromotionError::LockedWhileRunning(field));
+            }
+            if patch.ends_at.is_some_and(|end| end <= now) {
+                return Err(PromotionError::InvalidWindow);
+            }
+        }
+        if let Some(v) = patch.sku_id {
+            next.sku_id = v.trim().to_owned();
+        }
+        if let Some(v) = patch.title {
+            next.title = v.trim().to_owned();
+        }
+        next.price_cents = patch.price_cents.unwrap_or(next.price_cents);
+        next.stock = patch.stock.unwrap_or(next.stock);
+        next.per_user_limit = patch.per_user_limit.unwrap_or(next.per_user_limit);
+        next.starts_at = patch.starts_at.unwrap_or(next.starts_at);
+        next.ends_at = patch.ends_at.unwrap_or(next.ends_at);
+        next.check()?;
+        Ok(next)
+    }
+}
+
+/// The `promotions` table.
+#[derive(Debug, Clone)]
+pub struct PromotionRepo {
+    pool: PgPool,
+}
+
+const COLUMNS: &str =
+    "id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused, created_at, updated_at";
+
+impl PromotionRepo {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn insert(&self, f: &PromotionFields) -> sqlx::Result<Promotion> {
+        sqlx::query_as(&format!(
+            "INSERT INTO promotions (sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+        ))
+        .bind(&f.sku_id)
+        .bind(&f.title)
+        .bind(f.price_cents)
+        .bind(f.stock)
+        .bind(f.per_user_limit)
+        .bind(f.starts_at)
+        .bind(f.ends_at)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    pub async fn get(&self, id: i64) -> sqlx::Result<Option<Promotion>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM promotions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Newest first, keyset-paginated by id.
+    pub async fn list(&self, before_id: Option<i64>, limit: i64) -> sqlx::Result<Vec<Promotion>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM promotions WHERE ($1::BIGINT IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Promotions that have not ended long ago: what gateways keep in their local cache.
+    pub async fn list_current(&self, ended_within: chrono::Duration) -> sqlx::Result<Vec<Promotion>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM promotions WHERE ends_at > $1 ORDER BY id"
+        ))
+        .bind(Utc::now() - ended_within)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Store edited fields, guarded by the `updated_at` the edit was based on (a concurrent
+    /// edit makes this return `None`).
+    pub async fn update(
+        &self,
+        id: i64,
+        f: &PromotionFields,
+        seen_updated_at: DateTime<Utc>,
+    ) -> sqlx::Result<Option<Promotion>> {
+        sqlx::query_as(&format!(
+            "UPDATE promotions SET sku_id = $2, title = $3, price_cents = $4, stock = $5, per_user_limit = $6,
+                 starts_at = $7, ends_at = $8, updated_at = now()
+             WHERE id = $1 AND updated_at = $9 RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(&f.sku_id)
+        .bind(&f.title)
+        .bind(f.price_cents)
+        .bind(f.stock)
+        .bind(f.per_user_limit)
+        .bind(f.starts_at)
+        .bind(f.ends_at)
+        .bind(seen_updated_at)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn set_paused(&self, id: i64, paused: bool) -> sqlx::Result<Option<Promotion>> {
+        sqlx::query_as(&format!(
+            "UPDATE promotions SET paused = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(paused)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn add_stock(&self, id: i64, units: i64) -> sqlx::Result<Option<Promotion>> {
+        sqlx::query_as(&format!(
+            "UPDATE promotions SET stock = stock + $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(units)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Delete a promotion that has no orders. Returns whether a row went.
+    pub async fn delete_unused(&self, id: i64) -> sqlx::Result<bool> {
+        let result = sqlx::query(
+            "DELETE FROM promotions p WHERE p.id = $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.promotion_id = p.id)",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn input() -> PromotionInput {
+        let start = Utc::now() + Duration::hours(1);
+        PromotionInput {
+            sku_id: " sku-1 ".into(),
+            title: "Phone".into(),
+            price_cents: 1999,
+            stock: 100,
+            per_user_limit: 1,
+            starts_at: start,
+            ends_at: start + Duration::hours(1),
+        }
+    }
+
+    fn promotion(starts_in: Duration) -> Promotion {
+        let now = Utc::now();
+        Promotion {
+            id: 1,
+            sku_id: "sku-1".into(),
+            title: "Phone".into(),
+            price_cents: 1999,
+            stock: 100,
+            per_user_limit: 1,
+            starts_at: now + starts_in,
+            ends_at: now + starts_in + Duration::hours(1),
+            paused: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn parse_trims_text_and_accepts_a_valid_promotion() {
+        let f = PromotionFields::parse(input()).expect("valid");
+        assert_eq!(f.sku_id, "sku-1");
+    }
+
+    #[test]
+    fn parse_rejects_each_invalid_field() {
+        let cases: [(fn(&mut PromotionInput), PromotionError); 6] = [
+            (|i| i.ends_at = i.starts_at, PromotionError::InvalidWindow),
+            (|i| i.stock = -1, PromotionError::InvalidStock),
+            (|i| i.stock = MAX_STOCK + 1, PromotionError::InvalidStock),
+            (|i| i.price_cents = -5, PromotionError::InvalidPrice),
+            (|i| i.per_user_limit = 0, PromotionError::InvalidLimit),
+            (|i| i.title = "  ".into(), PromotionError::InvalidText("title")),
+        ];
+        for (mutate, want) in cases {
+            let mut i = input();
+            mutate(&mut i);
+            assert_eq!(PromotionFields::parse(i), Err(want));
+        }
+    }
+
+    #[test]
+    fn before_start_everything_may_change() {
+        let p = promotion(Duration::hours(1));
+        let patch = PromotionPatch {
+            stock: Some(5),
+            price_cents: Some(999),
+            ..Default::default()
+        };
+        let f = p.patched(patch, Utc::now()).expect("editable before start");
+        assert_eq!((f.stock, f.price_cents), (5, 999));
+    }
+
+    #[test]
+    fn a_running_sale_locks_stock_price_limit_and_start() {
+        let p = promotion(-Duration::minutes(1));
+        let now = Utc::now();
+        let stock = PromotionPatch {
+            stock: Some(500),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.patched(stock, now),
+            Err(PromotionError::LockedWhileRunning("stock"))
+        );
+        let start = PromotionPatch {
+            starts_at: Some(now),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.patched(start, now),
+            Err(PromotionError::LockedWhileRunning("starts_at"))
+        );
+        let same_stock = PromotionPatch {
+            stock: Some(p.stock),
+            title: Some("New title".into()),
+            ends_at: Some(p.ends_at + Duration::hours(1)),
+            ..Default::default()
+        };
+        let f = p.patched(same_stock, now).expect("title and end may change");
+        assert_eq!(f.title, "New title");
+    }
+
+    #[test]
+    fn state_follows_window_pause_and_stock() {
+        let now = Utc::now();
+        let mut p = promotion(Duration::hours(1));
+        assert_eq!(p.state(now, false), PromotionState::Scheduled);
+        p.starts_at = now - Duration::minutes(1);
+        assert_eq!(p.state(now, false), PromotionState::Active);
+        assert_eq!(p.state(now, true), PromotionState::SoldOut);
+        p.paused = true;
+        assert_eq!(p.state(now, true), PromotionState::Paused);
+        p.ends_at = now;
+        assert_eq!(p.state(now, false), PromotionState::Ended);
+    }
+}

@@ -1,0 +1,413 @@
+//! Flash-sale stock in Redis: the Lua scripts of `lua/` behind typed calls.
+//!
+//! Every key of one promotion carries the hash tag `{promo:<id>}`, so each script touches a
+//! single slot and runs unchanged on Redis Cluster. Scripts run by `EVALSHA` (loaded on first
+//! use) over the shared multiplexed connection.
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::ids::OrderId;
+use crate::promotion::Promotion;
+
+/// The Redis keys of one promotion.
+#[derive(Debug, Clone)]
+pub struct PromotionKeys {
+    pub meta: String,
+    pub buyers: String,
+    pub requests: String,
+    pub reservations: String,
+    pub pending: String,
+    pub released: String,
+}
+
+impl PromotionKeys {
+    pub fn new(promotion_id: i64) -> Self {
+        let tag = format!("{{promo:{promotion_id}}}");
+        Self {
+            meta: format!("{tag}:meta"),
+            buyers: format!("{tag}:buyers"),
+            requests: format!("{tag}:requests"),
+            reservations: format!("{tag}:reservations"),
+            pending: format!("{tag}:pending"),
+            released: format!("{tag}:released"),
+        }
+    }
+
+    fn all(&self) -> [&str; 6] {
+        [
+            &self.meta,
+            &self.buyers,
+            &self.requests,
+            &self.reservations,
+            &self.pending,
+            &self.released,
+        ]
+    }
+}
+
+/// Which order a promotion's order id belongs to, for `GET /api/orders/{id}` before the order
+/// is persisted. Outside the promotion's hash tag on purpose: it is looked up by order id.
+fn order_index_key(order_id: OrderId) -> String {
+    format!("seckill:order:{order_id}")
+}
+const ORDER_INDEX_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// What `reserve.lua` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved {
+        order_id: OrderId,
+        remaining: i64,
+    },
+    /// The same user already sent this request id: the first attempt's order.
+    Duplicate {
+        order_id: OrderId,
+    },
+    NotLoaded,
+    NotStarted,
+    Ended,
+    Paused,
+    LimitExceeded,
+    SoldOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    Released {
+        remaining: i64,
+    },
+    /// Already released, or never reserved.
+    NothingToRelease,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StockError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from {script}: {reply}")]
+    UnexpectedReply { script: &'static str, reply: String },
+}
+
+/// One live reservation as recorded by `reserve.lua`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: OrderId,
+    pub user_id: i64,
+    pub quantity: u32,
+    pub reserved_at_ms: i64,
+    pub request_id: String,
+}
+
+impl Reservation {
+    fn parse(order_id: OrderId, payload: &str) -> Option<Self> {
+        let mut parts = payload.splitn(4, '|');
+        Some(Self {
+            order_id,
+            user_id: parts.next()?.parse().ok()?,
+            quantity: parts.next()?.parse().ok()?,
+            reserved_at_ms: parts.next()?.parse().ok()?,
+            request_id: parts.next()?.to_owned(),
+        })
+    }
+}
+
+/// Remaining stock and pause flag as Redis has them now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveStock {
+    pub remaining: i64,
+    pub paused: bool,
+}
+
+#[derive(Clone)]
+pub struct StockStore {
+    conn: ConnectionManager,
+    reserve: Script,
+    release: Script,
+    warmup: Script,
+    add_stock: Script,
+}
+
+impl std::fmt::Debug for StockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StockStore").finish_non_exhaustive()
+    }
+}
+
+impl StockStore {
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
+            conn,
+            reserve: Script::new(include_str!("../../lua/reserve.lua")),
+            release: Script::new(include_str!("../../lua/release.lua")),
+            warmup: Script::new(include_str!("../../lua/warmup.lua")),
+            add_stock: Script::new(include_str!("../../lua/add_stock.lua")),
+        }
+    }
+
+    pub async fn reserve(
+        &self,
+        promotion_id: i64,
+        user_id: i64,
+        request_id: &str,
+        quantity: u32,
+        order_id: OrderId,
+    ) -> Result<ReserveOutcome, StockError> {
+        let k = PromotionKeys::new(promotion_id);
+        let mut conn = self.conn.clone();
+        let (code, id, remaining): (i64, String, i64) = self
+            .reserve
+            .key(&k.meta)
+            .key(&k.buyers)
+            .key(&k.requests)
+            .key(&k.reservations)
+            .key(&k.pending)
+            .arg(user_id)
+            .arg(request_id)
+            .arg(quantity)
+            .arg(order_id.0)
+            .invoke_async(&mut conn)
+            .await?;
+        let unexpected = || StockError::UnexpectedReply {
+            script: "reserve.lua",
+            reply: format!("{code} {id:?} {remaining}"),
+        };
+        Ok(match code {
+            1 => ReserveOutcome::Reserved {
+                order_id: id.parse().map_err(|_| unexpected())?,
+                remaining,
+            },
+            2 => ReserveOutcome::Duplicate {
+                order_id: id.parse().map_err(|_| unexpected())?,
+            },
+            -1 => ReserveOutcome::NotLoaded,
+            -2 => ReserveOutcome::NotStarted,
+            -3 => ReserveOutcome::Ended,
+            -4 => ReserveOutcome::Paused,
+            -5 => ReserveOutcome::LimitExceeded,
+            -6 => ReserveOutcome::SoldOut,
+            _ => return Err(unexpected()),
+        })
+    }
+
+    /// Undo a reservation, at most once. `forget_request`: the order was never accepted, so a
+    /// retry with the same request id may reserve again.
+    pub async fn release(
+        &self,
+        promotion_id: i64,
+        order_id: OrderId,
+        forget_request: bool,
+    ) -> Result<ReleaseOutcome, StockError> {
+        let k = PromotionKeys::new(promotion_id);
+        let mut conn = self.conn.clone();
+        let (code, remaining): (i64, i64) = self
+            .release
+            .key(&k.meta)
+            .key(&k.buyers)
+            .key(&k.requests)
+            .key(&k.reservations)
+            .key(&k.pending)
+            .key(&k.released)
+            .arg(order_id.0)
+            .arg(if forget_request { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await?;
+        match code {
+            1 => Ok(ReleaseOutcome::Released { remaining }),
+            0 => Ok(ReleaseOutcome::NothingToRelease),
+            _ => Err(StockError::UnexpectedReply {
+                script: "release.lua",
+                reply: format!("{code} {remaining}"),
+            }),
+        }
+    }
+
+    /// Load (or refresh the rules of) a promotion; returns remaining stock.
+    pub async fn warmup(&self, p: &Promotion) -> Result<i64, StockError> {
+        let k = PromotionKeys::new(p.id);
+        let mut conn = self.conn.clone();
+        Ok(self
+            .warmup
+            .key(&k.meta)
+            .arg(p.stock)
+            .arg(p.per_user_limit)
+            .arg(p.starts_at.timestamp_millis())
+            .arg(p.ends_at.timestamp_millis())
+            .arg(if p.paused { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// Load a promotion afresh, stock included: only for a sale that has not started (no
+    /// reservation can exist yet).
+    pub async fn reload(&self, p: &Promotion) -> Result<i64, StockError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(PromotionKeys::new(p.id).meta)
+            .query_async::<()>(&mut conn)
+            .await?;
+        self.warmup(p).await
+    }
+
+    /// Returns the new remaining stock, or `None` when the promotion is not loaded.
+    pub async fn add_stock(&self, promotion_id: i64, units: i64) -> Result<Option<i64>, StockError> {
+        let mut conn = self.conn.clone();
+        let remaining: i64 = self
+            .add_stock
+            .key(PromotionKeys::new(promotion_id).meta)
+            .arg(units)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((remaining >= 0).then_some(remaining))
+    }
+
+    pub async fn set_paused(&self, promotion_id: i64, paused: bool) -> Result<(), StockError> {
+        let mut conn = self.conn.clone();
+        let meta = PromotionKeys::new(promotion_id).meta;
+        // Only touch a loaded promotion; warm-up carries the flag otherwise.
+        if redis::cmd("EXISTS")
+            .arg(&meta)
+            .query_async::<bool>(&mut conn)
+            .await?
+        {
+            redis::cmd("HSET")
+                .arg(&meta)
+                .arg("paused")
+                .arg(if paused { "1" } else { "0" })
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Remaining stock and pause flag of several promotions in one pipelined round trip;
+    /// `None` for a promotion that is not loaded.
+    pub async fn live_stock(&self, promotion_ids: &[i64]) -> Result<Vec<Option<LiveStock>>, StockError> {
+        if promotion_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in promotion_ids {
+            pipe.cmd("HMGET")
+                .arg(PromotionKeys::new(*id).meta)
+                .arg("remaining")
+                .arg("paused");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<(Option<i64>, Option<String>)> = pipe.query_async(&mut conn).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(remaining, paused)| {
+                remaining.map(|remaining| LiveStock {
+                    remaining,
+                    paused: paused.as_deref() == Some("1"),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn reservation(
+        &self,
+        promotion_id: i64,
+        order_id: OrderId,
+    ) -> Result<Option<Reservation>, StockError> {
+        let mut conn = self.conn.clone();
+        let payload: Option<String> = redis::cmd("HGET")
+            .arg(PromotionKeys::new(promotion_id).reservations)
+            .arg(order_id.0)
+            .query_async(&mut conn)
+            .await?;
+        Ok(payload.and_then(|p| Reservation::parse(order_id, &p)))
+    }
+
+    /// The order a user's request id reserved, if any: answers retries that gateways would
+    /// otherwise reject locally (sold out, ended, paused) with the order they already hold.
+    pub async fn order_for_request(
+        &self,
+        promotion_id: i64,
+        user_id: i64,
+        request_id: &str,
+    ) -> Result<Option<OrderId>, StockError> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = redis::cmd("HGET")
+            .arg(PromotionKeys::new(promotion_id).requests)
+            .arg(format!("{user_id}:{request_id}"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(id.and_then(|id| id.parse().ok()))
+    }
+
+    /// Number of live reservations of a promotion.
+    pub async fn reservation_count(&self, promotion_id: i64) -> Result<u64, StockError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HLEN")
+            .arg(PromotionKeys::new(promotion_id).reservations)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Units a user holds in live reservations of a promotion.
+    pub async fn units_held(&self, promotion_id: i64, user_id: i64) -> Result<i64, StockError> {
+        let mut conn = self.conn.clone();
+        let held: Option<i64> = redis::cmd("HGET")
+            .arg(PromotionKeys::new(promotion_id).buyers)
+            .arg(user_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(held.unwrap_or(0))
+    }
+
+    /// Remember which promotion an accepted order belongs to (see `order_index_key`).
+    pub async fn index_order(&self, order_id: OrderId, promotion_id: i64) -> Result<(), StockError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(order_index_key(order_id))
+            .arg(promotion_id)
+            .arg("EX")
+            .arg(ORDER_INDEX_TTL_SECS)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn order_promotion(&self, order_id: OrderId) -> Result<Option<i64>, StockError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("GET")
+            .arg(order_index_key(order_id))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Drop every key of a promotion (it was deleted before any order existed).
+    pub async fn forget_promotion(&self, promotion_id: i64) -> Result<(), StockError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(&PromotionKeys::new(promotion_id).all()[..])
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_keys_of_a_promotion_share_one_hash_tag() {
+        let k = PromotionKeys::new(42);
+        for key in k.all() {
+            assert!(key.starts_with("{promo:42}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_reservation_payload_keeps_pipes_inside_the_request_id() {
+        let r = Reservation::parse(OrderId(9), "17|2|1700000000000|req|with|pipes").expect("parses");
+        assert_eq!(
+            (r.user_id, r.quantity, r.request_id.as_str()),
+            (17, 2, "req|with|pipes")
+        );
+        assert_eq!(Reservation::parse(OrderId(9), "garbage"), None);
+    }
+}
