@@ -397,7 +397,8 @@ mod tests {
 
     #[test]
     fn parse_rejects_each_invalid_field() {
-        let cases: [(fn(&mut PromotionInput), PromotionError); 6] = [
+        type Mutation = fn(&mut PromotionInput);
+        let cases: [(Mutation, PromotionError); 6] = [
             (|i| i.ends_at = i.starts_at, PromotionError::InvalidWindow),
             (|i| i.stock = -1, PromotionError::InvalidStock),
             (|i| i.stock = MAX_STOCK + 1, PromotionError::InvalidStock),

@@ -52,7 +52,7 @@ pub async fn fresh_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseS
         .context("migrate the test database")?;
     // Tests share one Redis, where promotions are keyed by id: start each database's ids at
     // a random point so two tests never use the same promotion id.
-    let first_id = (uuid::Uuid::new_v4().as_u128() % (1 << 40)) as i64 + 1;
+    let first_id = random_promotion_id();
     conn.execute(format!("ALTER TABLE promotions ALTER COLUMN id RESTART WITH {first_id}").as_str())
         .await
         .context("offset promotion ids")?;
@@ -76,6 +76,11 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A promotion id unlikely to be used by any other test (ids up to 2^40).
+pub fn random_promotion_id() -> i64 {
+    (uuid::Uuid::new_v4().as_u128() % (1 << 40)) as i64 + 1
 }
 
 /// A worker id for a test gateway, so parallel tests mint distinct order ids.

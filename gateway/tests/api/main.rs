@@ -1,8 +1,11 @@
 //! Gateway integration tests, one binary: each test spawns the application on port 0 against
 //! the real stack and drives it over HTTP.
 
+mod admin;
 mod binary;
 mod health;
 mod helpers;
+mod input;
+mod publish_failure;
 mod readiness;
 mod seckill;

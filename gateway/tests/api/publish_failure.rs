@@ -1,0 +1,48 @@
+//! When the broker is gone, an order is not accepted: the reservation is released, stock is
+//! restored, the client gets 503, and the same request id succeeds once the broker is back.
+
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use order_core::test_support::{poll_until, PrivateStack};
+
+use crate::helpers::{error_code, generous_limits, TestApp};
+
+#[tokio::test]
+async fn a_failed_publish_releases_the_reservation_and_a_retry_succeeds_later() {
+    let stack = PrivateStack::start().expect("private stack");
+    let app = TestApp::spawn_with(
+        generous_limits(stack.source())
+            .with_var("APP_SECKILL__PUBLISH_TIMEOUT_MS", "1500")
+            .with_var("APP_PULSAR__OPERATION_TIMEOUT_MS", "1000"),
+    )
+    .await;
+    let promotion_id = app.create_promotion(3, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let (status, _) = app.place(promotion_id, 1, "before", 1).await;
+    assert_eq!(status, 202);
+
+    stack.stop_part("pulsar").expect("stop the broker");
+    let (status, body) = app.place(promotion_id, 2, "during", 1).await;
+    assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
+
+    let stock = app.stock_store().await;
+    assert_eq!(
+        stock.reservation_count(promotion_id).await.expect("count"),
+        1,
+        "only the first order holds stock"
+    );
+    assert_eq!(stock.units_held(promotion_id, 2).await.expect("held"), 0);
+    let live = stock.live_stock(&[promotion_id]).await.expect("live")[0].expect("loaded");
+    assert_eq!(live.remaining, 2, "the failed order's unit is back");
+
+    stack.start_part("pulsar").expect("restart the broker");
+    let order = poll_until(Duration::from_secs(60), "a publish to succeed again", || async {
+        let (status, body) = app.place(promotion_id, 2, "during", 1).await;
+        (status == 202).then_some(body)
+    })
+    .await;
+    assert!(order["order_id"].is_string());
+    assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 2);
+}
