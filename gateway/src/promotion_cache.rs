@@ -6,8 +6,12 @@
 //! round trip. So when stock comes back (a cancelled order), every gateway stops rejecting
 //! locally within one refresh. The same task loads promotions into Redis shortly before they
 //! start. Redis stays the authority: the cache only short-circuits, the Lua script decides.
+//!
+//! Retries must keep their order id (a client that timed out retries with the same request
+//! id after the sale sold out). So the cache also knows, per closed sale, which users hold
+//! reservations: only they are sent on to Redis; everyone else is rejected without I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,6 +27,8 @@ pub struct CachedPromotion {
     sold_out: AtomicBool,
     remaining: AtomicI64,
     paused_in_redis: AtomicBool,
+    /// Users holding reservations: as of the last refresh, plus those this gateway accepted.
+    buyers: RwLock<HashSet<i64>>,
 }
 
 impl CachedPromotion {
@@ -34,8 +40,32 @@ impl CachedPromotion {
                 previous.is_some_and(|p| p.paused_in_redis.load(Ordering::Relaxed)),
             ),
             remaining: AtomicI64::new(remaining),
+            buyers: RwLock::new(previous.map(|p| p.buyers_snapshot()).unwrap_or_default()),
             promotion,
         }
+    }
+
+    /// Whether `user_id` may hold a reservation (and so a retry may deserve its order id).
+    pub fn may_hold_order(&self, user_id: i64) -> bool {
+        self.buyers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&user_id)
+    }
+
+    pub fn add_buyer(&self, user_id: i64) {
+        self.buyers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user_id);
+    }
+
+    fn buyers_snapshot(&self) -> HashSet<i64> {
+        self.buyers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_buyers(&self, buyers: Vec<i64>) {
+        *self.buyers.write().unwrap_or_else(|e| e.into_inner()) = buyers.into_iter().collect();
     }
 
     pub fn is_sold_out(&self) -> bool {
@@ -142,6 +172,22 @@ impl PromotionCache {
                 }
                 fresh.insert(entry.promotion.id, entry);
             }
+        }
+        // Buyers matter only where the hot path rejects locally.
+        let closed: Vec<Arc<CachedPromotion>> = fresh
+            .values()
+            .filter(|e| {
+                matches!(
+                    e.state(),
+                    PromotionState::SoldOut | PromotionState::Paused | PromotionState::Ended
+                )
+            })
+            .cloned()
+            .collect();
+        let closed_ids: Vec<i64> = closed.iter().map(|e| e.promotion.id).collect();
+        let buyers = stock.buyers(&closed_ids).await.context("read buyers")?;
+        for (entry, buyers) in closed.iter().zip(buyers) {
+            entry.set_buyers(buyers);
         }
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())

@@ -337,6 +337,19 @@ impl StockStore {
         Ok(id.and_then(|id| id.parse().ok()))
     }
 
+    /// Users holding live reservations, for several promotions in one pipelined round trip.
+    pub async fn buyers(&self, promotion_ids: &[i64]) -> Result<Vec<Vec<i64>>, StockError> {
+        if promotion_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in promotion_ids {
+            pipe.cmd("HKEYS").arg(PromotionKeys::new(*id).buyers);
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     /// Number of live reservations of a promotion.
     pub async fn reservation_count(&self, promotion_id: i64) -> Result<u64, StockError> {
         let mut conn = self.conn.clone();

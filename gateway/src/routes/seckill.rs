@@ -115,10 +115,12 @@ pub async fn place_seckill_order(
         .ok_or_else(|| ApiError::not_found("promotion_not_found", "no such promotion"))?;
     let local_state = entry.state();
     if let Some(rejected) = rejection(local_state) {
-        if local_state == PromotionState::Scheduled {
+        // Nobody can hold an order before the start, and most of a sold-out flood holds
+        // none: both are rejected without I/O. A user who may hold one could be retrying an
+        // accepted request, which must get its order id back.
+        if local_state == PromotionState::Scheduled || !entry.may_hold_order(user.id) {
             return Err(rejected);
         }
-        // A retry of a request accepted before the sale closed still gets its order id.
         return match state
             .stock
             .order_for_request(promotion_id, user.id, &request_id)
@@ -159,6 +161,7 @@ pub async fn place_seckill_order(
 
     match outcome {
         ReserveOutcome::Reserved { order_id, remaining } => {
+            entry.add_buyer(user.id);
             if remaining <= 0 {
                 entry.mark_sold_out();
             }

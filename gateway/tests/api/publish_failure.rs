@@ -46,3 +46,31 @@ async fn a_failed_publish_releases_the_reservation_and_a_retry_succeeds_later() 
     assert!(order["order_id"].is_string());
     assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 2);
 }
+
+#[tokio::test]
+async fn a_sold_out_sale_is_refused_locally_even_with_redis_down() {
+    let stack = PrivateStack::start().expect("private stack");
+    let app = TestApp::spawn_with(generous_limits(stack.source())).await;
+    let promotion_id = app.create_promotion(1, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let (status, accepted) = app.place(promotion_id, 1, "winner", 1).await;
+    assert_eq!(status, 202);
+    let (status, body) = app.place(promotion_id, 2, "loser", 1).await;
+    assert_eq!((status, error_code(&body)), (409, "sold_out"));
+
+    // The rejection of the flood needs no I/O: it still works with Redis gone.
+    stack.stop_part("redis").expect("stop Redis");
+    for user in 3..10 {
+        let (status, body) = app.place(promotion_id, user, "late", 1).await;
+        assert_eq!((status, error_code(&body)), (409, "sold_out"), "user {user}");
+    }
+    stack.start_part("redis").expect("start Redis");
+    // The winner's retry still gets the winner's order (it is looked up in Redis).
+    let retry = poll_until(Duration::from_secs(30), "Redis to answer again", || async {
+        let (status, body) = app.place(promotion_id, 1, "winner", 1).await;
+        (status == 202).then_some(body)
+    })
+    .await;
+    assert_eq!(retry["order_id"], accepted["order_id"]);
+}
