@@ -22,9 +22,12 @@ use crate::rate_limit::RateLimits;
 use crate::routes;
 use crate::settings::Settings;
 
-/// What every handler can reach; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct AppState {
+/// What every handler can reach. Shared behind one `Arc`: axum clones the state for every
+/// request, and a deep clone (connections, scripts, client handles) showed up in profiles.
+pub type AppState = Arc<AppContext>;
+
+#[derive(Debug)]
+pub struct AppContext {
     pub deps: Dependencies,
     pub auth: Arc<Authenticator>,
     pub limits: Arc<RateLimits>,
@@ -72,7 +75,7 @@ impl Application {
         )
         .await
         .context("create the seckill-orders producer")?;
-        let state = AppState {
+        let state = Arc::new(AppContext {
             auth: Arc::new(Authenticator::new(&settings.auth)),
             limits: Arc::new(RateLimits::new(&settings.rate_limit)?),
             cache: Arc::new(PromotionCache::default()),
@@ -82,7 +85,7 @@ impl Application {
             promotions: PromotionRepo::new(deps.db.clone()),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
             deps,
-        };
+        });
 
         // A first refresh before serving, so a fresh gateway knows the running sales.
         if let Err(e) = state

@@ -4,6 +4,8 @@
 //! single slot and runs unchanged on Redis Cluster. Scripts run by `EVALSHA` (loaded on first
 //! use) over the shared multiplexed connection.
 
+use std::sync::Arc;
+
 use redis::aio::ConnectionManager;
 use redis::Script;
 
@@ -119,9 +121,14 @@ pub struct LiveStock {
     pub paused: bool,
 }
 
+/// Cheap to clone: one multiplexed connection and the scripts, shared.
 #[derive(Clone)]
 pub struct StockStore {
     conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
     reserve: Script,
     release: Script,
     warmup: Script,
@@ -138,10 +145,12 @@ impl StockStore {
     pub fn new(conn: ConnectionManager) -> Self {
         Self {
             conn,
-            reserve: Script::new(include_str!("../../lua/reserve.lua")),
-            release: Script::new(include_str!("../../lua/release.lua")),
-            warmup: Script::new(include_str!("../../lua/warmup.lua")),
-            add_stock: Script::new(include_str!("../../lua/add_stock.lua")),
+            scripts: Arc::new(Scripts {
+                reserve: Script::new(include_str!("../../lua/reserve.lua")),
+                release: Script::new(include_str!("../../lua/release.lua")),
+                warmup: Script::new(include_str!("../../lua/warmup.lua")),
+                add_stock: Script::new(include_str!("../../lua/add_stock.lua")),
+            }),
         }
     }
 
@@ -156,6 +165,7 @@ impl StockStore {
         let k = PromotionKeys::new(promotion_id);
         let mut conn = self.conn.clone();
         let (code, id, remaining): (i64, String, i64) = self
+            .scripts
             .reserve
             .key(&k.meta)
             .key(&k.buyers)
@@ -201,6 +211,7 @@ impl StockStore {
         let k = PromotionKeys::new(promotion_id);
         let mut conn = self.conn.clone();
         let (code, remaining): (i64, i64) = self
+            .scripts
             .release
             .key(&k.meta)
             .key(&k.buyers)
@@ -227,13 +238,20 @@ impl StockStore {
         let k = PromotionKeys::new(p.id);
         let mut conn = self.conn.clone();
         Ok(self
+            .scripts
             .warmup
             .key(&k.meta)
+            .key(&k.buyers)
+            .key(&k.requests)
+            .key(&k.reservations)
+            .key(&k.pending)
+            .key(&k.released)
             .arg(p.stock)
             .arg(p.per_user_limit)
             .arg(p.starts_at.timestamp_millis())
             .arg(p.ends_at.timestamp_millis())
             .arg(if p.paused { "1" } else { "0" })
+            .arg(p.created_at.timestamp_micros())
             .invoke_async(&mut conn)
             .await?)
     }
@@ -253,6 +271,7 @@ impl StockStore {
     pub async fn add_stock(&self, promotion_id: i64, units: i64) -> Result<Option<i64>, StockError> {
         let mut conn = self.conn.clone();
         let remaining: i64 = self
+            .scripts
             .add_stock
             .key(PromotionKeys::new(promotion_id).meta)
             .arg(units)

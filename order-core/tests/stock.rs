@@ -214,3 +214,38 @@ async fn outcomes_map_every_return_code() {
     );
     store.forget_promotion(past.id).await.expect("cleanup");
 }
+
+#[tokio::test]
+async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
+    let store = store().await;
+    let ids = OrderIdGenerator::new(random_worker_id());
+    let old = promotion(1, 1);
+    store.warmup(&old).await.expect("warmup");
+    assert!(matches!(
+        store
+            .reserve(old.id, 1, "r", 1, ids.next_id())
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved { remaining: 0, .. }
+    ));
+
+    // Same id, another row (the database was recreated; Redis kept its data).
+    let mut new = promotion(5, 1);
+    new.id = old.id;
+    new.created_at = old.created_at + Duration::seconds(1);
+    assert_eq!(store.warmup(&new).await.expect("warmup"), 5);
+    assert_eq!(store.reservation_count(new.id).await.expect("count"), 0);
+    assert!(matches!(
+        store
+            .reserve(new.id, 1, "r", 1, ids.next_id())
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved { remaining: 4, .. }
+    ));
+    assert_eq!(
+        store.warmup(&new).await.expect("same promotion again"),
+        4,
+        "keeps what was sold"
+    );
+    store.forget_promotion(new.id).await.expect("cleanup");
+}
