@@ -298,3 +298,37 @@ async fn the_sale_window_and_pause_are_enforced() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_persisted_order_shows_its_database_state() {
+    let app = TestApp::spawn().await;
+    let promotion_id = app.create_promotion(5, 1, -Span::seconds(1)).await["id"].as_i64().expect("id");
+    let (_, body) = app.place(promotion_id, 21, "persist-me", 1).await;
+    let order_id: i64 = body["order_id"].as_str().expect("id").parse().expect("numeric");
+
+    // What the order writer does once the message is consumed.
+    let pool = order_core::db::lazy_pool(&app.settings.database).expect("pool");
+    sqlx::query(
+        "INSERT INTO orders (id, user_id, kind, promotion_id, request_id, status, subtotal_cents, total_cents, expires_at)
+         VALUES ($1, 21, 'seckill', $2, 'persist-me', 'pending_payment', 1999, 1999, now() + interval '15 minutes')",
+    )
+    .bind(order_id)
+    .bind(promotion_id)
+    .execute(&pool)
+    .await
+    .expect("insert the order row");
+
+    let view: Value = app
+        .client
+        .get(format!("{}/api/orders/{order_id}", app.address))
+        .bearer_auth(app.token(21))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["status"], "pending_payment");
+    assert_eq!(view["order_id"], order_id.to_string());
+    assert!(view["expires_at"].is_string());
+}
