@@ -1,8 +1,12 @@
 //! seckill consumers: the background side of the system.
 //!
 //! They take work off Pulsar and the database at the pace the database sustains: the order
-//! writer, the recovery sweeper, the payment-timeout canceller and the post-payment workers.
-//! The process also serves `/healthz` and `/readyz` for the orchestrator.
+//! writer, the recovery sweeper and the payment-timeout canceller (with its stock-return and
+//! outbox relays). The process also serves `/healthz`, `/readyz` and `/status`.
 
+pub mod canceller;
+pub mod order_writer;
 pub mod settings;
 pub mod startup;
+pub mod stats;
+pub mod sweeper;

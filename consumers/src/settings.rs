@@ -1,5 +1,8 @@
 //! The consumers' typed settings (see `order_core::settings` for the layering).
 
+use std::time::Duration;
+
+use order_core::pacing::AimdSettings;
 use order_core::settings::{
     DatabaseSettings, LogSettings, PulsarSettings, RedisSettings, ServerSettings, SettingsError,
     StartupSettings, Validate,
@@ -8,19 +11,114 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    /// Where `/healthz` and `/readyz` are served.
+    /// Where `/healthz`, `/readyz` and `/status` are served.
     pub consumers: ServerSettings,
     pub log: LogSettings,
     pub startup: StartupSettings,
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
     pub pulsar: PulsarSettings,
+    pub orders: OrderSettings,
+    pub writer: WriterSettings,
+    pub sweeper: SweeperSettings,
+    pub canceller: CancellerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderSettings {
+    pub payment_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WriterSettings {
+    pub subscription: String,
+    pub batch_size: u32,
+    pub linger_ms: u64,
+    pub min_rows_per_sec: f64,
+    pub max_rows_per_sec: f64,
+    pub initial_rows_per_sec: f64,
+    pub increase_rows_per_sec: f64,
+    pub decrease_factor: f64,
+    pub target_commit_latency_ms: u64,
+    pub adjust_interval_ms: u64,
+    pub max_redeliveries: u32,
+    pub dead_letter_topic: String,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl WriterSettings {
+    pub fn aimd(&self) -> AimdSettings {
+        AimdSettings {
+            min_rows_per_sec: self.min_rows_per_sec,
+            max_rows_per_sec: self.max_rows_per_sec,
+            initial_rows_per_sec: self.initial_rows_per_sec,
+            increase_rows_per_sec: self.increase_rows_per_sec,
+            decrease_factor: self.decrease_factor,
+            target_commit_latency: Duration::from_millis(self.target_commit_latency_ms),
+            adjust_interval: Duration::from_millis(self.adjust_interval_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SweeperSettings {
+    pub interval_ms: u64,
+    pub republish_after_secs: u64,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CancellerSettings {
+    pub interval_ms: u64,
+    pub batch_size: i64,
 }
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.redis.validate()?;
         self.database.validate()?;
-        self.pulsar.validate()
+        self.pulsar.validate()?;
+        let w = &self.writer;
+        let positive = [
+            ("writer.min_rows_per_sec", w.min_rows_per_sec),
+            ("writer.increase_rows_per_sec", w.increase_rows_per_sec),
+        ];
+        for (key, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(SettingsError::invalid(key, "must be a positive number"));
+            }
+        }
+        if !(w.max_rows_per_sec.is_finite() && w.max_rows_per_sec >= w.min_rows_per_sec) {
+            return Err(SettingsError::invalid(
+                "writer.max_rows_per_sec",
+                "must be at least min_rows_per_sec",
+            ));
+        }
+        if !(w.decrease_factor > 0.0 && w.decrease_factor < 1.0) {
+            return Err(SettingsError::invalid(
+                "writer.decrease_factor",
+                "must be between 0 and 1",
+            ));
+        }
+        if w.batch_size == 0 {
+            return Err(SettingsError::invalid("writer.batch_size", "must be at least 1"));
+        }
+        if w.max_redeliveries == 0 {
+            return Err(SettingsError::invalid(
+                "writer.max_redeliveries",
+                "must be at least 1",
+            ));
+        }
+        if self.canceller.batch_size < 1 {
+            return Err(SettingsError::invalid(
+                "canceller.batch_size",
+                "must be at least 1",
+            ));
+        }
+        if self.sweeper.batch_size == 0 {
+            return Err(SettingsError::invalid("sweeper.batch_size", "must be at least 1"));
+        }
+        Ok(())
     }
 }

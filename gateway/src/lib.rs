@@ -7,7 +7,6 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod promotion_cache;
-pub mod publisher;
 pub mod rate_limit;
 pub mod routes;
 pub mod settings;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use order_core::bus::JsonProducer;
 use order_core::db::MIGRATOR;
 use order_core::ids::OrderIdGenerator;
 use order_core::promotion::PromotionRepo;
@@ -17,7 +18,6 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
 use crate::promotion_cache::PromotionCache;
-use crate::publisher::OrderPublisher;
 use crate::rate_limit::RateLimits;
 use crate::routes;
 use crate::settings::Settings;
@@ -33,7 +33,7 @@ pub struct AppContext {
     pub limits: Arc<RateLimits>,
     pub cache: Arc<PromotionCache>,
     pub stock: StockStore,
-    pub publisher: Arc<OrderPublisher>,
+    pub publisher: Arc<JsonProducer>,
     pub ids: Arc<OrderIdGenerator>,
     pub promotions: PromotionRepo,
     pub warmup_lead: Duration,
@@ -66,11 +66,13 @@ impl Application {
             .context("apply database migrations")?;
 
         let seckill = &settings.seckill;
-        let publisher = OrderPublisher::new(
+        let publisher = JsonProducer::new(
             &deps.pulsar,
             settings.pulsar.topic(&settings.pulsar.seckill_orders_topic),
-            seckill.publish_batch_size,
-            Duration::from_millis(seckill.publish_batch_timeout_ms),
+            Some((
+                seckill.publish_batch_size,
+                Duration::from_millis(seckill.publish_batch_timeout_ms),
+            )),
             Duration::from_millis(seckill.publish_timeout_ms),
         )
         .await

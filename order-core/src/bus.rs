@@ -31,3 +31,77 @@ pub async fn connect(settings: &PulsarSettings) -> Result<PulsarClient, pulsar::
         .build()
         .await
 }
+
+/// A producer of JSON events shared by many tasks: the lock is held only to hand a message
+/// to the producer's batch; the broker's receipt is awaited outside it, so many publishes
+/// are in flight at once and each caller learns whether its own message was acknowledged.
+pub struct JsonProducer {
+    producer: tokio::sync::Mutex<pulsar::producer::Producer<TokioExecutor>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for JsonProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonProducer")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("encode the event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("pulsar: {0}")]
+    Pulsar(#[from] pulsar::Error),
+    #[error("no broker receipt within {0:?}")]
+    Timeout(Duration),
+}
+
+impl JsonProducer {
+    /// `batch`: `Some((size, linger))` to batch messages, `None` to send each at once.
+    pub async fn new(
+        client: &PulsarClient,
+        topic: String,
+        batch: Option<(u32, Duration)>,
+        timeout: Duration,
+    ) -> Result<Self, pulsar::Error> {
+        let options = match batch {
+            Some((size, linger)) => pulsar::producer::ProducerOptions {
+                batch_size: Some(size),
+                batch_timeout: Some(linger),
+                ..Default::default()
+            },
+            None => Default::default(),
+        };
+        let producer = client
+            .producer()
+            .with_topic(topic)
+            .with_options(options)
+            .build()
+            .await?;
+        Ok(Self {
+            producer: tokio::sync::Mutex::new(producer),
+            timeout,
+        })
+    }
+
+    /// Resolves once the broker has acknowledged the event (or fails within the timeout).
+    pub async fn publish(&self, event: &impl serde::Serialize) -> Result<(), PublishError> {
+        self.publish_raw(serde_json::to_vec(event)?).await
+    }
+
+    pub async fn publish_raw(&self, payload: Vec<u8>) -> Result<(), PublishError> {
+        let send = async {
+            let receipt = {
+                let mut producer = self.producer.lock().await;
+                producer.send_non_blocking(payload).await?
+            };
+            receipt.await?;
+            Ok::<_, PublishError>(())
+        };
+        tokio::time::timeout(self.timeout, send)
+            .await
+            .map_err(|_| PublishError::Timeout(self.timeout))?
+    }
+}

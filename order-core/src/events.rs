@@ -29,3 +29,28 @@ impl SeckillOrderAccepted {
     pub const TYPE: &'static str = "seckill.order_accepted";
     pub const VERSION: u32 = 1;
 }
+
+/// A change of an order's lifecycle on `order-events` (`order.cancelled`, `order.paid`, …).
+/// `event_id` is `<type>:<order id>`: one such event per order, so a republished copy is
+/// recognisably the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub order_id: OrderId,
+    pub user_id: i64,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub promotion_id: Option<i64>,
+    pub total_cents: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+impl OrderEvent {
+    pub const CANCELLED: &'static str = "order.cancelled";
+    pub const VERSION: u32 = 1;
+}

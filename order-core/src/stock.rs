@@ -369,6 +369,124 @@ impl StockStore {
         Ok(pipe.query_async(&mut conn).await?)
     }
 
+    /// Which of these `(promotion, order)` pairs were released (their stock went back):
+    /// such an order must not be persisted even if a copy of its message exists.
+    pub async fn released_among(&self, orders: &[(i64, OrderId)]) -> Result<Vec<bool>, StockError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (promotion_id, order_id) in orders {
+            pipe.cmd("SISMEMBER")
+                .arg(PromotionKeys::new(*promotion_id).released)
+                .arg(order_id.0);
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Forget that these orders wait to be persisted (they are in the database now).
+    pub async fn clear_pending(&self, orders: &[(i64, OrderId)]) -> Result<(), StockError> {
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (promotion_id, order_id) in orders {
+            pipe.cmd("ZREM")
+                .arg(PromotionKeys::new(*promotion_id).pending)
+                .arg(order_id.0)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Orders reserved at or before `reserved_before_ms` and still waiting to be persisted.
+    pub async fn stale_pending(
+        &self,
+        promotion_id: i64,
+        reserved_before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OrderId>, StockError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(PromotionKeys::new(promotion_id).pending)
+            .arg("-inf")
+            .arg(reserved_before_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    /// Move pending orders' scores to `now_ms` (they were just republished).
+    pub async fn touch_pending(
+        &self,
+        promotion_id: i64,
+        ids: &[OrderId],
+        now_ms: i64,
+    ) -> Result<(), StockError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(PromotionKeys::new(promotion_id).pending).arg("XX");
+        for id in ids {
+            cmd.arg(now_ms).arg(id.0);
+        }
+        let mut conn = self.conn.clone();
+        cmd.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The live reservations among `ids` (`None` where released or unknown).
+    pub async fn reservations(
+        &self,
+        promotion_id: i64,
+        ids: &[OrderId],
+    ) -> Result<Vec<Option<Reservation>>, StockError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(PromotionKeys::new(promotion_id).reservations);
+        for id in ids {
+            cmd.arg(id.0);
+        }
+        let mut conn = self.conn.clone();
+        let payloads: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
+        Ok(ids
+            .iter()
+            .zip(payloads)
+            .map(|(id, p)| p.and_then(|p| Reservation::parse(*id, &p)))
+            .collect())
+    }
+
+    /// Every live reservation of a promotion (reconciliation; stock-sized).
+    pub async fn all_reservations(&self, promotion_id: i64) -> Result<Vec<Reservation>, StockError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(PromotionKeys::new(promotion_id).reservations)
+            .query_async(&mut conn)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, payload)| Reservation::parse(id.parse().ok()?, &payload))
+            .collect())
+    }
+
+    /// Orders waiting to be persisted.
+    pub async fn pending_count(&self, promotion_id: i64) -> Result<u64, StockError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("ZCARD")
+            .arg(PromotionKeys::new(promotion_id).pending)
+            .query_async(&mut conn)
+            .await?)
+    }
+
     /// Number of live reservations of a promotion.
     pub async fn reservation_count(&self, promotion_id: i64) -> Result<u64, StockError> {
         let mut conn = self.conn.clone();

@@ -216,7 +216,7 @@ async fn release_after_failed_publish(
     state: &AppState,
     promotion_id: i64,
     order_id: OrderId,
-    publish_error: crate::publisher::PublishError,
+    publish_error: order_core::bus::PublishError,
 ) -> ApiError {
     match state.stock.release(promotion_id, order_id, true).await {
         Ok(ReleaseOutcome::Released { remaining }) => {

@@ -302,7 +302,9 @@ async fn the_sale_window_and_pause_are_enforced() {
 #[tokio::test]
 async fn a_persisted_order_shows_its_database_state() {
     let app = TestApp::spawn().await;
-    let promotion_id = app.create_promotion(5, 1, -Span::seconds(1)).await["id"].as_i64().expect("id");
+    let promotion_id = app.create_promotion(5, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
     let (_, body) = app.place(promotion_id, 21, "persist-me", 1).await;
     let order_id: i64 = body["order_id"].as_str().expect("id").parse().expect("numeric");
 

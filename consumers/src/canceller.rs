@@ -1,0 +1,130 @@
+//! The payment-timeout canceller, and the relays that finish its work after each commit.
+//!
+//! Driven by the database (`expires_at`, `FOR UPDATE SKIP LOCKED`), not by broker-delayed
+//! delivery, so it survives restarts and several instances can run. Each cancellation
+//! commits together with its stock return and its `order.cancelled` event (outbox); the
+//! relays then apply returns to Redis (`release.lua`, at most once per order) and publish
+//! events, deleting each row only after it took effect. A crash anywhere repeats the step,
+//! never skips it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use order_core::bus::{JsonProducer, PublishError};
+use order_core::ids::OrderId;
+use order_core::orders::{cancel_expired, complete_stock_returns, pending_stock_returns};
+use order_core::outbox;
+use order_core::shutdown::ShutdownListener;
+use order_core::stock::StockStore;
+use sqlx::PgPool;
+
+use crate::settings::CancellerSettings;
+use crate::stats::Stats;
+
+#[derive(Debug)]
+pub struct PaymentTimeoutCanceller {
+    pub db: PgPool,
+    pub stock: StockStore,
+    pub order_events: Arc<JsonProducer>,
+    /// Short name stored in the outbox (`order-events`).
+    pub order_events_topic: String,
+    pub settings: CancellerSettings,
+    pub stats: Arc<Stats>,
+}
+
+impl PaymentTimeoutCanceller {
+    pub async fn run(self, mut shutdown: ShutdownListener) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.recv() => break,
+            }
+            if let Err(e) = self.run_once().await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "payment-timeout pass failed; next interval retries"
+                );
+            }
+        }
+    }
+
+    pub async fn run_once(&self) -> anyhow::Result<()> {
+        loop {
+            let cancelled = cancel_expired(&self.db, self.settings.batch_size, &self.order_events_topic)
+                .await
+                .context("cancel expired orders")?;
+            Stats::add(&self.stats.orders_cancelled, cancelled.len() as u64);
+            if !cancelled.is_empty() {
+                tracing::info!(
+                    count = cancelled.len(),
+                    "cancelled unpaid orders past their deadline"
+                );
+            }
+            if (cancelled.len() as i64) < self.settings.batch_size {
+                break;
+            }
+        }
+        self.return_stock().await?;
+        self.relay_outbox().await
+    }
+
+    async fn return_stock(&self) -> anyhow::Result<()> {
+        loop {
+            let pending = pending_stock_returns(&self.db, self.settings.batch_size)
+                .await
+                .context("read stock returns")?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let mut done = Vec::with_capacity(pending.len());
+            for (order_id, promotion_id) in &pending {
+                self.stock
+                    .release(*promotion_id, OrderId(*order_id), false)
+                    .await
+                    .context("return stock to Redis")?;
+                done.push(*order_id);
+            }
+            complete_stock_returns(&self.db, &done)
+                .await
+                .context("complete stock returns")?;
+            Stats::add(&self.stats.stock_returned, done.len() as u64);
+            if (pending.len() as i64) < self.settings.batch_size {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn relay_outbox(&self) -> anyhow::Result<()> {
+        loop {
+            let events = outbox::pending(&self.db, self.settings.batch_size)
+                .await
+                .context("read the outbox")?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            let mut published = Vec::with_capacity(events.len());
+            for event in &events {
+                if event.topic != self.order_events_topic {
+                    tracing::warn!(topic = %event.topic, event_id = %event.event_id, "outbox event for an unknown topic left in place");
+                    continue;
+                }
+                let payload = serde_json::to_vec(&event.payload).map_err(PublishError::from)?;
+                self.order_events
+                    .publish_raw(payload)
+                    .await
+                    .context("publish an outbox event")?;
+                published.push(event.id);
+            }
+            outbox::delete(&self.db, &published)
+                .await
+                .context("delete published outbox events")?;
+            Stats::add(&self.stats.outbox_published, published.len() as u64);
+            if published.len() < events.len() || (events.len() as i64) < self.settings.batch_size {
+                return Ok(());
+            }
+        }
+    }
+}
