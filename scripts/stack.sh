@@ -4,6 +4,7 @@
 # already on the machine. Idempotent.
 #
 #   scripts/stack.sh start|stop|restart [redis|postgres|pulsar ...]   (default: all three)
+#   scripts/stack.sh kill [part ...]    SIGKILL (fault tests: a crash, not a clean stop)
 #   scripts/stack.sh status | wait | env
 #
 # A part whose URL is given from outside (REDIS_URL, DATABASE_URL, PULSAR_URL) is not started;
@@ -161,6 +162,22 @@ case $cmd in
     "$0" stop "${parts[@]}"
     "$0" start "${parts[@]}"
     ;;
+  kill)
+    for part in "${parts[@]}"; do
+      external "$part" && continue
+      case $part in
+        redis) pidfile=$STACK_DIR/redis/redis.pid ;;
+        pulsar) pidfile=$STACK_DIR/pulsar/pulsar-lite.pid ;;
+        postgres) pidfile=$(pg_data)/postmaster.pid ;;
+      esac
+      if [ -f "$pidfile" ]; then
+        pid=$(head -n1 "$pidfile")
+        kill -9 "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      fi
+      [ "$part" = postgres ] || rm -f "$pidfile"
+    done
+    ;;
   wait) for part in "${parts[@]}"; do external "$part" || wait_part "$part"; done ;;
   status)
     for part in "${parts[@]}"; do
@@ -173,5 +190,5 @@ case $cmd in
     echo "export DATABASE_URL=$(database_url)"
     echo "export PULSAR_URL=$(pulsar_url)"
     ;;
-  *) die "usage: stack.sh start|stop|restart|status|wait|env [redis|postgres|pulsar ...]" ;;
+  *) die "usage: stack.sh start|stop|restart|kill|status|wait|env [redis|postgres|pulsar ...]" ;;
 esac

@@ -24,7 +24,8 @@ use order_core::pacing::{AimdRate, RowPacer};
 use order_core::persist::{insert_seckill_orders, NewSeckillOrder};
 use order_core::shutdown::ShutdownListener;
 use order_core::stock::StockStore;
-use pulsar::consumer::{Consumer, DeadLetterPolicy, Message};
+use pulsar::consumer::{Consumer, DeadLetterPolicy, InitialPosition, Message};
+use pulsar::ConsumerOptions;
 use pulsar::{SubType, TokioExecutor};
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -78,6 +79,9 @@ impl OrderWriter {
             .with_subscription(&settings.subscription)
             .with_subscription_type(SubType::Shared)
             .with_batch_size(settings.batch_size)
+            // A new subscription starts at the oldest retained message: every accepted order
+            // must be written, including those published before this subscription existed.
+            .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
             .with_dead_letter_policy(DeadLetterPolicy {
                 max_redeliver_count: settings.max_redeliveries as usize,
                 dead_letter_topic,

@@ -8,6 +8,10 @@ pub mod error;
 pub mod extract;
 pub mod promotion_cache;
 pub mod rate_limit;
+pub mod rejections;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+
+#[cfg(feature = "test-support")]
+pub mod test_support;

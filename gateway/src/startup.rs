@@ -37,6 +37,7 @@ pub struct AppContext {
     pub ids: Arc<OrderIdGenerator>,
     pub promotions: PromotionRepo,
     pub warmup_lead: Duration,
+    pub rejections: crate::rejections::Rejections,
 }
 
 #[derive(Debug)]
@@ -86,6 +87,7 @@ impl Application {
             ids: Arc::new(OrderIdGenerator::new(seckill.worker_id)),
             promotions: PromotionRepo::new(deps.db.clone()),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
+            rejections: Default::default(),
             deps,
         });
 

@@ -18,6 +18,7 @@ pub mod pacing;
 pub mod persist;
 pub mod promotion;
 pub mod readiness;
+pub mod reconcile;
 pub mod redis_store;
 pub mod settings;
 pub mod shutdown;

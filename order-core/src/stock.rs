@@ -4,6 +4,7 @@
 //! single slot and runs unchanged on Redis Cluster. Scripts run by `EVALSHA` (loaded on first
 //! use) over the shared multiplexed connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
@@ -102,6 +103,14 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The hash value `reserve.lua` writes.
+    pub fn payload(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.user_id, self.quantity, self.reserved_at_ms, self.request_id
+        )
+    }
+
     fn parse(order_id: OrderId, payload: &str) -> Option<Self> {
         let mut parts = payload.splitn(4, '|');
         Some(Self {
@@ -133,6 +142,7 @@ struct Scripts {
     release: Script,
     warmup: Script,
     add_stock: Script,
+    recount: Script,
 }
 
 impl std::fmt::Debug for StockStore {
@@ -150,6 +160,7 @@ impl StockStore {
                 release: Script::new(include_str!("../../lua/release.lua")),
                 warmup: Script::new(include_str!("../../lua/warmup.lua")),
                 add_stock: Script::new(include_str!("../../lua/add_stock.lua")),
+                recount: Script::new(include_str!("../../lua/recount.lua")),
             }),
         }
     }
@@ -265,6 +276,24 @@ impl StockStore {
             .query_async::<()>(&mut conn)
             .await?;
         self.warmup(p).await
+    }
+
+    /// Restore lost reservations and recompute buyers and remaining from the reservations
+    /// (`recount.lua`). Returns (remaining, restored).
+    pub async fn recount(
+        &self,
+        promotion_id: i64,
+        stock: i64,
+        restore: &[Reservation],
+    ) -> Result<(i64, i64), StockError> {
+        let k = PromotionKeys::new(promotion_id);
+        let mut invocation = self.scripts.recount.key(&k.meta);
+        invocation.key(&k.buyers).key(&k.reservations).arg(stock);
+        for r in restore {
+            invocation.arg(r.order_id.0).arg(r.payload());
+        }
+        let mut conn = self.conn.clone();
+        Ok(invocation.invoke_async(&mut conn).await?)
     }
 
     /// Returns the new remaining stock, or `None` when the promotion is not loaded.
@@ -476,6 +505,15 @@ impl StockStore {
             .into_iter()
             .filter_map(|(id, payload)| Reservation::parse(id.parse().ok()?, &payload))
             .collect())
+    }
+
+    /// Units held per buyer, as the buyers hash has them.
+    pub async fn all_buyers(&self, promotion_id: i64) -> Result<HashMap<i64, i64>, StockError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HGETALL")
+            .arg(PromotionKeys::new(promotion_id).buyers)
+            .query_async(&mut conn)
+            .await?)
     }
 
     /// Orders waiting to be persisted.

@@ -127,6 +127,11 @@ impl PrivateStack {
         self.run(&["stop", part])
     }
 
+    /// SIGKILL: a crash, not a clean stop.
+    pub fn kill_part(&self, part: &str) -> anyhow::Result<()> {
+        self.run(&["kill", part])
+    }
+
     pub fn start_part(&self, part: &str) -> anyhow::Result<()> {
         self.run(&["start", part])
     }

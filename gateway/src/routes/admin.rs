@@ -288,3 +288,87 @@ pub async fn warmup_promotion(
     state.cache.upsert(promotion).set_remaining(remaining);
     Ok(Json(HashMap::from([("remaining", remaining)])))
 }
+
+#[derive(Debug, Serialize)]
+pub struct PromotionStats {
+    pub promotion_id: i64,
+    pub stock: i64,
+    /// Units left to sell in Redis (absent until loaded).
+    pub remaining: Option<i64>,
+    /// Live reservations in Redis (queued or persisted, not cancelled).
+    pub reserved: u64,
+    /// Accepted but not yet persisted.
+    pub queued: u64,
+    /// Orders in the database that are not cancelled or refunded.
+    pub persisted: i64,
+    pub paid: i64,
+    pub cancelled: i64,
+    pub orders_by_status: HashMap<String, i64>,
+    /// Counted by the gateway that answers, since it started.
+    pub rejections_this_gateway: std::collections::BTreeMap<&'static str, u64>,
+}
+
+pub async fn promotion_stats(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<PromotionStats>> {
+    let promotion = load(&state, id).await?;
+    let remaining = state
+        .stock
+        .live_stock(&[id])
+        .await
+        .map_err(stock_error)?
+        .pop()
+        .flatten()
+        .map(|l| l.remaining);
+    let reserved = state.stock.reservation_count(id).await.map_err(stock_error)?;
+    let queued = state.stock.pending_count(id).await.map_err(stock_error)?;
+    let counts = order_core::reconcile::order_counts(&state.deps.db, id)
+        .await
+        .map_err(|e| ApiError::unavailable("count orders", format!("{e:#}")))?;
+    let count = |status: &str| counts.get(status).copied().unwrap_or(0);
+    Ok(Json(PromotionStats {
+        promotion_id: id,
+        stock: promotion.stock,
+        remaining,
+        reserved,
+        queued,
+        persisted: counts.values().sum::<i64>() - count("cancelled") - count("refunded"),
+        paid: count("paid"),
+        cancelled: count("cancelled"),
+        orders_by_status: counts,
+        rejections_this_gateway: state.rejections.snapshot(id),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReconcileQuery {
+    #[serde(default)]
+    pub repair: bool,
+}
+
+pub async fn reconcile_promotion(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    query: Result<Query<ReconcileQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<order_core::reconcile::ReconcileReport>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let promotion = load(&state, id).await?;
+    let report = order_core::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
+        .await
+        .map_err(|e| ApiError::unavailable("reconcile a promotion", format!("{e:#}")))?;
+    if !report.consistent || report.repaired.is_some() {
+        tracing::warn!(
+            promotion_id = id,
+            drift = report.drift,
+            repaired = report.repaired.is_some(),
+            "reconciliation found drift"
+        );
+    }
+    if let Some(repair) = &report.repaired {
+        state.cache.upsert(promotion).set_remaining(repair.remaining);
+    }
+    Ok(Json(report))
+}

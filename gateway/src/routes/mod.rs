@@ -43,7 +43,9 @@ pub fn router(state: AppState) -> Router {
         .route("/promotions/{id}/pause", post(admin::pause_promotion))
         .route("/promotions/{id}/resume", post(admin::resume_promotion))
         .route("/promotions/{id}/stock", post(admin::add_stock))
-        .route("/promotions/{id}/warmup", post(admin::warmup_promotion));
+        .route("/promotions/{id}/warmup", post(admin::warmup_promotion))
+        .route("/promotions/{id}/stats", get(admin::promotion_stats))
+        .route("/promotions/{id}/reconcile", post(admin::reconcile_promotion));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

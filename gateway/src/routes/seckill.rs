@@ -105,6 +105,21 @@ pub async fn place_seckill_order(
     user: User,
     ApiJson(body): ApiJson<SeckillOrderRequest>,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
+    let result = place(&state, promotion_id, user, body).await;
+    if let Err(e) = &result {
+        if state.cache.get(promotion_id).is_some() {
+            state.rejections.count(promotion_id, e.code);
+        }
+    }
+    result
+}
+
+async fn place(
+    state: &AppState,
+    promotion_id: i64,
+    user: User,
+    body: SeckillOrderRequest,
+) -> ApiResult<(StatusCode, Json<Queued>)> {
     state.limits.check_user(user.id)?;
     let quantity = Quantity::parse(body.quantity)?;
     let request_id = parse_request_id(body.request_id)?;
@@ -189,7 +204,7 @@ pub async fn place_seckill_order(
             }
             if let Err(publish_error) = published {
                 return Err(
-                    release_after_failed_publish(&state, promotion_id, order_id, publish_error).await,
+                    release_after_failed_publish(state, promotion_id, order_id, publish_error).await,
                 );
             }
             Ok(queued(order_id))

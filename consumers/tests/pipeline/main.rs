@@ -1,0 +1,9 @@
+//! The order pipeline end to end: a real gateway and real consumers against the real Redis,
+//! PostgreSQL and pulsar-lite, including crashes of each part.
+
+mod e2e;
+mod faults;
+mod helpers;
+mod pacing;
+mod poison;
+mod timeouts;

@@ -1,0 +1,159 @@
+//! Spawning the gateway for a test, and talking to it like an app or an operator would.
+//! (Feature `test-support`; used by this crate's tests and the consumers' end-to-end tests.)
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::settings::Settings;
+use crate::startup::Application;
+use chrono::{DateTime, Duration, Utc};
+use order_core::settings::SettingsSource;
+use order_core::shutdown::Shutdown;
+use order_core::stock::StockStore;
+use order_core::test_support::{fresh_database, local_source, random_worker_id, unique};
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+#[derive(Debug)]
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub shutdown: Shutdown,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+    pub settings: Settings,
+}
+
+/// Limits high enough that only tests about limits meet them.
+pub fn generous_limits(source: SettingsSource) -> SettingsSource {
+    source
+        .with_var("APP_RATE_LIMIT__PER_IP__PER_SECOND", "1000000")
+        .with_var("APP_RATE_LIMIT__PER_IP__BURST", "1000000")
+        .with_var("APP_RATE_LIMIT__PER_USER__PER_SECOND", "1000")
+        .with_var("APP_RATE_LIMIT__PER_USER__BURST", "1000")
+}
+
+impl TestApp {
+    /// The gateway on the local stack, with a database and topic of its own.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(generous_limits(local_source())).await
+    }
+
+    pub async fn spawn_with(source: SettingsSource) -> Self {
+        let mut settings: Settings = source
+            .with_var("APP_GATEWAY__PORT", "0")
+            .with_var("APP_SECKILL__WORKER_ID", random_worker_id().to_string())
+            .with_var("APP_PULSAR__SECKILL_ORDERS_TOPIC", unique("seckill-orders"))
+            .load()
+            .expect("test settings");
+        settings.database = fresh_database(&settings.database).await.expect("fresh database");
+        let app = Application::build(settings.clone())
+            .await
+            .expect("build the gateway");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            shutdown,
+            handle,
+            settings,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request reaches the gateway")
+    }
+
+    pub fn token(&self, user_id: i64) -> String {
+        token_with(
+            &self.settings,
+            &json!({ "sub": user_id.to_string(), "exp": now_secs() + 3600 }),
+        )
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(self.settings.auth.admin_key.expose_secret())
+    }
+
+    /// A promotion through the admin API; `starts_in` may be negative (already running).
+    pub async fn create_promotion(&self, stock: i64, per_user_limit: i32, starts_in: Duration) -> Value {
+        let starts_at = Utc::now() + starts_in;
+        self.create_promotion_at(stock, per_user_limit, starts_at, starts_at + Duration::hours(1))
+            .await
+    }
+
+    pub async fn create_promotion_at(
+        &self,
+        stock: i64,
+        per_user_limit: i32,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    ) -> Value {
+        let response = self
+            .admin(reqwest::Method::POST, "/admin/promotions")
+            .json(&json!({
+                "sku_id": "sku-phone", "title": "Phone flash sale", "price_cents": 1999,
+                "stock": stock, "per_user_limit": per_user_limit,
+                "starts_at": starts_at, "ends_at": ends_at,
+            }))
+            .send()
+            .await
+            .expect("create promotion");
+        assert_eq!(response.status(), 201, "create promotion");
+        response.json().await.expect("json")
+    }
+
+    pub async fn place(
+        &self,
+        promotion_id: i64,
+        user_id: i64,
+        request_id: &str,
+        quantity: i64,
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/seckill/{promotion_id}/orders", self.address))
+            .bearer_auth(self.token(user_id))
+            .json(&json!({ "quantity": quantity, "request_id": request_id }))
+            .send()
+            .await
+            .expect("request reaches the gateway");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stock_store(&self) -> StockStore {
+        StockStore::new(
+            order_core::redis_store::connect(&self.settings.redis)
+                .await
+                .expect("connect to Redis"),
+        )
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+pub fn token_with(settings: &Settings, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(settings.auth.jwt_secret.expose_secret().as_bytes()),
+    )
+    .expect("sign a token")
+}
+
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}

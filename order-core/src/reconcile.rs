@@ -1,0 +1,199 @@
+//! Reconciliation (invariant 7): Redis' view of a promotion against the database's.
+//!
+//! At a quiet moment, remaining + reserved units = stock, every live order in the database
+//! holds a reservation in Redis, no cancelled order still holds one, and each buyer's count
+//! matches their reservations. The report names every difference; `repair` fixes what can be
+//! fixed from the database's truth: returns stock of cancelled orders, restores lost
+//! reservations of live orders, and recounts remaining and buyers.
+//! Reservations not (yet) in the database are not drift: they are queued, or the sweeper
+//! republishes them.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::ids::OrderId;
+use crate::promotion::Promotion;
+use crate::stock::{Reservation, StockStore};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub promotion_id: i64,
+    pub stock: i64,
+    /// `None` when the promotion is not loaded into Redis.
+    pub remaining: Option<i64>,
+    pub reserved_units: i64,
+    /// stock - (remaining + reserved units); 0 when consistent.
+    pub drift: i64,
+    pub live_orders_in_db: i64,
+    pub reservations_not_in_db: i64,
+    pub orders_missing_in_redis: Vec<OrderId>,
+    pub reservations_of_cancelled_orders: Vec<OrderId>,
+    pub buyers_mismatched: Vec<i64>,
+    pub consistent: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repair>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Repair {
+    pub released: usize,
+    pub restored: i64,
+    pub remaining: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DbOrder {
+    id: i64,
+    user_id: i64,
+    status: String,
+    request_id: String,
+    quantity: i32,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+const DEAD: [&str; 2] = ["cancelled", "refunded"];
+
+pub async fn reconcile(
+    db: &PgPool,
+    stock: &StockStore,
+    promotion: &Promotion,
+    repair: bool,
+) -> anyhow::Result<ReconcileReport> {
+    let report = inspect(db, stock, promotion).await?;
+    if !repair || report.consistent {
+        return Ok(report);
+    }
+    let mut released = 0;
+    for order_id in &report.reservations_of_cancelled_orders {
+        if let crate::stock::ReleaseOutcome::Released { .. } = stock
+            .release(promotion.id, *order_id, false)
+            .await
+            .context("release a cancelled order")?
+        {
+            released += 1;
+        }
+    }
+    let orders = db_orders(db, promotion.id).await?;
+    let restore: Vec<Reservation> = orders
+        .iter()
+        .filter(|o| report.orders_missing_in_redis.contains(&OrderId(o.id)))
+        .map(|o| Reservation {
+            order_id: OrderId(o.id),
+            user_id: o.user_id,
+            quantity: o.quantity as u32,
+            reserved_at_ms: o.created_at.timestamp_millis(),
+            request_id: o.request_id.clone(),
+        })
+        .collect();
+    if report.remaining.is_none() {
+        stock.warmup(promotion).await.context("load the promotion")?;
+    }
+    let (remaining, restored) = stock
+        .recount(promotion.id, promotion.stock, &restore)
+        .await
+        .context("recount the promotion")?;
+    let mut after = inspect(db, stock, promotion).await?;
+    after.repaired = Some(Repair {
+        released,
+        restored,
+        remaining,
+    });
+    Ok(after)
+}
+
+async fn db_orders(db: &PgPool, promotion_id: i64) -> anyhow::Result<Vec<DbOrder>> {
+    sqlx::query_as(
+        "SELECT o.id, o.user_id, o.status, o.request_id, COALESCE(SUM(i.quantity), 0)::INTEGER AS quantity, o.created_at
+         FROM orders o LEFT JOIN order_items i ON i.order_id = o.id
+         WHERE o.promotion_id = $1 GROUP BY o.id",
+    )
+    .bind(promotion_id)
+    .fetch_all(db)
+    .await
+    .context("read the promotion's orders")
+}
+
+async fn inspect(db: &PgPool, stock: &StockStore, promotion: &Promotion) -> anyhow::Result<ReconcileReport> {
+    let remaining = stock
+        .live_stock(&[promotion.id])
+        .await
+        .context("read remaining stock")?
+        .pop()
+        .flatten()
+        .map(|l| l.remaining);
+    let reservations = stock
+        .all_reservations(promotion.id)
+        .await
+        .context("read reservations")?;
+    let orders = db_orders(db, promotion.id).await?;
+
+    let reserved: HashMap<OrderId, &Reservation> = reservations.iter().map(|r| (r.order_id, r)).collect();
+    let in_db: HashSet<OrderId> = orders.iter().map(|o| OrderId(o.id)).collect();
+    let live: Vec<&DbOrder> = orders
+        .iter()
+        .filter(|o| !DEAD.contains(&o.status.as_str()))
+        .collect();
+    let mut missing: Vec<OrderId> = live
+        .iter()
+        .map(|o| OrderId(o.id))
+        .filter(|id| !reserved.contains_key(id))
+        .collect();
+    missing.sort();
+    let mut of_cancelled: Vec<OrderId> = orders
+        .iter()
+        .filter(|o| DEAD.contains(&o.status.as_str()))
+        .map(|o| OrderId(o.id))
+        .filter(|id| reserved.contains_key(id))
+        .collect();
+    of_cancelled.sort();
+
+    let reserved_units: i64 = reservations.iter().map(|r| i64::from(r.quantity)).sum();
+    let mut per_user: HashMap<i64, i64> = HashMap::new();
+    for r in &reservations {
+        *per_user.entry(r.user_id).or_default() += i64::from(r.quantity);
+    }
+    let buyers = stock.all_buyers(promotion.id).await.context("read buyers")?;
+    let mut buyers_mismatched: Vec<i64> = per_user
+        .keys()
+        .chain(buyers.keys())
+        .copied()
+        .collect::<HashSet<i64>>()
+        .into_iter()
+        .filter(|user| per_user.get(user).copied().unwrap_or(0) != buyers.get(user).copied().unwrap_or(0))
+        .collect();
+    buyers_mismatched.sort();
+    let drift = remaining.map_or(0, |r| promotion.stock - (r + reserved_units));
+    let consistent =
+        drift == 0 && missing.is_empty() && of_cancelled.is_empty() && buyers_mismatched.is_empty();
+    Ok(ReconcileReport {
+        promotion_id: promotion.id,
+        stock: promotion.stock,
+        remaining,
+        reserved_units,
+        drift,
+        live_orders_in_db: live.len() as i64,
+        reservations_not_in_db: reservations
+            .iter()
+            .filter(|r| !in_db.contains(&r.order_id))
+            .count() as i64,
+        orders_missing_in_redis: missing,
+        reservations_of_cancelled_orders: of_cancelled,
+        buyers_mismatched,
+        consistent,
+        repaired: None,
+    })
+}
+
+/// Order counts by status for the stats endpoint.
+pub async fn order_counts(db: &PgPool, promotion_id: i64) -> anyhow::Result<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM orders WHERE promotion_id = $1 GROUP BY status")
+            .bind(promotion_id)
+            .fetch_all(db)
+            .await
+            .context("count the promotion's orders")?;
+    Ok(rows.into_iter().collect())
+}
