@@ -2,9 +2,11 @@
 //! the same run (see BENCHMARKS.md).
 //!
 //! - `redis-conn`: the reserve script through one multiplexed connection vs a deadpool pool.
+//! - `db-insert`: order inserts batched as the writer does vs one row per transaction.
 //! - `trivial-server`: the ceiling, a handler that does nothing, for HTTP comparisons.
 //! - `mint-tokens`: user JWTs for load generators.
 
+mod db_insert;
 mod redis_conn;
 
 use std::io::Write;
@@ -26,6 +28,8 @@ struct Cli {
 enum Command {
     /// EVALSHA of lua/reserve.lua: multiplexed connection vs deadpool-redis pool.
     RedisConn(redis_conn::Args),
+    /// Order inserts: the writer's batched statement vs one row per transaction.
+    DbInsert(db_insert::Args),
     /// Serve a handler that does nothing but answer like the seckill endpoint.
     TrivialServer {
         #[arg(long, default_value = "127.0.0.1:18090")]
@@ -61,6 +65,7 @@ impl order_core::settings::Validate for AuthOnly {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::RedisConn(args) => redis_conn::run(args).await,
+        Command::DbInsert(args) => db_insert::run(args).await,
         Command::TrivialServer { addr } => trivial_server(addr).await,
         Command::MintTokens { count, out } => mint_tokens(count, &out),
     }

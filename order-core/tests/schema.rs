@@ -44,7 +44,17 @@ async fn migrations_create_the_tables_and_rerun_as_no_op() {
     .fetch_all(&pool)
     .await
     .expect("list tables");
-    assert_eq!(tables, ["order_items", "orders", "outbox", "promotions", "skus", "stock_returns"]);
+    assert_eq!(
+        tables,
+        [
+            "order_items",
+            "orders",
+            "outbox",
+            "promotions",
+            "skus",
+            "stock_returns"
+        ]
+    );
     MIGRATOR.run(&pool).await.expect("second run is a no-op");
 }
 

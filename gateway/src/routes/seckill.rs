@@ -203,9 +203,7 @@ async fn place(
                 tracing::warn!(%order_id, error = %e, "order index not written; polling sees it once persisted");
             }
             if let Err(publish_error) = published {
-                return Err(
-                    release_after_failed_publish(state, promotion_id, order_id, publish_error).await,
-                );
+                return Err(release_after_failed_publish(state, promotion_id, order_id, publish_error).await);
             }
             Ok(queued(order_id))
         }
