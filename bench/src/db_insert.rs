@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use order_core::ids::OrderId;
 use order_core::persist::{insert_seckill_orders, NewSeckillOrder};
-use order_core::settings::{DatabaseSettings, SettingsError, SettingsSource, Validate};
-use serde::Deserialize;
+use order_core::settings::{DatabaseOnly, SettingsSource};
 use sqlx::postgres::PgPoolOptions;
 
 #[derive(clap::Args, Debug)]
@@ -24,17 +23,6 @@ pub struct Args {
     /// Connections for the concurrent single-row variant.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-}
-
-#[derive(Debug, Deserialize)]
-struct DbOnly {
-    database: DatabaseSettings,
-}
-
-impl Validate for DbOnly {
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.database.validate()
-    }
 }
 
 fn order(id: i64, promotion_id: i64) -> NewSeckillOrder {
@@ -52,7 +40,7 @@ fn order(id: i64, promotion_id: i64) -> NewSeckillOrder {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let settings: DbOnly = SettingsSource::from_process_env()?.load()?;
+    let settings: DatabaseOnly = SettingsSource::from_process_env()?.load()?;
     let db = order_core::test_support::fresh_database(&settings.database).await?;
     let pool = PgPoolOptions::new()
         .max_connections(args.concurrency as u32 + 1)

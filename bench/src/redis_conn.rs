@@ -11,10 +11,9 @@ use anyhow::Context;
 use chrono::Utc;
 use order_core::ids::OrderIdGenerator;
 use order_core::promotion::Promotion;
-use order_core::settings::{RedisSettings, SettingsError, SettingsSource, Validate};
+use order_core::settings::{RedisOnly, SettingsSource};
 use order_core::stock::{PromotionKeys, StockStore};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,17 +29,6 @@ pub struct Args {
     /// Alternating rounds of each strategy.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct RedisOnly {
-    redis: RedisSettings,
-}
-
-impl Validate for RedisOnly {
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.redis.validate()
-    }
 }
 
 fn promotion(stock: i64) -> Promotion {

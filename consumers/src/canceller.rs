@@ -34,21 +34,9 @@ pub struct PaymentTimeoutCanceller {
 }
 
 impl PaymentTimeoutCanceller {
-    pub async fn run(self, mut shutdown: ShutdownListener) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.recv() => break,
-            }
-            if let Err(e) = self.run_once().await {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "payment-timeout pass failed; next interval retries"
-                );
-            }
-        }
+    pub async fn run(self, shutdown: ShutdownListener) {
+        let interval = Duration::from_millis(self.settings.interval_ms);
+        crate::periodic::every(interval, shutdown, "payment-timeout pass", || self.run_once()).await;
     }
 
     pub async fn run_once(&self) -> anyhow::Result<()> {

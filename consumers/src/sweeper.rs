@@ -35,24 +35,11 @@ pub struct RecoverySweeper {
 }
 
 impl RecoverySweeper {
-    pub async fn run(self, mut shutdown: ShutdownListener) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.recv() => break,
-            }
-            if let Err(e) = self.sweep().await {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "recovery sweep failed; next interval retries"
-                );
-            }
-        }
+    pub async fn run(self, shutdown: ShutdownListener) {
+        let interval = Duration::from_millis(self.settings.interval_ms);
+        crate::periodic::every(interval, shutdown, "recovery sweep", || self.sweep()).await;
     }
 
-    /// One pass over every current promotion.
     pub async fn sweep(&self) -> anyhow::Result<()> {
         let promotions = self
             .promotions

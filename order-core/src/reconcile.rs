@@ -118,11 +118,9 @@ async fn db_orders(db: &PgPool, promotion_id: i64) -> anyhow::Result<Vec<DbOrder
 
 async fn inspect(db: &PgPool, stock: &StockStore, promotion: &Promotion) -> anyhow::Result<ReconcileReport> {
     let remaining = stock
-        .live_stock(&[promotion.id])
+        .live_stock_of(promotion.id)
         .await
         .context("read remaining stock")?
-        .pop()
-        .flatten()
         .map(|l| l.remaining);
     let reservations = stock
         .all_reservations(promotion.id)

@@ -330,3 +330,27 @@ pub fn require_secret(key: &'static str, secret: &SecretString, min_len: usize) 
     }
     Ok(())
 }
+
+/// Just the database section, for tools and tests that need nothing else.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseOnly {
+    pub database: DatabaseSettings,
+}
+
+impl Validate for DatabaseOnly {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.database.validate()
+    }
+}
+
+/// Just the Redis section, for tools and tests that need nothing else.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisOnly {
+    pub redis: RedisSettings,
+}
+
+impl Validate for RedisOnly {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.redis.validate()
+    }
+}

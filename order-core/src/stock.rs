@@ -507,31 +507,33 @@ impl StockStore {
             .collect())
     }
 
+    /// One command on one key.
+    async fn on_key<T: redis::FromRedisValue>(&self, command: &str, key: String) -> Result<T, StockError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd(command).arg(key).query_async(&mut conn).await?)
+    }
+
+    /// Remaining stock and pause flag of one promotion (`None`: not loaded).
+    pub async fn live_stock_of(&self, promotion_id: i64) -> Result<Option<LiveStock>, StockError> {
+        Ok(self.live_stock(&[promotion_id]).await?.pop().flatten())
+    }
+
     /// Units held per buyer, as the buyers hash has them.
     pub async fn all_buyers(&self, promotion_id: i64) -> Result<HashMap<i64, i64>, StockError> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("HGETALL")
-            .arg(PromotionKeys::new(promotion_id).buyers)
-            .query_async(&mut conn)
-            .await?)
+        self.on_key("HGETALL", PromotionKeys::new(promotion_id).buyers)
+            .await
     }
 
     /// Orders waiting to be persisted.
     pub async fn pending_count(&self, promotion_id: i64) -> Result<u64, StockError> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("ZCARD")
-            .arg(PromotionKeys::new(promotion_id).pending)
-            .query_async(&mut conn)
-            .await?)
+        self.on_key("ZCARD", PromotionKeys::new(promotion_id).pending)
+            .await
     }
 
     /// Number of live reservations of a promotion.
     pub async fn reservation_count(&self, promotion_id: i64) -> Result<u64, StockError> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("HLEN")
-            .arg(PromotionKeys::new(promotion_id).reservations)
-            .query_async(&mut conn)
-            .await?)
+        self.on_key("HLEN", PromotionKeys::new(promotion_id).reservations)
+            .await
     }
 
     /// Units a user holds in live reservations of a promotion.

@@ -2,24 +2,12 @@
 //! no-op, and the constraints later issues rely on hold.
 
 use order_core::db::{lazy_pool, MIGRATOR};
-use order_core::settings::{DatabaseSettings, SettingsError, Validate};
+use order_core::settings::DatabaseOnly;
 use order_core::test_support::{fresh_database, local_source};
-use serde::Deserialize;
 use sqlx::PgPool;
 
-#[derive(Debug, Deserialize)]
-struct DbOnly {
-    database: DatabaseSettings,
-}
-
-impl Validate for DbOnly {
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.database.validate()
-    }
-}
-
 async fn fresh_pool() -> PgPool {
-    let settings: DbOnly = local_source().load().expect("settings");
+    let settings: DatabaseOnly = local_source().load().expect("settings");
     let db = fresh_database(&settings.database).await.expect("fresh database");
     lazy_pool(&db).expect("pool")
 }

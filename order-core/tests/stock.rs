@@ -4,21 +4,9 @@
 use chrono::{Duration, Utc};
 use order_core::ids::{OrderId, OrderIdGenerator};
 use order_core::promotion::Promotion;
-use order_core::settings::{RedisSettings, SettingsError, Validate};
+use order_core::settings::RedisOnly;
 use order_core::stock::{ReleaseOutcome, ReserveOutcome, StockStore};
 use order_core::test_support::{local_source, random_promotion_id, random_worker_id};
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-struct RedisOnly {
-    redis: RedisSettings,
-}
-
-impl Validate for RedisOnly {
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.redis.validate()
-    }
-}
 
 async fn store() -> StockStore {
     let settings: RedisOnly = local_source().load().expect("settings");

@@ -53,11 +53,9 @@ fn not_found() -> ApiError {
 async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotion> {
     let live = state
         .stock
-        .live_stock(&[promotion.id])
+        .live_stock_of(promotion.id)
         .await
-        .map_err(stock_error)?
-        .pop()
-        .flatten();
+        .map_err(stock_error)?;
     let entry = state.cache.upsert(promotion.clone());
     if let Some(live) = live {
         entry.set_remaining(live.remaining);
@@ -178,11 +176,9 @@ pub async fn patch_promotion(
         })?;
     let loaded = state
         .stock
-        .live_stock(&[id])
+        .live_stock_of(id)
         .await
         .map_err(stock_error)?
-        .pop()
-        .flatten()
         .is_some();
     if !current.has_started(now) && (loaded || due_for_warmup(&state, &updated)) {
         // Nothing can be reserved before the start, so stock may be loaded afresh.
@@ -316,11 +312,9 @@ pub async fn promotion_stats(
     let promotion = load(&state, id).await?;
     let remaining = state
         .stock
-        .live_stock(&[id])
+        .live_stock_of(id)
         .await
         .map_err(stock_error)?
-        .pop()
-        .flatten()
         .map(|l| l.remaining);
     let reserved = state.stock.reservation_count(id).await.map_err(stock_error)?;
     let queued = state.stock.pending_count(id).await.map_err(stock_error)?;
