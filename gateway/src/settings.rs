@@ -21,6 +21,29 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub seckill: SeckillSettings,
     pub rate_limit: RateLimitSettings,
+    pub orders: OrderSettings,
+    pub checkout: CheckoutSettings,
+    pub payments: PaymentSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderSettings {
+    pub payment_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutSettings {
+    pub max_connections: u32,
+    pub max_concurrency: usize,
+    pub queue_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentSettings {
+    /// HMAC-SHA256 key the provider signs callbacks with.
+    pub callback_secret: SecretString,
+    pub notify_url: String,
+    pub max_callback_age_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +93,13 @@ impl Validate for Settings {
             ));
         }
         RateLimits::new(&self.rate_limit)?;
+        require_secret("payments.callback_secret", &self.payments.callback_secret, 32)?;
+        if self.checkout.max_connections == 0 || self.checkout.max_concurrency == 0 {
+            return Err(SettingsError::invalid(
+                "checkout.max_connections",
+                "checkout needs at least one connection and one slot",
+            ));
+        }
         Ok(())
     }
 }

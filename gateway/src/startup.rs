@@ -38,6 +38,14 @@ pub struct AppContext {
     pub promotions: PromotionRepo,
     pub warmup_lead: Duration,
     pub rejections: crate::rejections::Rejections,
+    /// Normal checkout's own pool and concurrency limit (isolation from the seckill flood).
+    pub checkout_db: sqlx::PgPool,
+    pub checkout_slots: tokio::sync::Semaphore,
+    pub checkout_queue_timeout: Duration,
+    pub payment_timeout: Duration,
+    pub payments: crate::settings::PaymentSettings,
+    /// Short name of the order-events topic (outbox rows carry it).
+    pub order_events_topic: String,
 }
 
 #[derive(Debug)]
@@ -88,6 +96,15 @@ impl Application {
             promotions: PromotionRepo::new(deps.db.clone()),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
             rejections: Default::default(),
+            checkout_db: order_core::db::lazy_pool(&order_core::settings::DatabaseSettings {
+                max_connections: settings.checkout.max_connections,
+                ..settings.database.clone()
+            })?,
+            checkout_slots: tokio::sync::Semaphore::new(settings.checkout.max_concurrency),
+            checkout_queue_timeout: Duration::from_millis(settings.checkout.queue_timeout_ms),
+            payment_timeout: Duration::from_secs(settings.orders.payment_timeout_secs),
+            payments: settings.payments.clone(),
+            order_events_topic: settings.pulsar.order_events_topic.clone(),
             deps,
         });
 

@@ -51,6 +51,35 @@ pub struct OrderEvent {
 }
 
 impl OrderEvent {
+    pub const CREATED: &'static str = "order.created";
+    pub const PAID: &'static str = "order.paid";
     pub const CANCELLED: &'static str = "order.cancelled";
+    pub const REFUND_REQUESTED: &'static str = "order.refund_requested";
+    pub const REFUNDED: &'static str = "order.refunded";
+    pub const SHIPPED: &'static str = "order.shipped";
     pub const VERSION: u32 = 1;
+
+    /// The event of type `event_type` for an order; its id is `<type>:<order id>`.
+    pub fn new(
+        event_type: &str,
+        order_id: OrderId,
+        user_id: i64,
+        kind: &str,
+        promotion_id: Option<i64>,
+        total_cents: i64,
+        reason: Option<&str>,
+    ) -> Self {
+        Self {
+            event_id: format!("{event_type}:{order_id}"),
+            event_type: event_type.to_owned(),
+            version: Self::VERSION,
+            occurred_at: Utc::now(),
+            order_id,
+            user_id,
+            kind: kind.to_owned(),
+            promotion_id,
+            total_cents,
+            reason: reason.map(str::to_owned),
+        }
+    }
 }

@@ -9,13 +9,17 @@
 //! belong to the gateway.
 
 pub mod bus;
+pub mod catalog;
+pub mod checkout;
 pub mod db;
 pub mod events;
 pub mod ids;
+pub mod lifecycle;
 pub mod orders;
 pub mod outbox;
 pub mod pacing;
 pub mod persist;
+pub mod pricing;
 pub mod promotion;
 pub mod readiness;
 pub mod reconcile;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::events::OrderEvent;
 use crate::ids::OrderId;
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,15 +45,7 @@ pub async fn find_for_user(
     .bind(user_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| OrderView {
-        order_id: OrderId(r.id),
-        status: r.status,
-        kind: r.kind,
-        promotion_id: r.promotion_id,
-        total_cents: r.total_cents,
-        expires_at: r.expires_at,
-        created_at: r.created_at,
-    }))
+    Ok(row.map(OrderView::from))
 }
 
 /// An order the payment-timeout canceller cancelled.
@@ -90,30 +83,14 @@ pub async fn cancel_expired(
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    for order in &cancelled {
-        if let Some(promotion_id) = order.promotion_id {
-            sqlx::query(
-                "INSERT INTO stock_returns (order_id, promotion_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(order.id)
-            .bind(promotion_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let event = crate::events::OrderEvent {
-            event_id: format!("{}:{}", crate::events::OrderEvent::CANCELLED, order.id),
-            event_type: crate::events::OrderEvent::CANCELLED.to_owned(),
-            version: crate::events::OrderEvent::VERSION,
-            occurred_at: Utc::now(),
-            order_id: OrderId(order.id),
-            user_id: order.user_id,
-            kind: order.kind.clone(),
-            promotion_id: order.promotion_id,
-            total_cents: order.total_cents,
-            reason: Some("payment_timeout".to_owned()),
-        };
-        crate::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
-    }
+    return_stock_and_announce(
+        &mut tx,
+        &cancelled,
+        OrderEvent::CANCELLED,
+        Some("payment_timeout"),
+        order_events_topic,
+    )
+    .await?;
     tx.commit().await?;
     Ok(cancelled)
 }
@@ -144,4 +121,90 @@ pub async fn mark_paid(pool: &PgPool, order_id: OrderId) -> sqlx::Result<bool> {
     .execute(pool)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// In the transaction that ended `orders` (cancelled or refunded): give their stock back —
+/// SKU stock at once, promotion stock through `stock_returns` (applied to Redis afterwards) —
+/// free the coupons they used, and queue one event each in the outbox.
+pub async fn return_stock_and_announce(
+    tx: &mut sqlx::PgConnection,
+    orders: &[CancelledOrder],
+    event_type: &str,
+    reason: Option<&str>,
+    order_events_topic: &str,
+) -> sqlx::Result<()> {
+    let checkout_ids: Vec<i64> = orders
+        .iter()
+        .filter(|o| o.promotion_id.is_none())
+        .map(|o| o.id)
+        .collect();
+    if !checkout_ids.is_empty() {
+        sqlx::query(
+            "UPDATE skus s SET stock = s.stock + i.quantity, updated_at = now()
+             FROM order_items i WHERE i.order_id = ANY($1) AND s.id = i.sku_id",
+        )
+        .bind(&checkout_ids)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+    sqlx::query("UPDATE coupon_grants SET status = 'available', used_order_id = NULL WHERE used_order_id = ANY($1) AND status = 'used'")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    for order in orders {
+        if let Some(promotion_id) = order.promotion_id {
+            sqlx::query(
+                "INSERT INTO stock_returns (order_id, promotion_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(order.id)
+            .bind(promotion_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let event = OrderEvent::new(
+            event_type,
+            OrderId(order.id),
+            order.user_id,
+            &order.kind,
+            order.promotion_id,
+            order.total_cents,
+            reason,
+        );
+        crate::outbox::enqueue(&mut *tx, order_events_topic, &event.event_id, &event).await?;
+    }
+    Ok(())
+}
+
+/// A user's orders, newest first, keyset-paginated by id.
+pub async fn list_for_user(
+    pool: &PgPool,
+    user_id: i64,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<OrderView>> {
+    let rows: Vec<OrderRow> = sqlx::query_as(
+        "SELECT id, status, kind, promotion_id, total_cents, expires_at, created_at
+         FROM orders WHERE user_id = $1 AND ($2::BIGINT IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(OrderView::from).collect())
+}
+
+impl From<OrderRow> for OrderView {
+    fn from(r: OrderRow) -> Self {
+        OrderView {
+            order_id: OrderId(r.id),
+            status: r.status,
+            kind: r.kind,
+            promotion_id: r.promotion_id,
+            total_cents: r.total_cents,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+        }
+    }
 }

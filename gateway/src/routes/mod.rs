@@ -1,8 +1,11 @@
 //! The gateway's HTTP routes.
 
 mod admin;
+mod catalog;
+pub mod checkout;
 mod health;
 mod orders;
+pub mod payments;
 mod promotions;
 pub mod seckill;
 
@@ -26,9 +29,18 @@ pub fn router(state: AppState) -> Router {
             "/seckill/{promotion_id}/orders",
             post(seckill::place_seckill_order),
         )
+        .route("/orders", get(checkout::list_orders))
         .route("/orders/{id}", get(orders::get_order))
+        .route("/orders/{id}/pay", post(checkout::pay))
+        .route("/orders/{id}/cancel", post(checkout::cancel))
+        .route("/orders/{id}/refund", post(checkout::request_refund))
+        .route("/checkout/preview", post(checkout::preview))
+        .route("/checkout", post(checkout::place))
+        .route("/coupons", get(checkout::my_coupons))
         .route("/promotions/{id}", get(promotions::get_promotion))
-        .route_layer(middleware::from_fn_with_state(state.clone(), limit_per_ip));
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
+        // The provider is not rate-limited per IP (all callbacks come from its few hosts).
+        .route("/payments/callback", post(payments::payment_callback));
     let admin = Router::new()
         .route(
             "/promotions",
@@ -45,7 +57,13 @@ pub fn router(state: AppState) -> Router {
         .route("/promotions/{id}/stock", post(admin::add_stock))
         .route("/promotions/{id}/warmup", post(admin::warmup_promotion))
         .route("/promotions/{id}/stats", get(admin::promotion_stats))
-        .route("/promotions/{id}/reconcile", post(admin::reconcile_promotion));
+        .route("/promotions/{id}/reconcile", post(admin::reconcile_promotion))
+        .route("/skus", post(catalog::create_sku))
+        .route("/skus/{id}", get(catalog::get_sku).patch(catalog::patch_sku))
+        .route("/coupons", post(catalog::create_coupon))
+        .route("/coupons/{id}/grants", post(catalog::grant_coupon))
+        .route("/orders/{id}/refund", post(catalog::approve_refund))
+        .route("/orders/{id}/complete", post(catalog::complete_order));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -1,0 +1,158 @@
+//! Catalog, coupons and order operations for operations staff (admin key).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use order_core::catalog::{self, CouponTemplate, CouponTemplateInput, Sku};
+use order_core::checkout;
+use order_core::ids::OrderId;
+use order_core::lifecycle::OrderEventKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, PathId};
+use crate::routes::checkout::transition_result;
+use crate::startup::AppState;
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    ApiError::unavailable("catalog database call", e)
+}
+
+fn invalid(e: catalog::CatalogError) -> ApiError {
+    ApiError::unprocessable("invalid_field", e.to_string())
+}
+
+fn no_sku() -> ApiError {
+    ApiError::not_found("sku_not_found", "no such SKU")
+}
+
+pub async fn create_sku(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(sku): ApiJson<Sku>,
+) -> ApiResult<(StatusCode, Json<Sku>)> {
+    sku.validate().map_err(invalid)?;
+    if !catalog::insert_sku(&state.deps.db, &sku)
+        .await
+        .map_err(db_error)?
+    {
+        return Err(ApiError::conflict("sku_exists", "a SKU with this id exists"));
+    }
+    Ok((StatusCode::CREATED, Json(sku)))
+}
+
+pub async fn get_sku(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Sku>> {
+    catalog::get_sku(&state.deps.db, &id)
+        .await
+        .map_err(db_error)?
+        .map(Json)
+        .ok_or_else(no_sku)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuPatch {
+    pub title: Option<String>,
+    pub price_cents: Option<i64>,
+    pub stock: Option<i64>,
+}
+
+pub async fn patch_sku(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<SkuPatch>,
+) -> ApiResult<Json<Sku>> {
+    let mut sku = catalog::get_sku(&state.deps.db, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(no_sku)?;
+    sku.title = patch.title.unwrap_or(sku.title);
+    sku.price_cents = patch.price_cents.unwrap_or(sku.price_cents);
+    sku.stock = patch.stock.unwrap_or(sku.stock);
+    sku.validate().map_err(invalid)?;
+    if !catalog::update_sku(&state.deps.db, &sku)
+        .await
+        .map_err(db_error)?
+    {
+        return Err(no_sku());
+    }
+    Ok(Json(sku))
+}
+
+pub async fn create_coupon(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<CouponTemplateInput>,
+) -> ApiResult<(StatusCode, Json<CouponTemplate>)> {
+    input.validate().map_err(invalid)?;
+    let template = catalog::insert_coupon_template(&state.deps.db, &input)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::conflict("code_taken", "a coupon template with this code exists"))?;
+    Ok((StatusCode::CREATED, Json(template)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    pub user_ids: Vec<i64>,
+}
+
+pub async fn grant_coupon(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<GrantBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if body.user_ids.is_empty() || body.user_ids.len() > 1000 || body.user_ids.iter().any(|u| *u <= 0) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "user_ids: 1 to 1000 positive user ids",
+        ));
+    }
+    catalog::coupon_template(&state.deps.db, id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::not_found("coupon_not_found", "no such coupon template"))?;
+    let grants = catalog::grant_coupons(&state.deps.db, id, &body.user_ids)
+        .await
+        .map_err(db_error)?;
+    Ok((StatusCode::CREATED, Json(json!({ "grant_ids": grants }))))
+}
+
+async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> ApiResult<Json<Value>> {
+    let result = checkout::transition(
+        &state.deps.db,
+        OrderId(id),
+        None,
+        event,
+        &state.order_events_topic,
+    )
+    .await
+    .map_err(db_error)?;
+    transition_result(result)
+}
+
+/// Approve a refund request: refunded, stock back, refund recorded, `order.refunded`.
+pub async fn approve_refund(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    admin_transition(&state, id, OrderEventKind::Refund).await
+}
+
+pub async fn complete_order(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    admin_transition(&state, id, OrderEventKind::Complete).await
+}

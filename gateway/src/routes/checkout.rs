@@ -1,0 +1,218 @@
+//! Normal checkout and the order lifecycle for app users: preview, place (synchronous, one
+//! transaction), list, pay, cancel, request a refund, and the user's coupons.
+//!
+//! Every handler here runs on checkout's own database pool behind its own concurrency
+//! limit, so a seckill flood (which never touches these) cannot starve them either.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use order_core::catalog::{coupons_of, HeldCoupon};
+use order_core::checkout::{self, CheckoutError, CheckoutInput, PlacedOrder, Placement, Transition};
+use order_core::ids::OrderId;
+use order_core::lifecycle::OrderEventKind;
+use order_core::orders::OrderView;
+use order_core::pricing::Breakdown;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::SemaphorePermit;
+
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, PathId};
+use crate::startup::AppState;
+
+/// A slot of checkout's concurrency limit, or 503 `busy` after the queue timeout.
+async fn slot(state: &AppState) -> ApiResult<SemaphorePermit<'_>> {
+    match tokio::time::timeout(state.checkout_queue_timeout, state.checkout_slots.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError {
+            retry_after_secs: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "checkout is busy; retry shortly",
+            )
+        }),
+    }
+}
+
+fn checkout_error(e: CheckoutError) -> ApiError {
+    match e {
+        CheckoutError::OutOfStock(_) | CheckoutError::CouponUnavailable => {
+            ApiError::conflict(e.code(), e.to_string())
+        }
+        CheckoutError::Pricing(ref p) if p.code().starts_with("coupon_") => {
+            ApiError::conflict(e.code(), e.to_string())
+        }
+        _ => ApiError::unprocessable(e.code(), e.to_string()),
+    }
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    ApiError::unavailable("checkout database call", e)
+}
+
+pub async fn preview(
+    State(state): State<AppState>,
+    user: User,
+    ApiJson(input): ApiJson<CheckoutInput>,
+) -> ApiResult<Json<Breakdown>> {
+    let _slot = slot(&state).await?;
+    checkout::preview(&state.checkout_db, &input, user.id)
+        .await
+        .map_err(db_error)?
+        .map(Json)
+        .map_err(checkout_error)
+}
+
+pub async fn place(
+    State(state): State<AppState>,
+    user: User,
+    ApiJson(input): ApiJson<CheckoutInput>,
+) -> ApiResult<(StatusCode, Json<PlacedOrder>)> {
+    state.limits.check_user(user.id)?;
+    let _slot = slot(&state).await?;
+    let placement = checkout::place(
+        &state.checkout_db,
+        &input,
+        user.id,
+        state.ids.next_id(),
+        state.payment_timeout,
+        &state.order_events_topic,
+    )
+    .await
+    .map_err(db_error)?
+    .map_err(checkout_error)?;
+    Ok(match placement {
+        Placement::Created(order) => (StatusCode::CREATED, Json(order)),
+        Placement::Existing(order) => (StatusCode::OK, Json(order)),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub before_id: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderPage {
+    pub items: Vec<OrderView>,
+    pub next_before_id: Option<OrderId>,
+}
+
+pub async fn list_orders(
+    State(state): State<AppState>,
+    user: User,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<OrderPage>> {
+    let Query(page) = page.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = page.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let before = match page.before_id {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<OrderId>()
+                .map_err(|_| ApiError::bad_request("invalid_query", "before_id is an order id"))?
+                .0,
+        ),
+    };
+    let _slot = slot(&state).await?;
+    let items = checkout::orders_of(&state.checkout_db, user.id, before, limit)
+        .await
+        .map_err(db_error)?;
+    let next_before_id = (items.len() as i64 == limit)
+        .then(|| items.last().map(|o| o.order_id))
+        .flatten();
+    Ok(Json(OrderPage {
+        items,
+        next_before_id,
+    }))
+}
+
+/// What the app hands to the payment provider.
+#[derive(Debug, Serialize)]
+pub struct PaymentRequest {
+    pub order_id: OrderId,
+    pub amount_cents: i64,
+    pub currency: &'static str,
+    pub notify_url: String,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn pay(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    user: User,
+) -> ApiResult<Json<PaymentRequest>> {
+    let _slot = slot(&state).await?;
+    let order = order_core::orders::find_for_user(&state.checkout_db, OrderId(id), user.id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::not_found("order_not_found", "no such order"))?;
+    if order.status != "pending_payment" {
+        return Err(ApiError::conflict(
+            "not_payable",
+            format!("the order is {}, not awaiting payment", order.status),
+        ));
+    }
+    Ok(Json(PaymentRequest {
+        order_id: order.order_id,
+        amount_cents: order.total_cents,
+        currency: "CNY",
+        notify_url: state.payments.notify_url.clone(),
+        expires_at: order.expires_at,
+    }))
+}
+
+pub(crate) fn transition_result(result: Transition) -> ApiResult<Json<Value>> {
+    match result {
+        Transition::Done(status) => Ok(Json(json!({ "status": status }))),
+        Transition::NotFound => Err(ApiError::not_found("order_not_found", "no such order")),
+        Transition::Illegal(e) => Err(ApiError::conflict("illegal_transition", e.to_string())),
+    }
+}
+
+async fn user_transition(
+    state: &AppState,
+    id: i64,
+    user: User,
+    event: OrderEventKind,
+) -> ApiResult<Json<Value>> {
+    let _slot = slot(state).await?;
+    let result = checkout::transition(
+        &state.checkout_db,
+        OrderId(id),
+        Some(user.id),
+        event,
+        &state.order_events_topic,
+    )
+    .await
+    .map_err(db_error)?;
+    transition_result(result)
+}
+
+pub async fn cancel(State(state): State<AppState>, PathId(id): PathId, user: User) -> ApiResult<Json<Value>> {
+    user_transition(&state, id, user, OrderEventKind::Cancel).await
+}
+
+pub async fn request_refund(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    user: User,
+) -> ApiResult<Json<Value>> {
+    user_transition(&state, id, user, OrderEventKind::RequestRefund).await
+}
+
+pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCoupon>>> {
+    let _slot = slot(&state).await?;
+    Ok(Json(
+        coupons_of(&state.checkout_db, user.id).await.map_err(db_error)?,
+    ))
+}

@@ -1,0 +1,550 @@
+//! Normal checkout: price a basket, place an order synchronously in one transaction (stock
+//! decremented by guarded updates, coupon consumed, idempotent by request id), take payment
+//! callbacks, and move orders through their lifecycle.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+
+use crate::catalog::{self, Sku};
+use crate::events::OrderEvent;
+use crate::ids::OrderId;
+use crate::lifecycle::{OrderEventKind, OrderStatus};
+use crate::orders::{return_stock_and_announce, CancelledOrder};
+use crate::pricing::{self, Breakdown, PricingError, ShippingMethod};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemInput {
+    pub sku_id: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    pub phone: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingInput {
+    pub method: ShippingMethod,
+    pub address: Address,
+}
+
+/// The body of `/api/checkout/preview` (and of `/api/checkout`, which adds `request_id`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutInput {
+    pub items: Vec<ItemInput>,
+    #[serde(default)]
+    pub coupon_id: Option<i64>,
+    pub shipping: ShippingInput,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckoutError {
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
+    #[error("invalid address: {0}")]
+    InvalidAddress(&'static str),
+    #[error("unknown SKU {0}")]
+    UnknownSku(String),
+    #[error("not enough stock of {0}")]
+    OutOfStock(String),
+    #[error("the coupon is not yours, already used, or unknown")]
+    CouponUnavailable,
+    #[error("request_id must be 1 to 64 of A-Z a-z 0-9 . _ -")]
+    InvalidRequestId,
+}
+
+impl CheckoutError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CheckoutError::Pricing(e) => e.code(),
+            CheckoutError::InvalidAddress(_) => "invalid_address",
+            CheckoutError::UnknownSku(_) => "unknown_sku",
+            CheckoutError::OutOfStock(_) => "out_of_stock",
+            CheckoutError::CouponUnavailable => "coupon_unavailable",
+            CheckoutError::InvalidRequestId => "invalid_request_id",
+        }
+    }
+}
+
+impl Address {
+    fn validate(&self) -> Result<(), CheckoutError> {
+        for (field, value) in [
+            ("name", &self.name),
+            ("line1", &self.line1),
+            ("city", &self.city),
+            ("postal_code", &self.postal_code),
+            ("phone", &self.phone),
+        ] {
+            if value.trim().is_empty() || value.chars().count() > 200 {
+                return Err(CheckoutError::InvalidAddress(field));
+            }
+        }
+        if self.line2.as_ref().is_some_and(|l| l.chars().count() > 200) {
+            return Err(CheckoutError::InvalidAddress("line2"));
+        }
+        Ok(())
+    }
+}
+
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Price the basket as it would be charged now (current prices, stock and coupon).
+async fn price_in(
+    conn: &mut PgConnection,
+    input: &CheckoutInput,
+    user_id: i64,
+) -> Result<Result<(Breakdown, Vec<Sku>), CheckoutError>, sqlx::Error> {
+    if let Err(e) = input.shipping.address.validate() {
+        return Ok(Err(e));
+    }
+    let ids: Vec<String> = input.items.iter().map(|i| i.sku_id.clone()).collect();
+    let skus = catalog::skus_by_id(&mut *conn, &ids).await?;
+    let mut basket = Vec::with_capacity(input.items.len());
+    for item in &input.items {
+        match skus.iter().find(|s| s.id == item.sku_id) {
+            Some(sku) => basket.push((sku.priced(), item.quantity)),
+            None => return Ok(Err(CheckoutError::UnknownSku(item.sku_id.clone()))),
+        }
+    }
+    let coupon = match input.coupon_id {
+        None => None,
+        Some(grant) => match catalog::usable_coupon(&mut *conn, grant, user_id).await? {
+            Some(template) => Some(template.coupon()),
+            None => return Ok(Err(CheckoutError::CouponUnavailable)),
+        },
+    };
+    let breakdown = match pricing::price(&basket, coupon.as_ref(), input.shipping.method, Utc::now()) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    for item in &input.items {
+        if skus
+            .iter()
+            .any(|s| s.id == item.sku_id && s.stock < item.quantity)
+        {
+            return Ok(Err(CheckoutError::OutOfStock(item.sku_id.clone())));
+        }
+    }
+    Ok(Ok((breakdown, skus)))
+}
+
+pub async fn preview(
+    pool: &PgPool,
+    input: &CheckoutInput,
+    user_id: i64,
+) -> Result<Result<Breakdown, CheckoutError>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    Ok(price_in(&mut conn, input, user_id).await?.map(|(b, _)| b))
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlacedOrder {
+    pub order_id: OrderId,
+    pub status: String,
+    #[serde(flatten)]
+    pub breakdown: Breakdown,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Created(PlacedOrder),
+    /// The same user already placed an order with this request id.
+    Existing(PlacedOrder),
+}
+
+/// Place a checkout order in one transaction. `order_id` is used if the order is new.
+pub async fn place(
+    pool: &PgPool,
+    input: &CheckoutInput,
+    user_id: i64,
+    order_id: OrderId,
+    payment_timeout: Duration,
+    order_events_topic: &str,
+) -> Result<Result<Placement, CheckoutError>, sqlx::Error> {
+    let Some(request_id) = input.request_id.as_deref().filter(|r| valid_request_id(r)) else {
+        return Ok(Err(CheckoutError::InvalidRequestId));
+    };
+    if let Some(existing) = existing_checkout(pool, user_id, request_id).await? {
+        return Ok(Ok(Placement::Existing(existing)));
+    }
+    let mut tx = pool.begin().await?;
+    let (breakdown, _) = match price_in(&mut tx, input, user_id).await? {
+        Ok(priced) => priced,
+        Err(e) => return Ok(Err(e)),
+    };
+    // Guarded decrements in SKU order (no deadlocks between baskets): a line that finds too
+    // little stock rolls the whole order back.
+    let mut lines = breakdown.lines.clone();
+    lines.sort_by(|a, b| a.sku_id.cmp(&b.sku_id));
+    for line in &lines {
+        let updated = sqlx::query(
+            "UPDATE skus SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2",
+        )
+        .bind(&line.sku_id)
+        .bind(line.quantity)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(Err(CheckoutError::OutOfStock(line.sku_id.clone())));
+        }
+    }
+    if let Some(grant) = input.coupon_id {
+        let used = sqlx::query(
+            "UPDATE coupon_grants SET status = 'used', used_order_id = $3 WHERE id = $1 AND user_id = $2 AND status = 'available'",
+        )
+        .bind(grant)
+        .bind(user_id)
+        .bind(order_id.0)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() == 0 {
+            return Ok(Err(CheckoutError::CouponUnavailable));
+        }
+    }
+    let address =
+        serde_json::to_value(&input.shipping.address).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let method = serde_json::to_value(input.shipping.method)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let inserted = sqlx::query_scalar::<_, DateTime<Utc>>(
+        "INSERT INTO orders (id, user_id, kind, request_id, status, subtotal_cents, discount_cents, shipping_cents,
+                             total_cents, expires_at, coupon_grant_id, shipping_method, shipping_address)
+         VALUES ($1, $2, 'checkout', $3, 'pending_payment', $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11)
+         RETURNING expires_at",
+    )
+    .bind(order_id.0)
+    .bind(user_id)
+    .bind(request_id)
+    .bind(breakdown.subtotal_cents)
+    .bind(breakdown.discount_cents)
+    .bind(breakdown.shipping_cents)
+    .bind(breakdown.total_cents)
+    .bind(payment_timeout.as_secs_f64())
+    .bind(input.coupon_id)
+    .bind(method)
+    .bind(address)
+    .fetch_one(&mut *tx)
+    .await;
+    let expires_at = match inserted {
+        Ok(at) => at,
+        // A concurrent request with the same id won the race: answer with its order.
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("orders_checkout_request") => {
+            drop(tx);
+            return match existing_checkout(pool, user_id, request_id).await? {
+                Some(existing) => Ok(Ok(Placement::Existing(existing))),
+                None => Err(sqlx::Error::RowNotFound),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    for (n, line) in breakdown.lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_items (order_id, line_no, sku_id, title, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(order_id.0)
+        .bind(n as i32 + 1)
+        .bind(&line.sku_id)
+        .bind(&line.title)
+        .bind(line.quantity as i32)
+        .bind(line.unit_price_cents)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let event = OrderEvent::new(
+        OrderEvent::CREATED,
+        order_id,
+        user_id,
+        "checkout",
+        None,
+        breakdown.total_cents,
+        None,
+    );
+    crate::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
+    tx.commit().await?;
+    Ok(Ok(Placement::Created(PlacedOrder {
+        order_id,
+        status: OrderStatus::PendingPayment.as_str().to_owned(),
+        breakdown,
+        expires_at: Some(expires_at),
+    })))
+}
+
+async fn existing_checkout(
+    pool: &PgPool,
+    user_id: i64,
+    request_id: &str,
+) -> sqlx::Result<Option<PlacedOrder>> {
+    let Some((id, status, subtotal, discount, shipping, total, expires_at)) =
+        sqlx::query_as::<_, (i64, String, i64, i64, i64, i64, Option<DateTime<Utc>>)>(
+            "SELECT id, status, subtotal_cents, discount_cents, shipping_cents, total_cents, expires_at
+             FROM orders WHERE user_id = $1 AND request_id = $2 AND kind = 'checkout'",
+        )
+        .bind(user_id)
+        .bind(request_id)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let lines = sqlx::query_as::<_, (String, String, i64, i32)>(
+        "SELECT sku_id, title, unit_price_cents, quantity FROM order_items WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(sku_id, title, unit, quantity)| pricing::Line {
+        sku_id,
+        title,
+        unit_price_cents: unit,
+        quantity: i64::from(quantity),
+        line_total_cents: unit * i64::from(quantity),
+    })
+    .collect();
+    Ok(Some(PlacedOrder {
+        order_id: OrderId(id),
+        status,
+        breakdown: Breakdown {
+            lines,
+            subtotal_cents: subtotal,
+            discount_cents: discount,
+            shipping_cents: shipping,
+            total_cents: total,
+        },
+        expires_at,
+    }))
+}
+
+/// A provider's payment notification (after the signature was verified).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentCallback {
+    pub payment_id: String,
+    pub order_id: OrderId,
+    pub amount_cents: i64,
+    pub status: String,
+    /// Unix seconds when the provider signed it.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackOutcome {
+    /// The order is now paid.
+    Applied,
+    /// This payment id was processed before; nothing changed.
+    Duplicate,
+    /// Money arrived for an order that cannot take it (cancelled, already paid): refund.
+    RefundDue,
+    AmountMismatch,
+    UnknownOrder,
+}
+
+/// Apply one callback exactly once (keyed by the provider's payment id).
+pub async fn apply_payment(
+    pool: &PgPool,
+    callback: &PaymentCallback,
+    order_events_topic: &str,
+) -> sqlx::Result<CallbackOutcome> {
+    let mut tx = pool.begin().await?;
+    let payload = serde_json::to_value(callback).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let fresh = sqlx::query(
+        "INSERT INTO payments (id, order_id, amount_cents, outcome, payload) VALUES ($1, $2, $3, 'applied', $4)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&callback.payment_id)
+    .bind(callback.order_id.0)
+    .bind(callback.amount_cents)
+    .bind(payload)
+    .execute(&mut *tx)
+    .await?;
+    if fresh.rows_affected() == 0 {
+        return Ok(CallbackOutcome::Duplicate);
+    }
+    let order: Option<(String, i64, i64, String, Option<i64>)> = sqlx::query_as(
+        "SELECT status, total_cents, user_id, kind, promotion_id FROM orders WHERE id = $1 FOR UPDATE",
+    )
+    .bind(callback.order_id.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let refund = |reason: &'static str| (CallbackOutcome::RefundDue, Some(reason));
+    let (outcome, refund_reason) = match &order {
+        None => (CallbackOutcome::UnknownOrder, Some("unknown_order")),
+        Some((_, total, ..)) if *total != callback.amount_cents => {
+            (CallbackOutcome::AmountMismatch, Some("amount_mismatch"))
+        }
+        Some((status, ..)) => match status
+            .parse::<OrderStatus>()
+            .map(|s| s.apply(OrderEventKind::Pay))
+        {
+            Ok(Ok(_)) => (CallbackOutcome::Applied, None),
+            Ok(Err(e)) if e.from == OrderStatus::Cancelled => refund("late_payment"),
+            _ => refund("duplicate_payment"),
+        },
+    };
+    if let (Some((_, total, user_id, kind, promotion_id)), CallbackOutcome::Applied) = (&order, outcome) {
+        sqlx::query(
+            "UPDATE orders SET status = 'paid', paid_at = now(), payment_id = $2, updated_at = now()
+             WHERE id = $1 AND status = 'pending_payment'",
+        )
+        .bind(callback.order_id.0)
+        .bind(&callback.payment_id)
+        .execute(&mut *tx)
+        .await?;
+        let event = OrderEvent::new(
+            OrderEvent::PAID,
+            callback.order_id,
+            *user_id,
+            kind,
+            *promotion_id,
+            *total,
+            None,
+        );
+        crate::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
+    }
+    let outcome_name = match outcome {
+        CallbackOutcome::Applied => "applied",
+        CallbackOutcome::RefundDue => "refund_due",
+        CallbackOutcome::AmountMismatch => "amount_mismatch",
+        CallbackOutcome::UnknownOrder => "unknown_order",
+        CallbackOutcome::Duplicate => unreachable!("returned above"),
+    };
+    sqlx::query("UPDATE payments SET outcome = $2 WHERE id = $1")
+        .bind(&callback.payment_id)
+        .bind(outcome_name)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(reason) = refund_reason {
+        sqlx::query(
+            "INSERT INTO refunds (order_id, payment_id, amount_cents, reason) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(callback.order_id.0)
+        .bind(&callback.payment_id)
+        .bind(callback.amount_cents)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// What a lifecycle change by a user or an operator found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Done(OrderStatus),
+    NotFound,
+    Illegal(crate::lifecycle::IllegalTransition),
+}
+
+/// Apply `event` to an order (the user's own when `user_id` is given), guarded by its
+/// current status, with the side effects the event implies, in one transaction.
+pub async fn transition(
+    pool: &PgPool,
+    order_id: OrderId,
+    user_id: Option<i64>,
+    event: OrderEventKind,
+    order_events_topic: &str,
+) -> sqlx::Result<Transition> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, i64, i64, String, Option<i64>)> = sqlx::query_as(
+        "SELECT status, user_id, total_cents, kind, promotion_id FROM orders
+         WHERE id = $1 AND ($2::BIGINT IS NULL OR user_id = $2) FOR UPDATE",
+    )
+    .bind(order_id.0)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status, owner, total, kind, promotion_id)) = row else {
+        return Ok(Transition::NotFound);
+    };
+    let from: OrderStatus = status
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+    let to = match from.apply(event) {
+        Ok(to) => to,
+        Err(illegal) => return Ok(Transition::Illegal(illegal)),
+    };
+    sqlx::query("UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 AND status = $3")
+        .bind(order_id.0)
+        .bind(to.as_str())
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let order = CancelledOrder {
+        id: order_id.0,
+        user_id: owner,
+        kind: kind.clone(),
+        promotion_id,
+        total_cents: total,
+    };
+    match event {
+        OrderEventKind::Cancel => {
+            return_stock_and_announce(
+                &mut tx,
+                &[order],
+                OrderEvent::CANCELLED,
+                Some("user"),
+                order_events_topic,
+            )
+            .await?
+        }
+        OrderEventKind::Refund => {
+            sqlx::query(
+                "INSERT INTO refunds (order_id, amount_cents, reason) VALUES ($1, $2, 'user_request') ON CONFLICT DO NOTHING",
+            )
+            .bind(order_id.0)
+            .bind(total)
+            .execute(&mut *tx)
+            .await?;
+            return_stock_and_announce(&mut tx, &[order], OrderEvent::REFUNDED, None, order_events_topic)
+                .await?
+        }
+        other => {
+            let event_type = match other {
+                OrderEventKind::RequestRefund => OrderEvent::REFUND_REQUESTED,
+                OrderEventKind::Ship => OrderEvent::SHIPPED,
+                OrderEventKind::Pay => OrderEvent::PAID,
+                _ => "order.completed",
+            };
+            let e = OrderEvent::new(event_type, order_id, owner, &kind, promotion_id, total, None);
+            crate::outbox::enqueue(&mut tx, order_events_topic, &e.event_id, &e).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Transition::Done(to))
+}
+
+/// A page of a user's orders, newest first (keyset on id, which grows with time).
+pub async fn orders_of(
+    pool: &PgPool,
+    user_id: i64,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<crate::orders::OrderView>> {
+    crate::orders::list_for_user(pool, user_id, before_id, limit).await
+}
