@@ -7,6 +7,7 @@
 pub mod canceller;
 pub mod order_writer;
 pub mod periodic;
+pub mod post_payment;
 pub mod settings;
 pub mod startup;
 pub mod stats;

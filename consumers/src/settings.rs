@@ -22,6 +22,20 @@ pub struct Settings {
     pub writer: WriterSettings,
     pub sweeper: SweeperSettings,
     pub canceller: CancellerSettings,
+    pub post_payment: PostPaymentSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PostPaymentSettings {
+    pub reward_coupon_code: String,
+    pub cents_per_point: i64,
+    pub notification_webhook_url: String,
+    pub logistics_endpoint: String,
+    pub http_timeout_ms: u64,
+    pub http_attempts: u32,
+    pub analytics_dir: std::path::PathBuf,
+    pub max_redeliveries: u32,
+    pub shipment_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +127,18 @@ impl Validate for Settings {
         if self.canceller.batch_size < 1 {
             return Err(SettingsError::invalid(
                 "canceller.batch_size",
+                "must be at least 1",
+            ));
+        }
+        if self.post_payment.cents_per_point <= 0 {
+            return Err(SettingsError::invalid(
+                "post_payment.cents_per_point",
+                "must be at least 1",
+            ));
+        }
+        if self.post_payment.http_attempts == 0 {
+            return Err(SettingsError::invalid(
+                "post_payment.http_attempts",
                 "must be at least 1",
             ));
         }

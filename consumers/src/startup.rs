@@ -20,6 +20,12 @@ use tokio::net::TcpListener;
 
 use crate::canceller::PaymentTimeoutCanceller;
 use crate::order_writer::OrderWriter;
+use crate::post_payment::analytics::Analytics;
+use crate::post_payment::logistics::{Logistics, ShipmentRelay};
+use crate::post_payment::notifications::{Notifications, Notifier, OutboxNotifier, WebhookNotifier};
+use crate::post_payment::points::Points;
+use crate::post_payment::rewards::Rewards;
+use crate::post_payment::{EventWorker, Handler};
 use crate::settings::Settings;
 use crate::stats::{Stats, StatusReport};
 use crate::sweeper::RecoverySweeper;
@@ -33,6 +39,8 @@ pub struct Application {
     writer: OrderWriter,
     sweeper: RecoverySweeper,
     canceller: PaymentTimeoutCanceller,
+    event_workers: Vec<EventWorker>,
+    shipments: ShipmentRelay,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +114,61 @@ impl Application {
             stats: Arc::clone(&stats),
         };
 
+        let post = &settings.post_payment;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(post.http_timeout_ms))
+            .build()
+            .context("build the HTTP client")?;
+        let notifier: Box<dyn Notifier> = if post.notification_webhook_url.is_empty() {
+            Box::new(OutboxNotifier { db: deps.db.clone() })
+        } else {
+            Box::new(WebhookNotifier {
+                client: http.clone(),
+                url: post.notification_webhook_url.clone(),
+                attempts: post.http_attempts,
+            })
+        };
+        let handlers: Vec<Box<dyn Handler>> = vec![
+            Box::new(Rewards {
+                db: deps.db.clone(),
+                template_code: post.reward_coupon_code.clone(),
+            }),
+            Box::new(Points {
+                db: deps.db.clone(),
+                cents_per_point: post.cents_per_point,
+            }),
+            Box::new(Notifications {
+                db: deps.db.clone(),
+                notifier,
+            }),
+            Box::new(Logistics { db: deps.db.clone() }),
+            Box::new(Analytics::new(deps.db.clone(), post.analytics_dir.clone())?),
+        ];
+        let mut event_workers = Vec::with_capacity(handlers.len());
+        for handler in handlers {
+            let dlq = pulsar.topic(&format!("{}-dlq-{}", pulsar.order_events_topic, handler.name()));
+            let name = handler.name();
+            event_workers.push(
+                EventWorker::subscribe(
+                    &deps.pulsar,
+                    pulsar.topic(&pulsar.order_events_topic),
+                    dlq,
+                    post.max_redeliveries,
+                    handler,
+                )
+                .await
+                .with_context(|| format!("subscribe the {name} worker to order-events"))?,
+            );
+        }
+        let shipments = ShipmentRelay {
+            db: deps.db.clone(),
+            client: http,
+            endpoint: post.logistics_endpoint.clone(),
+            attempts: post.http_attempts,
+            interval: Duration::from_millis(post.shipment_interval_ms),
+            order_events_topic: pulsar.order_events_topic.clone(),
+        };
+
         let address = settings.consumers.address();
         let listener = TcpListener::bind(&address)
             .await
@@ -119,6 +182,8 @@ impl Application {
             writer,
             sweeper,
             canceller,
+            event_workers,
+            shipments,
         })
     }
 
@@ -138,11 +203,15 @@ impl Application {
     /// are left unacknowledged for redelivery.
     pub async fn run_until_stopped(self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
         let workers = Shutdown::new();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(self.writer.run(workers.subscribe())),
             tokio::spawn(self.sweeper.run(workers.subscribe())),
             tokio::spawn(self.canceller.run(workers.subscribe())),
+            tokio::spawn(self.shipments.run(workers.subscribe())),
         ];
+        for worker in self.event_workers {
+            tasks.push(tokio::spawn(worker.run(workers.subscribe())));
+        }
         let router = Router::new()
             .route(
                 "/healthz",

@@ -13,6 +13,10 @@ use serde_json::Value;
 async fn consumers_report_ready_and_stop_on_shutdown() {
     let mut settings: Settings = local_source()
         .with_var("APP_CONSUMERS__PORT", "0")
+        .with_var(
+            "APP_POST_PAYMENT__ANALYTICS_DIR",
+            std::env::temp_dir().join(order_core::test_support::unique("analytics")).display().to_string(),
+        )
         .load()
         .expect("settings");
     settings.database = fresh_database(&settings.database).await.expect("fresh database");

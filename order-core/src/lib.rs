@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod pacing;
 pub mod persist;
 pub mod pricing;
+pub mod processed;
 pub mod promotion;
 pub mod readiness;
 pub mod reconcile;

@@ -1,0 +1,111 @@
+//! Logistics hand-off: a shipment record per paid order (exactly once), then a relay that
+//! POSTs each new shipment to the logistics endpoint (retries, timeouts, idempotency key =
+//! order id) and, once accepted, marks the order shipped (`order.shipped`).
+
+use std::time::Duration;
+
+use order_core::checkout::{transition, Transition};
+use order_core::events::OrderEvent;
+use order_core::ids::OrderId;
+use order_core::lifecycle::OrderEventKind;
+use order_core::processed;
+use order_core::shutdown::ShutdownListener;
+use serde_json::json;
+use sqlx::PgPool;
+
+use super::{post_with_retries, BoxFuture, Handler};
+
+#[derive(Debug)]
+pub struct Logistics {
+    pub db: PgPool,
+}
+
+impl Handler for Logistics {
+    fn name(&self) -> &'static str {
+        "logistics"
+    }
+
+    fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let Some(mut tx) = processed::claim(&self.db, self.name(), &event.event_id).await? else {
+                return Ok(());
+            };
+            if event.event_type == OrderEvent::PAID {
+                sqlx::query("INSERT INTO shipments (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(event.order_id.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct ShipmentRelay {
+    pub db: PgPool,
+    pub client: reqwest::Client,
+    /// Empty: hand over locally (development).
+    pub endpoint: String,
+    pub attempts: u32,
+    pub interval: Duration,
+    pub order_events_topic: String,
+}
+
+impl ShipmentRelay {
+    pub async fn run(self, shutdown: ShutdownListener) {
+        crate::periodic::every(self.interval, shutdown, "shipment hand-off", || self.run_once()).await;
+    }
+
+    pub async fn run_once(&self) -> anyhow::Result<()> {
+        let pending: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT s.order_id, o.user_id FROM shipments s JOIN orders o ON o.id = s.order_id
+             WHERE s.status = 'created' ORDER BY s.created_at LIMIT 100",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        for (order_id, user_id) in pending {
+            if !self.endpoint.is_empty() {
+                let body = json!({ "order_id": order_id.to_string(), "user_id": user_id });
+                let sent = post_with_retries(
+                    &self.client,
+                    &self.endpoint,
+                    &order_id.to_string(),
+                    &body,
+                    self.attempts,
+                )
+                .await;
+                if let Err(e) = sent {
+                    sqlx::query("UPDATE shipments SET attempts = attempts + 1 WHERE order_id = $1")
+                        .bind(order_id)
+                        .execute(&self.db)
+                        .await?;
+                    tracing::warn!(
+                        order_id,
+                        error = format!("{e:#}"),
+                        "logistics hand-off failed; retrying next interval"
+                    );
+                    continue;
+                }
+            }
+            match transition(
+                &self.db,
+                OrderId(order_id),
+                None,
+                OrderEventKind::Ship,
+                &self.order_events_topic,
+            )
+            .await?
+            {
+                Transition::Done(_) => {}
+                other => tracing::info!(order_id, ?other, "handed over an order that can no longer ship"),
+            }
+            sqlx::query("UPDATE shipments SET status = 'handed_over', handed_over_at = now(), attempts = attempts + 1 WHERE order_id = $1")
+                .bind(order_id)
+                .execute(&self.db)
+                .await?;
+        }
+        Ok(())
+    }
+}

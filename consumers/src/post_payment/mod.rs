@@ -1,0 +1,148 @@
+//! Post-payment work off the `order-events` stream: the 1–2 s of follow-up steps the old
+//! system ran synchronously after payment.
+//!
+//! Each job is a [`Handler`] with its own Shared subscription (its name), so one slow or
+//! failing job never holds up another. Handlers are idempotent: database effects commit
+//! together with a `processed_events` row; effects outside the database (webhooks, the
+//! logistics API, files) carry the event's natural key so a repeat is recognisable.
+//! An undecodable event is dead-lettered after N redeliveries; a failing handler is retried
+//! in place with backoff (a database outage must not send good events to the DLQ).
+
+pub mod analytics;
+pub mod logistics;
+pub mod notifications;
+pub mod points;
+pub mod rewards;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::StreamExt;
+use order_core::events::OrderEvent;
+use order_core::shutdown::ShutdownListener;
+use pulsar::consumer::{Consumer, DeadLetterPolicy, InitialPosition};
+use pulsar::{ConsumerOptions, SubType, TokioExecutor};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub trait Handler: Send + Sync + 'static {
+    /// The subscription name, and the consumer name in `processed_events`.
+    fn name(&self) -> &'static str;
+    fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+pub struct EventWorker {
+    consumer: Consumer<Vec<u8>, TokioExecutor>,
+    handler: Box<dyn Handler>,
+}
+
+impl std::fmt::Debug for EventWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventWorker")
+            .field("handler", &self.handler.name())
+            .finish()
+    }
+}
+
+impl EventWorker {
+    pub async fn subscribe(
+        client: &order_core::bus::PulsarClient,
+        topic: String,
+        dead_letter_topic: String,
+        max_redeliveries: u32,
+        handler: Box<dyn Handler>,
+    ) -> Result<Self, pulsar::Error> {
+        let consumer = client
+            .consumer()
+            .with_topic(topic)
+            .with_subscription(handler.name())
+            .with_subscription_type(SubType::Shared)
+            .with_batch_size(100)
+            .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+            .with_dead_letter_policy(DeadLetterPolicy {
+                max_redeliver_count: max_redeliveries as usize,
+                dead_letter_topic,
+            })
+            .build()
+            .await?;
+        Ok(Self { consumer, handler })
+    }
+
+    pub async fn run(mut self, mut shutdown: ShutdownListener) {
+        let name = self.handler.name();
+        loop {
+            let next = tokio::select! {
+                next = self.consumer.next() => next,
+                _ = shutdown.recv() => break,
+            };
+            let msg = match next {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::warn!(worker = name, error = %e, "receive from order-events");
+                    continue;
+                }
+                None => {
+                    tracing::error!(worker = name, "the order-events subscription ended");
+                    break;
+                }
+            };
+            let event: OrderEvent = match serde_json::from_slice(&msg.payload.data) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(worker = name, error = %e, "poison message on order-events; nacked");
+                    let _ = self.consumer.nack(&msg).await;
+                    continue;
+                }
+            };
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.handler.handle(&event).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(worker = name, event_id = %event.event_id, error = format!("{e:#}"), retry_in = ?backoff, "handle an order event; will retry");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.recv() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if let Err(e) = self.consumer.ack(&msg).await {
+                tracing::warn!(worker = name, error = %e, "ack an order event");
+            }
+        }
+    }
+}
+
+/// POST `body` as JSON with an idempotency key, up to `attempts` times with backoff; each
+/// attempt bounded by the client's timeout. Success is any 2xx.
+pub async fn post_with_retries(
+    client: &reqwest::Client,
+    url: &str,
+    idempotency_key: &str,
+    body: &serde_json::Value,
+    attempts: u32,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(100);
+    let mut last_error = None;
+    for attempt in 1..=attempts {
+        match client
+            .post(url)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => last_error = Some(anyhow::anyhow!("{url} answered {}", response.status())),
+            Err(e) => last_error = Some(anyhow::anyhow!("{url}: {e}")),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
+}

@@ -1,0 +1,118 @@
+//! Push/SMS notifications for order events, through a [`Notifier`]: by default an outbox
+//! table the delivery service reads, or an HTTP webhook (timeouts, retries, idempotency
+//! key). One notification per (order, template) either way.
+
+use order_core::events::OrderEvent;
+use order_core::processed;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{post_with_retries, BoxFuture, Handler};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub user_id: i64,
+    pub order_id: String,
+    pub template: &'static str,
+    pub total_cents: i64,
+}
+
+impl Notification {
+    /// The message an event warrants, if any.
+    pub fn for_event(event: &OrderEvent) -> Option<Self> {
+        let template = match event.event_type.as_str() {
+            OrderEvent::PAID => "payment_received",
+            OrderEvent::CANCELLED => "order_cancelled",
+            OrderEvent::SHIPPED => "order_shipped",
+            OrderEvent::REFUNDED => "refund_completed",
+            _ => return None,
+        };
+        Some(Self {
+            user_id: event.user_id,
+            order_id: event.order_id.to_string(),
+            template,
+            total_cents: event.total_cents,
+        })
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.template, self.order_id)
+    }
+}
+
+pub trait Notifier: Send + Sync + std::fmt::Debug + 'static {
+    /// Deliver once; a repeat of the same (order, template) must not notify twice.
+    fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// Writes to the `notifications` table (unique per order and template).
+#[derive(Debug)]
+pub struct OutboxNotifier {
+    pub db: PgPool,
+}
+
+impl Notifier for OutboxNotifier {
+    fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO notifications (user_id, order_id, template, payload) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (order_id, template) DO NOTHING",
+            )
+            .bind(n.user_id)
+            .bind(n.order_id.parse::<i64>()?)
+            .bind(n.template)
+            .bind(serde_json::to_value(n)?)
+            .execute(&self.db)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// POSTs to a push/SMS gateway; the `Idempotency-Key` lets it drop repeats.
+#[derive(Debug)]
+pub struct WebhookNotifier {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub attempts: u32,
+}
+
+impl Notifier for WebhookNotifier {
+    fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            post_with_retries(
+                &self.client,
+                &self.url,
+                &n.key(),
+                &serde_json::to_value(n)?,
+                self.attempts,
+            )
+            .await
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Notifications {
+    pub db: PgPool,
+    pub notifier: Box<dyn Notifier>,
+}
+
+impl Handler for Notifications {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if processed::is_processed(&self.db, self.name(), &event.event_id).await? {
+                return Ok(());
+            }
+            if let Some(n) = Notification::for_event(event) {
+                self.notifier.notify(&n).await?;
+            }
+            processed::mark(&self.db, self.name(), &event.event_id).await?;
+            Ok(())
+        })
+    }
+}
