@@ -15,7 +15,10 @@ async fn consumers_report_ready_and_stop_on_shutdown() {
         .with_var("APP_CONSUMERS__PORT", "0")
         .with_var(
             "APP_POST_PAYMENT__ANALYTICS_DIR",
-            std::env::temp_dir().join(order_core::test_support::unique("analytics")).display().to_string(),
+            std::env::temp_dir()
+                .join(order_core::test_support::unique("analytics"))
+                .display()
+                .to_string(),
         )
         .load()
         .expect("settings");

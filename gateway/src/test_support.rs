@@ -157,3 +157,77 @@ pub fn token_with(settings: &Settings, claims: &Value) -> String {
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
+
+impl TestApp {
+    /// A SKU for normal checkout through the admin API.
+    pub async fn create_sku(&self, id: &str, price_cents: i64, stock: i64) {
+        let response = self
+            .admin(reqwest::Method::POST, "/admin/skus")
+            .json(&json!({ "id": id, "title": format!("Item {id}"), "price_cents": price_cents, "stock": stock }))
+            .send()
+            .await
+            .expect("create SKU");
+        assert_eq!(response.status(), 201, "create SKU");
+    }
+
+    /// A checkout body with a valid standard-shipping address.
+    pub fn basket(items: &[(&str, i64)], coupon_id: Option<i64>, request_id: Option<&str>) -> Value {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(sku, q)| json!({ "sku_id": sku, "quantity": q }))
+            .collect();
+        let mut body = json!({
+            "items": items,
+            "shipping": { "method": "standard", "address": {
+                "name": "Li Lei", "line1": "1 Shop Street", "city": "Hangzhou", "postal_code": "310000", "phone": "13800000000"
+            }},
+        });
+        if let Some(c) = coupon_id {
+            body["coupon_id"] = json!(c);
+        }
+        if let Some(r) = request_id {
+            body["request_id"] = json!(r);
+        }
+        body
+    }
+
+    /// POST `body` as `user`; returns status and JSON.
+    pub async fn post_as(&self, user_id: i64, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(self.token(user_id))
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the gateway");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A payment callback as the provider sends it: raw JSON body and its signature.
+    pub async fn payment_callback(&self, body: &Value, signature: Option<String>) -> (u16, Value) {
+        let raw = serde_json::to_vec(body).expect("json");
+        let signature = signature.unwrap_or_else(|| {
+            crate::routes::payments::sign(
+                self.settings.payments.callback_secret.expose_secret().as_bytes(),
+                &raw,
+            )
+        });
+        let response = self
+            .client
+            .post(format!("{}/api/payments/callback", self.address))
+            .header("content-type", "application/json")
+            .header(crate::routes::payments::SIGNATURE_HEADER, signature)
+            .body(raw)
+            .send()
+            .await
+            .expect("request reaches the gateway");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn pool(&self) -> sqlx::PgPool {
+        order_core::db::lazy_pool(&self.settings.database).expect("pool")
+    }
+}

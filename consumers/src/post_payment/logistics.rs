@@ -31,7 +31,10 @@ impl Handler for Logistics {
                 return Ok(());
             };
             if event.event_type == OrderEvent::PAID {
-                sqlx::query("INSERT INTO shipments (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                // An event about an order this database does not hold ships nothing.
+                sqlx::query(
+                    "INSERT INTO shipments (order_id) SELECT id FROM orders WHERE id = $1 ON CONFLICT DO NOTHING",
+                )
                     .bind(event.order_id.0)
                     .execute(&mut *tx)
                     .await?;

@@ -36,7 +36,10 @@ pub fn consumers_source(app: &TestApp, base: SettingsSource) -> SettingsSource {
         .with_var("APP_CONSUMERS__PORT", "0")
         .with_var(
             "APP_POST_PAYMENT__ANALYTICS_DIR",
-            std::env::temp_dir().join(unique("analytics")).display().to_string(),
+            std::env::temp_dir()
+                .join(unique("analytics"))
+                .display()
+                .to_string(),
         )
 }
 

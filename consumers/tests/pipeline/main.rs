@@ -6,4 +6,5 @@ mod faults;
 mod helpers;
 mod pacing;
 mod poison;
+mod post_payment;
 mod timeouts;

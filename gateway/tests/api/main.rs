@@ -3,6 +3,7 @@
 
 mod admin;
 mod binary;
+mod checkout;
 mod health;
 mod helpers;
 mod input;
