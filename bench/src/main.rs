@@ -3,9 +3,11 @@
 //!
 //! - `redis-conn`: the reserve script through one multiplexed connection vs a deadpool pool.
 //! - `db-insert`: order inserts batched as the writer does vs one row per transaction.
+//! - `checkout-latency`: normal checkout latency at a steady rate (see `isolation.sh`).
 //! - `trivial-server`: the ceiling, a handler that does nothing, for HTTP comparisons.
 //! - `mint-tokens`: user JWTs for load generators.
 
+mod checkout_latency;
 mod db_insert;
 mod redis_conn;
 
@@ -30,6 +32,8 @@ enum Command {
     RedisConn(redis_conn::Args),
     /// Order inserts: the writer's batched statement vs one row per transaction.
     DbInsert(db_insert::Args),
+    /// Normal checkout latency at a steady open-loop rate, over HTTP.
+    CheckoutLatency(checkout_latency::Args),
     /// Serve a handler that does nothing but answer like the seckill endpoint.
     TrivialServer {
         #[arg(long, default_value = "127.0.0.1:18090")]
@@ -66,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::RedisConn(args) => redis_conn::run(args).await,
         Command::DbInsert(args) => db_insert::run(args).await,
+        Command::CheckoutLatency(args) => checkout_latency::run(args).await,
         Command::TrivialServer { addr } => trivial_server(addr).await,
         Command::MintTokens { count, out } => mint_tokens(count, &out),
     }
