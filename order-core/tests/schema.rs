@@ -35,10 +35,18 @@ async fn migrations_create_the_tables_and_rerun_as_no_op() {
     assert_eq!(
         tables,
         [
+            "coupon_grants",
+            "coupon_templates",
+            "loyalty_ledger",
+            "notifications",
             "order_items",
             "orders",
             "outbox",
+            "payments",
+            "processed_events",
             "promotions",
+            "refunds",
+            "shipments",
             "skus",
             "stock_returns"
         ]
