@@ -9,49 +9,19 @@ source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 secs=${1:-10}
 conns=${2:-128}
-command -v wrk >/dev/null || as_root apt-get install -y -qq wrk >/dev/null
-
-scripts/setup.sh
-scripts/stack.sh start
-eval "$(scripts/stack.sh env)"
-cargo build -q --release --locked -p gateway -p bench
-
-out=$ROOT/bench/results/http-compare-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-export APP_AUTH__JWT_SECRET="bench-jwt-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export APP_AUTH__ADMIN_KEY="bench-admin-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export TOKENS=$out/tokens.txt
-target/release/bench mint-tokens --count 20000 --out "$TOKENS"
+source "$ROOT/bench/common.sh"
+bench_prepare http-compare gateway bench
 
 trivial_port=18090
 gateway_port=18080
 target/release/bench trivial-server --addr "127.0.0.1:$trivial_port" 2>"$out/trivial.log" &
 trivial_pid=$!
-APP_GATEWAY__PORT=$gateway_port APP_LOG__FILTER=warn APP_SECKILL__WORKER_ID=1001 \
-  APP_PULSAR__SECKILL_ORDERS_TOPIC="bench-$(date +%s)" \
-  APP_RATE_LIMIT__GLOBAL__PER_SECOND=10000000 APP_RATE_LIMIT__GLOBAL__BURST=10000000 \
-  APP_RATE_LIMIT__PER_IP__PER_SECOND=10000000 APP_RATE_LIMIT__PER_IP__BURST=10000000 \
-  APP_RATE_LIMIT__PER_USER__PER_SECOND=100000 APP_RATE_LIMIT__PER_USER__BURST=100000 \
-  target/release/gateway >"$out/gateway.log" 2>&1 &
+APP_GATEWAY__PORT=$gateway_port APP_SECKILL__WORKER_ID=1001 target/release/gateway >"$out/gateway.log" 2>&1 &
 gateway_pid=$!
 trap 'kill $trivial_pid $gateway_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  curl -sf "http://127.0.0.1:$gateway_port/readyz" >/dev/null && break
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$gateway_port/readyz" >/dev/null || die "gateway not ready; see $out/gateway.log"
-
-create() { # stock per_user_limit
-  local start end
-  start=$(date -u -d '-2 seconds' +%Y-%m-%dT%H:%M:%SZ)
-  end=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-  curl -sf -X POST "http://127.0.0.1:$gateway_port/admin/promotions" \
-    -H "Authorization: Bearer $APP_AUTH__ADMIN_KEY" -H 'Content-Type: application/json' \
-    -d "{\"sku_id\":\"bench\",\"title\":\"bench\",\"price_cents\":100,\"stock\":$1,\"per_user_limit\":$2,\"starts_at\":\"$start\",\"ends_at\":\"$end\"}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
-}
-sold_out=$(create 0 1)
-reserve=$(create 10000000 100)
+wait_ready "http://127.0.0.1:$gateway_port/readyz"
+sold_out=$(create_promotion "http://127.0.0.1:$gateway_port" 0 1)
+reserve=$(create_promotion "http://127.0.0.1:$gateway_port" 10000000 100)
 
 run() { # name url
   wrk -t2 -c"$conns" -d"${secs}s" -s bench/wrk/seckill.lua "$2" >"$out/$1.txt"

@@ -7,24 +7,8 @@ source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 rate=${1:-100}
 secs=${2:-10}
-command -v wrk >/dev/null || as_root apt-get install -y -qq wrk >/dev/null
-
-scripts/setup.sh
-scripts/stack.sh start
-eval "$(scripts/stack.sh env)"
-cargo build -q --release --locked -p gateway -p consumers -p bench
-
-out=$ROOT/bench/results/isolation-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-export APP_AUTH__JWT_SECRET="bench-jwt-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export APP_AUTH__ADMIN_KEY="bench-admin-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export TOKENS=$out/tokens.txt
-target/release/bench mint-tokens --count 20000 --out "$TOKENS"
-topic="bench-$(date +%s)"
-export APP_PULSAR__SECKILL_ORDERS_TOPIC=$topic APP_PULSAR__ORDER_EVENTS_TOPIC="$topic-events" APP_LOG__FILTER=warn
-export APP_RATE_LIMIT__GLOBAL__PER_SECOND=10000000 APP_RATE_LIMIT__GLOBAL__BURST=10000000
-export APP_RATE_LIMIT__PER_IP__PER_SECOND=10000000 APP_RATE_LIMIT__PER_IP__BURST=10000000
-export APP_RATE_LIMIT__PER_USER__PER_SECOND=100000 APP_RATE_LIMIT__PER_USER__BURST=100000
+source "$ROOT/bench/common.sh"
+bench_prepare isolation gateway consumers bench
 export APP_POST_PAYMENT__ANALYTICS_DIR=$out/analytics
 
 APP_GATEWAY__PORT=18080 APP_SECKILL__WORKER_ID=1003 target/release/gateway >"$out/gateway.log" 2>&1 &
@@ -32,18 +16,10 @@ gateway_pid=$!
 APP_CONSUMERS__PORT=18081 target/release/consumers >"$out/consumers.log" 2>&1 &
 consumers_pid=$!
 trap 'kill $gateway_pid $consumers_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  curl -sf http://127.0.0.1:18080/readyz >/dev/null && curl -sf http://127.0.0.1:18081/readyz >/dev/null && break
-  sleep 0.1
-done
-admin() { curl -sf -H "Authorization: Bearer $APP_AUTH__ADMIN_KEY" -H 'Content-Type: application/json' "$@"; }
+wait_ready http://127.0.0.1:18080/readyz http://127.0.0.1:18081/readyz
 sku="bench-sku-$(date +%s)"
 admin -X POST http://127.0.0.1:18080/admin/skus -d "{\"id\":\"$sku\",\"title\":\"bench\",\"price_cents\":1000,\"stock\":10000000}" >/dev/null
-start=$(date -u -d '-2 seconds' +%Y-%m-%dT%H:%M:%SZ)
-end=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-promo=$(admin -X POST http://127.0.0.1:18080/admin/promotions \
-  -d "{\"sku_id\":\"bench\",\"title\":\"bench\",\"price_cents\":100,\"stock\":10000000,\"per_user_limit\":100,\"starts_at\":\"$start\",\"ends_at\":\"$end\"}" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+promo=$(create_promotion http://127.0.0.1:18080 10000000 100)
 
 checkout() { target/release/bench checkout-latency --rate "$rate" --seconds "$secs" --tokens "$TOKENS" --sku "$sku" --label "$1"; }
 checkout idle | tee -a "$out/summary.txt"

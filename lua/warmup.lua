@@ -10,8 +10,8 @@
 -- dropped first: they belong to a sale that no longer exists.
 -- Returns remaining.
 
-local identity = redis.call('HGET', KEYS[1], 'identity')
-if identity and identity ~= ARGV[6] then
+local loaded = redis.call('EXISTS', KEYS[1]) == 1
+if loaded and redis.call('HGET', KEYS[1], 'identity') ~= ARGV[6] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 end
 if redis.call('HSETNX', KEYS[1], 'remaining', ARGV[1]) == 1 then
