@@ -20,7 +20,7 @@ use order_core::stock::StockStore;
 use sqlx::PgPool;
 
 use crate::settings::CancellerSettings;
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 
 #[derive(Debug)]
 pub struct PaymentTimeoutCanceller {
@@ -44,7 +44,7 @@ impl PaymentTimeoutCanceller {
             let cancelled = cancel_expired(&self.db, self.settings.batch_size, &self.order_events_topic)
                 .await
                 .context("cancel expired orders")?;
-            Stats::add(&self.stats.orders_cancelled, cancelled.len() as u64);
+            self.stats.count(Counter::OrdersCancelled, cancelled.len() as u64);
             if !cancelled.is_empty() {
                 tracing::info!(
                     count = cancelled.len(),
@@ -78,7 +78,7 @@ impl PaymentTimeoutCanceller {
             complete_stock_returns(&self.db, &done)
                 .await
                 .context("complete stock returns")?;
-            Stats::add(&self.stats.stock_returned, done.len() as u64);
+            self.stats.count(Counter::StockReturned, done.len() as u64);
             if (pending.len() as i64) < self.settings.batch_size {
                 return Ok(());
             }
@@ -109,7 +109,7 @@ impl PaymentTimeoutCanceller {
             outbox::delete(&self.db, &published)
                 .await
                 .context("delete published outbox events")?;
-            Stats::add(&self.stats.outbox_published, published.len() as u64);
+            self.stats.count(Counter::OutboxPublished, published.len() as u64);
             if published.len() < events.len() || (events.len() as i64) < self.settings.batch_size {
                 return Ok(());
             }

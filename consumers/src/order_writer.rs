@@ -31,7 +31,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 
 use crate::settings::{OrderSettings, WriterSettings};
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 
 type Msg = Message<Vec<u8>>;
 
@@ -153,7 +153,7 @@ impl OrderWriter {
                     valid.push(msg);
                 }
                 Err(reason) => {
-                    Stats::add(&self.stats.poison_messages, 1);
+                    self.stats.count(Counter::PoisonMessages, 1);
                     tracing::warn!(%reason, topic = %msg.topic, "poison message on seckill-orders; nacked (dead-lettered after {} redeliveries)", self.settings.max_redeliveries);
                     if let Err(e) = self.consumer.nack(&msg).await {
                         tracing::warn!(error = %e, "nack a poison message");
@@ -175,7 +175,7 @@ impl OrderWriter {
                     break outcome;
                 }
                 Err(e) => {
-                    Stats::add(&self.stats.batch_failures, 1);
+                    self.stats.count(Counter::BatchFailures, 1);
                     self.observe(None);
                     tracing::warn!(error = format!("{e:#}"), rows = orders.len(), retry_in = ?backoff, "persist order batch; will retry");
                     tokio::select! {
@@ -193,9 +193,9 @@ impl OrderWriter {
                 tracing::warn!(error = %e, "ack a persisted order");
             }
         }
-        Stats::add(&self.stats.rows_inserted, outcome.inserted);
-        Stats::add(&self.stats.released_skipped, outcome.released);
-        Stats::add(&self.stats.batches_committed, 1);
+        self.stats.count(Counter::RowsInserted, outcome.inserted);
+        self.stats.count(Counter::ReleasedSkipped, outcome.released);
+        self.stats.count(Counter::BatchesCommitted, 1);
         let persisted: Vec<(i64, OrderId)> = orders.iter().map(|o| (o.promotion_id, o.order_id)).collect();
         if let Err(e) = self.stock.clear_pending(&persisted).await {
             tracing::debug!(error = %e, "clear pending orders; the sweeper will");
@@ -216,9 +216,14 @@ impl OrderWriter {
             .filter(|(_, released)| !**released)
             .map(|(o, _)| o.clone())
             .collect();
-        let inserted = insert_seckill_orders(&self.db, &live, self.payment_timeout)
-            .await
-            .context("insert order batch")?;
+        let inserted = order_core::metrics::timed(
+            "postgres",
+            "insert_order_batch",
+            insert_seckill_orders(&self.db, &live, self.payment_timeout),
+        )
+        .await
+        .context("insert order batch")?;
+        metrics::histogram!("seckill_writer_batch_rows").record(live.len() as f64);
         Ok(BatchOutcome {
             inserted,
             released: (orders.len() - live.len()) as u64,

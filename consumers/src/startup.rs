@@ -65,6 +65,7 @@ impl Application {
             .await
             .context("apply database migrations")?;
 
+        order_core::metrics::install();
         let pulsar = &settings.pulsar;
         let stats = Arc::new(Stats::default());
         let stock = StockStore::new(deps.redis.clone());
@@ -219,6 +220,7 @@ impl Application {
             )
             .route("/readyz", get(readyz))
             .route("/status", get(status))
+            .route("/metrics", get(metrics_text))
             .with_state(HttpState {
                 deps: self.deps,
                 stats: self.stats,
@@ -245,6 +247,10 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<ReadinessRe
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report))
+}
+
+async fn metrics_text() -> String {
+    order_core::metrics::install().render()
 }
 
 async fn status(State(state): State<HttpState>) -> Json<StatusReport> {

@@ -1,63 +1,114 @@
-//! Counters the workers keep, served as JSON on `/status` (Prometheus comes later).
+//! Counters the workers keep: served as JSON on `/status` and as Prometheus series
+//! (`seckill_<name>_total`) on `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    RowsInserted,
+    BatchesCommitted,
+    BatchFailures,
+    PoisonMessages,
+    ReleasedSkipped,
+    SweeperRepublished,
+    SweeperCleared,
+    OrdersCancelled,
+    StockReturned,
+    OutboxPublished,
+}
+
+const COUNTERS: [Counter; 10] = [
+    Counter::RowsInserted,
+    Counter::BatchesCommitted,
+    Counter::BatchFailures,
+    Counter::PoisonMessages,
+    Counter::ReleasedSkipped,
+    Counter::SweeperRepublished,
+    Counter::SweeperCleared,
+    Counter::OrdersCancelled,
+    Counter::StockReturned,
+    Counter::OutboxPublished,
+];
+
+impl Counter {
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::RowsInserted => "rows_inserted",
+            Counter::BatchesCommitted => "batches_committed",
+            Counter::BatchFailures => "batch_failures",
+            Counter::PoisonMessages => "poison_messages",
+            Counter::ReleasedSkipped => "released_skipped",
+            Counter::SweeperRepublished => "sweeper_republished",
+            Counter::SweeperCleared => "sweeper_cleared",
+            Counter::OrdersCancelled => "orders_cancelled",
+            Counter::StockReturned => "stock_returned",
+            Counter::OutboxPublished => "outbox_published",
+        }
+    }
+
+    fn metric(self) -> &'static str {
+        match self {
+            Counter::RowsInserted => "seckill_writer_rows_inserted_total",
+            Counter::BatchesCommitted => "seckill_writer_batches_committed_total",
+            Counter::BatchFailures => "seckill_writer_batch_failures_total",
+            Counter::PoisonMessages => "seckill_poison_messages_total",
+            Counter::ReleasedSkipped => "seckill_writer_released_skipped_total",
+            Counter::SweeperRepublished => "seckill_sweeper_republished_total",
+            Counter::SweeperCleared => "seckill_sweeper_cleared_total",
+            Counter::OrdersCancelled => "seckill_orders_timed_out_total",
+            Counter::StockReturned => "seckill_stock_returned_total",
+            Counter::OutboxPublished => "seckill_outbox_published_total",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     writer_rate_millis: AtomicU64,
-    pub rows_inserted: AtomicU64,
-    pub batches_committed: AtomicU64,
-    pub batch_failures: AtomicU64,
-    pub poison_messages: AtomicU64,
-    pub released_skipped: AtomicU64,
-    pub sweeper_republished: AtomicU64,
-    pub sweeper_cleared: AtomicU64,
-    pub orders_cancelled: AtomicU64,
-    pub stock_returned: AtomicU64,
-    pub outbox_published: AtomicU64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct StatusReport {
-    pub writer_rows_per_sec: f64,
-    pub rows_inserted: u64,
-    pub batches_committed: u64,
-    pub batch_failures: u64,
-    pub poison_messages: u64,
-    pub released_skipped: u64,
-    pub sweeper_republished: u64,
-    pub sweeper_cleared: u64,
-    pub orders_cancelled: u64,
-    pub stock_returned: u64,
-    pub outbox_published: u64,
+    counts: [AtomicU64; COUNTERS.len()],
 }
 
 impl Stats {
     pub fn set_writer_rate(&self, rows_per_sec: f64) {
         self.writer_rate_millis
             .store((rows_per_sec * 1000.0) as u64, Ordering::Relaxed);
+        metrics::gauge!("seckill_writer_rows_per_sec").set(rows_per_sec);
     }
 
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn report(&self) -> StatusReport {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatusReport {
-            writer_rows_per_sec: get(&self.writer_rate_millis) as f64 / 1000.0,
-            rows_inserted: get(&self.rows_inserted),
-            batches_committed: get(&self.batches_committed),
-            batch_failures: get(&self.batch_failures),
-            poison_messages: get(&self.poison_messages),
-            released_skipped: get(&self.released_skipped),
-            sweeper_republished: get(&self.sweeper_republished),
-            sweeper_cleared: get(&self.sweeper_cleared),
-            orders_cancelled: get(&self.orders_cancelled),
-            stock_returned: get(&self.stock_returned),
-            outbox_published: get(&self.outbox_published),
+    pub fn count(&self, counter: Counter, n: u64) {
+        if n == 0 {
+            return;
         }
+        let i = COUNTERS.iter().position(|c| *c == counter).unwrap_or(0);
+        self.counts[i].fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(counter.metric()).increment(n);
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        let i = COUNTERS.iter().position(|c| *c == counter).unwrap_or(0);
+        self.counts[i].load(Ordering::Relaxed)
+    }
+
+    /// `{"writer_rows_per_sec": …, "rows_inserted": …, …}`
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            writer_rows_per_sec: self.writer_rate_millis.load(Ordering::Relaxed) as f64 / 1000.0,
+            counts: COUNTERS.iter().map(|c| (c.name(), self.get(*c))).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub writer_rows_per_sec: f64,
+    #[serde(flatten)]
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl StatusReport {
+    pub fn get(&self, name: &str) -> u64 {
+        self.counts.get(name).copied().unwrap_or(0)
     }
 }

@@ -22,7 +22,7 @@ use order_core::stock::StockStore;
 use sqlx::PgPool;
 
 use crate::settings::SweeperSettings;
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 
 #[derive(Debug)]
 pub struct RecoverySweeper {
@@ -46,9 +46,17 @@ impl RecoverySweeper {
             .list_current(chrono::Duration::days(1))
             .await
             .context("list current promotions")?;
+        let mut queued = 0;
         for promotion in &promotions {
             self.sweep_promotion(promotion).await?;
+            queued += self
+                .stock
+                .pending_count(promotion.id)
+                .await
+                .context("count queued orders")?;
         }
+        // Accepted orders not yet in the database: the backlog waiting in Pulsar.
+        metrics::gauge!("seckill_orders_queued").set(queued as f64);
         Ok(())
     }
 
@@ -109,8 +117,9 @@ impl RecoverySweeper {
             .clear_pending(&done)
             .await
             .context("clear persisted reservations")?;
-        Stats::add(&self.stats.sweeper_republished, republished.len() as u64);
-        Stats::add(&self.stats.sweeper_cleared, done.len() as u64);
+        self.stats
+            .count(Counter::SweeperRepublished, republished.len() as u64);
+        self.stats.count(Counter::SweeperCleared, done.len() as u64);
         Ok(())
     }
 }

@@ -73,6 +73,7 @@ impl Application {
             .run(&deps.db)
             .await
             .context("apply database migrations")?;
+        order_core::metrics::install();
 
         let seckill = &settings.seckill;
         let publisher = JsonProducer::new(

@@ -15,6 +15,7 @@ pub mod db;
 pub mod events;
 pub mod ids;
 pub mod lifecycle;
+pub mod metrics;
 pub mod orders;
 pub mod outbox;
 pub mod pacing;

@@ -72,6 +72,30 @@ async fn every_accepted_order_becomes_exactly_one_row() {
         .expect("json");
     assert_eq!(report["consistent"], true, "{report}");
     assert_eq!(report["drift"], 0);
+
+    // The consumers' metrics scrape cleanly and count the rows written.
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", consumers.port))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let samples = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text format")
+        .samples;
+    let rows = samples
+        .iter()
+        .find(|s| s.metric == "seckill_writer_rows_inserted_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .expect("rows inserted counter");
+    assert!(rows >= STOCK as f64, "{rows}");
+    assert!(samples.iter().any(|s| s.metric == "seckill_writer_rows_per_sec"));
+    assert!(samples
+        .iter()
+        .any(|s| s.metric == "seckill_writer_batch_rows_count"));
     consumers.stop().await;
 }
 

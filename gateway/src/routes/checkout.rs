@@ -73,13 +73,17 @@ pub async fn place(
 ) -> ApiResult<(StatusCode, Json<PlacedOrder>)> {
     state.limits.check_user(user.id)?;
     let _slot = slot(&state).await?;
-    let placement = checkout::place(
-        &state.checkout_db,
-        &input,
-        user.id,
-        state.ids.next_id(),
-        state.payment_timeout,
-        &state.order_events_topic,
+    let placement = order_core::metrics::timed(
+        "postgres",
+        "checkout",
+        checkout::place(
+            &state.checkout_db,
+            &input,
+            user.id,
+            state.ids.next_id(),
+            state.payment_timeout,
+            &state.order_events_topic,
+        ),
     )
     .await
     .map_err(db_error)?

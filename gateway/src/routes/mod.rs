@@ -67,8 +67,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(
+            "/metrics",
+            get(|| async { order_core::metrics::install().render() }),
+        )
         .nest("/api", api)
         .nest("/admin", admin)
+        // After routing, so the route template is known (unmatched paths are not counted).
+        .route_layer(middleware::from_fn(track_requests))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -99,4 +105,27 @@ async fn limit_per_ip(
         state.limits.check_ip(ip)?;
     }
     Ok(next.run(request).await)
+}
+
+/// `seckill_http_requests_total{route, method, status}` and
+/// `seckill_http_request_duration_seconds{route, method}`, by route template (fixed
+/// cardinality).
+async fn track_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        // `/api/orders/:id` rather than `{id}`: braces in label values trip some scrapers.
+        .map_or_else(
+            || "unmatched".to_owned(),
+            |p| p.as_str().replace('{', ":").replace('}', ""),
+        );
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("seckill_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("seckill_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
 }

@@ -106,11 +106,26 @@ pub async fn place_seckill_order(
     ApiJson(body): ApiJson<SeckillOrderRequest>,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
     let result = place(&state, promotion_id, user, body).await;
-    if let Err(e) = &result {
-        if state.cache.get(promotion_id).is_some() {
-            state.rejections.count(promotion_id, e.code);
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(e) => {
+            if state.cache.get(promotion_id).is_some() {
+                state.rejections.count(promotion_id, e.code);
+            }
+            match e.code {
+                code @ ("sold_out"
+                | "limit_exceeded"
+                | "not_started"
+                | "ended"
+                | "paused"
+                | "rate_limited"
+                | "promotion_not_found") => code,
+                "unavailable" => "error",
+                _ => "invalid_request",
+            }
         }
-    }
+    };
+    metrics::counter!("seckill_orders_total", "outcome" => outcome).increment(1);
     result
 }
 
@@ -155,9 +170,13 @@ async fn place(
 
     let order_id = state.ids.next_id();
     let reserve = || {
-        state
-            .stock
-            .reserve(promotion_id, user.id, &request_id, quantity.0, order_id)
+        order_core::metrics::timed(
+            "redis",
+            "reserve",
+            state
+                .stock
+                .reserve(promotion_id, user.id, &request_id, quantity.0, order_id),
+        )
     };
     let mut outcome = reserve()
         .await
@@ -196,7 +215,7 @@ async fn place(
                 request_id,
             };
             let (published, indexed) = tokio::join!(
-                state.publisher.publish(&event),
+                order_core::metrics::timed("pulsar", "publish", state.publisher.publish(&event)),
                 state.stock.index_order(order_id, promotion_id)
             );
             if let Err(e) = indexed {
@@ -231,6 +250,7 @@ async fn release_after_failed_publish(
     order_id: OrderId,
     publish_error: order_core::bus::PublishError,
 ) -> ApiError {
+    metrics::counter!("seckill_publish_failures_total").increment(1);
     match state.stock.release(promotion_id, order_id, true).await {
         Ok(ReleaseOutcome::Released { remaining }) => {
             if let Some(entry) = state.cache.get(promotion_id) {

@@ -7,6 +7,7 @@ mod checkout;
 mod health;
 mod helpers;
 mod input;
+mod metrics;
 mod publish_failure;
 mod readiness;
 mod seckill;
