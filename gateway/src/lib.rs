@@ -9,6 +9,7 @@ pub mod extract;
 pub mod promotion_cache;
 pub mod rate_limit;
 pub mod rejections;
+pub mod request_id;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -10,7 +10,13 @@ pub fn init(settings: &LogSettings) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match settings.format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // Each line carries the fields of the span it was logged in (request id, order id).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");

@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(track_requests))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(crate::request_id::with_request_id))
         .with_state(state)
 }
 

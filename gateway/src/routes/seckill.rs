@@ -195,6 +195,7 @@ async fn place(
 
     match outcome {
         ReserveOutcome::Reserved { order_id, remaining } => {
+            crate::request_id::record_order_id(order_id);
             entry.add_buyer(user.id);
             if remaining <= 0 {
                 entry.mark_sold_out();
@@ -221,12 +222,16 @@ async fn place(
             if let Err(e) = indexed {
                 tracing::warn!(%order_id, error = %e, "order index not written; polling sees it once persisted");
             }
+            tracing::debug!(promotion_id, remaining, "reserved; publishing");
             if let Err(publish_error) = published {
                 return Err(release_after_failed_publish(state, promotion_id, order_id, publish_error).await);
             }
             Ok(queued(order_id))
         }
-        ReserveOutcome::Duplicate { order_id } => Ok(queued(order_id)),
+        ReserveOutcome::Duplicate { order_id } => {
+            crate::request_id::record_order_id(order_id);
+            Ok(queued(order_id))
+        }
         ReserveOutcome::SoldOut => {
             entry.mark_sold_out();
             Err(ApiError::conflict("sold_out", "sold out"))
