@@ -90,3 +90,16 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The error body every 4xx/5xx carries (for the OpenAPI spec).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `sold_out`, `limit_exceeded`, `invalid_body`, …
+    pub code: String,
+    pub message: String,
+}

@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::ToSchema;
 
 use crate::pricing::{Coupon, CouponRule, PricedSku};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Sku {
     pub id: String,
     pub title: String,
@@ -95,7 +96,7 @@ pub async fn skus_by_id(conn: impl sqlx::PgExecutor<'_>, ids: &[String]) -> sqlx
         .await
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct CouponTemplate {
     pub id: i64,
     pub code: String,
@@ -109,7 +110,7 @@ pub struct CouponTemplate {
 }
 
 /// The create-template body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CouponTemplateInput {
     pub code: String,
@@ -212,7 +213,7 @@ pub async fn grant_coupons(pool: &PgPool, template_id: i64, user_ids: &[i64]) ->
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 pub struct HeldCoupon {
     pub grant_id: i64,
     pub status: String,

@@ -3,6 +3,7 @@
 //! callbacks, and move orders through their lifecycle.
 
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,14 +16,14 @@ use crate::lifecycle::{OrderEventKind, OrderStatus};
 use crate::orders::{return_stock_and_announce, CancelledOrder};
 use crate::pricing::{self, Breakdown, PricingError, ShippingMethod};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
     pub sku_id: String,
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
     pub name: String,
@@ -34,7 +35,7 @@ pub struct Address {
     pub phone: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingInput {
     pub method: ShippingMethod,
@@ -42,7 +43,7 @@ pub struct ShippingInput {
 }
 
 /// The body of `/api/checkout/preview` (and of `/api/checkout`, which adds `request_id`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutInput {
     pub items: Vec<ItemInput>,
@@ -158,7 +159,7 @@ pub async fn preview(
     Ok(price_in(&mut conn, input, user_id).await?.map(|(b, _)| b))
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct PlacedOrder {
     pub order_id: OrderId,
     pub status: String,
@@ -339,7 +340,7 @@ async fn existing_checkout(
 }
 
 /// A provider's payment notification (after the signature was verified).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentCallback {
     pub payment_id: String,
@@ -351,7 +352,7 @@ pub struct PaymentCallback {
     pub timestamp: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallbackOutcome {
     /// The order is now paid.

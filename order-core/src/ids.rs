@@ -47,6 +47,20 @@ impl<'de> Deserialize<'de> for OrderId {
     }
 }
 
+impl utoipa::PartialSchema for OrderId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{1,19}$"))
+            .description(Some(
+                "A 64-bit order id as a decimal string (too large for JavaScript numbers)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for OrderId {}
+
 #[derive(Debug)]
 pub struct OrderIdGenerator {
     worker: u64,

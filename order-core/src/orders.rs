@@ -3,11 +3,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+use utoipa::ToSchema;
 
 use crate::events::OrderEvent;
 use crate::ids::OrderId;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
     pub order_id: OrderId,
     pub status: String,

@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub const STANDARD_SHIPPING_CENTS: i64 = 800;
 pub const FREE_SHIPPING_FROM_CENTS: i64 = 9_900;
@@ -18,7 +19,7 @@ pub const EXPRESS_SHIPPING_CENTS: i64 = 2_000;
 pub const MAX_LINES: usize = 20;
 pub const MAX_QUANTITY: i64 = 99;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ShippingMethod {
     Standard,
@@ -51,7 +52,7 @@ pub struct Coupon {
     pub valid_until: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Line {
     pub sku_id: String,
     pub title: String,
@@ -60,7 +61,7 @@ pub struct Line {
     pub line_total_cents: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Breakdown {
     pub lines: Vec<Line>,
     pub subtotal_cents: i64,

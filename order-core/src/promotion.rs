@@ -8,13 +8,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::ToSchema;
 
 pub const MAX_STOCK: i64 = 10_000_000;
 pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 pub const MAX_PER_USER_LIMIT: i32 = 100;
 const MAX_TEXT: usize = 200;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Promotion {
     pub id: i64,
     pub sku_id: String,
@@ -29,7 +30,7 @@ pub struct Promotion {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromotionState {
     Scheduled,
@@ -95,7 +96,7 @@ impl PromotionError {
 }
 
 /// The create-promotion body, as sent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionInput {
     pub sku_id: String,
@@ -162,7 +163,7 @@ impl PromotionFields {
 }
 
 /// A PATCH body: absent fields stay as they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionPatch {
     pub sku_id: Option<String>,

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use utoipa::ToSchema;
 
 use anyhow::Context;
 use redis::aio::ConnectionManager;
@@ -134,7 +135,7 @@ where
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CheckResult {
     pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,7 +144,7 @@ pub struct CheckResult {
 }
 
 /// `{"ready": bool, "checks": {"redis": {...}, "database": {...}, "pulsar": {...}}}`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReadinessReport {
     pub ready: bool,
     pub checks: BTreeMap<&'static str, CheckResult>,

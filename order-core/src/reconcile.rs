@@ -9,6 +9,7 @@
 //! republishes them.
 
 use std::collections::{HashMap, HashSet};
+use utoipa::ToSchema;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -18,7 +19,7 @@ use crate::ids::OrderId;
 use crate::promotion::Promotion;
 use crate::stock::{Reservation, StockStore};
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ReconcileReport {
     pub promotion_id: i64,
     pub stock: i64,
@@ -37,7 +38,7 @@ pub struct ReconcileReport {
     pub repaired: Option<Repair>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Repair {
     pub released: usize,
     pub restored: i64,

@@ -5,6 +5,7 @@
 //! refresh). Adding stock is the only stock change allowed once a sale has started.
 
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -20,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::startup::AppState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminPromotion {
     #[serde(flatten)]
     pub promotion: Promotion,
@@ -81,6 +82,7 @@ fn due_for_warmup(state: &AppState, p: &Promotion) -> bool {
     p.starts_at - lead <= Utc::now()
 }
 
+#[utoipa::path(post, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), request_body = order_core::promotion::PromotionInput, responses((status = 201, body = AdminPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn create_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -105,19 +107,20 @@ pub async fn create_promotion(
     Ok((StatusCode::CREATED, Json(view(&state, promotion).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
     pub before_id: Option<i64>,
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PromotionPage {
     pub items: Vec<Promotion>,
     /// Pass as `before_id` for the next page; absent on the last one.
     pub next_before_id: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), params(ListQuery), responses((status = 200, body = PromotionPage), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn list_promotions(
     _: Admin,
     State(state): State<AppState>,
@@ -145,6 +148,7 @@ pub async fn list_promotions(
     }))
 }
 
+#[utoipa::path(get, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn get_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -154,6 +158,7 @@ pub async fn get_promotion(
     Ok(Json(view(&state, promotion).await?))
 }
 
+#[utoipa::path(patch, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), request_body = order_core::promotion::PromotionPatch, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn patch_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -189,6 +194,7 @@ pub async fn patch_promotion(
     Ok(Json(view(&state, updated).await?))
 }
 
+#[utoipa::path(delete, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 204, description = "deleted"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn delete_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -226,6 +232,7 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
     Ok(Json(view(&state, promotion).await?))
 }
 
+#[utoipa::path(post, path = "/admin/promotions/{id}/pause", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn pause_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -234,6 +241,7 @@ pub async fn pause_promotion(
     set_paused(state, id, true).await
 }
 
+#[utoipa::path(post, path = "/admin/promotions/{id}/resume", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn resume_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -242,12 +250,13 @@ pub async fn resume_promotion(
     set_paused(state, id, false).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddStock {
     pub units: i64,
 }
 
+#[utoipa::path(post, path = "/admin/promotions/{id}/stock", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), request_body = AddStock, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn add_stock(
     _: Admin,
     State(state): State<AppState>,
@@ -274,6 +283,7 @@ pub async fn add_stock(
     Ok(Json(view(&state, promotion).await?))
 }
 
+#[utoipa::path(post, path = "/admin/promotions/{id}/warmup", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "remaining stock in Redis"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn warmup_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -285,7 +295,7 @@ pub async fn warmup_promotion(
     Ok(Json(HashMap::from([("remaining", remaining)])))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PromotionStats {
     pub promotion_id: i64,
     pub stock: i64,
@@ -299,11 +309,14 @@ pub struct PromotionStats {
     pub persisted: i64,
     pub paid: i64,
     pub cancelled: i64,
+    #[schema(value_type = Object)]
     pub orders_by_status: HashMap<String, i64>,
     /// Counted by the gateway that answers, since it started.
+    #[schema(value_type = Object)]
     pub rejections_this_gateway: std::collections::BTreeMap<&'static str, u64>,
 }
 
+#[utoipa::path(get, path = "/admin/promotions/{id}/stats", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = PromotionStats), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn promotion_stats(
     _: Admin,
     State(state): State<AppState>,
@@ -336,12 +349,13 @@ pub async fn promotion_stats(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct ReconcileQuery {
     #[serde(default)]
     pub repair: bool,
 }
 
+#[utoipa::path(post, path = "/admin/promotions/{id}/reconcile", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path), ReconcileQuery), responses((status = 200, body = order_core::reconcile::ReconcileReport), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn reconcile_promotion(
     _: Admin,
     State(state): State<AppState>,

@@ -9,6 +9,7 @@ use order_core::ids::OrderId;
 use order_core::lifecycle::OrderEventKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
@@ -28,6 +29,7 @@ fn no_sku() -> ApiError {
     ApiError::not_found("sku_not_found", "no such SKU")
 }
 
+#[utoipa::path(post, path = "/admin/skus", tag = "catalog", security(("admin_key" = [])), request_body = order_core::catalog::Sku, responses((status = 201, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn create_sku(
     _: Admin,
     State(state): State<AppState>,
@@ -43,6 +45,7 @@ pub async fn create_sku(
     Ok((StatusCode::CREATED, Json(sku)))
 }
 
+#[utoipa::path(get, path = "/admin/skus/{id}", tag = "catalog", security(("admin_key" = [])), params(("id" = String, Path)), responses((status = 200, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn get_sku(
     _: Admin,
     State(state): State<AppState>,
@@ -55,7 +58,7 @@ pub async fn get_sku(
         .ok_or_else(no_sku)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SkuPatch {
     pub title: Option<String>,
@@ -63,6 +66,7 @@ pub struct SkuPatch {
     pub stock: Option<i64>,
 }
 
+#[utoipa::path(patch, path = "/admin/skus/{id}", tag = "catalog", security(("admin_key" = [])), params(("id" = String, Path)), request_body = SkuPatch, responses((status = 200, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn patch_sku(
     _: Admin,
     State(state): State<AppState>,
@@ -86,6 +90,7 @@ pub async fn patch_sku(
     Ok(Json(sku))
 }
 
+#[utoipa::path(post, path = "/admin/coupons", tag = "catalog", security(("admin_key" = [])), request_body = order_core::catalog::CouponTemplateInput, responses((status = 201, body = order_core::catalog::CouponTemplate), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn create_coupon(
     _: Admin,
     State(state): State<AppState>,
@@ -99,12 +104,13 @@ pub async fn create_coupon(
     Ok((StatusCode::CREATED, Json(template)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     pub user_ids: Vec<i64>,
 }
 
+#[utoipa::path(post, path = "/admin/coupons/{id}/grants", tag = "catalog", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), request_body = GrantBody, responses((status = 201, description = "grant ids"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn grant_coupon(
     _: Admin,
     State(state): State<AppState>,
@@ -141,6 +147,7 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
 }
 
 /// Approve a refund request: refunded, stock back, refund recorded, `order.refunded`.
+#[utoipa::path(post, path = "/admin/orders/{id}/refund", tag = "orders", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn approve_refund(
     _: Admin,
     State(state): State<AppState>,
@@ -149,6 +156,7 @@ pub async fn approve_refund(
     admin_transition(&state, id, OrderEventKind::Refund).await
 }
 
+#[utoipa::path(post, path = "/admin/orders/{id}/complete", tag = "orders", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn complete_order(
     _: Admin,
     State(state): State<AppState>,

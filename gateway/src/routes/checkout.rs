@@ -16,6 +16,7 @@ use order_core::pricing::Breakdown;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::SemaphorePermit;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
@@ -53,6 +54,7 @@ fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::unavailable("checkout database call", e)
 }
 
+#[utoipa::path(post, path = "/api/checkout/preview", tag = "checkout", security(("user_jwt" = [])), request_body = order_core::checkout::CheckoutInput, responses((status = 200, body = order_core::pricing::Breakdown), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
     user: User,
@@ -66,6 +68,7 @@ pub async fn preview(
         .map_err(checkout_error)
 }
 
+#[utoipa::path(post, path = "/api/checkout", tag = "checkout", security(("user_jwt" = [])), request_body = order_core::checkout::CheckoutInput, responses((status = 201, body = order_core::checkout::PlacedOrder), (status = 200, description = "the order this request id placed before", body = order_core::checkout::PlacedOrder), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn place(
     State(state): State<AppState>,
     user: User,
@@ -94,18 +97,19 @@ pub async fn place(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct Page {
     pub before_id: Option<String>,
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderPage {
     pub items: Vec<OrderView>,
     pub next_before_id: Option<OrderId>,
 }
 
+#[utoipa::path(get, path = "/api/orders", tag = "orders", security(("user_jwt" = [])), params(Page), responses((status = 200, body = OrderPage), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn list_orders(
     State(state): State<AppState>,
     user: User,
@@ -141,7 +145,7 @@ pub async fn list_orders(
 }
 
 /// What the app hands to the payment provider.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentRequest {
     pub order_id: OrderId,
     pub amount_cents: i64,
@@ -150,6 +154,7 @@ pub struct PaymentRequest {
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+#[utoipa::path(post, path = "/api/orders/{id}/pay", tag = "orders", security(("user_jwt" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = PaymentRequest), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn pay(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -202,10 +207,12 @@ async fn user_transition(
     transition_result(result)
 }
 
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", security(("user_jwt" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn cancel(State(state): State<AppState>, PathId(id): PathId, user: User) -> ApiResult<Json<Value>> {
     user_transition(&state, id, user, OrderEventKind::Cancel).await
 }
 
+#[utoipa::path(post, path = "/api/orders/{id}/refund", tag = "orders", security(("user_jwt" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn request_refund(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -214,6 +221,7 @@ pub async fn request_refund(
     user_transition(&state, id, user, OrderEventKind::RequestRefund).await
 }
 
+#[utoipa::path(get, path = "/api/coupons", tag = "checkout", security(("user_jwt" = [])), responses((status = 200, body = Vec<order_core::catalog::HeldCoupon>), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCoupon>>> {
     let _slot = slot(&state).await?;
     Ok(Json(

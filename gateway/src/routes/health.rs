@@ -8,10 +8,12 @@ use serde_json::{json, Value};
 
 use crate::startup::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "the process answers")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = order_core::readiness::ReadinessReport), (status = 503, body = order_core::readiness::ReadinessReport)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
     let report = state.deps.readiness().await;
     let status = if report.ready {
@@ -20,4 +22,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> String {
+    order_core::metrics::install().render()
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "this document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::spec())
 }

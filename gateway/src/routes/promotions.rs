@@ -5,13 +5,14 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use order_core::promotion::PromotionState;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
 use crate::promotion_cache::CachedPromotion;
 use crate::startup::AppState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PublicPromotion {
     pub id: i64,
     pub sku_id: String,
@@ -42,6 +43,7 @@ impl From<&CachedPromotion> for PublicPromotion {
     }
 }
 
+#[utoipa::path(get, path = "/api/promotions/{id}", tag = "seckill", params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = PublicPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)))]
 pub async fn get_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,

@@ -12,6 +12,7 @@ use order_core::ids::OrderId;
 use order_core::promotion::PromotionState;
 use order_core::stock::{ReleaseOutcome, ReserveOutcome};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
@@ -21,7 +22,7 @@ use crate::startup::AppState;
 /// Units per seckill request; a promotion's own per-user limit may be lower.
 pub const MAX_QUANTITY: i64 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeckillOrderRequest {
     #[serde(default = "one")]
@@ -33,7 +34,7 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Queued {
     pub order_id: OrderId,
     pub status: &'static str,
@@ -99,6 +100,7 @@ fn queued(order_id: OrderId) -> (StatusCode, Json<Queued>) {
     )
 }
 
+#[utoipa::path(post, path = "/api/seckill/{promotion_id}/orders", tag = "seckill", security(("user_jwt" = [])), params(("promotion_id" = i64, Path)), request_body = SeckillOrderRequest, responses((status = 202, body = Queued), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 403, description = "sale not open (not_started, ended, paused)", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 415, description = "not JSON", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn place_seckill_order(
     State(state): State<AppState>,
     PathId(promotion_id): PathId,

@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod input;
 mod metrics;
+mod openapi;
 mod publish_failure;
 mod readiness;
 mod seckill;

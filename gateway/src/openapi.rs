@@ -1,0 +1,41 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations and served at
+//! `/openapi.json`. A test checks it lists every route the router serves.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "seckill gateway", description = "Flash-sale gateway: seckill, checkout, payments, admin"),
+    paths(crate::routes::health::healthz, crate::routes::health::readyz, crate::routes::health::metrics, crate::routes::health::openapi, crate::routes::seckill::place_seckill_order, crate::routes::orders::get_order, crate::routes::promotions::get_promotion, crate::routes::checkout::list_orders, crate::routes::checkout::pay, crate::routes::checkout::cancel, crate::routes::checkout::request_refund, crate::routes::checkout::preview, crate::routes::checkout::place, crate::routes::checkout::my_coupons, crate::routes::payments::payment_callback, crate::routes::admin::create_promotion, crate::routes::admin::list_promotions, crate::routes::admin::get_promotion, crate::routes::admin::patch_promotion, crate::routes::admin::delete_promotion, crate::routes::admin::pause_promotion, crate::routes::admin::resume_promotion, crate::routes::admin::add_stock, crate::routes::admin::warmup_promotion, crate::routes::admin::promotion_stats, crate::routes::admin::reconcile_promotion, crate::routes::catalog::create_sku, crate::routes::catalog::get_sku, crate::routes::catalog::patch_sku, crate::routes::catalog::create_coupon, crate::routes::catalog::grant_coupon, crate::routes::catalog::approve_refund, crate::routes::catalog::complete_order),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "user_jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "Bearer <admin key>",
+            ))),
+        );
+    }
+}
+
+pub fn spec() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
