@@ -24,6 +24,13 @@ pub struct Settings {
     pub orders: OrderSettings,
     pub checkout: CheckoutSettings,
     pub payments: PaymentSettings,
+    pub dashboard: DashboardSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DashboardSettings {
+    /// Where the consumers serve `/status` (the writer's pace and counters).
+    pub consumers_status_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

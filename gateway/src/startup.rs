@@ -46,6 +46,9 @@ pub struct AppContext {
     pub payments: crate::settings::PaymentSettings,
     /// Short name of the order-events topic (outbox rows carry it).
     pub order_events_topic: String,
+    /// The consumers' `/status`, relayed to the dashboard.
+    pub consumers_status_url: String,
+    pub http: reqwest::Client,
 }
 
 #[derive(Debug)]
@@ -106,6 +109,11 @@ impl Application {
             payment_timeout: Duration::from_secs(settings.orders.payment_timeout_secs),
             payments: settings.payments.clone(),
             order_events_topic: settings.pulsar.order_events_topic.clone(),
+            consumers_status_url: settings.dashboard.consumers_status_url.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .context("build the HTTP client")?,
             deps,
         });
 

@@ -298,6 +298,7 @@ pub async fn warmup_promotion(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PromotionStats {
     pub promotion_id: i64,
+    pub state: order_core::promotion::PromotionState,
     pub stock: i64,
     /// Units left to sell in Redis (absent until loaded).
     pub remaining: Option<i64>,
@@ -311,6 +312,8 @@ pub struct PromotionStats {
     pub cancelled: i64,
     #[schema(value_type = Object)]
     pub orders_by_status: HashMap<String, i64>,
+    /// Requests accepted by the gateway that answers, since it started.
+    pub accepted_this_gateway: u64,
     /// Counted by the gateway that answers, since it started.
     #[schema(value_type = Object)]
     pub rejections_this_gateway: std::collections::BTreeMap<&'static str, u64>,
@@ -337,6 +340,7 @@ pub async fn promotion_stats(
     let count = |status: &str| counts.get(status).copied().unwrap_or(0);
     Ok(Json(PromotionStats {
         promotion_id: id,
+        state: promotion.state(Utc::now(), remaining.is_some_and(|r| r <= 0)),
         stock: promotion.stock,
         remaining,
         reserved,
@@ -345,6 +349,7 @@ pub async fn promotion_stats(
         paid: count("paid"),
         cancelled: count("cancelled"),
         orders_by_status: counts,
+        accepted_this_gateway: state.rejections.accepted(id),
         rejections_this_gateway: state.rejections.snapshot(id),
     }))
 }

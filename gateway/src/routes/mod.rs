@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod catalog;
 pub mod checkout;
+pub(crate) mod dashboard;
 pub(crate) mod health;
 pub(crate) mod orders;
 pub mod payments;
@@ -141,6 +142,8 @@ fn other_routes() -> Routes {
             "/admin/orders/{id}/complete",
             vec![("post", post(catalog::complete_order))],
         )
+        .at("/admin/", vec![("get", get(dashboard::page))])
+        .at("/admin/pipeline", vec![("get", get(dashboard::pipeline))])
         .at("/healthz", vec![("get", get(health::healthz))])
         .at("/readyz", vec![("get", get(health::readyz))])
         .at("/metrics", vec![("get", get(health::metrics))])

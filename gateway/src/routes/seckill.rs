@@ -109,7 +109,10 @@ pub async fn place_seckill_order(
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
     let result = place(&state, promotion_id, user, body).await;
     let outcome = match &result {
-        Ok(_) => "accepted",
+        Ok(_) => {
+            state.rejections.count(promotion_id, crate::rejections::ACCEPTED);
+            "accepted"
+        }
         Err(e) => {
             if state.cache.get(promotion_id).is_some() {
                 state.rejections.count(promotion_id, e.code);

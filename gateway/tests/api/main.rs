@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod checkout;
+mod dashboard;
 mod health;
 mod helpers;
 mod input;
