@@ -13,7 +13,7 @@ use gateway::test_support::TestApp;
 use order_core::ids::OrderId;
 use order_core::settings::SettingsSource;
 use order_core::shutdown::Shutdown;
-use order_core::test_support::{free_port, poll_until, unique};
+use order_core::test_support::{poll_until, unique};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -91,7 +91,7 @@ pub fn spawn_consumers_process(vars: &[(String, String)]) -> tokio::process::Chi
         "APP_CONFIG_DIR",
         format!("{}/../config", env!("CARGO_MANIFEST_DIR")),
     )
-    .env("APP_CONSUMERS__PORT", free_port().to_string())
+    .env("APP_CONSUMERS__PORT", "0")
     .env("APP_LOG__FILTER", "warn")
     .stdout(Stdio::null())
     .stderr(Stdio::inherit())

@@ -1,10 +1,13 @@
 //! The real `gateway` binary: it starts with the layered config, stops cleanly on SIGTERM,
-//! refuses invalid config naming the key, and never prints its secrets.
+//! refuses invalid config naming the key, never prints its secrets, and its JSON logs carry
+//! the request id and order id.
 
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use order_core::test_support::{free_port, poll_until};
+use order_core::test_support::{poll_until, unique};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
 
@@ -12,51 +15,111 @@ fn config_dir() -> String {
     format!("{}/../config", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The gateway binary on a port it picks itself (port 0, read back from its "listening"
+/// log line), so parallel tests never race for a port. Collects stdout and stderr.
+struct Binary {
+    child: tokio::process::Child,
+    port: u16,
+    output: Arc<Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Binary {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let mut cmd = tokio::process::Command::new(GATEWAY);
+        cmd.env("APP_CONFIG_DIR", config_dir())
+            .env("APP_GATEWAY__PORT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the gateway binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (port_tx, mut port_rx) = tokio::sync::mpsc::unbounded_channel();
+        let streams: [Box<dyn AsyncRead + Send + Unpin>; 2] = [
+            Box::new(child.stdout.take().expect("stdout")),
+            Box::new(child.stderr.take().expect("stderr")),
+        ];
+        let mut readers = Vec::new();
+        for stream in streams {
+            let (output, port_tx) = (Arc::clone(&output), port_tx.clone());
+            readers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("gateway listening") {
+                        let _ = port_tx.send(line.clone());
+                    }
+                    let mut out = output.lock().expect("lock");
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }));
+        }
+        let line = tokio::time::timeout(Duration::from_secs(60), port_rx.recv())
+            .await
+            .expect("the binary logs that it listens")
+            .expect("a listening line");
+        let after = &line[line.find("port").expect("a port field") + 4..];
+        let port: String = after
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        Self {
+            child,
+            port: port.parse().expect("a port number"),
+            output,
+            readers,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn wait_ready(&self, client: &reqwest::Client) {
+        let url = self.url("/readyz");
+        poll_until(Duration::from_secs(60), "the binary to become ready", || async {
+            let response = client.get(&url).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// SIGTERM, wait for the exit, and return the exit status with everything printed.
+    async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().expect("running").to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("the binary exits within 15 s of SIGTERM")
+            .expect("exit status");
+        for reader in self.readers {
+            let _ = reader.await;
+        }
+        let output = self.output.lock().expect("lock").clone();
+        (status, output)
+    }
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_binary_gracefully_and_secrets_stay_out_of_the_log() {
-    let port = free_port();
     let jwt_secret = "binary-test-jwt-secret-abcdefghijklmnopqrstuvwxyz";
     let admin_key = "binary-test-admin-key-0123456789";
-    let child = tokio::process::Command::new(GATEWAY)
-        .env("APP_CONFIG_DIR", config_dir())
-        .env("APP_GATEWAY__PORT", port.to_string())
-        .env("APP_AUTH__JWT_SECRET", jwt_secret)
-        .env("APP_AUTH__ADMIN_KEY", admin_key)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the gateway binary");
-
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    poll_until(Duration::from_secs(60), "the binary to become ready", || async {
-        let response = client.get(&url).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
+    let binary = Binary::start(&[
+        ("APP_AUTH__JWT_SECRET", jwt_secret),
+        ("APP_AUTH__ADMIN_KEY", admin_key),
+        ("RUST_LOG", "debug"),
+    ])
     .await;
-
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("the binary exits within 15 s of SIGTERM")
-        .expect("collect output");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "clean exit after SIGTERM: {:?}\n{log}",
-        output.status
-    );
+    binary.wait_ready(&reqwest::Client::new()).await;
+    let (status, log) = binary.stop().await;
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}\n{log}");
     assert!(log.contains("gateway stopped"), "logs its shutdown: {log}");
     assert!(
         !log.contains(jwt_secret) && !log.contains(admin_key),
@@ -82,36 +145,23 @@ fn invalid_config_fails_at_start_naming_the_key() {
 
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_order_id_on_every_line_of_a_request() {
-    let port = free_port();
     let jwt_secret = "json-log-test-jwt-secret-abcdefghijklmnopqrstuvwxyz";
     let admin_key = "json-log-test-admin-key-0123456789";
-    let child = tokio::process::Command::new(GATEWAY)
-        .env("APP_CONFIG_DIR", config_dir())
-        .env("APP_GATEWAY__PORT", port.to_string())
-        .env("APP_AUTH__JWT_SECRET", jwt_secret)
-        .env("APP_AUTH__ADMIN_KEY", admin_key)
-        .env("APP_LOG__FORMAT", "json")
-        .env(
-            "APP_PULSAR__SECKILL_ORDERS_TOPIC",
-            order_core::test_support::unique("json-logs"),
-        )
-        .env("RUST_LOG", "info,gateway=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the gateway binary");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    poll_until(Duration::from_secs(60), "the binary to become ready", || async {
-        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
+    let topic = unique("json-logs");
+    let binary = Binary::start(&[
+        ("APP_AUTH__JWT_SECRET", jwt_secret),
+        ("APP_AUTH__ADMIN_KEY", admin_key),
+        ("APP_LOG__FORMAT", "json"),
+        ("APP_PULSAR__SECKILL_ORDERS_TOPIC", &topic),
+        ("RUST_LOG", "info,gateway=debug"),
+    ])
     .await;
+    let client = reqwest::Client::new();
+    binary.wait_ready(&client).await;
 
     let now = chrono::Utc::now();
     let promo: serde_json::Value = client
-        .post(format!("{base}/admin/promotions"))
+        .post(binary.url("/admin/promotions"))
         .bearer_auth(admin_key)
         .header("x-request-id", "admin-req-1")
         .json(&serde_json::json!({ "sku_id": "s", "title": "t", "price_cents": 100, "stock": 5, "per_user_limit": 1,
@@ -129,7 +179,7 @@ async fn json_logs_carry_the_request_id_and_order_id_on_every_line_of_a_request(
     )
     .expect("token");
     let response = client
-        .post(format!("{base}/api/seckill/{}/orders", promo["id"]))
+        .post(binary.url(&format!("/api/seckill/{}/orders", promo["id"])))
         .bearer_auth(token)
         .header("x-request-id", "trace-me-123")
         .json(&serde_json::json!({ "quantity": 1, "request_id": "r1" }))
@@ -138,27 +188,16 @@ async fn json_logs_carry_the_request_id_and_order_id_on_every_line_of_a_request(
         .expect("order");
     assert_eq!(response.headers()["x-request-id"], "trace-me-123", "echoed");
     let order: serde_json::Value = response.json().await.expect("json");
-    let anonymous = client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let anonymous = client.get(binary.url("/healthz")).send().await.expect("healthz");
     assert_eq!(
         anonymous.headers()["x-request-id"].len(),
         32,
         "a generated id when none was sent"
     );
 
-    let pid = child.id().expect("running").to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("SIGTERM");
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("exits")
-        .expect("output");
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+    let (status, log) = binary.stop().await;
+    assert!(status.success(), "{log}");
+    let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
         .collect();
