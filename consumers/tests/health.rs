@@ -13,6 +13,15 @@ use serde_json::Value;
 async fn consumers_report_ready_and_stop_on_shutdown() {
     let mut settings: Settings = local_source()
         .with_var("APP_CONSUMERS__PORT", "0")
+        // Topics of its own: a shared topic carries whatever earlier runs left on it.
+        .with_var(
+            "APP_PULSAR__SECKILL_ORDERS_TOPIC",
+            order_core::test_support::unique("seckill-orders"),
+        )
+        .with_var(
+            "APP_PULSAR__ORDER_EVENTS_TOPIC",
+            order_core::test_support::unique("order-events"),
+        )
         .with_var(
             "APP_POST_PAYMENT__ANALYTICS_DIR",
             std::env::temp_dir()
