@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+/// Declared in the order of `COUNTERS`: a counter's discriminant is its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
     RowsInserted,
@@ -70,6 +71,18 @@ pub struct Stats {
     counts: [AtomicU64; COUNTERS.len()],
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_counter_has_its_own_slot() {
+        for (i, c) in COUNTERS.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+    }
+}
+
 impl Stats {
     pub fn set_writer_rate(&self, rows_per_sec: f64) {
         self.writer_rate_millis
@@ -81,14 +94,12 @@ impl Stats {
         if n == 0 {
             return;
         }
-        let i = COUNTERS.iter().position(|c| *c == counter).unwrap_or(0);
-        self.counts[i].fetch_add(n, Ordering::Relaxed);
+        self.counts[counter as usize].fetch_add(n, Ordering::Relaxed);
         metrics::counter!(counter.metric()).increment(n);
     }
 
     pub fn get(&self, counter: Counter) -> u64 {
-        let i = COUNTERS.iter().position(|c| *c == counter).unwrap_or(0);
-        self.counts[i].load(Ordering::Relaxed)
+        self.counts[counter as usize].load(Ordering::Relaxed)
     }
 
     /// `{"writer_rows_per_sec": …, "rows_inserted": …, …}`

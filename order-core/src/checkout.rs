@@ -530,7 +530,7 @@ pub async fn transition(
                 OrderEventKind::RequestRefund => OrderEvent::REFUND_REQUESTED,
                 OrderEventKind::Ship => OrderEvent::SHIPPED,
                 OrderEventKind::Pay => OrderEvent::PAID,
-                _ => "order.completed",
+                _ => OrderEvent::COMPLETED,
             };
             let e = OrderEvent::new(event_type, order_id, owner, &kind, promotion_id, total, None);
             crate::outbox::enqueue(&mut tx, order_events_topic, &e.event_id, &e).await?;
@@ -538,14 +538,4 @@ pub async fn transition(
     }
     tx.commit().await?;
     Ok(Transition::Done(to))
-}
-
-/// A page of a user's orders, newest first (keyset on id, which grows with time).
-pub async fn orders_of(
-    pool: &PgPool,
-    user_id: i64,
-    before_id: Option<i64>,
-    limit: i64,
-) -> sqlx::Result<Vec<crate::orders::OrderView>> {
-    crate::orders::list_for_user(pool, user_id, before_id, limit).await
 }

@@ -57,6 +57,7 @@ impl OrderEvent {
     pub const REFUND_REQUESTED: &'static str = "order.refund_requested";
     pub const REFUNDED: &'static str = "order.refunded";
     pub const SHIPPED: &'static str = "order.shipped";
+    pub const COMPLETED: &'static str = "order.completed";
     pub const VERSION: u32 = 1;
 
     /// The event of type `event_type` for an order; its id is `<type>:<order id>`.

@@ -63,7 +63,7 @@ pub async fn reconcile(
     promotion: &Promotion,
     repair: bool,
 ) -> anyhow::Result<ReconcileReport> {
-    let report = inspect(db, stock, promotion).await?;
+    let (report, orders) = inspect(db, stock, promotion).await?;
     if !repair || report.consistent {
         return Ok(report);
     }
@@ -77,7 +77,6 @@ pub async fn reconcile(
             released += 1;
         }
     }
-    let orders = db_orders(db, promotion.id).await?;
     let restore: Vec<Reservation> = orders
         .iter()
         .filter(|o| report.orders_missing_in_redis.contains(&OrderId(o.id)))
@@ -96,7 +95,7 @@ pub async fn reconcile(
         .recount(promotion.id, promotion.stock, &restore)
         .await
         .context("recount the promotion")?;
-    let mut after = inspect(db, stock, promotion).await?;
+    let (mut after, _) = inspect(db, stock, promotion).await?;
     after.repaired = Some(Repair {
         released,
         restored,
@@ -117,7 +116,12 @@ async fn db_orders(db: &PgPool, promotion_id: i64) -> anyhow::Result<Vec<DbOrder
     .context("read the promotion's orders")
 }
 
-async fn inspect(db: &PgPool, stock: &StockStore, promotion: &Promotion) -> anyhow::Result<ReconcileReport> {
+/// The report, and the promotion's orders it was computed from (a repair reuses them).
+async fn inspect(
+    db: &PgPool,
+    stock: &StockStore,
+    promotion: &Promotion,
+) -> anyhow::Result<(ReconcileReport, Vec<DbOrder>)> {
     let remaining = stock
         .live_stock_of(promotion.id)
         .await
@@ -167,7 +171,7 @@ async fn inspect(db: &PgPool, stock: &StockStore, promotion: &Promotion) -> anyh
     let drift = remaining.map_or(0, |r| promotion.stock - (r + reserved_units));
     let consistent =
         drift == 0 && missing.is_empty() && of_cancelled.is_empty() && buyers_mismatched.is_empty();
-    Ok(ReconcileReport {
+    let report = ReconcileReport {
         promotion_id: promotion.id,
         stock: promotion.stock,
         remaining,
@@ -183,7 +187,8 @@ async fn inspect(db: &PgPool, stock: &StockStore, promotion: &Promotion) -> anyh
         buyers_mismatched,
         consistent,
         repaired: None,
-    })
+    };
+    Ok((report, orders))
 }
 
 /// Order counts by status for the stats endpoint.

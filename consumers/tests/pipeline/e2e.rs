@@ -20,7 +20,7 @@ async fn every_accepted_order_becomes_exactly_one_row() {
     let accepted = flash_sale(&app, promotion_id, 4 * STOCK).await;
     assert_eq!(accepted.len() as i64, STOCK);
 
-    let pool = pool(&app);
+    let pool = app.pool();
     let rows = wait_for_rows(&pool, promotion_id, STOCK as usize, Duration::from_secs(30)).await;
     assert_exactly(&rows, &accepted, 1999);
     assert!(rows.iter().all(|r| r.status == "pending_payment"));
@@ -105,7 +105,7 @@ async fn reconciliation_detects_and_repairs_drift() {
     let consumers = spawn_consumers(consumers_source(&app, local_source())).await;
     let promotion_id = create_running(&app, 10).await;
     let accepted = flash_sale(&app, promotion_id, 4).await;
-    let pool = pool(&app);
+    let pool = app.pool();
     wait_for_rows(&pool, promotion_id, 4, Duration::from_secs(30)).await;
     consumers.stop().await;
 

@@ -21,7 +21,7 @@ async fn a_consumer_killed_mid_batch_loses_and_duplicates_nothing() {
     let app = Arc::new(spawn_gateway(local_source()).await);
     let promotion_id = create_running(&app, ORDERS).await;
     let accepted = flash_sale(&app, promotion_id, ORDERS).await;
-    let pool = pool(&app);
+    let pool = app.pool();
 
     // A slow writer, so the kill lands while batches are in flight. pulsar-lite does not
     // hand the dead consumer's unacknowledged messages to the new one (not within 60 s in
@@ -62,7 +62,7 @@ async fn the_broker_killed_and_restarted_loses_and_duplicates_nothing() {
     let app = Arc::new(spawn_gateway(stack.source()).await);
     let promotion_id = create_running(&app, ORDERS).await;
     let accepted = flash_sale(&app, promotion_id, ORDERS).await;
-    let pool = pool(&app);
+    let pool = app.pool();
     let consumers = spawn_consumers(
         consumers_source(&app, stack.source())
             .with_var("APP_WRITER__MIN_ROWS_PER_SEC", "40")
@@ -106,7 +106,7 @@ async fn postgres_down_for_a_while_delays_but_loses_nothing() {
     .await;
     stack.start_part("postgres").expect("start PostgreSQL");
 
-    let pool = pool(&app);
+    let pool = app.pool();
     let rows = wait_for_rows(&pool, promotion_id, ORDERS as usize, Duration::from_secs(60)).await;
     assert_exactly(&rows, &accepted, 1999);
     consumers.stop().await;
@@ -133,7 +133,7 @@ async fn a_reservation_whose_publish_never_happened_is_recovered_by_the_sweeper(
         consumers_source(&app, local_source()).with_var("APP_SWEEPER__REPUBLISH_AFTER_SECS", "1"),
     )
     .await;
-    let pool = pool(&app);
+    let pool = app.pool();
     let rows = wait_for_rows(&pool, promotion_id, 3, Duration::from_secs(30)).await;
     assert_exactly(&rows, &orphans, 1999);
     poll_until(

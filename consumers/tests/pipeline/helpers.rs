@@ -129,10 +129,6 @@ pub fn consumers_env(app: &TestApp, extra: &[(&str, &str)]) -> Vec<(String, Stri
     vars
 }
 
-pub fn pool(app: &TestApp) -> PgPool {
-    order_core::db::lazy_pool(&app.settings.database).expect("pool")
-}
-
 /// Accept `buyers` distinct users' orders (one unit each) on a running promotion; returns
 /// order id → (user, status code) for the 202s.
 pub async fn flash_sale(app: &Arc<TestApp>, promotion_id: i64, buyers: i64) -> HashMap<OrderId, i64> {

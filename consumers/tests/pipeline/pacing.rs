@@ -28,7 +28,7 @@ async fn inserts_never_exceed_the_configured_rate_and_the_backlog_drains() {
             .with_var("APP_WRITER__INITIAL_ROWS_PER_SEC", &rate),
     )
     .await;
-    let pool = pool(&app);
+    let pool = app.pool();
     let rows = wait_for_rows(&pool, promotion_id, ORDERS as usize, Duration::from_secs(60)).await;
     assert_exactly(&rows, &accepted, 1999);
 

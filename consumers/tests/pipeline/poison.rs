@@ -42,7 +42,7 @@ async fn an_undecodable_message_is_dead_lettered_and_valid_orders_still_land() {
     let consumers = spawn_consumers(source).await;
     let promotion_id = create_running(&app, 5).await;
     let accepted = flash_sale(&app, promotion_id, 5).await;
-    let pool = pool(&app);
+    let pool = app.pool();
     let rows = wait_for_rows(&pool, promotion_id, 5, Duration::from_secs(30)).await;
     assert_exactly(&rows, &accepted, 1999);
 

@@ -41,7 +41,7 @@ async fn an_unpaid_order_is_cancelled_and_its_stock_sold_again() {
     let (status, _) = app.place(promotion_id, 2, "second", 1).await;
     assert_eq!(status, 409, "sold out while the first order waits for payment");
 
-    let pool = pool(&app);
+    let pool = app.pool();
     poll_until(
         Duration::from_secs(30),
         "the unpaid order to be cancelled",
@@ -96,7 +96,7 @@ async fn an_unpaid_order_is_cancelled_and_its_stock_sold_again() {
 async fn payment_racing_cancellation_never_yields_a_paid_order_with_returned_stock() {
     let app = spawn_gateway(local_source()).await;
     let promotion_id = create_running(&app, 100).await;
-    let pool = pool(&app);
+    let pool = app.pool();
     let ids: Vec<i64> = (1..=60).map(|i| 1_000_000 + i).collect();
     for id in &ids {
         sqlx::query(

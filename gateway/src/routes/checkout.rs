@@ -132,7 +132,7 @@ pub async fn list_orders(
         ),
     };
     let _slot = slot(&state).await?;
-    let items = checkout::orders_of(&state.checkout_db, user.id, before, limit)
+    let items = order_core::orders::list_for_user(&state.checkout_db, user.id, before, limit)
         .await
         .map_err(db_error)?;
     let next_before_id = (items.len() as i64 == limit)

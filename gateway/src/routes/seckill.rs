@@ -83,6 +83,11 @@ fn rejection(state: PromotionState) -> Option<ApiError> {
     }
 }
 
+/// The answer for a closed sale when Redis (rather than the local cache) found it closed.
+fn closed(state: PromotionState) -> ApiError {
+    rejection(state).unwrap_or_else(|| ApiError::unavailable("reserve stock", "an open sale was refused"))
+}
+
 fn limit_exceeded() -> ApiError {
     ApiError::conflict(
         "limit_exceeded",
@@ -239,12 +244,12 @@ async fn place(
         }
         ReserveOutcome::SoldOut => {
             entry.mark_sold_out();
-            Err(ApiError::conflict("sold_out", "sold out"))
+            Err(closed(PromotionState::SoldOut))
         }
         ReserveOutcome::LimitExceeded => Err(limit_exceeded()),
-        ReserveOutcome::NotStarted => Err(ApiError::forbidden("not_started", "the sale has not started")),
-        ReserveOutcome::Ended => Err(ApiError::forbidden("ended", "the sale has ended")),
-        ReserveOutcome::Paused => Err(ApiError::forbidden("paused", "the sale is paused")),
+        ReserveOutcome::NotStarted => Err(closed(PromotionState::Scheduled)),
+        ReserveOutcome::Ended => Err(closed(PromotionState::Ended)),
+        ReserveOutcome::Paused => Err(closed(PromotionState::Paused)),
         ReserveOutcome::NotLoaded => Err(ApiError::unavailable(
             "reserve stock",
             format!("promotion {promotion_id} is still not loaded after warm-up"),
