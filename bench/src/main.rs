@@ -1,26 +1,20 @@
-//! `bench`: measurements behind the performance claims, each against a baseline measured in
-//! the same run (see BENCHMARKS.md).
-//!
-//! - `redis-conn`: the reserve script through one multiplexed connection vs a deadpool pool.
-//! - `db-insert`: order inserts batched as the writer does vs one row per transaction.
-//! - `checkout-latency`: normal checkout latency at a steady rate (see `isolation.sh`).
-//! - `trivial-server`: the ceiling, a handler that does nothing, for HTTP comparisons.
-//! - `mint-tokens`: user JWTs for load generators.
+//! `bench`: the command line of the load bench (see BENCHMARKS.md and `bench --help`).
 
-mod checkout_latency;
-mod db_insert;
-mod redis_conn;
-
-use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use bench::flash_sale::{FlashSale, System};
+use bench::loadgen::Pace;
+use bench::report::{self, RunReport};
+use bench::scenarios::{self, ChildServer, SuiteSettings};
+use bench::target::Target;
+use clap::{Args, Parser, Subcommand};
+use order_core::settings::SettingsSource;
 
 #[derive(Parser, Debug)]
-#[command(about = "seckill benches")]
+#[command(about = "seckill load bench: drives a deployment over HTTP, checks the invariants after")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,50 +22,248 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// A flash sale: N buyers, open loop (or closed loop with --rate max), retries and repeat
+    /// tries; waits until every accepted order is persisted, then checks invariants 1–5.
+    FlashSale(SaleArgs),
+    /// The same flash sale against the baseline server (one DB transaction per request).
+    Baseline(SaleArgs),
+    /// Normal checkout at a steady rate, idle and during a flash-sale flood.
+    Mixed {
+        #[command(flatten)]
+        sale: SaleArgs,
+        /// Checkouts per second.
+        #[arg(long, default_value_t = 100.0)]
+        checkout_rate: f64,
+    },
+    /// The ceiling: a trivial HTTP handler and a Redis EVALSHA loop on this machine.
+    Ceiling(Common),
+    /// Everything in one run, compared with the targets; the figures for BENCHMARKS.md.
+    Suite {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100.0)]
+        checkout_rate: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// EVALSHA of lua/reserve.lua: multiplexed connection vs deadpool-redis pool.
-    RedisConn(redis_conn::Args),
+    RedisConn(bench::redis_conn::Args),
     /// Order inserts: the writer's batched statement vs one row per transaction.
-    DbInsert(db_insert::Args),
-    /// Normal checkout latency at a steady open-loop rate, over HTTP.
-    CheckoutLatency(checkout_latency::Args),
+    DbInsert(bench::db_insert::Args),
     /// Serve a handler that does nothing but answer like the seckill endpoint.
     TrivialServer {
         #[arg(long, default_value = "127.0.0.1:18090")]
         addr: SocketAddr,
     },
-    /// Write `count` user tokens (sub = 1..=count), one per line, signed with the configured
-    /// JWT secret (APP_AUTH__JWT_SECRET or config/local.toml).
+    /// Serve the baseline: seckill as one DB transaction per request.
+    BaselineServer {
+        #[arg(long, default_value = "127.0.0.1:18091")]
+        addr: SocketAddr,
+    },
+    /// Write `count` user tokens (sub = 1..=count), one per line, for other load generators.
     MintTokens {
         #[arg(long)]
         count: u64,
         #[arg(long)]
-        out: std::path::PathBuf,
+        out: PathBuf,
     },
 }
 
-#[derive(Debug, Deserialize)]
-struct AuthOnly {
-    auth: AuthSecret,
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:18080")]
+    gateway: String,
+    /// Keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 128)]
+    connections: usize,
+    /// Length of each load phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Where the JSON report and SVG charts go (default bench/results/<scenario>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How long to wait for accepted orders to reach the database.
+    #[arg(long, default_value_t = 180)]
+    drain_timeout_secs: u64,
 }
 
-#[derive(Debug, Deserialize)]
-struct AuthSecret {
-    jwt_secret: SecretString,
+#[derive(Args, Debug, Clone)]
+struct SaleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Distinct buyers.
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    #[arg(long, default_value_t = 10_000)]
+    stock: i64,
+    #[arg(long, default_value_t = 1)]
+    per_user_limit: u32,
+    /// `max` (closed loop), a rate in requests/s, or a ramp `FROM:TO`.
+    #[arg(long, default_value = "5000", value_parser = parse_pace)]
+    rate: Pace,
+    /// Share of requests that retry an earlier request id.
+    #[arg(long, default_value_t = 0.03)]
+    retry_fraction: f64,
+    /// Share of requests by a buyer who already tried, with a new request id.
+    #[arg(long, default_value_t = 0.05)]
+    again_fraction: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Skip waiting for the database and checking the invariants.
+    #[arg(long)]
+    no_verify: bool,
 }
 
-impl order_core::settings::Validate for AuthOnly {
-    fn validate(&self) -> Result<(), order_core::settings::SettingsError> {
-        order_core::settings::require_secret("auth.jwt_secret", &self.auth.jwt_secret, 32)
+fn parse_pace(s: &str) -> Result<Pace, String> {
+    let rate = |v: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|r| r.is_finite() && *r >= 0.0)
+            .ok_or_else(|| format!("not a rate: {v}"))
+    };
+    match s.split_once(':') {
+        _ if s == "max" => Ok(Pace::Max),
+        Some((from, to)) => Ok(Pace::Ramp {
+            from: rate(from)?,
+            to: rate(to)?,
+        }),
+        None => rate(s).and_then(|r| {
+            if r > 0.0 {
+                Ok(Pace::Fixed(r))
+            } else {
+                Err("rate must be > 0".into())
+            }
+        }),
     }
+}
+
+impl Common {
+    fn out_dir(&self, scenario: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            PathBuf::from("bench/results").join(format!(
+                "{scenario}-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+            ))
+        })
+    }
+}
+
+impl SaleArgs {
+    fn sale(&self) -> FlashSale {
+        FlashSale {
+            users: self.users,
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            connections: self.common.connections,
+            pace: self.rate,
+            duration: Duration::from_secs(self.common.seconds),
+            retry_fraction: self.retry_fraction,
+            again_fraction: self.again_fraction,
+            seed: self.seed,
+            max_requests: self.common.seconds as usize * 200_000,
+            drain_timeout: Duration::from_secs(self.common.drain_timeout_secs),
+            verify: !self.no_verify,
+        }
+    }
+}
+
+/// Print, write, and fail loudly if an invariant broke.
+fn finish(out: &std::path::Path, runs: &[&RunReport], extra: &str) -> anyhow::Result<()> {
+    println!("{}", report::table(runs));
+    for r in runs {
+        print!("{}", report::pipeline_lines(r));
+    }
+    print!("{extra}");
+    report::write(out, runs)?;
+    println!("report and charts: {}", out.display());
+    let broken: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.verification.as_ref().is_some_and(|v| !v.ok()))
+        .map(|r| r.name.as_str())
+        .collect();
+    anyhow::ensure!(broken.is_empty(), "invariants broken in: {}", broken.join(", "));
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::RedisConn(args) => redis_conn::run(args).await,
-        Command::DbInsert(args) => db_insert::run(args).await,
-        Command::CheckoutLatency(args) => checkout_latency::run(args).await,
+        Command::FlashSale(args) => {
+            let target = Target::from_env(&args.common.gateway)?;
+            let run = args
+                .sale()
+                .run(&target, "flash-sale", &System::Gateway, None)
+                .await?;
+            finish(&args.common.out_dir("flash-sale"), &[&run], "")
+        }
+        Command::Baseline(args) => {
+            let target = Target::from_env(&args.common.gateway)?;
+            let server = ChildServer::spawn("baseline-server").await?;
+            let run = args
+                .sale()
+                .run(&target, "baseline", &System::Baseline(server.base.clone()), None)
+                .await?;
+            finish(&args.common.out_dir("baseline"), &[&run], "")
+        }
+        Command::Mixed { sale, checkout_rate } => {
+            let target = Target::from_env(&sale.common.gateway)?;
+            let duration = Duration::from_secs(sale.common.seconds);
+            let m = scenarios::mixed(&target, &sale.sale(), checkout_rate, duration).await?;
+            let extra = format!("checkout p99 during the flood / idle: {:.2}\n", m.p99_ratio);
+            finish(
+                &sale.common.out_dir("mixed"),
+                &[&m.idle, &m.during_flood, &m.flood],
+                &extra,
+            )
+        }
+        Command::Ceiling(common) => {
+            let target = Target::from_env(&common.gateway)?;
+            let duration = Duration::from_secs(common.seconds);
+            let http = scenarios::http_ceiling(&target, common.connections, duration).await?;
+            let redis = bench::redis_conn::multiplexed_reserves_per_sec(&target.redis, 200_000, 256).await?;
+            finish(
+                &common.out_dir("ceiling"),
+                &[&http],
+                &format!("Redis EVALSHA reserve loop (256 in flight): {redis:.0}/s\n"),
+            )
+        }
+        Command::Suite {
+            common,
+            checkout_rate,
+            seed,
+        } => {
+            let target = Target::from_env(&common.gateway)?;
+            let settings = SuiteSettings {
+                connections: common.connections,
+                duration: Duration::from_secs(common.seconds),
+                checkout_rate,
+                drain_timeout: Duration::from_secs(common.drain_timeout_secs),
+                seed,
+            };
+            let result = scenarios::suite(&target, &settings).await?;
+            let out = common.out_dir("suite");
+            let targets = scenarios::targets_table(&result.targets);
+            let extra = format!(
+                "Redis EVALSHA reserve loop: {:.0}/s\n\n{targets}",
+                result.redis_evalsha_per_sec
+            );
+            let runs: Vec<&RunReport> = result.runs.iter().collect();
+            std::fs::create_dir_all(&out).context("create the output directory")?;
+            std::fs::write(out.join("targets.md"), &targets).context("write targets.md")?;
+            std::fs::write(out.join("suite.json"), serde_json::to_vec_pretty(&result)?)
+                .context("write suite.json")?;
+            finish(&out, &runs, &extra)
+        }
+        Command::RedisConn(args) => bench::redis_conn::run(args).await,
+        Command::DbInsert(args) => bench::db_insert::run(args).await,
         Command::TrivialServer { addr } => trivial_server(addr).await,
+        Command::BaselineServer { addr } => {
+            let settings: order_core::settings::DatabaseOnly = SettingsSource::from_process_env()?.load()?;
+            let target = Target::from_env("http://unused")?;
+            let db = order_core::db::lazy_pool(&settings.database)?;
+            bench::baseline::serve(addr, db, target.jwt_secret()).await
+        }
         Command::MintTokens { count, out } => mint_tokens(count, &out),
     }
 }
@@ -83,22 +275,38 @@ async fn trivial_server(addr: SocketAddr) -> anyhow::Result<()> {
         (StatusCode::ACCEPTED, r#"{"order_id":"1","status":"queued"}"#)
     }));
     let listener = tokio::net::TcpListener::bind(addr).await.context("bind")?;
-    eprintln!("trivial server on {addr}");
     axum::serve(listener, app).await.context("serve")
 }
 
 fn mint_tokens(count: u64, out: &std::path::Path) -> anyhow::Result<()> {
-    let settings: AuthOnly = order_core::settings::SettingsSource::from_process_env()?
-        .load()
-        .context("load the JWT secret")?;
-    let key = jsonwebtoken::EncodingKey::from_secret(settings.auth.jwt_secret.expose_secret().as_bytes());
-    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    let exp = chrono::Utc::now().timestamp() + 24 * 3600;
+    use std::io::Write;
+    let target = Target::from_env("http://unused")?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).context("create the token file")?);
-    for user in 1..=count {
-        let claims = serde_json::json!({ "sub": user.to_string(), "exp": exp });
-        writeln!(file, "{}", jsonwebtoken::encode(&header, &claims, &key)?)?;
+    for token in target.tokens(1..=count)? {
+        let token = token.to_str().context("token text")?;
+        writeln!(file, "{}", token.trim_start_matches("Bearer "))?;
     }
     file.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_as_max_fixed_or_ramp() {
+        assert_eq!(parse_pace("max"), Ok(Pace::Max));
+        assert_eq!(parse_pace("2500"), Ok(Pace::Fixed(2500.0)));
+        assert_eq!(
+            parse_pace("0:8000"),
+            Ok(Pace::Ramp {
+                from: 0.0,
+                to: 8000.0
+            })
+        );
+        assert!(parse_pace("0").is_err());
+        assert!(parse_pace("fast").is_err());
+        assert!(parse_pace("1:x").is_err());
+    }
 }

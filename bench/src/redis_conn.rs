@@ -76,6 +76,39 @@ where
     Ok(ops as f64 / started.elapsed().as_secs_f64())
 }
 
+/// One round of `ops` reserves (distinct buyers) through the multiplexed connection, on a
+/// promotion of its own; reserves per second.
+async fn multiplexed_round(
+    store: &StockStore,
+    ids: &Arc<OrderIdGenerator>,
+    ops: u64,
+    concurrency: u64,
+) -> anyhow::Result<f64> {
+    let p = promotion(ops as i64);
+    store.warmup(&p).await?;
+    let (s, gen) = (store.clone(), Arc::clone(ids));
+    let rate = drive(ops, concurrency, move |i| {
+        let (store, gen) = (s.clone(), Arc::clone(&gen));
+        async move {
+            store.reserve(p.id, i as i64 + 1, "r", 1, gen.next_id()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    store.forget_promotion(p.id).await?;
+    Ok(rate)
+}
+
+/// The Redis ceiling: reserve-script `EVALSHA`s per second, as the gateway sends them.
+pub async fn multiplexed_reserves_per_sec(
+    settings: &order_core::settings::RedisSettings,
+    ops: u64,
+    concurrency: u64,
+) -> anyhow::Result<f64> {
+    let store = StockStore::new(order_core::redis_store::connect(settings).await?);
+    multiplexed_round(&store, &Arc::new(OrderIdGenerator::new(1023)), ops, concurrency).await
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings: RedisOnly = SettingsSource::from_process_env()?.load()?;
     let multiplexed = StockStore::new(order_core::redis_store::connect(&settings.redis).await?);
@@ -91,18 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut results: Vec<(&str, f64)> = Vec::new();
     for round in 1..=args.rounds {
-        let p = promotion(args.ops as i64);
-        multiplexed.warmup(&p).await?;
-        let (store, gen) = (multiplexed.clone(), Arc::clone(&ids));
-        let rate = drive(args.ops, args.concurrency, move |i| {
-            let (store, gen) = (store.clone(), Arc::clone(&gen));
-            async move {
-                store.reserve(p.id, i as i64 + 1, "r", 1, gen.next_id()).await?;
-                Ok(())
-            }
-        })
-        .await?;
-        multiplexed.forget_promotion(p.id).await?;
+        let rate = multiplexed_round(&multiplexed, &ids, args.ops, args.concurrency).await?;
         results.push(("multiplexed", rate));
         eprintln!("round {round}: multiplexed {rate:.0} reserves/s");
 

@@ -1,11 +1,15 @@
 //! The live sale dashboard in a real headless Chromium (through ChromeDriver): log in with
-//! the admin key, watch a running sale's numbers change, pause it from the page, and see
-//! the gateway answer `paused`. A screenshot is kept in target/test-artifacts/.
+//! the admin key, watch a flash sale driven by the load bench change the numbers, pause it
+//! from the page, and see the gateway answer `paused` (to the bench and to a buyer).
+//! A screenshot is kept in target/test-artifacts/.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Duration as Span;
+use bench::flash_sale::{FlashSale, System};
+use bench::loadgen::{Outcome, Pace};
+use bench::target::{Target, WriterPace};
 use fantoccini::{ClientBuilder, Locator};
 use order_core::test_support::{free_port, poll_until, unique, workspace_root};
 use secrecy::ExposeSecret;
@@ -39,9 +43,22 @@ async fn text_of(browser: &fantoccini::Client, css: &str) -> Option<String> {
 #[tokio::test]
 async fn operators_watch_a_sale_live_and_pause_it_from_the_dashboard() {
     let app = TestApp::spawn().await;
-    let promotion_id = app.create_promotion(1000, 1, -Span::seconds(1)).await["id"]
-        .as_i64()
-        .expect("id");
+    let target = Arc::new(Target::new(
+        &app.address,
+        app.settings.auth.admin_key.clone(),
+        app.settings.auth.jwt_secret.clone(),
+        None,
+        app.settings.database.clone(),
+        app.settings.redis.clone(),
+        WriterPace {
+            max_rows_per_sec: 20_000.0,
+            batch_size: 500,
+        },
+    ));
+    let promotion_id = target
+        .create_promotion(100_000, 1)
+        .await
+        .expect("the bench creates the sale");
     let (_driver, port) = chromedriver().await;
     let profile = std::env::temp_dir().join(unique("chromium-profile"));
     let mut capabilities = serde_json::Map::new();
@@ -79,19 +96,42 @@ async fn operators_watch_a_sale_live_and_pause_it_from_the_dashboard() {
         .await
         .expect("log in");
 
-    let reserved = format!("tr[data-promotion='{promotion_id}'] .reserved");
-    for (from, to) in [(1, 10), (11, 25)] {
-        for user in from..=to {
-            assert_eq!(app.place(promotion_id, user, "r", 1).await.0, 202);
+    // The bench drives the sale: 100 tries/s by distinct buyers for 10 s, with retries.
+    let sale = FlashSale {
+        users: 50_000,
+        stock: 100_000,
+        per_user_limit: 1,
+        connections: 8,
+        pace: Pace::Fixed(100.0),
+        duration: Duration::from_secs(10),
+        retry_fraction: 0.05,
+        again_fraction: 0.05,
+        seed: 7,
+        max_requests: 0,
+        drain_timeout: Duration::ZERO,
+        verify: false,
+    };
+    let bench_run = tokio::spawn({
+        let target = Arc::clone(&target);
+        async move {
+            sale.run(&target, "dashboard", &System::Gateway, Some(promotion_id))
+                .await
         }
-        let want = to.to_string();
-        poll_until(
-            Duration::from_secs(20),
-            &format!("the page to show {want} reserved"),
-            || async { (text_of(&browser, &reserved).await.as_deref() == Some(want.as_str())).then_some(()) },
-        )
-        .await;
-    }
+    });
+    let reserved = format!("tr[data-promotion='{promotion_id}'] .reserved");
+    let reserved_now = || async { text_of(&browser, &reserved).await?.parse::<u64>().ok() };
+    let first = poll_until(
+        Duration::from_secs(20),
+        "the page to show reservations",
+        || async { reserved_now().await.filter(|n| *n >= 20) },
+    )
+    .await;
+    poll_until(
+        Duration::from_secs(20),
+        "the page to show more reservations",
+        || async { reserved_now().await.filter(|n| *n >= first + 50) },
+    )
+    .await;
     let state = format!("tr[data-promotion='{promotion_id}'] .state");
     assert_eq!(text_of(&browser, &state).await.as_deref(), Some("active"));
 
@@ -110,8 +150,20 @@ async fn operators_watch_a_sale_live_and_pause_it_from_the_dashboard() {
         || async { (text_of(&browser, &state).await.as_deref() == Some("paused")).then_some(()) },
     )
     .await;
-    let (status, body) = app.place(promotion_id, 500, "after-pause", 1).await;
+    let (status, body) = app.place(promotion_id, 900_000, "after-pause", 1).await;
     assert_eq!((status, error_code(&body)), (403, "paused"));
+    let report = bench_run.await.expect("bench task").expect("the bench run");
+    assert!(
+        report.outcome(Outcome::Accepted) >= first + 50,
+        "{:?}",
+        report.outcomes
+    );
+    assert!(
+        report.outcome(Outcome::Closed) > 0,
+        "the bench saw the pause: {:?}",
+        report.outcomes
+    );
+    assert_eq!(report.outcome(Outcome::Error), 0, "{:?}", report.outcomes);
 
     let png = browser.screenshot().await.expect("screenshot");
     let dir = workspace_root().join("target/test-artifacts");

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run a bench scenario against a fresh local deployment: the stack, release builds of the
+# gateway and consumers on a database and topics of their own, then `bench <scenario>`.
+#   bench/run.sh suite                          # everything, the figures for BENCHMARKS.md
+#   bench/run.sh flash-sale --rate 0:20000      # a ramp; see `target/release/bench --help`
+# BENCH_PACE sets the order writer's pace (rows/s, default 5000). Reports go to
+# bench/results/<scenario>-<time>/.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/common.sh"
+cd "$ROOT"
+[ $# -ge 1 ] || die "usage: bench/run.sh <scenario> [bench options]"
+source "$ROOT/bench/common.sh"
+bench_prepare "$1" gateway consumers bench
+pace=${BENCH_PACE:-5000}
+export APP_WRITER__MAX_ROWS_PER_SEC=$pace APP_WRITER__INITIAL_ROWS_PER_SEC=$pace
+export APP_POST_PAYMENT__ANALYTICS_DIR=$out/analytics
+
+APP_GATEWAY__PORT=18080 APP_SECKILL__WORKER_ID=1002 target/release/gateway >"$out/gateway.log" 2>&1 &
+gateway_pid=$!
+APP_CONSUMERS__PORT=18081 target/release/consumers >"$out/consumers.log" 2>&1 &
+consumers_pid=$!
+trap 'kill $gateway_pid $consumers_pid 2>/dev/null || true' EXIT
+wait_ready http://127.0.0.1:18080/readyz http://127.0.0.1:18081/readyz
+target/release/bench "$@" --gateway http://127.0.0.1:18080 --out "$out"

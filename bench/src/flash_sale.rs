@@ -1,0 +1,275 @@
+//! The flash-sale scenario: N distinct buyers hit one promotion the way apps do (a JWT each,
+//! a request id per try, some retries of the same request id, some repeat tries), then the
+//! bench waits until every accepted order is in the database and checks the invariants.
+//!
+//! The same requests can go to the baseline server (the architecture we replace), so both
+//! are measured with one generator in one run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::loadgen::{self, LoadSpec, Outcome, Pace, Workload};
+use crate::plan::{Plan, PlanSettings};
+use crate::report::{PipelineReport, RunReport};
+use crate::target::Target;
+use crate::verify::{self, Seen};
+
+#[derive(Debug, Clone)]
+pub struct FlashSale {
+    pub users: u64,
+    pub stock: i64,
+    pub per_user_limit: u32,
+    pub connections: usize,
+    pub pace: Pace,
+    pub duration: Duration,
+    pub retry_fraction: f64,
+    pub again_fraction: f64,
+    pub seed: u64,
+    /// Closed loop sends at most this many requests.
+    pub max_requests: usize,
+    /// How long to wait for the backlog to reach the database.
+    pub drain_timeout: Duration,
+    /// Wait for the database and check the invariants afterwards.
+    pub verify: bool,
+}
+
+/// Where the sale runs.
+#[derive(Debug, Clone)]
+pub enum System {
+    /// Our gateway (the target's URL) and its order pipeline.
+    Gateway,
+    /// The baseline server at this URL: one DB transaction per request.
+    Baseline(String),
+}
+
+/// The sale's requests and what the bench saw of them.
+#[derive(Debug)]
+pub struct SaleWorkload {
+    plan: Plan,
+    tokens: Vec<HeaderValue>,
+    path: String,
+    /// Request ids are `<tag>-<user>-<try>`, unique per run.
+    tag: String,
+    answers: Mutex<HashMap<(u64, String), i64>>,
+    conflicts: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Accepted<'a> {
+    #[serde(borrow)]
+    order_id: &'a str,
+}
+
+impl SaleWorkload {
+    pub fn new(plan: Plan, tokens: Vec<HeaderValue>, promotion_id: i64) -> Self {
+        let tag = format!(
+            "b{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        );
+        Self {
+            plan,
+            tokens,
+            path: format!("/api/seckill/{promotion_id}/orders"),
+            tag,
+            answers: Mutex::new(HashMap::new()),
+            conflicts: AtomicU64::new(0),
+        }
+    }
+
+    fn request_id(&self, k: u64) -> Option<(u64, String)> {
+        let a = self.plan.get(k)?;
+        Some((a.user, format!("{}-{}-{}", self.tag, a.user, a.request)))
+    }
+
+    pub fn answers(&self) -> HashMap<(u64, String), i64> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+}
+
+impl Workload for SaleWorkload {
+    fn request(&self, k: u64) -> Option<Request<Full<Bytes>>> {
+        let (user, request_id) = self.request_id(k)?;
+        let token = self.tokens.get(usize::try_from(user - 1).ok()?)?.clone();
+        let body = format!(r#"{{"quantity":1,"request_id":"{request_id}"}}"#);
+        Request::post(self.path.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, token)
+            .body(Full::new(Bytes::from(body)))
+            .ok()
+    }
+
+    fn outcome(&self, k: u64, status: StatusCode, body: &[u8]) -> Outcome {
+        let outcome = Outcome::of_api_answer(status, body);
+        if status == StatusCode::ACCEPTED {
+            let order_id = serde_json::from_slice::<Accepted>(body)
+                .ok()
+                .and_then(|a| a.order_id.parse::<i64>().ok());
+            let (Some(order_id), Some(key)) = (order_id, self.request_id(k)) else {
+                return Outcome::Error;
+            };
+            let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(earlier) = answers.insert(key, order_id) {
+                if earlier != order_id {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        outcome
+    }
+}
+
+impl FlashSale {
+    /// Run the sale on `system`; the promotion is created unless given.
+    pub async fn run(
+        &self,
+        target: &Target,
+        name: &str,
+        system: &System,
+        promotion: Option<i64>,
+    ) -> anyhow::Result<RunReport> {
+        let base = match system {
+            System::Gateway => target.base.clone(),
+            System::Baseline(url) => url.clone(),
+        };
+        let promotion_id = match (promotion, system) {
+            (Some(id), _) => id,
+            (None, System::Gateway) => target.create_promotion(self.stock, self.per_user_limit).await?,
+            (None, System::Baseline(url)) => {
+                crate::baseline::create_promotion(url, self.stock, self.per_user_limit).await?
+            }
+        };
+        let spec = LoadSpec::new(&base, self.connections, self.pace, self.duration).await?;
+        let len = self
+            .pace
+            .planned(self.duration)
+            .map_or(self.max_requests, |n| n as usize);
+        let plan = Plan::build(
+            PlanSettings {
+                users: self.users,
+                retry_fraction: self.retry_fraction,
+                again_fraction: self.again_fraction,
+                seed: self.seed,
+            },
+            len,
+        );
+        let tokens = target.tokens(1..=self.users)?;
+        let workload = std::sync::Arc::new(SaleWorkload::new(plan, tokens, promotion_id));
+        let started_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("clock before 1970")?
+            .as_secs_f64();
+        let recording = loadgen::run(&spec, std::sync::Arc::clone(&workload), name).await?;
+        let load_ended = tokio::time::Instant::now();
+        let target_name = match system {
+            System::Gateway => "gateway",
+            System::Baseline(_) => "baseline",
+        };
+        let mut report = RunReport::new(name, target_name, &spec, &recording);
+        if !self.verify {
+            return Ok(report);
+        }
+        let answers = workload.answers();
+        let seen = Seen {
+            promotion_id,
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            accepted: &answers,
+            conflicting_answers: workload.conflicts(),
+            client_errors: recording.count(Outcome::Error),
+        };
+        let db = order_core::db::lazy_pool(&order_core::settings::DatabaseSettings {
+            max_connections: 2,
+            ..target.database.clone()
+        })?;
+        match system {
+            System::Gateway => {
+                let distinct = answers.values().collect::<std::collections::HashSet<_>>().len() as i64;
+                let drained = drain(&db, promotion_id, distinct, self.drain_timeout).await?;
+                let drain_secs = drained.map_or(f64::NAN, |at| (at - load_ended).as_secs_f64());
+                let store = order_core::stock::StockStore::new(
+                    order_core::redis_store::connect(&target.redis)
+                        .await
+                        .context("connect to Redis")?,
+                );
+                report.verification = Some(verify::gateway_sale(&db, &store, &seen, target.writer).await?);
+                report.pipeline = Some(PipelineReport {
+                    accepted_orders: distinct as u64,
+                    drain_secs,
+                    db_rows_per_sec: inserts_per_second(&db, promotion_id, started_at).await?,
+                    pace_limit: target.writer.max_rows_per_sec,
+                });
+            }
+            System::Baseline(_) => {
+                report.verification = Some(verify::baseline_sale(&db, &seen).await?);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Poll until the promotion has `want` orders; the instant it did, or `None` on timeout.
+async fn drain(
+    db: &PgPool,
+    promotion_id: i64,
+    want: i64,
+    timeout: Duration,
+) -> anyhow::Result<Option<tokio::time::Instant>> {
+    let spinner = crate::report::spinner("draining");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let have: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE promotion_id = $1")
+            .bind(promotion_id)
+            .fetch_one(db)
+            .await
+            .context("count persisted orders")?;
+        spinner.set_message(format!("{have} of {want} accepted orders in the database"));
+        if have >= want {
+            spinner.finish_and_clear();
+            return Ok(Some(tokio::time::Instant::now()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            eprintln!("gave up waiting: {have} of {want} accepted orders in the database");
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Rows inserted per second since `started_at` (Unix seconds), from the rows' insert times.
+async fn inserts_per_second(
+    db: &PgPool,
+    promotion_id: i64,
+    started_at: f64,
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT floor(extract(epoch FROM updated_at) - $2)::BIGINT AS s, count(*)
+         FROM orders WHERE promotion_id = $1 GROUP BY 1 ORDER BY 1",
+    )
+    .bind(promotion_id)
+    .bind(started_at)
+    .fetch_all(db)
+    .await
+    .context("count inserts per second")?;
+    let last = rows.last().map_or(0, |(s, _)| *s).max(0);
+    let by_second: HashMap<i64, i64> = rows.into_iter().collect();
+    Ok((0..=last)
+        .map(|s| (s as f64 + 0.5, by_second.get(&s).copied().unwrap_or(0) as f64))
+        .collect())
+}
