@@ -7,6 +7,7 @@
 
 pub mod baseline;
 pub mod db_insert;
+pub mod faults;
 pub mod flash_sale;
 pub mod loadgen;
 pub mod plan;

@@ -46,6 +46,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Flash sales under injected faults (kill -9, restarts, outages) on a private stack,
+    /// with the gateway and consumers binaries next to this one; a table of what survived.
+    Faults(FaultArgs),
     /// EVALSHA of lua/reserve.lua: multiplexed connection vs deadpool-redis pool.
     RedisConn(bench::redis_conn::Args),
     /// Order inserts: the writer's batched statement vs one row per transaction.
@@ -113,6 +116,36 @@ struct SaleArgs {
     /// Skip waiting for the database and checking the invariants.
     #[arg(long)]
     no_verify: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct FaultArgs {
+    /// Faults to inject, one sale each (default: all but `none`).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    faults: Vec<bench::faults::Fault>,
+    /// One pass over the faults per seed.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    seeds: Vec<u64>,
+    #[arg(long, default_value_t = 5_000)]
+    users: u64,
+    #[arg(long, default_value_t = 1_500)]
+    stock: i64,
+    /// Requests per second (open loop).
+    #[arg(long, default_value_t = 600.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// When in each sale the fault hits (ms).
+    #[arg(long, default_value_t = 2_000)]
+    fault_at_ms: u64,
+    /// How long a stopped part stays down (ms).
+    #[arg(long, default_value_t = 3_000)]
+    outage_ms: u64,
+    /// The writer's pace (rows/s): below the accept rate, so a backlog exists mid-sale.
+    #[arg(long, default_value_t = 300.0)]
+    pace: f64,
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn parse_pace(s: &str) -> Result<Pace, String> {
@@ -254,6 +287,49 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(out.join("suite.json"), serde_json::to_vec_pretty(&result)?)
                 .context("write suite.json")?;
             finish(&out, &runs, &extra)
+        }
+        Command::Faults(args) => {
+            use bench::faults::{self, Fault, FaultSettings};
+            let settings = FaultSettings {
+                faults: if args.faults.is_empty() {
+                    vec![
+                        Fault::GatewayKill,
+                        Fault::ConsumersKill,
+                        Fault::BrokerKill,
+                        Fault::PostgresStop,
+                        Fault::RedisRestart,
+                    ]
+                } else {
+                    args.faults.clone()
+                },
+                seeds: args.seeds.clone(),
+                users: args.users,
+                stock: args.stock,
+                rate: args.rate,
+                duration: Duration::from_secs(args.seconds),
+                fault_at: Duration::from_millis(args.fault_at_ms),
+                outage: Duration::from_millis(args.outage_ms),
+                writer_rows_per_sec: args.pace,
+            };
+            let rows = faults::run(faults::Binaries::beside_current_exe()?, &settings).await?;
+            let table = faults::table(&rows);
+            println!("{table}");
+            let out = args.out.clone().unwrap_or_else(|| {
+                PathBuf::from("bench/results")
+                    .join(format!("faults-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")))
+            });
+            std::fs::create_dir_all(&out).context("create the output directory")?;
+            std::fs::write(out.join("faults.md"), &table).context("write faults.md")?;
+            std::fs::write(out.join("faults.json"), serde_json::to_vec_pretty(&rows)?)
+                .context("write faults.json")?;
+            println!("table and JSON: {}", out.display());
+            let broken: Vec<String> = rows
+                .iter()
+                .filter(|r| !r.failures.is_empty())
+                .map(|r| format!("{} #{}: {}", r.fault, r.seed, r.failures.join("; ")))
+                .collect();
+            anyhow::ensure!(broken.is_empty(), "invariants broken: {}", broken.join(" | "));
+            Ok(())
         }
         Command::RedisConn(args) => bench::redis_conn::run(args).await,
         Command::DbInsert(args) => bench::db_insert::run(args).await,

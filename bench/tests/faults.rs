@@ -1,0 +1,42 @@
+//! The fault suite in its reduced form (CI): a small sale per fault, with the gateway killed,
+//! the consumers killed mid-batch and the broker killed, each on a private stack; every
+//! accepted order ends up persisted once, nothing is oversold.
+//! Needs the workspace's gateway and consumers binaries (the test command builds them).
+
+use std::time::Duration;
+
+use bench::faults::{self, Binaries, Fault, FaultSettings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_survive_killed_gateways_consumers_and_brokers_without_loss() {
+    let settings = FaultSettings {
+        faults: vec![Fault::GatewayKill, Fault::ConsumersKill, Fault::BrokerKill],
+        seeds: vec![7],
+        users: 600,
+        stock: 150,
+        rate: 100.0,
+        duration: Duration::from_secs(4),
+        // Mid-sale: about 85 of the 150 units are taken by then.
+        fault_at: Duration::from_millis(1000),
+        outage: Duration::from_secs(1),
+        writer_rows_per_sec: 60.0,
+    };
+    let bins = Binaries::beside_current_exe().expect("gateway and consumers binaries");
+    let rows = faults::run(bins, &settings).await.expect("the fault suite runs");
+    let table = faults::table(&rows);
+    assert_eq!(rows.len(), 3, "{table}");
+    for row in &rows {
+        assert!(
+            row.failures.is_empty(),
+            "{}: {:?}\n{table}",
+            row.fault,
+            row.failures
+        );
+        assert_eq!((row.oversold, row.lost, row.duplicated), (0, 0, 0), "{table}");
+        assert_eq!(row.persisted, row.accepted, "{table}");
+        assert!(row.accepted > 0 && row.accepted <= 150, "{table}");
+        assert_eq!(row.requests, 400, "{table}");
+    }
+    // The gateway's outage must have been felt, or the fault did not land mid-sale.
+    assert!(rows[0].errors > 0, "{table}");
+}
