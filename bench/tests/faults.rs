@@ -18,7 +18,9 @@ async fn sales_survive_killed_gateways_consumers_and_brokers_without_loss() {
         duration: Duration::from_secs(4),
         // Mid-sale: about 85 of the 150 units are taken by then.
         fault_at: Duration::from_millis(1000),
-        outage: Duration::from_secs(1),
+        // Longer than the pulsar client's connection retries (about 1.5 s): the consumers
+        // must subscribe again by themselves.
+        outage: Duration::from_secs(3),
         writer_rows_per_sec: 60.0,
     };
     let bins = Binaries::beside_current_exe().expect("gateway and consumers binaries");

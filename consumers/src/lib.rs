@@ -11,4 +11,5 @@ pub mod post_payment;
 pub mod settings;
 pub mod startup;
 pub mod stats;
+pub mod subscription;
 pub mod sweeper;

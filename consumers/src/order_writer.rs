@@ -18,25 +18,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use order_core::ids::OrderId;
 use order_core::pacing::{AimdRate, RowPacer};
 use order_core::persist::{insert_seckill_orders, NewSeckillOrder};
 use order_core::shutdown::ShutdownListener;
 use order_core::stock::StockStore;
-use pulsar::consumer::{Consumer, DeadLetterPolicy, InitialPosition, Message};
-use pulsar::ConsumerOptions;
-use pulsar::{SubType, TokioExecutor};
 use sqlx::PgPool;
 use tokio::time::Instant;
 
 use crate::settings::{OrderSettings, WriterSettings};
 use crate::stats::{Counter, Stats};
-
-type Msg = Message<Vec<u8>>;
+use crate::subscription::{Msg, Subscription, SubscriptionSpec};
 
 pub struct OrderWriter {
-    consumer: Consumer<Vec<u8>, TokioExecutor>,
+    consumer: Subscription,
     db: PgPool,
     stock: StockStore,
     settings: WriterSettings,
@@ -73,21 +68,17 @@ impl OrderWriter {
         orders: &OrderSettings,
         stats: Arc<Stats>,
     ) -> Result<Self, pulsar::Error> {
-        let consumer = client
-            .consumer()
-            .with_topic(topic)
-            .with_subscription(&settings.subscription)
-            .with_subscription_type(SubType::Shared)
-            .with_batch_size(settings.batch_size)
-            // A new subscription starts at the oldest retained message: every accepted order
-            // must be written, including those published before this subscription existed.
-            .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-            .with_dead_letter_policy(DeadLetterPolicy {
-                max_redeliver_count: settings.max_redeliveries as usize,
+        let consumer = Subscription::open(
+            client,
+            SubscriptionSpec {
+                topic,
+                subscription: settings.subscription.clone(),
+                batch_size: settings.batch_size,
                 dead_letter_topic,
-            })
-            .build()
-            .await?;
+                max_redeliveries: settings.max_redeliveries,
+            },
+        )
+        .await?;
         let aimd = AimdRate::new(settings.aimd());
         let limit = batch_limit(aimd.rate(), settings.batch_size);
         stats.set_writer_rate(aimd.rate());
@@ -110,10 +101,6 @@ impl OrderWriter {
                 batch = self.next_batch() => batch,
                 _ = shutdown.recv() => break,
             };
-            let Some(batch) = batch else {
-                tracing::error!("the seckill-orders subscription ended");
-                break;
-            };
             if !self.process(batch, &mut shutdown).await {
                 break;
             }
@@ -122,24 +109,17 @@ impl OrderWriter {
     }
 
     /// Up to `batch_limit` messages; waits for the first, then at most `linger` more.
-    async fn next_batch(&mut self) -> Option<Vec<Msg>> {
+    async fn next_batch(&mut self) -> Vec<Msg> {
         let mut batch = Vec::with_capacity(self.batch_limit as usize);
-        let first = loop {
-            match self.consumer.next().await? {
-                Ok(msg) => break msg,
-                Err(e) => tracing::warn!(error = %e, "receive from seckill-orders"),
-            }
-        };
-        batch.push(first);
+        batch.push(self.consumer.next().await);
         let deadline = Instant::now() + Duration::from_millis(self.settings.linger_ms);
         while batch.len() < self.batch_limit as usize {
             match tokio::time::timeout_at(deadline, self.consumer.next()).await {
-                Ok(Some(Ok(msg))) => batch.push(msg),
-                Ok(Some(Err(e))) => tracing::warn!(error = %e, "receive from seckill-orders"),
-                Ok(None) | Err(_) => break,
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
             }
         }
-        Some(batch)
+        batch
     }
 
     /// Persist one batch; `false` when shutdown interrupted it (nothing acked).

@@ -12,6 +12,7 @@ pub mod rate_limit;
 pub mod rejections;
 pub mod request_id;
 pub mod routes;
+pub mod serve;
 pub mod settings;
 pub mod startup;
 

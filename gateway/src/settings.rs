@@ -25,6 +25,7 @@ pub struct Settings {
     pub checkout: CheckoutSettings,
     pub payments: PaymentSettings,
     pub dashboard: DashboardSettings,
+    pub http: crate::serve::HttpSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

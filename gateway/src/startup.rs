@@ -1,7 +1,6 @@
 //! Building the gateway: connect dependencies, migrate, create the producer, start the
 //! background tasks (cache refresher, limiter pruning), bind, route.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +48,8 @@ pub struct AppContext {
     /// The consumers' `/status`, relayed to the dashboard.
     pub consumers_status_url: String,
     pub http: reqwest::Client,
+    /// A request body must arrive within this (slow-client protection).
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -56,6 +57,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     port: u16,
+    http: crate::serve::HttpSettings,
     /// Stops the background tasks when the server stops.
     tasks: Shutdown,
 }
@@ -114,6 +116,7 @@ impl Application {
                 .timeout(Duration::from_secs(2))
                 .build()
                 .context("build the HTTP client")?,
+            body_read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
             deps,
         });
 
@@ -148,6 +151,7 @@ impl Application {
             listener,
             router,
             port,
+            http: settings.http.clone(),
             tasks,
         })
     }
@@ -157,14 +161,10 @@ impl Application {
     }
 
     /// Serve until `shutdown` fires, then finish in-flight requests and return.
-    pub async fn run_until_stopped(self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
-        let served = axum::serve(
-            self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.recv().await })
-        .await
-        .context("serve HTTP");
+    pub async fn run_until_stopped(self, shutdown: ShutdownListener) -> anyhow::Result<()> {
+        let served = crate::serve::serve(self.listener, self.router, &self.http, shutdown)
+            .await
+            .context("serve HTTP");
         self.tasks.trigger();
         served
     }

@@ -347,7 +347,7 @@ pub struct PaymentCallback {
     pub order_id: OrderId,
     pub amount_cents: i64,
     pub status: String,
-    /// Unix seconds when the provider signed it.
+    /// Unix seconds when the provider signed it; required (a callback without it is refused).
     #[serde(default)]
     pub timestamp: Option<i64>,
 }

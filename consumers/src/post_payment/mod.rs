@@ -18,11 +18,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::StreamExt;
 use order_core::events::OrderEvent;
 use order_core::shutdown::ShutdownListener;
-use pulsar::consumer::{Consumer, DeadLetterPolicy, InitialPosition};
-use pulsar::{ConsumerOptions, SubType, TokioExecutor};
+
+use crate::subscription::{Subscription, SubscriptionSpec};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -33,7 +32,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 pub struct EventWorker {
-    consumer: Consumer<Vec<u8>, TokioExecutor>,
+    consumer: Subscription,
     handler: Box<dyn Handler>,
 }
 
@@ -53,39 +52,26 @@ impl EventWorker {
         max_redeliveries: u32,
         handler: Box<dyn Handler>,
     ) -> Result<Self, pulsar::Error> {
-        let consumer = client
-            .consumer()
-            .with_topic(topic)
-            .with_subscription(handler.name())
-            .with_subscription_type(SubType::Shared)
-            .with_batch_size(100)
-            .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-            .with_dead_letter_policy(DeadLetterPolicy {
-                max_redeliver_count: max_redeliveries as usize,
+        let consumer = Subscription::open(
+            client,
+            SubscriptionSpec {
+                topic,
+                subscription: handler.name().to_owned(),
+                batch_size: 100,
                 dead_letter_topic,
-            })
-            .build()
-            .await?;
+                max_redeliveries,
+            },
+        )
+        .await?;
         Ok(Self { consumer, handler })
     }
 
     pub async fn run(mut self, mut shutdown: ShutdownListener) {
         let name = self.handler.name();
         loop {
-            let next = tokio::select! {
-                next = self.consumer.next() => next,
+            let msg = tokio::select! {
+                msg = self.consumer.next() => msg,
                 _ = shutdown.recv() => break,
-            };
-            let msg = match next {
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => {
-                    tracing::warn!(worker = name, error = %e, "receive from order-events");
-                    continue;
-                }
-                None => {
-                    tracing::error!(worker = name, "the order-events subscription ended");
-                    break;
-                }
             };
             let event: OrderEvent = match serde_json::from_slice(&msg.payload.data) {
                 Ok(event) => event,

@@ -50,7 +50,8 @@ async fn pay_new_order(app: &TestApp) -> String {
         .await;
     assert_eq!(status, 201, "{order}");
     let id = order["order_id"].as_str().expect("id").to_owned();
-    let callback = json!({ "payment_id": unique("pay"), "order_id": id, "amount_cents": order["total_cents"], "status": "succeeded" });
+    let callback = json!({ "payment_id": unique("pay"), "order_id": id, "amount_cents": order["total_cents"], "status": "succeeded",
+                           "timestamp": chrono::Utc::now().timestamp() });
     let (status, body) = app.payment_callback(&callback, None).await;
     assert_eq!((status, body["result"].as_str()), (200, Some("applied")));
     id

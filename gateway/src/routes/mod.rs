@@ -168,6 +168,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(track_requests))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            (state.body_read_timeout, MAX_BODY_BYTES),
+            crate::serve::read_body_within_deadline,
+        ))
         .layer(middleware::from_fn(crate::request_id::with_request_id))
         .with_state(state)
 }

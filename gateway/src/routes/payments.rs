@@ -2,7 +2,8 @@
 //!
 //! The signature is checked over the raw body before anything is parsed
 //! (`X-Signature: hex(HMAC-SHA256(callback secret, body))`, compared in constant time),
-//! a stale `timestamp` is refused, and the callback is applied once per provider payment id.
+//! a missing or stale `timestamp` (signed with the body) is refused, and the callback is
+//! applied once per provider payment id, so a replay inside the window changes nothing.
 //! Money for an order that cannot take it (cancelled, already paid) is recorded with a
 //! refund due, never dropped.
 
@@ -61,14 +62,17 @@ pub async fn payment_callback(
     }
     let callback: PaymentCallback =
         serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
-    if let Some(ts) = callback.timestamp {
-        let age = chrono::Utc::now().timestamp() - ts;
-        if age.abs() > state.payments.max_callback_age_secs {
-            return Err(ApiError::unauthorized(
-                "stale_callback",
-                "the callback's timestamp is outside the replay window",
-            ));
-        }
+    let Some(ts) = callback.timestamp else {
+        return Err(ApiError::unauthorized(
+            "missing_timestamp",
+            "a callback must carry its signing time (timestamp, Unix seconds)",
+        ));
+    };
+    if (chrono::Utc::now().timestamp() - ts).abs() > state.payments.max_callback_age_secs {
+        return Err(ApiError::unauthorized(
+            "stale_callback",
+            "the callback's timestamp is outside the replay window",
+        ));
     }
     if callback.status != "succeeded" {
         return Ok((StatusCode::OK, Json(json!({ "result": "ignored" }))));

@@ -241,6 +241,17 @@ async fn payment_callbacks_are_verified_applied_once_and_never_dropped() {
     stale["timestamp"] = json!(Utc::now().timestamp() - 3600);
     let (status, body) = app.payment_callback(&stale, None).await;
     assert_eq!((status, error_code(&body)), (401, "stale_callback"));
+    // Without a timestamp a captured callback could be replayed forever: refused.
+    let mut undated = callback.clone();
+    undated["payment_id"] = json!("pay-undated");
+    undated.as_object_mut().expect("object").remove("timestamp");
+    let (status, body) = app.payment_callback(&undated, None).await;
+    assert_eq!((status, error_code(&body)), (401, "missing_timestamp"));
+    let undated_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE id = 'pay-undated'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(undated_rows, 0);
 
     // A late payment for a cancelled order is recorded and refunded, not dropped.
     let (late_order, late_total) = placed_order(&app, 3, "book").await;
@@ -248,7 +259,8 @@ async fn payment_callbacks_are_verified_applied_once_and_never_dropped() {
         .post_as(3, &format!("/api/orders/{late_order}/cancel"), &json!({}))
         .await;
     assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")));
-    let late = json!({ "payment_id": "pay-late", "order_id": late_order, "amount_cents": late_total, "status": "succeeded" });
+    let late = json!({ "payment_id": "pay-late", "order_id": late_order, "amount_cents": late_total, "status": "succeeded",
+                       "timestamp": Utc::now().timestamp() });
     let (status, body) = app.payment_callback(&late, None).await;
     assert_eq!((status, body["result"].as_str()), (200, Some("refund_due")));
     let refund: (String, i64) =
@@ -309,8 +321,8 @@ async fn cancel_and_refund_return_stock_and_illegal_moves_are_refused() {
         (409, "illegal_transition"),
         "unpaid orders are cancelled, not refunded"
     );
-    let cb =
-        json!({ "payment_id": "p-lamp", "order_id": paid, "amount_cents": total, "status": "succeeded" });
+    let cb = json!({ "payment_id": "p-lamp", "order_id": paid, "amount_cents": total, "status": "succeeded",
+                "timestamp": Utc::now().timestamp() });
     assert_eq!(app.payment_callback(&cb, None).await.0, 200);
     let (status, body) = app
         .post_as(10, &format!("/api/orders/{paid}/cancel"), &json!({}))

@@ -1,6 +1,7 @@
 //! Gateway integration tests, one binary: each test spawns the application on port 0 against
 //! the real stack and drives it over HTTP.
 
+mod abuse;
 mod admin;
 mod binary;
 mod checkout;

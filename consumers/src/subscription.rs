@@ -1,0 +1,125 @@
+//! A Shared subscription that outlives a broker outage. The pulsar client retries its
+//! connection a bounded number of times; after that the consumer's stream ends, or keeps
+//! failing. A worker must not stop then (nothing would write orders while the process still
+//! looks healthy), so the subscription is opened again, with backoff, until it works.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use order_core::bus::PulsarClient;
+use pulsar::consumer::{Consumer, DeadLetterPolicy, InitialPosition, Message};
+use pulsar::{ConsumerOptions, SubType, TokioExecutor};
+
+pub type Msg = Message<Vec<u8>>;
+
+/// Failed receives in a row after which the consumer is replaced.
+const MAX_FAILED_RECEIVES: u32 = 10;
+
+#[derive(Debug, Clone)]
+pub struct SubscriptionSpec {
+    pub topic: String,
+    pub subscription: String,
+    pub batch_size: u32,
+    pub dead_letter_topic: String,
+    pub max_redeliveries: u32,
+}
+
+pub struct Subscription {
+    client: PulsarClient,
+    spec: SubscriptionSpec,
+    consumer: Consumer<Vec<u8>, TokioExecutor>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub async fn open(client: &PulsarClient, spec: SubscriptionSpec) -> Result<Self, pulsar::Error> {
+        let consumer = build(client, &spec).await?;
+        Ok(Self {
+            client: client.clone(),
+            spec,
+            consumer,
+        })
+    }
+
+    /// The next message. Receive errors are logged (once per streak) and retried; a stream
+    /// that ended or keeps failing is replaced by a new subscription.
+    pub async fn next(&mut self) -> Msg {
+        let mut failed = 0;
+        loop {
+            match self.consumer.next().await {
+                Some(Ok(msg)) => return msg,
+                Some(Err(e)) => {
+                    if failed == 0 {
+                        tracing::warn!(topic = %self.spec.topic, error = %e, "receive failed; retrying");
+                    }
+                    failed += 1;
+                    if failed >= MAX_FAILED_RECEIVES {
+                        self.reopen().await;
+                        failed = 0;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                None => {
+                    self.reopen().await;
+                    failed = 0;
+                }
+            }
+        }
+    }
+
+    pub async fn ack(&mut self, msg: &Msg) -> Result<(), pulsar::Error> {
+        self.consumer.ack(msg).await.map_err(Into::into)
+    }
+
+    pub async fn nack(&mut self, msg: &Msg) -> Result<(), pulsar::Error> {
+        self.consumer.nack(msg).await.map_err(Into::into)
+    }
+
+    async fn reopen(&mut self) {
+        tracing::warn!(topic = %self.spec.topic, subscription = %self.spec.subscription, "subscription lost; subscribing again");
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match build(&self.client, &self.spec).await {
+                Ok(consumer) => {
+                    tracing::info!(topic = %self.spec.topic, "subscribed again");
+                    self.consumer = consumer;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscribe again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn build(
+    client: &PulsarClient,
+    spec: &SubscriptionSpec,
+) -> Result<Consumer<Vec<u8>, TokioExecutor>, pulsar::Error> {
+    client
+        .consumer()
+        .with_topic(&spec.topic)
+        .with_subscription(&spec.subscription)
+        .with_subscription_type(SubType::Shared)
+        .with_batch_size(spec.batch_size)
+        // A new subscription starts at the oldest retained message: every accepted order
+        // must be handled, including those published before this subscription existed.
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .with_dead_letter_policy(DeadLetterPolicy {
+            max_redeliver_count: spec.max_redeliveries as usize,
+            dead_letter_topic: spec.dead_letter_topic.clone(),
+        })
+        .build()
+        .await
+}
