@@ -19,3 +19,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
+say "API fuzzing over the OpenAPI spec (schemathesis, zero 5xx)"
+"$ROOT/scripts/api-fuzz.sh" 25

@@ -125,6 +125,8 @@ struct Deployment {
     consumers_port: u16,
     gateway: Child,
     consumers: Child,
+    /// The children's logs (appended across restarts).
+    logs: PathBuf,
 }
 
 fn secret() -> String {
@@ -177,14 +179,16 @@ impl Deployment {
                     .display()
                     .to_string(),
             ),
-            ("APP_LOG__FILTER", "error".into()),
+            ("APP_LOG__FILTER", "warn".into()),
             ("APP_STARTUP__DEPENDENCY_TIMEOUT_SECS", "60".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let gateway = spawn(&bins.gateway, &env)?;
-        let consumers = spawn(&bins.consumers, &env)?;
+        let logs = std::env::temp_dir().join(unique("fault-suite-logs"));
+        std::fs::create_dir_all(&logs).context("create the log directory")?;
+        let gateway = spawn(&bins.gateway, &env, &logs)?;
+        let consumers = spawn(&bins.consumers, &env, &logs)?;
         let deployment = Self {
             stack,
             bins,
@@ -193,6 +197,7 @@ impl Deployment {
             consumers_port,
             gateway,
             consumers,
+            logs,
         };
         deployment.wait_ready().await?;
         let database = DatabaseSettings {
@@ -236,7 +241,8 @@ impl Deployment {
                 }
                 anyhow::ensure!(
                     tokio::time::Instant::now() < deadline,
-                    "port {port} not ready within 90 s"
+                    "port {port} not ready within 90 s (logs in {})",
+                    self.logs.display()
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -260,12 +266,12 @@ impl Deployment {
             Fault::None => {}
             Fault::GatewayKill => {
                 kill9(&mut self.gateway).await?;
-                self.gateway = spawn(&self.bins.gateway, &self.env)?;
+                self.gateway = spawn(&self.bins.gateway, &self.env, &self.logs)?;
             }
             Fault::ConsumersKill => {
                 kill9(&mut self.consumers).await?;
                 tokio::time::sleep(outage).await;
-                self.consumers = spawn(&self.bins.consumers, &self.env)?;
+                self.consumers = spawn(&self.bins.consumers, &self.env, &self.logs)?;
             }
             Fault::BrokerKill => {
                 self.stack(PrivateStack::kill_part, "pulsar").await?;
@@ -287,14 +293,22 @@ impl Deployment {
     }
 }
 
-fn spawn(bin: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<Child> {
+fn spawn(bin: &std::path::Path, env: &[(String, String)], logs: &std::path::Path) -> anyhow::Result<Child> {
+    let name = bin
+        .file_name()
+        .map_or("child".into(), |n| n.to_string_lossy().into_owned());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{name}.log")))
+        .context("open a child's log")?;
     let mut cmd = Command::new(bin);
     cmd.envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("REDIS_URL")
         .env_remove("DATABASE_URL")
         .env_remove("PULSAR_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().context("clone a log handle")?))
+        .stderr(Stdio::from(log))
         .kill_on_drop(true);
     cmd.spawn().with_context(|| format!("start {}", bin.display()))
 }

@@ -12,6 +12,9 @@ use pulsar::{ConsumerOptions, SubType, TokioExecutor};
 
 pub type Msg = Message<Vec<u8>>;
 
+/// How long opening a subscription keeps trying.
+const OPEN_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Failed receives in a row after which the consumer is replaced.
 const MAX_FAILED_RECEIVES: u32 = 10;
 
@@ -39,8 +42,22 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
+    /// Subscribe, retrying for up to `OPEN_PATIENCE`: right after a consumer process was
+    /// killed, pulsar-lite drops a new subscriber's connection for a moment ("Disconnected").
     pub async fn open(client: &PulsarClient, spec: SubscriptionSpec) -> Result<Self, pulsar::Error> {
-        let consumer = build(client, &spec).await?;
+        let deadline = tokio::time::Instant::now() + OPEN_PATIENCE;
+        let mut backoff = Duration::from_millis(100);
+        let consumer = loop {
+            match build(client, &spec).await {
+                Ok(consumer) => break consumer,
+                Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::warn!(topic = %spec.topic, error = %e, retry_in = ?backoff, "subscribe");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Self {
             client: client.clone(),
             spec,

@@ -191,6 +191,14 @@ pub async fn patch_promotion(
     } else if loaded {
         state.stock.warmup(&updated).await.map_err(stock_error)?;
     }
+    tracing::info!(
+        promotion_id = id,
+        stock = updated.stock,
+        per_user_limit = updated.per_user_limit,
+        starts_at = %updated.starts_at,
+        ends_at = %updated.ends_at,
+        "promotion updated"
+    );
     Ok(Json(view(&state, updated).await?))
 }
 
