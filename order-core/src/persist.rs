@@ -106,12 +106,14 @@ pub async fn insert_seckill_orders(
     let prices: Vec<i64> = orders.iter().map(|o| o.unit_price_cents).collect();
 
     // One statement: items are written only for orders this statement inserted, so an order
-    // skipped as a duplicate never gets a second set of items.
+    // skipped as a duplicate never gets a second set of items. A batch may hold one order
+    // twice (a message and the sweeper's republished copy): DISTINCT ON keeps one.
     let inserted: i64 = sqlx::query_scalar(
         "WITH batch AS (
-             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
+             SELECT DISTINCT ON (id) * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
                                   $6::TIMESTAMPTZ[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[])
                  AS t(id, user_id, promotion_id, request_id, total, accepted_at, sku_id, title, quantity, price)
+             ORDER BY id
          ), inserted AS (
              INSERT INTO orders (id, user_id, kind, promotion_id, request_id, status, subtotal_cents,
                                  total_cents, expires_at, created_at, updated_at)
