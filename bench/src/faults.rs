@@ -35,6 +35,8 @@ pub enum Fault {
     PostgresStop,
     /// Stop Redis cleanly (the append-only file is flushed) and start it again.
     RedisRestart,
+    /// SIGKILL Redis and start it again from its append-only file (fsync every second).
+    RedisKill,
 }
 
 impl Fault {
@@ -46,6 +48,7 @@ impl Fault {
             Fault::BrokerKill => "broker kill -9",
             Fault::PostgresStop => "postgres stopped",
             Fault::RedisRestart => "redis restart",
+            Fault::RedisKill => "redis kill -9",
         }
     }
 }
@@ -285,6 +288,11 @@ impl Deployment {
             }
             Fault::RedisRestart => {
                 self.stack(PrivateStack::stop_part, "redis").await?;
+                tokio::time::sleep(outage).await;
+                self.stack(PrivateStack::start_part, "redis").await?;
+            }
+            Fault::RedisKill => {
+                self.stack(PrivateStack::kill_part, "redis").await?;
                 tokio::time::sleep(outage).await;
                 self.stack(PrivateStack::start_part, "redis").await?;
             }

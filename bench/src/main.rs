@@ -298,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
                         Fault::BrokerKill,
                         Fault::PostgresStop,
                         Fault::RedisRestart,
+                        Fault::RedisKill,
                     ]
                 } else {
                     args.faults.clone()

@@ -50,6 +50,9 @@ impl std::fmt::Debug for OrderWriter {
     }
 }
 
+/// The longest one attempt to persist a batch may take before it is retried.
+const PERSIST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A batch is at most a quarter second of the current rate, so pacing stays smooth at low
 /// rates (and never more than `batch_size`).
 fn batch_limit(rate: f64, batch_size: u32) -> u32 {
@@ -149,7 +152,15 @@ impl OrderWriter {
         let mut backoff = Duration::from_millis(self.settings.backoff_min_ms);
         let outcome = loop {
             let started = Instant::now();
-            match self.persist(&orders).await {
+            // An attempt stuck on a connection that never answers is abandoned and retried.
+            let attempt = tokio::time::timeout(PERSIST_TIMEOUT, self.persist(&orders))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "persisting the batch took over {PERSIST_TIMEOUT:?}"
+                    ))
+                });
+            match attempt {
                 Ok(outcome) => {
                     self.observe(Some(started.elapsed()));
                     break outcome;

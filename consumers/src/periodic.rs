@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use order_core::shutdown::ShutdownListener;
 
+/// The longest one pass may take.
+pub const PASS_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub async fn every<F, Fut>(interval: Duration, mut shutdown: ShutdownListener, what: &str, mut job: F)
 where
     F: FnMut() -> Fut,
@@ -18,8 +21,12 @@ where
             _ = tick.tick() => {}
             _ = shutdown.recv() => break,
         }
-        if let Err(e) = job().await {
-            tracing::warn!(error = format!("{e:#}"), "{what} failed; next interval retries");
+        // A pass stuck on a dependency (a connection that never answers) must not stop
+        // every later pass: it is abandoned and the next interval starts afresh.
+        match tokio::time::timeout(PASS_TIMEOUT, job()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "{what} failed; next interval retries"),
+            Err(_) => tracing::warn!(timeout = ?PASS_TIMEOUT, "{what} timed out; next interval retries"),
         }
     }
 }

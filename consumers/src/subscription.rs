@@ -15,6 +15,9 @@ pub type Msg = Message<Vec<u8>>;
 /// How long opening a subscription keeps trying.
 const OPEN_PATIENCE: Duration = Duration::from_secs(30);
 
+/// A subscription that delivered nothing for this long is opened again.
+const IDLE_REOPEN: Duration = Duration::from_secs(20);
+
 /// Failed receives in a row after which the consumer is replaced.
 const MAX_FAILED_RECEIVES: u32 = 10;
 
@@ -70,7 +73,15 @@ impl Subscription {
     pub async fn next(&mut self) -> Msg {
         let mut failed = 0;
         loop {
-            match self.consumer.next().await {
+            let Ok(next) = tokio::time::timeout(IDLE_REOPEN, self.consumer.next()).await else {
+                // Silent for a long while. After a broker restart a consumer can stay silent
+                // for good (pulsar-lite), while the sweeper keeps republishing what waits:
+                // a fresh subscription receives it. On an idle topic this costs a resubscribe.
+                tracing::debug!(topic = %self.spec.topic, "no message for {IDLE_REOPEN:?}; subscribing afresh");
+                self.reopen().await;
+                continue;
+            };
+            match next {
                 Some(Ok(msg)) => return msg,
                 Some(Err(e)) => {
                     if failed == 0 {
@@ -101,7 +112,7 @@ impl Subscription {
     }
 
     async fn reopen(&mut self) {
-        tracing::warn!(topic = %self.spec.topic, subscription = %self.spec.subscription, "subscription lost; subscribing again");
+        tracing::info!(topic = %self.spec.topic, subscription = %self.spec.subscription, "subscribing again");
         let mut backoff = Duration::from_millis(100);
         loop {
             match build(&self.client, &self.spec).await {

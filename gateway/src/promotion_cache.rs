@@ -99,6 +99,8 @@ impl CachedPromotion {
 #[derive(Debug, Default)]
 pub struct PromotionCache {
     entries: RwLock<HashMap<i64, Arc<CachedPromotion>>>,
+    /// Running sales found missing in Redis, reported once each.
+    lost: std::sync::Mutex<HashSet<i64>>,
 }
 
 impl PromotionCache {
@@ -147,6 +149,29 @@ impl PromotionCache {
         let lead = chrono::Duration::from_std(warmup_lead).unwrap_or_default();
 
         for (promotion, live) in promotions.iter().zip(&live) {
+            if live.is_some() {
+                self.lost
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&promotion.id);
+            } else if promotion.has_started(now) && now < promotion.ends_at {
+                // Redis lost a running sale (or never got it). Loading it afresh would offer
+                // its whole stock again beside the orders already taken: oversell. Reported
+                // once; the seckill path answers 503 `not_loaded` meanwhile.
+                if self
+                    .lost
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(promotion.id)
+                {
+                    tracing::error!(
+                        promotion_id = promotion.id,
+                        "a running sale is not in Redis; pause it, wait for the order backlog to drain, \
+                         then reconcile with repair (POST /admin/promotions/{{id}}/reconcile?repair=true)"
+                    );
+                }
+                continue;
+            }
             let due = promotion.starts_at - lead <= now && now < promotion.ends_at;
             if live.is_none() && due {
                 let remaining = stock.warmup(promotion).await.context("warm up a promotion")?;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::test_support::error_code;
 use order_core::ids::OrderIdGenerator;
 use order_core::stock::ReserveOutcome;
 use order_core::test_support::{local_source, poll_until, random_worker_id, PrivateStack};
@@ -143,5 +144,71 @@ async fn a_reservation_whose_publish_never_happened_is_recovered_by_the_sweeper(
     )
     .await;
     assert!(consumers.stats.report().get("sweeper_republished") >= 3);
+    consumers.stop().await;
+}
+
+/// Redis losing a running sale (a failover to an empty replica, a restart without its data)
+/// is the one fault the gateway cannot repair alone: loading the sale afresh would offer its
+/// whole stock again beside the orders already taken. The sale stops (503 `not_loaded`)
+/// instead, reconciliation reports the loss, and a repair from the database's orders lets it
+/// go on with exactly the stock that is left.
+#[tokio::test]
+async fn a_sale_that_redis_lost_stops_until_reconciled_and_never_oversells() {
+    const STOCK: i64 = 10;
+    let app = Arc::new(spawn_gateway(local_source()).await);
+    let consumers = spawn_consumers(consumers_source(&app, local_source())).await;
+    let promotion_id = create_running(&app, STOCK).await;
+    let first = flash_sale(&app, promotion_id, 4).await;
+    assert_eq!(first.len(), 4);
+    let pool = app.pool();
+    wait_for_rows(&pool, promotion_id, 4, Duration::from_secs(30)).await;
+
+    app.stock_store()
+        .await
+        .forget_promotion(promotion_id)
+        .await
+        .expect("drop the sale's keys");
+    let (status, body) = app.place(promotion_id, 500, "after-loss", 1).await;
+    assert_eq!((status, error_code(&body)), (503, "not_loaded"), "{body}");
+
+    let reconcile = |repair: bool| {
+        let app = Arc::clone(&app);
+        async move {
+            let response = app
+                .admin(
+                    reqwest::Method::POST,
+                    &format!("/admin/promotions/{promotion_id}/reconcile?repair={repair}"),
+                )
+                .send()
+                .await
+                .expect("reconcile");
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.expect("report")
+        }
+    };
+    let report = reconcile(false).await;
+    assert_eq!(report["consistent"], false, "{report}");
+    assert_eq!(report["remaining"], serde_json::Value::Null, "{report}");
+    assert_eq!(
+        report["orders_missing_in_redis"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
+    let repaired = reconcile(true).await;
+    assert_eq!(repaired["consistent"], true, "{repaired}");
+    assert_eq!(repaired["remaining"], 6, "{repaired}");
+
+    // The sale goes on with what is left: 6 more units, then sold out.
+    let mut accepted = 0;
+    for user in 100..112 {
+        let (status, body) = app.place(promotion_id, user, "after-repair", 1).await;
+        match status {
+            202 => accepted += 1,
+            _ => assert_eq!(error_code(&body), "sold_out", "{body}"),
+        }
+    }
+    assert_eq!(accepted, 6);
+    let rows = wait_for_rows(&pool, promotion_id, STOCK as usize, Duration::from_secs(30)).await;
+    assert_eq!(rows.len() as i64, STOCK);
     consumers.stop().await;
 }

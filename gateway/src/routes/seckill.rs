@@ -192,7 +192,12 @@ async fn place(
         .await
         .map_err(|e| ApiError::unavailable("reserve stock", e))?;
     if outcome == ReserveOutcome::NotLoaded {
-        // The refresher has not loaded it yet (or Redis lost it): load and try once more.
+        if entry.promotion.has_started(Utc::now()) {
+            // Loading a started sale afresh would offer its whole stock again next to the
+            // orders already taken: Redis lost it, and only a reconcile can restore it.
+            return Err(not_loaded(promotion_id));
+        }
+        // Not started: nothing can have been reserved, so loading now is safe.
         state
             .stock
             .warmup(&entry.promotion)
@@ -250,10 +255,19 @@ async fn place(
         ReserveOutcome::NotStarted => Err(closed(PromotionState::Scheduled)),
         ReserveOutcome::Ended => Err(closed(PromotionState::Ended)),
         ReserveOutcome::Paused => Err(closed(PromotionState::Paused)),
-        ReserveOutcome::NotLoaded => Err(ApiError::unavailable(
-            "reserve stock",
-            format!("promotion {promotion_id} is still not loaded after warm-up"),
-        )),
+        ReserveOutcome::NotLoaded => Err(not_loaded(promotion_id)),
+    }
+}
+
+/// 503 `not_loaded`: the sale's stock is not in Redis (the refresher logs what to do).
+fn not_loaded(promotion_id: i64) -> ApiError {
+    ApiError {
+        retry_after_secs: Some(5),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_loaded",
+            format!("sale {promotion_id} is not available right now; retry later"),
+        )
     }
 }
 
