@@ -168,8 +168,11 @@ impl Deployment {
             ("APP_WRITER__MIN_ROWS_PER_SEC", pace),
             ("APP_WRITER__BATCH_SIZE", "50".into()),
             // pulsar-lite does not hand a killed consumer's unacknowledged messages to the
-            // next one; the sweeper's pending set recovers them, quickly here.
-            ("APP_SWEEPER__REPUBLISH_AFTER_SECS", "3".into()),
+            // next one; the sweeper's pending set recovers them. Its threshold must stay above
+            // the time the backlog takes to drain at this pace: a shorter one republishes
+            // orders that are merely queued, again every threshold, and the copies (paced like
+            // new rows) grow the backlog further (seen at 3 s: 121,758 queued messages).
+            ("APP_SWEEPER__REPUBLISH_AFTER_SECS", "20".into()),
             ("APP_SWEEPER__INTERVAL_MS", "500".into()),
             ("APP_RATE_LIMIT__GLOBAL__PER_SECOND", "1000000".into()),
             ("APP_RATE_LIMIT__GLOBAL__BURST", "1000000".into()),
@@ -263,6 +266,18 @@ impl Deployment {
             .with_context(|| format!("{part}: stack action"))
     }
 
+    /// Take a part of the stack down (`stop` or `kill`), keep it down, start it again.
+    async fn outage(
+        &self,
+        down: fn(&PrivateStack, &str) -> anyhow::Result<()>,
+        part: &str,
+        outage: Duration,
+    ) -> anyhow::Result<()> {
+        self.stack(down, part).await?;
+        tokio::time::sleep(outage).await;
+        self.stack(PrivateStack::start_part, part).await
+    }
+
     /// Inject `fault`, keep it for `outage` where that applies, and recover.
     async fn inject(&mut self, fault: Fault, outage: Duration) -> anyhow::Result<()> {
         match fault {
@@ -276,26 +291,10 @@ impl Deployment {
                 tokio::time::sleep(outage).await;
                 self.consumers = spawn(&self.bins.consumers, &self.env, &self.logs)?;
             }
-            Fault::BrokerKill => {
-                self.stack(PrivateStack::kill_part, "pulsar").await?;
-                tokio::time::sleep(outage).await;
-                self.stack(PrivateStack::start_part, "pulsar").await?;
-            }
-            Fault::PostgresStop => {
-                self.stack(PrivateStack::stop_part, "postgres").await?;
-                tokio::time::sleep(outage).await;
-                self.stack(PrivateStack::start_part, "postgres").await?;
-            }
-            Fault::RedisRestart => {
-                self.stack(PrivateStack::stop_part, "redis").await?;
-                tokio::time::sleep(outage).await;
-                self.stack(PrivateStack::start_part, "redis").await?;
-            }
-            Fault::RedisKill => {
-                self.stack(PrivateStack::kill_part, "redis").await?;
-                tokio::time::sleep(outage).await;
-                self.stack(PrivateStack::start_part, "redis").await?;
-            }
+            Fault::BrokerKill => self.outage(PrivateStack::kill_part, "pulsar", outage).await?,
+            Fault::PostgresStop => self.outage(PrivateStack::stop_part, "postgres", outage).await?,
+            Fault::RedisRestart => self.outage(PrivateStack::stop_part, "redis", outage).await?,
+            Fault::RedisKill => self.outage(PrivateStack::kill_part, "redis", outage).await?,
         }
         self.wait_ready().await
     }

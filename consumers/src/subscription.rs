@@ -74,9 +74,9 @@ impl Subscription {
         let mut failed = 0;
         loop {
             let Ok(next) = tokio::time::timeout(IDLE_REOPEN, self.consumer.next()).await else {
-                // Silent for a long while. After a broker restart a consumer can stay silent
-                // for good (pulsar-lite), while the sweeper keeps republishing what waits:
-                // a fresh subscription receives it. On an idle topic this costs a resubscribe.
+                // Silent for a long while: a defence against a consumer left half-connected by
+                // a broker restart (nothing is in flight when next() waits, so nothing is
+                // orphaned). On an idle topic this costs a resubscribe.
                 tracing::debug!(topic = %self.spec.topic, "no message for {IDLE_REOPEN:?}; subscribing afresh");
                 self.reopen().await;
                 continue;
