@@ -11,7 +11,6 @@ use bench::report::{self, RunReport};
 use bench::scenarios::{self, ChildServer, SuiteSettings};
 use bench::target::Target;
 use clap::{Args, Parser, Subcommand};
-use order_core::settings::SettingsSource;
 
 #[derive(Parser, Debug)]
 #[command(about = "seckill load bench: drives a deployment over HTTP, checks the invariants after")]
@@ -171,14 +170,19 @@ fn parse_pace(s: &str) -> Result<Pace, String> {
     }
 }
 
+/// `--out`, or `bench/results/<scenario>-<time>`.
+fn out_dir(out: Option<&PathBuf>, scenario: &str) -> PathBuf {
+    out.cloned().unwrap_or_else(|| {
+        PathBuf::from("bench/results").join(format!(
+            "{scenario}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        ))
+    })
+}
+
 impl Common {
     fn out_dir(&self, scenario: &str) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            PathBuf::from("bench/results").join(format!(
-                "{scenario}-{}",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-            ))
-        })
+        out_dir(self.out.as_ref(), scenario)
     }
 }
 
@@ -315,10 +319,7 @@ async fn main() -> anyhow::Result<()> {
             let rows = faults::run(faults::Binaries::beside_current_exe()?, &settings).await?;
             let table = faults::table(&rows);
             println!("{table}");
-            let out = args.out.clone().unwrap_or_else(|| {
-                PathBuf::from("bench/results")
-                    .join(format!("faults-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")))
-            });
+            let out = out_dir(args.out.as_ref(), "faults");
             std::fs::create_dir_all(&out).context("create the output directory")?;
             std::fs::write(out.join("faults.md"), &table).context("write faults.md")?;
             std::fs::write(out.join("faults.json"), serde_json::to_vec_pretty(&rows)?)
@@ -336,9 +337,8 @@ async fn main() -> anyhow::Result<()> {
         Command::DbInsert(args) => bench::db_insert::run(args).await,
         Command::TrivialServer { addr } => trivial_server(addr).await,
         Command::BaselineServer { addr } => {
-            let settings: order_core::settings::DatabaseOnly = SettingsSource::from_process_env()?.load()?;
             let target = Target::from_env("http://unused")?;
-            let db = order_core::db::lazy_pool(&settings.database)?;
+            let db = order_core::db::lazy_pool(&target.database)?;
             bench::baseline::serve(addr, db, target.jwt_secret()).await
         }
         Command::MintTokens { count, out } => mint_tokens(count, &out),

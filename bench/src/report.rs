@@ -200,73 +200,75 @@ pub fn write(dir: &Path, runs: &[&RunReport]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line over the run's seconds (plotted at each second's middle).
+fn per_second(
+    r: &RunReport,
+    name: &str,
+    color: &'static str,
+    value: impl Fn(&SecondReport) -> f64,
+) -> Series {
+    Series {
+        name: name.into(),
+        color,
+        points: r.timeline.iter().map(|s| (s.t as f64 + 0.5, value(s))).collect(),
+    }
+}
+
 fn write_charts(dir: &Path, r: &RunReport) -> anyhow::Result<()> {
-    let at = |t: u64| t as f64 + 0.5;
-    let throughput = line_chart(
-        &format!("{}: throughput", r.name),
-        "seconds",
-        "requests / s",
-        &[
-            Series {
-                name: "answered".into(),
-                color: "#1f77b4",
-                points: r.timeline.iter().map(|s| (at(s.t), s.requests as f64)).collect(),
-            },
-            Series {
-                name: "accepted".into(),
-                color: "#2ca02c",
-                points: r.timeline.iter().map(|s| (at(s.t), s.accepted as f64)).collect(),
-            },
-        ],
-    );
-    std::fs::write(dir.join(format!("{}-throughput.svg", r.name)), throughput).context("write a chart")?;
-    let latency = line_chart(
-        &format!("{}: latency", r.name),
-        "seconds",
-        "milliseconds",
-        &[
-            Series {
-                name: "p50".into(),
-                color: "#1f77b4",
-                points: r.timeline.iter().map(|s| (at(s.t), s.p50_ms)).collect(),
-            },
-            Series {
-                name: "p99".into(),
-                color: "#d62728",
-                points: r.timeline.iter().map(|s| (at(s.t), s.p99_ms)).collect(),
-            },
-        ],
-    );
-    std::fs::write(dir.join(format!("{}-latency.svg", r.name)), latency).context("write a chart")?;
+    let write = |kind: &str, svg: String| {
+        std::fs::write(dir.join(format!("{}-{kind}.svg", r.name)), svg).context("write a chart")
+    };
+    write(
+        "throughput",
+        line_chart(
+            &format!("{}: throughput", r.name),
+            "seconds",
+            "requests / s",
+            &[
+                per_second(r, "answered", "#1f77b4", |s| s.requests as f64),
+                per_second(r, "accepted", "#2ca02c", |s| s.accepted as f64),
+            ],
+        ),
+    )?;
+    write(
+        "latency",
+        line_chart(
+            &format!("{}: latency", r.name),
+            "seconds",
+            "milliseconds",
+            &[
+                per_second(r, "p50", "#1f77b4", |s| s.p50_ms),
+                per_second(r, "p99", "#d62728", |s| s.p99_ms),
+            ],
+        ),
+    )?;
     if let Some(p) = &r.pipeline {
         let last = p
             .db_rows_per_sec
             .last()
             .map_or(0.0, |(t, _)| *t)
             .max(r.timeline.len() as f64);
-        let db = line_chart(
-            &format!("{}: database inserts vs inbound orders", r.name),
-            "seconds",
-            "orders / s",
-            &[
-                Series {
-                    name: "accepted (inbound)".into(),
-                    color: "#2ca02c",
-                    points: r.timeline.iter().map(|s| (at(s.t), s.accepted as f64)).collect(),
-                },
-                Series {
-                    name: "DB inserts".into(),
-                    color: "#9467bd",
-                    points: p.db_rows_per_sec.clone(),
-                },
-                Series {
-                    name: "pace limit".into(),
-                    color: "#7f7f7f",
-                    points: vec![(0.0, p.pace_limit), (last, p.pace_limit)],
-                },
-            ],
-        );
-        std::fs::write(dir.join(format!("{}-db.svg", r.name)), db).context("write a chart")?;
+        write(
+            "db",
+            line_chart(
+                &format!("{}: database inserts vs inbound orders", r.name),
+                "seconds",
+                "orders / s",
+                &[
+                    per_second(r, "accepted (inbound)", "#2ca02c", |s| s.accepted as f64),
+                    Series {
+                        name: "DB inserts".into(),
+                        color: "#9467bd",
+                        points: p.db_rows_per_sec.clone(),
+                    },
+                    Series {
+                        name: "pace limit".into(),
+                        color: "#7f7f7f",
+                        points: vec![(0.0, p.pace_limit), (last, p.pace_limit)],
+                    },
+                ],
+            ),
+        )?;
     }
     Ok(())
 }

@@ -6,6 +6,8 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
+use order_core::promotion::PromotionRepo;
+use order_core::reconcile::reconcile;
 use order_core::stock::StockStore;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -124,28 +126,25 @@ pub async fn gateway_sale(
     .fetch_all(db)
     .await
     .context("read insert times")?;
-    let remaining = stock
-        .live_stock_of(seen.promotion_id)
+    // Stock conservation in Redis is the reconciliation's check (invariant 7): reuse it.
+    let promotion = PromotionRepo::new(db.clone())
+        .get(seen.promotion_id)
         .await
-        .context("read the remaining stock")?
-        .map(|s| s.remaining)
-        .context("the promotion is not in Redis")?;
-    let reserved: i64 = stock
-        .all_reservations(seen.promotion_id)
+        .context("read the promotion")?
+        .context("the promotion is gone")?;
+    let redis = reconcile(db, stock, &promotion, false)
         .await
-        .context("read the reservations")?
-        .iter()
-        .map(|r| i64::from(r.quantity))
-        .sum();
+        .context("reconcile the sale")?;
+    let remaining = redis.remaining.context("the promotion is not in Redis")?;
 
     let mut v = common(seen, &ids, live_units, over_limit, twice);
-    v.stock_drift = Some(seen.stock - (remaining + reserved));
+    v.stock_drift = Some(redis.drift);
     let most = max_in_window(&stamps, 1.0);
     v.max_rows_in_one_second = Some(most);
-    if v.stock_drift != Some(0) {
+    if redis.drift != 0 {
         v.failures.push(format!(
-            "Redis remaining {remaining} + reserved {reserved} != stock {}",
-            seen.stock
+            "Redis remaining {remaining} + reserved {} != stock {}",
+            redis.reserved_units, promotion.stock
         ));
     }
     let allowed = pace_allowance(pace);

@@ -49,18 +49,7 @@ impl Subscription {
     /// killed, pulsar-lite drops a new subscriber's connection for a moment ("Disconnected").
     pub async fn open(client: &PulsarClient, spec: SubscriptionSpec) -> Result<Self, pulsar::Error> {
         let deadline = tokio::time::Instant::now() + OPEN_PATIENCE;
-        let mut backoff = Duration::from_millis(100);
-        let consumer = loop {
-            match build(client, &spec).await {
-                Ok(consumer) => break consumer,
-                Err(e) if tokio::time::Instant::now() + backoff < deadline => {
-                    tracing::warn!(topic = %spec.topic, error = %e, retry_in = ?backoff, "subscribe");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let consumer = build_with_backoff(client, &spec, Some(deadline)).await?;
         Ok(Self {
             client: client.clone(),
             spec,
@@ -113,20 +102,30 @@ impl Subscription {
 
     async fn reopen(&mut self) {
         tracing::info!(topic = %self.spec.topic, subscription = %self.spec.subscription, "subscribing again");
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match build(&self.client, &self.spec).await {
-                Ok(consumer) => {
-                    tracing::info!(topic = %self.spec.topic, "subscribed again");
-                    self.consumer = consumer;
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "subscribe again");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        if let Ok(consumer) = build_with_backoff(&self.client, &self.spec, None).await {
+            tracing::info!(topic = %self.spec.topic, "subscribed again");
+            self.consumer = consumer;
+        }
+    }
+}
+
+/// Subscribe, retrying with backoff (100 ms doubling to 5 s) until it works or, when given,
+/// the deadline would pass; then the last error.
+async fn build_with_backoff(
+    client: &PulsarClient,
+    spec: &SubscriptionSpec,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Consumer<Vec<u8>, TokioExecutor>, pulsar::Error> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match build(client, spec).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) if deadline.is_none_or(|d| tokio::time::Instant::now() + backoff < d) => {
+                tracing::warn!(topic = %spec.topic, error = %e, retry_in = ?backoff, "subscribe");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            Err(e) => return Err(e),
         }
     }
 }

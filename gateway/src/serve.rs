@@ -109,12 +109,9 @@ pub async fn read_body_within_deadline(
             "the request body did not arrive in time",
         )
         .into_response(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "request body too large",
-        )
-        .into_response(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            ApiError::body_too_large().into_response()
+        }
         Ok(Err(_)) => {
             ApiError::bad_request("unreadable_body", "the request body could not be read").into_response()
         }
