@@ -16,7 +16,7 @@ trivial_port=18090
 gateway_port=18080
 target/release/bench trivial-server --addr "127.0.0.1:$trivial_port" 2>"$out/trivial.log" &
 trivial_pid=$!
-APP_GATEWAY__PORT=$gateway_port APP_SECKILL__WORKER_ID=1001 target/release/gateway >"$out/gateway.log" 2>&1 &
+APP_GATEWAY__PORT=$gateway_port target/release/gateway >"$out/gateway.log" 2>&1 &
 gateway_pid=$!
 trap 'kill $trivial_pid $gateway_pid 2>/dev/null || true' EXIT
 wait_ready "http://127.0.0.1:$gateway_port/readyz"

@@ -15,7 +15,7 @@ pace=${BENCH_PACE:-5000}
 export APP_WRITER__MAX_ROWS_PER_SEC=$pace APP_WRITER__INITIAL_ROWS_PER_SEC=$pace
 export APP_POST_PAYMENT__ANALYTICS_DIR=$out/analytics
 
-APP_GATEWAY__PORT=18080 APP_SECKILL__WORKER_ID=1002 target/release/gateway >"$out/gateway.log" 2>&1 &
+APP_GATEWAY__PORT=18080 target/release/gateway >"$out/gateway.log" 2>&1 &
 gateway_pid=$!
 APP_CONSUMERS__PORT=18081 target/release/consumers >"$out/consumers.log" 2>&1 &
 consumers_pid=$!

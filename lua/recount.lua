@@ -6,7 +6,7 @@
 --         database holds that Redis lost); existing entries are kept as they are
 --
 -- Rebuilds buyers from the reservations and sets remaining = stock - reserved units, all
--- in one step so no reserve runs against half-repaired counters.
+-- in one step so no reserve runs against half-repaired counters. Bumps the epoch.
 -- Returns {remaining, restored}.
 
 local restored = 0
@@ -25,4 +25,5 @@ for _, payload in ipairs(all) do
 end
 local remaining = tonumber(ARGV[1]) - reserved
 redis.call('HSET', KEYS[1], 'remaining', remaining, 'stock', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 return {remaining, restored}

@@ -15,6 +15,8 @@ pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 command -v patch >/dev/null || missing+=(patch)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v curl >/dev/null || missing+=(curl)
+# Clock-skew tests run a binary under libfaketime (its clock off by minutes).
+command -v faketime >/dev/null || missing+=(faketime)
 # The dashboard's browser test drives Debian's Chromium through ChromeDriver.
 command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then

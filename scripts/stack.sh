@@ -5,6 +5,8 @@
 #
 #   scripts/stack.sh start|stop|restart [redis|postgres|pulsar ...]   (default: all three)
 #   scripts/stack.sh kill [part ...]    SIGKILL (fault tests: a crash, not a clean stop)
+#   scripts/stack.sh pause|resume [part ...]   SIGSTOP / SIGCONT (fault tests: a part that
+#                                       hangs without dying, then comes back)
 #   scripts/stack.sh status | wait | env
 #
 # A part whose URL is given from outside (REDIS_URL, DATABASE_URL, PULSAR_URL) is not started;
@@ -117,6 +119,14 @@ stop_pulsar() {
 }
 wait_pulsar() { port_open "$PULSAR_PORT"; }
 
+pidfile_of() {
+  case $1 in
+    redis) echo "$STACK_DIR/redis/redis.pid" ;;
+    pulsar) echo "$STACK_DIR/pulsar/pulsar-lite.pid" ;;
+    postgres) echo "$(pg_data)/postmaster.pid" ;;
+  esac
+}
+
 log_of() {
   case $1 in
     redis) echo "$STACK_DIR/redis/redis.log" ;;
@@ -157,19 +167,38 @@ case $cmd in
       wait_part "$part"
     done
     ;;
-  stop) for part in "${parts[@]}"; do external "$part" || "stop_$part"; done ;;
+  stop)
+    for part in "${parts[@]}"; do
+      external "$part" && continue
+      # A paused part would never answer a clean shutdown: let it run first.
+      pidfile=$(pidfile_of "$part")
+      if [ -f "$pidfile" ]; then
+        pid=$(head -n1 "$pidfile")
+        kill -s CONT "$pid" $(pgrep -P "$pid" 2>/dev/null || true) 2>/dev/null || true
+      fi
+      "stop_$part"
+    done
+    ;;
   restart)
     "$0" stop "${parts[@]}"
     "$0" start "${parts[@]}"
     ;;
+  pause | resume)
+    signal=STOP
+    [ "$cmd" = resume ] && signal=CONT
+    for part in "${parts[@]}"; do
+      external "$part" && continue
+      pidfile=$(pidfile_of "$part")
+      [ -f "$pidfile" ] || die "$part is not running (no $pidfile)"
+      pid=$(head -n1 "$pidfile")
+      # PostgreSQL is a postmaster and its backends: every one of them hangs.
+      kill -s "$signal" "$pid" $(pgrep -P "$pid" || true)
+    done
+    ;;
   kill)
     for part in "${parts[@]}"; do
       external "$part" && continue
-      case $part in
-        redis) pidfile=$STACK_DIR/redis/redis.pid ;;
-        pulsar) pidfile=$STACK_DIR/pulsar/pulsar-lite.pid ;;
-        postgres) pidfile=$(pg_data)/postmaster.pid ;;
-      esac
+      pidfile=$(pidfile_of "$part")
       if [ -f "$pidfile" ]; then
         pid=$(head -n1 "$pidfile")
         kill -9 "$pid" 2>/dev/null || true
@@ -190,5 +219,5 @@ case $cmd in
     echo "export DATABASE_URL=$(database_url)"
     echo "export PULSAR_URL=$(pulsar_url)"
     ;;
-  *) die "usage: stack.sh start|stop|restart|kill|status|wait|env [redis|postgres|pulsar ...]" ;;
+  *) die "usage: stack.sh start|stop|restart|kill|pause|resume|status|wait|env [redis|postgres|pulsar ...]" ;;
 esac

@@ -1,9 +1,16 @@
 //! The fault-injection suite: a flash sale per fault on a deployment of its own (a private
-//! stack, the gateway and consumers binaries as child processes), with the fault injected
-//! mid-sale: the gateway killed (-9) and restarted, the consumers killed mid-batch, the
-//! broker killed and restarted, PostgreSQL stopped for a while, Redis restarted (its
-//! append-only file on). After each, invariants 1–5 are checked; the table counts
-//! requests, accepted, persisted, oversold, lost and duplicated orders.
+//! stack; N gateways and M consumers processes, the real binaries, as child processes; the
+//! sale's traffic spread over the gateways as a load balancer would), with the fault
+//! injected mid-sale on one instance or dependency:
+//! - crashes: a gateway killed (-9) and restarted, consumers killed mid-batch, the broker
+//!   killed and restarted, PostgreSQL stopped for a while, Redis restarted or killed;
+//! - gray failures: a gateway, a consumers process, the broker, Redis or PostgreSQL paused
+//!   (SIGSTOP) for a while and resumed (SIGCONT), and a gateway paused past its worker-id
+//!   lease.
+//!
+//! After the load the apps retry whatever got no definitive answer (same request id, the
+//! next gateway), then invariants 1–5 are checked; the table counts requests, accepted,
+//! persisted, oversold, lost and duplicated orders.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use order_core::settings::{DatabaseSettings, RedisSettings};
-use order_core::test_support::{free_port, random_worker_id, unique, PrivateStack};
+use order_core::test_support::{free_port, unique, PrivateStack};
 use secrecy::SecretString;
 use serde::Serialize;
 use tokio::process::{Child, Command};
@@ -37,7 +44,36 @@ pub enum Fault {
     RedisRestart,
     /// SIGKILL Redis and start it again from its append-only file (fsync every second).
     RedisKill,
+    /// SIGSTOP the first gateway for the outage, then SIGCONT.
+    GatewayPause,
+    /// SIGSTOP the first gateway past its worker-id lease (TTL + 2 s), then SIGCONT: another
+    /// gateway may lease its worker id meanwhile.
+    GatewayLeaseLapse,
+    /// SIGSTOP the first consumers process for the outage, then SIGCONT.
+    ConsumersPause,
+    /// SIGSTOP pulsar-lite for the outage, then SIGCONT.
+    BrokerPause,
+    /// SIGSTOP Redis for the outage, then SIGCONT.
+    RedisPause,
+    /// SIGSTOP PostgreSQL (postmaster and backends) for the outage, then SIGCONT.
+    PostgresPause,
 }
+
+/// Every fault, the control row excepted.
+pub const ALL_FAULTS: [Fault; 12] = [
+    Fault::GatewayKill,
+    Fault::ConsumersKill,
+    Fault::BrokerKill,
+    Fault::PostgresStop,
+    Fault::RedisRestart,
+    Fault::RedisKill,
+    Fault::GatewayPause,
+    Fault::GatewayLeaseLapse,
+    Fault::ConsumersPause,
+    Fault::BrokerPause,
+    Fault::RedisPause,
+    Fault::PostgresPause,
+];
 
 impl Fault {
     pub fn name(self) -> &'static str {
@@ -49,6 +85,12 @@ impl Fault {
             Fault::PostgresStop => "postgres stopped",
             Fault::RedisRestart => "redis restart",
             Fault::RedisKill => "redis kill -9",
+            Fault::GatewayPause => "gateway paused",
+            Fault::GatewayLeaseLapse => "gateway paused past its lease",
+            Fault::ConsumersPause => "consumers paused",
+            Fault::BrokerPause => "broker paused",
+            Fault::RedisPause => "redis paused",
+            Fault::PostgresPause => "postgres paused",
         }
     }
 }
@@ -67,6 +109,9 @@ pub struct FaultSettings {
     pub outage: Duration,
     /// The writer's pace: low, so the consumers have a backlog when they are killed.
     pub writer_rows_per_sec: f64,
+    /// Gateways and consumers processes of the deployment (faults hit the first of each).
+    pub gateways: usize,
+    pub consumers: usize,
 }
 
 /// The binaries under test (`target/<profile>/gateway`, `…/consumers`).
@@ -105,6 +150,8 @@ impl Binaries {
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultRow {
     pub fault: &'static str,
+    /// "3 gateways, 2 consumers"
+    pub deployment: String,
     pub seed: u64,
     pub requests: u64,
     pub accepted: u64,
@@ -114,20 +161,73 @@ pub struct FaultRow {
     pub duplicated: u64,
     /// Requests that failed (connection refused while a part was down, 503s).
     pub errors: u64,
+    /// Sent again by the apps after the load, same request id, another gateway.
+    pub app_retries: u64,
     /// The slowest answer: how long the fault held requests up.
     pub max_latency_ms: f64,
     pub failures: Vec<String>,
 }
 
-/// Gateway and consumers on a private stack, restartable.
+/// One gateway or consumers process: its port and the running child.
+struct Instance {
+    port: u16,
+    port_var: &'static str,
+    bin: PathBuf,
+    child: Child,
+}
+
+impl Instance {
+    fn start(
+        bin: &std::path::Path,
+        port_var: &'static str,
+        env: &[(String, String)],
+        logs: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let port = free_port();
+        let child = spawn(bin, &with_var(env, port_var, port.to_string()), logs)?;
+        Ok(Self {
+            port,
+            port_var,
+            bin: bin.to_path_buf(),
+            child,
+        })
+    }
+
+    /// The same instance again (same port), after it was killed.
+    fn restart(&mut self, env: &[(String, String)], logs: &std::path::Path) -> anyhow::Result<()> {
+        self.child = spawn(
+            &self.bin,
+            &with_var(env, self.port_var, self.port.to_string()),
+            logs,
+        )?;
+        Ok(())
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the instance is not running")?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .context("run kill")?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+        Ok(())
+    }
+}
+
+fn with_var(env: &[(String, String)], key: &str, value: String) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.push((key.to_owned(), value));
+    env
+}
+
+/// Gateways and consumers on a private stack, restartable.
 struct Deployment {
     stack: PrivateStack,
-    bins: Binaries,
     env: Vec<(String, String)>,
-    gateway_port: u16,
-    consumers_port: u16,
-    gateway: Child,
-    consumers: Child,
+    gateways: Vec<Instance>,
+    consumers: Vec<Instance>,
+    /// The worker-id lease length the gateways run with.
+    lease_ttl: Duration,
     /// The children's logs (appended across restarts).
     logs: PathBuf,
 }
@@ -137,14 +237,14 @@ fn secret() -> String {
 }
 
 impl Deployment {
-    async fn start(bins: Binaries, writer_rows_per_sec: f64) -> anyhow::Result<(Self, Target)> {
+    async fn start(bins: Binaries, s: &FaultSettings) -> anyhow::Result<(Self, Target)> {
         let stack = tokio::task::spawn_blocking(PrivateStack::start)
             .await
             .context("start the private stack")??;
         let (jwt, admin, callback) = (secret(), secret(), secret());
-        let (gateway_port, consumers_port) = (free_port(), free_port());
         let topic = unique("fault-orders");
-        let pace = writer_rows_per_sec.to_string();
+        let pace = s.writer_rows_per_sec.to_string();
+        let lease_ttl = Duration::from_secs(10);
         let env: Vec<(String, String)> = [
             ("APP_CONFIG_DIR", bins.config_dir.display().to_string()),
             ("APP_REDIS__URL", stack.redis_url()),
@@ -156,13 +256,10 @@ impl Deployment {
             ("APP_AUTH__JWT_SECRET", jwt.clone()),
             ("APP_AUTH__ADMIN_KEY", admin.clone()),
             ("APP_PAYMENTS__CALLBACK_SECRET", callback),
-            ("APP_GATEWAY__PORT", gateway_port.to_string()),
-            ("APP_CONSUMERS__PORT", consumers_port.to_string()),
             (
-                "APP_DASHBOARD__CONSUMERS_STATUS_URL",
-                format!("http://127.0.0.1:{consumers_port}/status"),
+                "APP_SECKILL__WORKER_LEASE_TTL_MS",
+                lease_ttl.as_millis().to_string(),
             ),
-            ("APP_SECKILL__WORKER_ID", random_worker_id().to_string()),
             ("APP_WRITER__MAX_ROWS_PER_SEC", pace.clone()),
             ("APP_WRITER__INITIAL_ROWS_PER_SEC", pace.clone()),
             ("APP_WRITER__MIN_ROWS_PER_SEC", pace),
@@ -193,16 +290,30 @@ impl Deployment {
         .collect();
         let logs = std::env::temp_dir().join(unique("fault-suite-logs"));
         std::fs::create_dir_all(&logs).context("create the log directory")?;
-        let gateway = spawn(&bins.gateway, &env, &logs)?;
-        let consumers = spawn(&bins.consumers, &env, &logs)?;
+        let mut consumers = Vec::with_capacity(s.consumers);
+        for _ in 0..s.consumers.max(1) {
+            consumers.push(Instance::start(
+                &bins.consumers,
+                "APP_CONSUMERS__PORT",
+                &env,
+                &logs,
+            )?);
+        }
+        let env = with_var(
+            &env,
+            "APP_DASHBOARD__CONSUMERS_STATUS_URL",
+            format!("http://127.0.0.1:{}/status", consumers[0].port),
+        );
+        let mut gateways = Vec::with_capacity(s.gateways);
+        for _ in 0..s.gateways.max(1) {
+            gateways.push(Instance::start(&bins.gateway, "APP_GATEWAY__PORT", &env, &logs)?);
+        }
         let deployment = Self {
             stack,
-            bins,
             env,
-            gateway_port,
-            consumers_port,
-            gateway,
+            gateways,
             consumers,
+            lease_ttl,
             logs,
         };
         deployment.wait_ready().await?;
@@ -216,25 +327,42 @@ impl Deployment {
             connect_timeout_ms: 2000,
             response_timeout_ms: 2000,
         };
+        let urls: Vec<String> = deployment
+            .gateways
+            .iter()
+            .map(|g| format!("http://127.0.0.1:{}", g.port))
+            .collect();
+        // Administered through the last gateway: the faults hit the first.
+        let admin_url = urls.last().cloned().context("no gateway")?;
         let target = Target::new(
-            &format!("http://127.0.0.1:{gateway_port}"),
+            &admin_url,
             SecretString::from(admin),
             SecretString::from(jwt),
             None,
             database,
             redis,
             WriterPace {
-                max_rows_per_sec: writer_rows_per_sec,
+                max_rows_per_sec: s.writer_rows_per_sec,
                 batch_size: 50,
             },
-        );
+        )
+        .with_gateways(urls);
         Ok((deployment, target))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} gateway{}, {} consumers",
+            self.gateways.len(),
+            if self.gateways.len() == 1 { "" } else { "s" },
+            self.consumers.len()
+        )
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        for port in [self.gateway_port, self.consumers_port] {
+        for port in self.gateways.iter().chain(&self.consumers).map(|i| i.port) {
             loop {
                 let ok = client
                     .get(format!("http://127.0.0.1:{port}/readyz"))
@@ -278,23 +406,48 @@ impl Deployment {
         self.stack(PrivateStack::start_part, part).await
     }
 
+    /// Pause a part of the stack, keep it paused, resume it.
+    async fn pause(&self, part: &str, outage: Duration) -> anyhow::Result<()> {
+        self.stack(PrivateStack::pause_part, part).await?;
+        tokio::time::sleep(outage).await;
+        self.stack(PrivateStack::resume_part, part).await
+    }
+
     /// Inject `fault`, keep it for `outage` where that applies, and recover.
     async fn inject(&mut self, fault: Fault, outage: Duration) -> anyhow::Result<()> {
         match fault {
             Fault::None => {}
             Fault::GatewayKill => {
-                kill9(&mut self.gateway).await?;
-                self.gateway = spawn(&self.bins.gateway, &self.env, &self.logs)?;
+                kill9(&mut self.gateways[0].child).await?;
+                self.gateways[0].restart(&self.env, &self.logs)?;
             }
             Fault::ConsumersKill => {
-                kill9(&mut self.consumers).await?;
+                kill9(&mut self.consumers[0].child).await?;
                 tokio::time::sleep(outage).await;
-                self.consumers = spawn(&self.bins.consumers, &self.env, &self.logs)?;
+                self.consumers[0].restart(&self.env, &self.logs)?;
             }
             Fault::BrokerKill => self.outage(PrivateStack::kill_part, "pulsar", outage).await?,
             Fault::PostgresStop => self.outage(PrivateStack::stop_part, "postgres", outage).await?,
             Fault::RedisRestart => self.outage(PrivateStack::stop_part, "redis", outage).await?,
             Fault::RedisKill => self.outage(PrivateStack::kill_part, "redis", outage).await?,
+            Fault::GatewayPause | Fault::GatewayLeaseLapse => {
+                let held = if fault == Fault::GatewayPause {
+                    outage
+                } else {
+                    self.lease_ttl + Duration::from_secs(2)
+                };
+                self.gateways[0].signal("-STOP")?;
+                tokio::time::sleep(held).await;
+                self.gateways[0].signal("-CONT")?;
+            }
+            Fault::ConsumersPause => {
+                self.consumers[0].signal("-STOP")?;
+                tokio::time::sleep(outage).await;
+                self.consumers[0].signal("-CONT")?;
+            }
+            Fault::BrokerPause => self.pause("pulsar", outage).await?,
+            Fault::RedisPause => self.pause("redis", outage).await?,
+            Fault::PostgresPause => self.pause("postgres", outage).await?,
         }
         self.wait_ready().await
     }
@@ -328,7 +481,7 @@ async fn kill9(child: &mut Child) -> anyhow::Result<()> {
 
 /// Every fault for every seed; one row each.
 pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultRow>> {
-    let (mut deployment, target) = Deployment::start(bins, s.writer_rows_per_sec).await?;
+    let (mut deployment, target) = Deployment::start(bins, s).await?;
     let mut rows = Vec::new();
     for &seed in &s.seeds {
         for &fault in &s.faults {
@@ -345,6 +498,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 max_requests: 0,
                 drain_timeout: Duration::from_secs(120),
                 verify: true,
+                app_retries: Some(Duration::from_secs(60)),
             };
             let label = format!("{} #{seed}", fault.name());
             let promotion = target.create_promotion(s.stock, 1).await?;
@@ -360,6 +514,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
             let v = report.verification.context("the run was not verified")?;
             rows.push(FaultRow {
                 fault: fault.name(),
+                deployment: deployment.describe(),
                 seed,
                 requests: report.requests,
                 accepted: v.accepted,
@@ -368,6 +523,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 lost: v.lost,
                 duplicated: v.duplicated,
                 errors: report.outcomes.get(Outcome::Error.name()).copied().unwrap_or(0),
+                app_retries: report.app_retries,
                 max_latency_ms: report.latency_ms.max,
                 failures: v.failures,
             });
@@ -379,13 +535,14 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
 
 pub fn table(rows: &[FaultRow]) -> String {
     let mut out = String::from(
-        "| fault | seed | requests | accepted | persisted | oversold | lost | duplicated | failed requests | slowest answer ms |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | deployment | seed | requests | accepted | persisted | oversold | lost | duplicated | failed requests | app retries | slowest answer ms |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             r.fault,
+            r.deployment,
             r.seed,
             r.requests,
             r.accepted,
@@ -394,6 +551,7 @@ pub fn table(rows: &[FaultRow]) -> String {
             r.lost,
             r.duplicated,
             r.errors,
+            r.app_retries,
             r.max_latency_ms
         ));
     }

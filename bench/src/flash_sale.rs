@@ -5,7 +5,9 @@
 //! The same requests can go to the baseline server (the architecture we replace), so both
 //! are measured with one generator in one run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,6 +43,10 @@ pub struct FlashSale {
     pub drain_timeout: Duration,
     /// Wait for the database and check the invariants afterwards.
     pub verify: bool,
+    /// Act like apps after the load: every request that got no definitive answer (a 5xx, a
+    /// timeout, a refused connection) is sent again with the same request id, to the next
+    /// gateway, once a second, until it gets one or this much time has passed.
+    pub app_retries: Option<Duration>,
 }
 
 /// Where the sale runs.
@@ -62,6 +68,9 @@ pub struct SaleWorkload {
     tag: String,
     answers: Mutex<HashMap<(u64, String), i64>>,
     conflicts: AtomicU64,
+    /// Requests sent, and those that got a definitive answer (anything but `Error`).
+    sent: Mutex<HashSet<(u64, String)>>,
+    settled: Mutex<HashSet<(u64, String)>>,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +94,89 @@ impl SaleWorkload {
             tag,
             answers: Mutex::new(HashMap::new()),
             conflicts: AtomicU64::new(0),
+            sent: Mutex::new(HashSet::new()),
+            settled: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Requests sent that never got a definitive answer.
+    pub fn unsettled(&self) -> Vec<(u64, String)> {
+        let settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open: Vec<_> = sent.difference(&settled).cloned().collect();
+        open.sort();
+        open
+    }
+
+    /// Record an answer to the request `key`.
+    fn answered(&self, key: (u64, String), status: StatusCode, body: &[u8]) -> Outcome {
+        let mut outcome = Outcome::of_api_answer(status, body);
+        if status == StatusCode::ACCEPTED {
+            let order_id = serde_json::from_slice::<Accepted>(body)
+                .ok()
+                .and_then(|a| a.order_id.parse::<i64>().ok());
+            match order_id {
+                Some(order_id) => {
+                    let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(earlier) = answers.insert(key.clone(), order_id) {
+                        if earlier != order_id {
+                            self.conflicts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                None => outcome = Outcome::Error,
+            }
+        }
+        if outcome != Outcome::Error {
+            self.settled.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+        }
+        outcome
+    }
+
+    /// The apps' retries: see `FlashSale::app_retries`. Returns how many were sent.
+    pub async fn retry_unsettled(&self, gateways: &[String], patience: Duration) -> u64 {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut sent = 0;
+        for round in 0usize.. {
+            let open = self.unsettled();
+            if open.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let calls = open.into_iter().enumerate().map(|(i, (user, request_id))| {
+                let gateway = &gateways[(round + i) % gateways.len()];
+                let token = self
+                    .tokens
+                    .get(usize::try_from(user - 1).unwrap_or(usize::MAX))
+                    .cloned();
+                let request = client
+                    .post(format!("{gateway}{}", self.path))
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(format!(r#"{{"quantity":1,"request_id":"{request_id}"}}"#));
+                async move {
+                    let request = match token {
+                        Some(token) => request.header(AUTHORIZATION, token),
+                        None => return,
+                    };
+                    if let Ok(response) = request.send().await {
+                        let status = response.status();
+                        let body = response.bytes().await.unwrap_or_default();
+                        self.answered((user, request_id), status, &body);
+                    }
+                }
+            });
+            let calls: Vec<_> = calls.collect();
+            sent += calls.len() as u64;
+            futures::stream::iter(calls)
+                .buffer_unordered(64)
+                .collect::<Vec<()>>()
+                .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        sent
     }
 
     fn request_id(&self, k: u64) -> Option<(u64, String)> {
@@ -105,6 +196,10 @@ impl SaleWorkload {
 impl Workload for SaleWorkload {
     fn request(&self, k: u64) -> Option<Request<Full<Bytes>>> {
         let (user, request_id) = self.request_id(k)?;
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((user, request_id.clone()));
         let token = self.tokens.get(usize::try_from(user - 1).ok()?)?.clone();
         let body = format!(r#"{{"quantity":1,"request_id":"{request_id}"}}"#);
         Request::post(self.path.as_str())
@@ -115,22 +210,10 @@ impl Workload for SaleWorkload {
     }
 
     fn outcome(&self, k: u64, status: StatusCode, body: &[u8]) -> Outcome {
-        let outcome = Outcome::of_api_answer(status, body);
-        if status == StatusCode::ACCEPTED {
-            let order_id = serde_json::from_slice::<Accepted>(body)
-                .ok()
-                .and_then(|a| a.order_id.parse::<i64>().ok());
-            let (Some(order_id), Some(key)) = (order_id, self.request_id(k)) else {
-                return Outcome::Error;
-            };
-            let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(earlier) = answers.insert(key, order_id) {
-                if earlier != order_id {
-                    self.conflicts.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        match self.request_id(k) {
+            Some(key) => self.answered(key, status, body),
+            None => Outcome::Error,
         }
-        outcome
     }
 }
 
@@ -154,7 +237,11 @@ impl FlashSale {
                 crate::baseline::create_promotion(url, self.stock, self.per_user_limit).await?
             }
         };
-        let spec = LoadSpec::new(&base, self.connections, self.pace, self.duration).await?;
+        let bases = match system {
+            System::Gateway => target.gateways.clone(),
+            System::Baseline(_) => vec![base],
+        };
+        let spec = LoadSpec::spread(&bases, self.connections, self.pace, self.duration).await?;
         let len = self
             .pace
             .planned(self.duration)
@@ -181,6 +268,9 @@ impl FlashSale {
             System::Baseline(_) => "baseline",
         };
         let mut report = RunReport::new(name, target_name, &spec, &recording);
+        if let Some(patience) = self.app_retries {
+            report.app_retries = workload.retry_unsettled(&bases, patience).await;
+        }
         if !self.verify {
             return Ok(report);
         }
@@ -191,7 +281,12 @@ impl FlashSale {
             per_user_limit: self.per_user_limit,
             accepted: &answers,
             conflicting_answers: workload.conflicts(),
-            client_errors: recording.count(Outcome::Error),
+            // Without app retries, every error may hide an order the bench never heard of;
+            // with them, only the requests still without an answer may.
+            client_errors: match self.app_retries {
+                Some(_) => workload.unsettled().len() as u64,
+                None => recording.count(Outcome::Error),
+            },
         };
         let db = order_core::db::lazy_pool(&order_core::settings::DatabaseSettings {
             max_connections: 2,

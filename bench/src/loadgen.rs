@@ -148,20 +148,16 @@ pub trait Workload: Send + Sync + 'static {
     fn outcome(&self, k: u64, status: StatusCode, body: &[u8]) -> Outcome;
 }
 
+/// One gateway to send to.
 #[derive(Debug, Clone)]
-pub struct LoadSpec {
+pub struct Endpoint {
     pub addr: SocketAddr,
     pub host: HeaderValue,
-    pub connections: usize,
-    pub pace: Pace,
-    pub duration: Duration,
-    /// A request unanswered this long counts as an error (and its connection is replaced).
-    pub timeout: Duration,
 }
 
-impl LoadSpec {
+impl Endpoint {
     /// Resolve `base` (`http://host:port`).
-    pub async fn new(base: &str, connections: usize, pace: Pace, duration: Duration) -> anyhow::Result<Self> {
+    pub async fn resolve(base: &str) -> anyhow::Result<Self> {
         let authority = base
             .strip_prefix("http://")
             .context("the base URL must start with http://")?
@@ -174,7 +170,43 @@ impl LoadSpec {
         Ok(Self {
             addr,
             host: HeaderValue::from_str(authority).context("host header")?,
-            connections: connections.max(1),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Connection `i` talks to `endpoints[i % len]`: traffic spread over the gateways as a
+    /// load balancer would.
+    pub endpoints: Vec<Endpoint>,
+    pub connections: usize,
+    pub pace: Pace,
+    pub duration: Duration,
+    /// A request unanswered this long counts as an error (and its connection is replaced).
+    pub timeout: Duration,
+}
+
+impl LoadSpec {
+    /// Resolve `base` (`http://host:port`).
+    pub async fn new(base: &str, connections: usize, pace: Pace, duration: Duration) -> anyhow::Result<Self> {
+        Self::spread(&[base.to_owned()], connections, pace, duration).await
+    }
+
+    /// Connections spread round robin over several gateways.
+    pub async fn spread(
+        bases: &[String],
+        connections: usize,
+        pace: Pace,
+        duration: Duration,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!bases.is_empty(), "no gateway to send to");
+        let mut endpoints = Vec::with_capacity(bases.len());
+        for base in bases {
+            endpoints.push(Endpoint::resolve(base).await?);
+        }
+        Ok(Self {
+            endpoints,
+            connections: connections.max(1).max(bases.len()),
             pace,
             duration,
             timeout: Duration::from_secs(10),
@@ -267,9 +299,10 @@ pub async fn run<W: Workload>(spec: &LoadSpec, workload: Arc<W>, label: &str) ->
         })
     };
     let mut connections = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
+    for i in 0..spec.connections {
         connections.push(tokio::spawn(connection(
             spec.clone(),
+            spec.endpoints[i % spec.endpoints.len()].clone(),
             Arc::clone(&workload),
             Arc::clone(&recording),
             Arc::clone(&next),
@@ -293,6 +326,7 @@ pub async fn run<W: Workload>(spec: &LoadSpec, workload: Arc<W>, label: &str) ->
 
 async fn connection<W: Workload>(
     spec: LoadSpec,
+    endpoint: Endpoint,
     workload: Arc<W>,
     recording: Arc<Mutex<Recording>>,
     next: Arc<AtomicU64>,
@@ -311,7 +345,7 @@ async fn connection<W: Workload>(
         let Some(mut request) = workload.request(k) else {
             return;
         };
-        request.headers_mut().insert(HOST, spec.host.clone());
+        request.headers_mut().insert(HOST, endpoint.host.clone());
         let due = start + due;
         // Sent on time: latency from sending. Behind schedule: from when it was due.
         let sent = if spec.pace != Pace::Max && due > Instant::now() {
@@ -322,7 +356,7 @@ async fn connection<W: Workload>(
         } else {
             due
         };
-        let answer = tokio::time::timeout(spec.timeout, exchange(&mut sender, spec.addr, request)).await;
+        let answer = tokio::time::timeout(spec.timeout, exchange(&mut sender, endpoint.addr, request)).await;
         let latency = sent.elapsed();
         let outcome = match answer {
             Ok(Ok((status, body))) => workload.outcome(k, status, &body),

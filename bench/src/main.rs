@@ -119,7 +119,7 @@ struct SaleArgs {
 
 #[derive(Args, Debug, Clone)]
 struct FaultArgs {
-    /// Faults to inject, one sale each (default: all but `none`).
+    /// Faults to inject, one sale each (default: every one but `none`).
     #[arg(long, value_enum, value_delimiter = ',')]
     faults: Vec<bench::faults::Fault>,
     /// One pass over the faults per seed.
@@ -143,8 +143,22 @@ struct FaultArgs {
     /// The writer's pace (rows/s): below the accept rate, so a backlog exists mid-sale.
     #[arg(long, default_value_t = 300.0)]
     pace: f64,
+    /// Deployments to run every fault on, as GATEWAYSxCONSUMERS (e.g. `1x1,3x2`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_deployment, default_value = "1x1,3x2")]
+    deployments: Vec<(usize, usize)>,
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+fn parse_deployment(s: &str) -> Result<(usize, usize), String> {
+    let (g, c) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected GATEWAYSxCONSUMERS, e.g. 3x2"))?;
+    let parse = |n: &str| n.parse::<usize>().ok().filter(|n| *n >= 1);
+    match (parse(g), parse(c)) {
+        (Some(g), Some(c)) => Ok((g, c)),
+        _ => Err(format!("{s:?}: both counts must be at least 1")),
+    }
 }
 
 fn parse_pace(s: &str) -> Result<Pace, String> {
@@ -201,6 +215,7 @@ impl SaleArgs {
             max_requests: self.common.seconds as usize * 200_000,
             drain_timeout: Duration::from_secs(self.common.drain_timeout_secs),
             verify: !self.no_verify,
+            app_retries: None,
         }
     }
 }
@@ -293,30 +308,28 @@ async fn main() -> anyhow::Result<()> {
             finish(&out, &runs, &extra)
         }
         Command::Faults(args) => {
-            use bench::faults::{self, Fault, FaultSettings};
-            let settings = FaultSettings {
-                faults: if args.faults.is_empty() {
-                    vec![
-                        Fault::GatewayKill,
-                        Fault::ConsumersKill,
-                        Fault::BrokerKill,
-                        Fault::PostgresStop,
-                        Fault::RedisRestart,
-                        Fault::RedisKill,
-                    ]
-                } else {
-                    args.faults.clone()
-                },
-                seeds: args.seeds.clone(),
-                users: args.users,
-                stock: args.stock,
-                rate: args.rate,
-                duration: Duration::from_secs(args.seconds),
-                fault_at: Duration::from_millis(args.fault_at_ms),
-                outage: Duration::from_millis(args.outage_ms),
-                writer_rows_per_sec: args.pace,
-            };
-            let rows = faults::run(faults::Binaries::beside_current_exe()?, &settings).await?;
+            use bench::faults::{self, FaultSettings, ALL_FAULTS};
+            let mut rows = Vec::new();
+            for &(gateways, consumers) in &args.deployments {
+                let settings = FaultSettings {
+                    faults: if args.faults.is_empty() {
+                        ALL_FAULTS.to_vec()
+                    } else {
+                        args.faults.clone()
+                    },
+                    seeds: args.seeds.clone(),
+                    users: args.users,
+                    stock: args.stock,
+                    rate: args.rate,
+                    duration: Duration::from_secs(args.seconds),
+                    fault_at: Duration::from_millis(args.fault_at_ms),
+                    outage: Duration::from_millis(args.outage_ms),
+                    writer_rows_per_sec: args.pace,
+                    gateways,
+                    consumers,
+                };
+                rows.extend(faults::run(faults::Binaries::beside_current_exe()?, &settings).await?);
+            }
             let table = faults::table(&rows);
             println!("{table}");
             let out = out_dir(args.out.as_ref(), "faults");

@@ -92,6 +92,8 @@ pub struct RunReport {
     pub latency_ms: Latency,
     pub outcomes: BTreeMap<&'static str, u64>,
     pub timeline: Vec<SecondReport>,
+    /// Requests the apps sent again after the load (same request id, next gateway).
+    pub app_retries: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +132,7 @@ impl RunReport {
                     p99_ms: s.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
                 })
                 .collect(),
+            app_retries: 0,
             pipeline: None,
             verification: None,
         }

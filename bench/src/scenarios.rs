@@ -213,6 +213,7 @@ pub async fn suite(target: &Target, s: &SuiteSettings) -> anyhow::Result<SuiteRe
         max_requests: (s.duration.as_secs_f64() * 200_000.0) as usize,
         drain_timeout: s.drain_timeout,
         verify: true,
+        app_retries: None,
     };
     let mut runs = Vec::new();
     let ceiling = http_ceiling(target, s.connections, s.duration).await?;

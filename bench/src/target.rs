@@ -46,8 +46,10 @@ impl Validate for BenchSettings {
 
 #[derive(Debug)]
 pub struct Target {
-    /// `http://host:port` of the gateway.
+    /// `http://host:port` of the gateway the bench administers through.
     pub base: String,
+    /// Every gateway of the deployment (`base` first): the sale's traffic is spread over them.
+    pub gateways: Vec<String>,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub writer: WriterPace,
@@ -83,8 +85,10 @@ impl Target {
         redis: RedisSettings,
         writer: WriterPace,
     ) -> Self {
+        let base = base.trim_end_matches('/').to_owned();
         Self {
-            base: base.trim_end_matches('/').to_owned(),
+            gateways: vec![base.clone()],
+            base,
             database,
             redis,
             writer,
@@ -93,6 +97,18 @@ impl Target {
             jwt_issuer,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The same deployment with several gateways behind a load balancer (`base` stays the
+    /// administering one; it need not be among them).
+    pub fn with_gateways(mut self, gateways: Vec<String>) -> Self {
+        if !gateways.is_empty() {
+            self.gateways = gateways
+                .into_iter()
+                .map(|g| g.trim_end_matches('/').to_owned())
+                .collect();
+        }
+        self
     }
 
     pub fn jwt_secret(&self) -> &SecretString {

@@ -1,6 +1,9 @@
-//! The fault suite in its reduced form (CI): a small sale per fault, with the gateway killed,
-//! the consumers killed mid-batch and the broker killed, each on a private stack; every
-//! accepted order ends up persisted once, nothing is oversold.
+//! The fault suite in its reduced form (CI), on the shape production runs: three gateways
+//! and two consumers processes on a private stack, the sale's traffic spread over the
+//! gateways, apps retrying on another gateway. One small sale per fault: a gateway killed,
+//! paused and paused past its worker-id lease; consumers killed; the broker killed and
+//! paused; Redis and PostgreSQL paused. Every accepted order ends up persisted once,
+//! nothing is oversold.
 //! Needs the workspace's gateway and consumers binaries (the test command builds them).
 
 use std::time::Duration;
@@ -8,9 +11,19 @@ use std::time::Duration;
 use bench::faults::{self, Binaries, Fault, FaultSettings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sales_survive_killed_gateways_consumers_and_brokers_without_loss() {
+async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_without_loss() {
+    let faults = vec![
+        Fault::GatewayKill,
+        Fault::GatewayPause,
+        Fault::GatewayLeaseLapse,
+        Fault::ConsumersKill,
+        Fault::BrokerKill,
+        Fault::BrokerPause,
+        Fault::RedisPause,
+        Fault::PostgresPause,
+    ];
     let settings = FaultSettings {
-        faults: vec![Fault::GatewayKill, Fault::ConsumersKill, Fault::BrokerKill],
+        faults: faults.clone(),
         seeds: vec![7],
         users: 600,
         stock: 150,
@@ -22,11 +35,13 @@ async fn sales_survive_killed_gateways_consumers_and_brokers_without_loss() {
         // must subscribe again by themselves.
         outage: Duration::from_secs(3),
         writer_rows_per_sec: 60.0,
+        gateways: 3,
+        consumers: 2,
     };
     let bins = Binaries::beside_current_exe().expect("gateway and consumers binaries");
     let rows = faults::run(bins, &settings).await.expect("the fault suite runs");
     let table = faults::table(&rows);
-    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows.len(), faults.len(), "{table}");
     for row in &rows {
         assert!(
             row.failures.is_empty(),
@@ -41,4 +56,5 @@ async fn sales_survive_killed_gateways_consumers_and_brokers_without_loss() {
     }
     // The gateway's outage must have been felt, or the fault did not land mid-sale.
     assert!(rows[0].errors > 0, "{table}");
+    eprintln!("{table}");
 }

@@ -70,7 +70,7 @@ impl PaymentTimeoutCanceller {
             let mut done = Vec::with_capacity(pending.len());
             for (order_id, promotion_id) in &pending {
                 self.stock
-                    .release(*promotion_id, OrderId(*order_id), false)
+                    .release(*promotion_id, OrderId(*order_id))
                     .await
                     .context("return stock to Redis")?;
                 done.push(*order_id);

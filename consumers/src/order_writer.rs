@@ -3,12 +3,18 @@
 //!
 //! - A Shared subscription on `seckill-orders`: several writer instances split the stream.
 //! - Batches of up to `batch_size` messages, closed after `linger` from the first one.
-//! - A token bucket in rows/s (AIMD on commit latency) before each insert: the backlog
-//!   waits in Pulsar, not here. The consumer's receive queue is one batch long, so no more
-//!   than about one batch is held unacknowledged in memory.
-//! - One transaction per batch, `ON CONFLICT DO NOTHING`; acks only after the commit. A
-//!   redelivered or republished order changes nothing.
-//! - Orders whose reservation was released (the gateway answered 503) are skipped.
+//! - Two token buckets before each insert: this writer's own, in rows/s adapted to commit
+//!   latency (AIMD), and the deployment's shared one in Redis (`global_pace`), so any number
+//!   of writers together stay under `max_rows_per_sec`. Tokens are taken per attempt, inside
+//!   the transaction, once the database answers: after an outage no writer inserts on
+//!   tokens it took before it. The backlog waits in Pulsar, not here. The consumer's receive queue is one batch long, so no more than about one batch
+//!   is held unacknowledged in memory.
+//! - One transaction per batch; acks only after the commit. A redelivered or republished
+//!   order changes nothing. An order whose id or request id the database holds as a
+//!   *different* order is never dropped silently: error log, `seckill_writer_order_conflicts_total`,
+//!   the message goes to the dead-letter topic, and its pending entry stays in Redis (so
+//!   reconciliation and the sweeper keep reporting it). Pending entries are cleared only for
+//!   orders inserted or found identical.
 //! - While the database (or Redis) is down, the same batch is retried with bounded
 //!   exponential backoff; nothing is acked, nothing more is pulled.
 //! - A message that can never become an order is nacked; after `max_redeliveries` the
@@ -18,9 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use order_core::bus::JsonProducer;
+use order_core::global_pace::GlobalPace;
 use order_core::ids::OrderId;
-use order_core::pacing::{AimdRate, RowPacer};
-use order_core::persist::{insert_seckill_orders, NewSeckillOrder};
+use order_core::pacing::{batch_limit, AimdRate, RowPacer};
+use order_core::persist::{insert_seckill_orders_when, NewSeckillOrder, OrderFate, Paced};
 use order_core::shutdown::ShutdownListener;
 use order_core::stock::StockStore;
 use sqlx::PgPool;
@@ -39,6 +47,8 @@ pub struct OrderWriter {
     stats: Arc<Stats>,
     aimd: AimdRate,
     pacer: RowPacer,
+    global_pace: GlobalPace,
+    dead_letters: Arc<JsonProducer>,
     batch_limit: u32,
 }
 
@@ -53,12 +63,6 @@ impl std::fmt::Debug for OrderWriter {
 /// The longest one attempt to persist a batch may take before it is retried.
 const PERSIST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A batch is at most a quarter second of the current rate, so pacing stays smooth at low
-/// rates (and never more than `batch_size`).
-fn batch_limit(rate: f64, batch_size: u32) -> u32 {
-    ((rate / 4.0) as u32).clamp(1, batch_size)
-}
-
 impl OrderWriter {
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
@@ -67,6 +71,8 @@ impl OrderWriter {
         dead_letter_topic: String,
         db: PgPool,
         stock: StockStore,
+        global_pace: GlobalPace,
+        dead_letters: Arc<JsonProducer>,
         settings: WriterSettings,
         orders: &OrderSettings,
         stats: Arc<Stats>,
@@ -92,6 +98,8 @@ impl OrderWriter {
             payment_timeout: Duration::from_secs(orders.payment_timeout_secs),
             pacer: RowPacer::new(aimd.rate(), limit),
             batch_limit: limit,
+            global_pace,
+            dead_letters,
             aimd,
             settings,
             stats,
@@ -148,12 +156,10 @@ impl OrderWriter {
             return true;
         }
 
-        self.pacer.acquire(orders.len() as u32).await;
         let mut backoff = Duration::from_millis(self.settings.backoff_min_ms);
         let outcome = loop {
-            let started = Instant::now();
             // An attempt stuck on a connection that never answers is abandoned and retried.
-            let attempt = tokio::time::timeout(PERSIST_TIMEOUT, self.persist(&orders))
+            let attempt = tokio::time::timeout(PERSIST_TIMEOUT, self.persist(&orders, shutdown))
                 .await
                 .unwrap_or_else(|_| {
                     Err(anyhow::anyhow!(
@@ -161,10 +167,22 @@ impl OrderWriter {
                     ))
                 });
             match attempt {
-                Ok(outcome) => {
-                    self.observe(Some(started.elapsed()));
-                    break outcome;
+                Ok(Paced::Written { fates, db_time }) => {
+                    self.observe(Some(db_time));
+                    break fates;
                 }
+                // The database stalled between the grant and the insert: nothing written;
+                // new tokens, at once (not a failure of the database's pace).
+                Ok(Paced::Late) => {
+                    self.stats.count(Counter::LateInserts, 1);
+                    tracing::debug!(
+                        rows = orders.len(),
+                        "insert ran late after its grant; retrying with new tokens"
+                    );
+                    continue;
+                }
+                // Stopping while waiting for tokens: nothing written, nothing acked.
+                Ok(Paced::Stopped) => return false,
                 Err(e) => {
                     self.stats.count(Counter::BatchFailures, 1);
                     self.observe(None);
@@ -178,47 +196,108 @@ impl OrderWriter {
             }
         };
 
-        for msg in &valid {
-            if let Err(e) = self.consumer.ack(msg).await {
-                // The message comes back and is skipped as a duplicate.
-                tracing::warn!(error = %e, "ack a persisted order");
+        let mut persisted: Vec<(i64, OrderId)> = Vec::with_capacity(orders.len());
+        let (mut inserted, mut conflicts) = (0, 0);
+        for ((msg, order), fate) in valid.iter().zip(&orders).zip(outcome) {
+            match fate {
+                OrderFate::Inserted | OrderFate::AlreadyStored => {
+                    inserted += u64::from(fate == OrderFate::Inserted);
+                    persisted.push((order.promotion_id, order.order_id));
+                    if let Err(e) = self.consumer.ack(msg).await {
+                        // The message comes back and is found identical.
+                        tracing::warn!(error = %e, "ack a persisted order");
+                    }
+                }
+                OrderFate::Conflict(conflict) => {
+                    conflicts += 1;
+                    self.dead_letter_conflict(msg, order, &conflict).await;
+                }
             }
         }
-        self.stats.count(Counter::RowsInserted, outcome.inserted);
-        self.stats.count(Counter::ReleasedSkipped, outcome.released);
+        self.stats.count(Counter::RowsInserted, inserted);
+        self.stats.count(Counter::OrderConflicts, conflicts);
         self.stats.count(Counter::BatchesCommitted, 1);
-        let persisted: Vec<(i64, OrderId)> = orders.iter().map(|o| (o.promotion_id, o.order_id)).collect();
         if let Err(e) = self.stock.clear_pending(&persisted).await {
             tracing::debug!(error = %e, "clear pending orders; the sweeper will");
         }
         true
     }
 
-    async fn persist(&self, orders: &[NewSeckillOrder]) -> anyhow::Result<BatchOutcome> {
-        let keys: Vec<(i64, OrderId)> = orders.iter().map(|o| (o.promotion_id, o.order_id)).collect();
-        let released = self
-            .stock
-            .released_among(&keys)
-            .await
-            .context("check for released reservations")?;
-        let live: Vec<NewSeckillOrder> = orders
-            .iter()
-            .zip(&released)
-            .filter(|(_, released)| !**released)
-            .map(|(o, _)| o.clone())
-            .collect();
-        let inserted = order_core::metrics::timed(
+    /// Tokens from the deployment's shared bucket; `false` when shutdown came first. While
+    /// Redis cannot be reached, nothing is granted and the batch waits.
+    async fn acquire_global(&self, rows: u32, shutdown: &mut ShutdownListener) -> bool {
+        let mut failing = false;
+        loop {
+            let wait = match self.global_pace.try_acquire(rows).await {
+                Ok(None) => return true,
+                Ok(Some(wait)) => wait,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "the shared writer pace is unreachable; waiting");
+                        failing = true;
+                    }
+                    Duration::from_millis(self.settings.backoff_min_ms)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.recv() => return false,
+            }
+        }
+    }
+
+    /// An order the database holds differently: alarm, and park the message on the
+    /// dead-letter topic (acked only once it is there; otherwise it comes back).
+    async fn dead_letter_conflict(
+        &mut self,
+        msg: &Msg,
+        order: &NewSeckillOrder,
+        conflict: &order_core::persist::Conflict,
+    ) {
+        tracing::error!(
+            order_id = %order.order_id,
+            promotion_id = order.promotion_id,
+            user_id = order.user_id,
+            %conflict,
+            "an accepted order conflicts with a stored one; not written, sent to the dead-letter topic"
+        );
+        match self.dead_letters.publish_raw(msg.payload.data.clone()).await {
+            Ok(()) => {
+                if let Err(e) = self.consumer.ack(msg).await {
+                    tracing::warn!(error = %e, "ack a dead-lettered order");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter a conflicting order; nacked for redelivery");
+                if let Err(e) = self.consumer.nack(msg).await {
+                    tracing::warn!(error = %e, "nack a conflicting order");
+                }
+            }
+        }
+    }
+
+    /// One attempt. The tokens (this writer's, then the deployment's) are taken inside the
+    /// open transaction, once the database has answered: each attempt pays anew, and a batch
+    /// that waited out a stalled database does not insert on tokens taken before the stall.
+    async fn persist(
+        &self,
+        orders: &[NewSeckillOrder],
+        shutdown: &mut ShutdownListener,
+    ) -> anyhow::Result<Paced> {
+        let rows = orders.len() as u32;
+        let go = async {
+            self.pacer.acquire(rows).await;
+            self.acquire_global(rows, shutdown).await
+        };
+        let paced = order_core::metrics::timed(
             "postgres",
             "insert_order_batch",
-            insert_seckill_orders(&self.db, &live, self.payment_timeout),
+            insert_seckill_orders_when(&self.db, orders, self.payment_timeout, go),
         )
         .await
         .context("insert order batch")?;
-        metrics::histogram!("seckill_writer_batch_rows").record(live.len() as f64);
-        Ok(BatchOutcome {
-            inserted,
-            released: (orders.len() - live.len()) as u64,
-        })
+        metrics::histogram!("seckill_writer_batch_rows").record(orders.len() as f64);
+        Ok(paced)
     }
 
     fn observe(&mut self, commit_latency: Option<Duration>) {
@@ -228,22 +307,5 @@ impl OrderWriter {
             self.stats.set_writer_rate(rate);
             tracing::info!(rows_per_sec = rate, "writer pace changed");
         }
-    }
-}
-
-struct BatchOutcome {
-    inserted: u64,
-    released: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::batch_limit;
-
-    #[test]
-    fn a_batch_is_at_most_a_quarter_second_of_the_rate() {
-        assert_eq!(batch_limit(100.0, 500), 25);
-        assert_eq!(batch_limit(100_000.0, 500), 500);
-        assert_eq!(batch_limit(1.0, 500), 1);
     }
 }

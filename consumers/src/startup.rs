@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use order_core::bus::JsonProducer;
 use order_core::db::MIGRATOR;
+use order_core::global_pace::GlobalPace;
 use order_core::promotion::PromotionRepo;
 use order_core::readiness::{Dependencies, DependencySettings, ReadinessReport};
 use order_core::shutdown::{Shutdown, ShutdownListener};
@@ -70,12 +71,30 @@ impl Application {
         let stats = Arc::new(Stats::default());
         let stock = StockStore::new(deps.redis.clone());
         let publish_timeout = Duration::from_millis(pulsar.operation_timeout_ms);
+        // Conflicting orders are parked on the writer's dead-letter topic by the writer itself
+        // (the client dead-letters only after redeliveries).
+        let dead_letters = JsonProducer::new(
+            &deps.pulsar,
+            pulsar.topic(&settings.writer.dead_letter_topic),
+            None,
+            publish_timeout,
+        )
+        .await
+        .context("create the writer's dead-letter producer")?;
+        let global_pace = GlobalPace::new(
+            deps.redis.clone(),
+            &pulsar.topic(&pulsar.seckill_orders_topic),
+            settings.writer.max_rows_per_sec,
+            order_core::pacing::batch_limit(settings.writer.max_rows_per_sec, settings.writer.batch_size),
+        );
         let writer = OrderWriter::new(
             &deps.pulsar,
             pulsar.topic(&pulsar.seckill_orders_topic),
             pulsar.topic(&settings.writer.dead_letter_topic),
             deps.db.clone(),
             stock.clone(),
+            global_pace,
+            Arc::new(dead_letters),
             settings.writer.clone(),
             &settings.orders,
             Arc::clone(&stats),

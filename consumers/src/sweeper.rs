@@ -2,20 +2,21 @@
 //!
 //! A gateway that dies after `reserve.lua` and before its publish leaves a reservation with
 //! no message. Every reservation sits in its promotion's pending set until persisted; the
-//! sweeper looks at entries older than `republish_after`, clears those already in the
-//! database, and republishes the rest (same order id, same event id). The writer is
-//! idempotent, so a republished order that was only slow is harmless. Safe with several
-//! instances running.
+//! sweeper looks at entries older than `republish_after` (on Redis' clock, the one clock of
+//! reservation times: a consumer whose own clock is off cannot republish orders in flight),
+//! clears those the database holds exactly as reserved, and republishes the rest (same
+//! order id, same event id). The writer is idempotent, so a republished order that was
+//! only slow is harmless. An order id the database holds as a *different* order is an
+//! alarm (error log, `seckill_sweeper_order_conflicts_total`), never cleared as if persisted.
+//! Safe with several instances running.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use order_core::bus::JsonProducer;
-use order_core::events::SeckillOrderAccepted;
 use order_core::ids::OrderId;
-use order_core::persist::existing_order_ids;
+use order_core::persist::check_stored;
 use order_core::promotion::{Promotion, PromotionRepo};
 use order_core::shutdown::ShutdownListener;
 use order_core::stock::StockStore;
@@ -61,7 +62,8 @@ impl RecoverySweeper {
     }
 
     async fn sweep_promotion(&self, promotion: &Promotion) -> anyhow::Result<()> {
-        let threshold = Utc::now().timestamp_millis() - (self.settings.republish_after_secs * 1000) as i64;
+        let now_ms = self.stock.redis_time_ms().await.context("read Redis' clock")?;
+        let threshold = now_ms - (self.settings.republish_after_secs * 1000) as i64;
         let stale = self
             .stock
             .stale_pending(promotion.id, threshold, self.settings.batch_size)
@@ -70,55 +72,60 @@ impl RecoverySweeper {
         if stale.is_empty() {
             return Ok(());
         }
-        let persisted = existing_order_ids(&self.db, &stale)
-            .await
-            .context("look up persisted orders")?;
-        let mut done: Vec<(i64, OrderId)> = persisted.iter().map(|id| (promotion.id, *id)).collect();
-        let missing: Vec<OrderId> = stale.into_iter().filter(|id| !persisted.contains(id)).collect();
         let reservations = self
             .stock
-            .reservations(promotion.id, &missing)
+            .reservations(promotion.id, &stale)
             .await
             .context("read reservations")?;
+        let reserved: Vec<(OrderId, i64, String)> = reservations
+            .iter()
+            .flatten()
+            .map(|r| (r.order_id, r.user_id, r.request_id.clone()))
+            .collect();
+        let check = check_stored(&self.db, promotion.id, &reserved)
+            .await
+            .context("look up persisted orders")?;
+        let mut done: Vec<(i64, OrderId)> = Vec::new();
+        let mut alarmed = Vec::new();
+        for (order_id, conflict) in &check.mismatched {
+            tracing::error!(%order_id, promotion_id = promotion.id, %conflict, "a reserved order id is stored as a different order; left pending for an operator");
+            alarmed.push(*order_id);
+        }
+        let missing: Vec<(OrderId, Option<order_core::stock::Reservation>)> = stale
+            .iter()
+            .zip(reservations)
+            .filter(|(id, _)| !check.stored.contains(id) && !alarmed.contains(id))
+            .map(|(id, r)| (*id, r))
+            .collect();
+        done.extend(check.stored.iter().map(|id| (promotion.id, *id)));
         let mut republished = Vec::new();
-        for (order_id, reservation) in missing.iter().zip(reservations) {
+        for (order_id, reservation) in missing {
             let Some(r) = reservation else {
-                // Released meanwhile: nothing to persist.
-                done.push((promotion.id, *order_id));
+                // Released meanwhile (its order was cancelled in the database).
+                done.push((promotion.id, order_id));
                 continue;
             };
-            let event = SeckillOrderAccepted {
-                event_id: order_id.to_string(),
-                event_type: SeckillOrderAccepted::TYPE.to_owned(),
-                version: SeckillOrderAccepted::VERSION,
-                occurred_at: chrono::DateTime::from_timestamp_millis(r.reserved_at_ms)
-                    .unwrap_or_else(Utc::now),
-                order_id: *order_id,
-                promotion_id: promotion.id,
-                user_id: r.user_id,
-                sku_id: promotion.sku_id.clone(),
-                title: promotion.title.clone(),
-                quantity: r.quantity,
-                unit_price_cents: promotion.price_cents,
-                request_id: r.request_id,
-            };
+            let event = r.accepted_event(promotion);
             self.producer
                 .publish(&event)
                 .await
                 .context("republish a reservation")?;
             tracing::info!(%order_id, promotion_id = promotion.id, "republished a reservation that never reached the writer");
-            republished.push(*order_id);
+            republished.push(order_id);
         }
+        self.stats
+            .count(Counter::SweeperRepublished, republished.len() as u64);
+        self.stats.count(Counter::SweeperConflicts, alarmed.len() as u64);
+        // Republished ones (and alarms) come up again after another threshold, not every pass.
+        republished.extend(alarmed);
         self.stock
-            .touch_pending(promotion.id, &republished, Utc::now().timestamp_millis())
+            .touch_pending(promotion.id, &republished, now_ms)
             .await
             .context("mark republished reservations")?;
         self.stock
             .clear_pending(&done)
             .await
             .context("clear persisted reservations")?;
-        self.stats
-            .count(Counter::SweeperRepublished, republished.len() as u64);
         self.stats.count(Counter::SweeperCleared, done.len() as u64);
         Ok(())
     }

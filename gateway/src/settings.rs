@@ -56,7 +56,10 @@ pub struct PaymentSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SeckillSettings {
-    pub worker_id: u16,
+    /// An operator's override; by default each gateway leases a free worker id in Redis.
+    #[serde(default)]
+    pub worker_id: Option<u16>,
+    pub worker_lease_ttl_ms: u64,
     pub publish_timeout_ms: u64,
     pub publish_batch_size: u32,
     pub publish_batch_timeout_ms: u64,
@@ -82,10 +85,16 @@ impl Validate for Settings {
         self.pulsar.validate()?;
         require_secret("auth.jwt_secret", &self.auth.jwt_secret, 32)?;
         require_secret("auth.admin_key", &self.auth.admin_key, 16)?;
-        if self.seckill.worker_id > MAX_WORKER_ID {
+        if self.seckill.worker_id.is_some_and(|id| id > MAX_WORKER_ID) {
             return Err(SettingsError::invalid(
                 "seckill.worker_id",
                 format!("must be at most {MAX_WORKER_ID}"),
+            ));
+        }
+        if self.seckill.worker_lease_ttl_ms < 1000 {
+            return Err(SettingsError::invalid(
+                "seckill.worker_lease_ttl_ms",
+                "must be at least 1000",
             ));
         }
         if self.seckill.publish_batch_size == 0 {

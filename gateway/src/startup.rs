@@ -8,11 +8,11 @@ use anyhow::Context;
 use axum::Router;
 use order_core::bus::JsonProducer;
 use order_core::db::MIGRATOR;
-use order_core::ids::OrderIdGenerator;
 use order_core::promotion::PromotionRepo;
 use order_core::readiness::{Dependencies, DependencySettings};
 use order_core::shutdown::{Shutdown, ShutdownListener};
 use order_core::stock::StockStore;
+use order_core::worker_lease::{LeaseSettings, WorkerLease};
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
@@ -33,7 +33,10 @@ pub struct AppContext {
     pub cache: Arc<PromotionCache>,
     pub stock: StockStore,
     pub publisher: Arc<JsonProducer>,
-    pub ids: Arc<OrderIdGenerator>,
+    /// Whether the last publish failed (publish failures are logged once per streak).
+    pub publish_failing: std::sync::atomic::AtomicBool,
+    /// Mints order ids under this gateway's worker-id lease.
+    pub ids: Arc<WorkerLease>,
     pub promotions: PromotionRepo,
     pub warmup_lead: Duration,
     pub rejections: crate::rejections::Rejections,
@@ -92,13 +95,24 @@ impl Application {
         )
         .await
         .context("create the seckill-orders producer")?;
+        let ids = WorkerLease::acquire(
+            deps.redis.clone(),
+            uuid::Uuid::new_v4().to_string(),
+            LeaseSettings {
+                ttl: Duration::from_millis(seckill.worker_lease_ttl_ms),
+                worker_id: seckill.worker_id,
+            },
+        )
+        .await
+        .context("lease a worker id for order ids")?;
         let state = Arc::new(AppContext {
             auth: Arc::new(Authenticator::new(&settings.auth)),
             limits: Arc::new(RateLimits::new(&settings.rate_limit)?),
             cache: Arc::new(PromotionCache::default()),
             stock: StockStore::new(deps.redis.clone()),
             publisher: Arc::new(publisher),
-            ids: Arc::new(OrderIdGenerator::new(seckill.worker_id)),
+            publish_failing: Default::default(),
+            ids,
             promotions: PromotionRepo::new(deps.db.clone()),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
             rejections: Default::default(),
@@ -121,17 +135,18 @@ impl Application {
         });
 
         // A first refresh before serving, so a fresh gateway knows the running sales.
-        if let Err(e) = state
+        let (definitions, live) = state
             .cache
             .refresh(&state.promotions, &state.stock, state.warmup_lead)
-            .await
-        {
+            .await;
+        if let Err(e) = definitions.and(live) {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "initial promotion cache load failed; retrying in the background"
             );
         }
         let tasks = Shutdown::new();
+        state.ids.spawn_renewal(tasks.subscribe());
         state.cache.spawn_refresher(
             state.promotions.clone(),
             state.stock.clone(),

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use order_core::settings::SettingsSource;
 use order_core::shutdown::Shutdown;
 use order_core::stock::StockStore;
-use order_core::test_support::{fresh_database, local_source, random_worker_id, unique};
+use order_core::test_support::{fresh_database, local_source, unique};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -41,11 +41,23 @@ impl TestApp {
     pub async fn spawn_with(source: SettingsSource) -> Self {
         let mut settings: Settings = source
             .with_var("APP_GATEWAY__PORT", "0")
-            .with_var("APP_SECKILL__WORKER_ID", random_worker_id().to_string())
             .with_var("APP_PULSAR__SECKILL_ORDERS_TOPIC", unique("seckill-orders"))
             .load()
             .expect("test settings");
         settings.database = fresh_database(&settings.database).await.expect("fresh database");
+        Self::start(settings).await
+    }
+
+    /// Another gateway of the same deployment: this one's database, Redis, topics and
+    /// secrets, its own port (and its own worker-id lease). `tweak` may change its settings.
+    pub async fn spawn_beside(&self, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.settings.clone();
+        settings.gateway.port = 0;
+        tweak(&mut settings);
+        Self::start(settings).await
+    }
+
+    async fn start(settings: Settings) -> Self {
         let app = Application::build(settings.clone())
             .await
             .expect("build the gateway");
@@ -229,5 +241,52 @@ impl TestApp {
 
     pub fn pool(&self) -> sqlx::PgPool {
         order_core::db::lazy_pool(&self.settings.database).expect("pool")
+    }
+}
+
+impl TestApp {
+    /// Wait (up to 30 s) until `order_id` is on this deployment's seckill-orders topic, read
+    /// from the start by a subscription of the test's own: the order is on its way.
+    /// A subscription of the test's own on this deployment's seckill-orders topic, from its
+    /// first message.
+    pub async fn observe_orders_topic(&self) -> pulsar::consumer::Consumer<Vec<u8>, pulsar::TokioExecutor> {
+        let client = order_core::bus::connect(&self.settings.pulsar)
+            .await
+            .expect("pulsar");
+        client
+            .consumer()
+            .with_topic(
+                self.settings
+                    .pulsar
+                    .topic(&self.settings.pulsar.seckill_orders_topic),
+            )
+            .with_subscription(unique("test-observer"))
+            .with_options(
+                pulsar::ConsumerOptions::default()
+                    .with_initial_position(pulsar::consumer::InitialPosition::Earliest),
+            )
+            .build()
+            .await
+            .expect("subscribe")
+    }
+
+    /// Wait (up to 30 s) until `order_id` is on this deployment's seckill-orders topic: the
+    /// order is on its way.
+    pub async fn wait_for_order_on_topic(&self, order_id: order_core::ids::OrderId) {
+        use futures::StreamExt;
+        let mut consumer = self.observe_orders_topic().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, consumer.next())
+                .await
+                .unwrap_or_else(|_| panic!("order {order_id} did not reach the topic within 30 s"))
+                .expect("stream open")
+                .expect("message");
+            let event: order_core::events::SeckillOrderAccepted =
+                serde_json::from_slice(&msg.payload.data).expect("event JSON");
+            if event.order_id == order_id {
+                return;
+            }
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! 64-bit order ids minted in-process, without a database round trip (Snowflake layout).
 //!
 //! `0 | 41 bits ms since 2026-01-01 | 10 bits worker | 12 bits sequence`: up to 4096 ids per
-//! millisecond per worker, ordered by time, positive in an `i64`. Each gateway instance needs
-//! its own worker id (`gateway.worker_id`).
+//! millisecond per worker, ordered by time, positive in an `i64`. Two generators with the same
+//! worker id would mint the same ids: each gateway leases its worker id in Redis and stamps
+//! ids with Redis' clock (`worker_lease`); this module is the pure arithmetic.
 
 use std::fmt;
 use std::str::FromStr;
@@ -80,13 +81,29 @@ impl OrderIdGenerator {
         }
     }
 
+    /// A generator that never stamps an id before `floor_ms` (Unix ms): a worker id taken
+    /// over from a gateway whose lease expired at `floor_ms` cannot repeat one of its ids.
+    pub fn starting_at(worker_id: u16, floor_ms: u64) -> Self {
+        let generator = Self::new(worker_id);
+        *generator
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = (floor_ms, 0);
+        generator
+    }
+
+    pub fn worker_id(&self) -> u16 {
+        self.worker as u16
+    }
+
+    /// The next id on this machine's clock (tests and benches; the gateway uses Redis' clock).
     pub fn next_id(&self) -> OrderId {
         self.next_at(now_ms())
     }
 
-    /// The id for a given clock reading; the clock may stand still or step back, ids still
-    /// increase (a backwards step reuses the last millisecond).
-    fn next_at(&self, now: u64) -> OrderId {
+    /// The id for a given clock reading (Unix ms); the clock may stand still or step back,
+    /// ids still increase (a backwards step reuses the last millisecond).
+    pub fn next_at(&self, now: u64) -> OrderId {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (last, seq) = *state;
         let (ms, seq) = if now > last {
@@ -141,6 +158,16 @@ mod tests {
         let t = EPOCH_MS + 42;
         let ids_a: HashSet<_> = (0..100).map(|_| a.next_at(t)).collect();
         assert!((0..100).map(|_| b.next_at(t)).all(|id| !ids_a.contains(&id)));
+    }
+
+    #[test]
+    fn a_generator_with_a_floor_never_stamps_an_earlier_millisecond() {
+        let floor = EPOCH_MS + 10_000;
+        let gen = OrderIdGenerator::starting_at(3, floor);
+        let earlier = OrderIdGenerator::new(3).next_at(floor - 1);
+        for now in [floor - 5_000, floor - 1, floor] {
+            assert!(gen.next_at(now) > earlier);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod db;
 pub mod events;
+pub mod global_pace;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
@@ -25,11 +26,13 @@ pub mod processed;
 pub mod promotion;
 pub mod readiness;
 pub mod reconcile;
+pub mod redis_clock;
 pub mod redis_store;
 pub mod settings;
 pub mod shutdown;
 pub mod stock;
 pub mod telemetry;
+pub mod worker_lease;
 
 #[cfg(feature = "test-support")]
 pub mod test_support;

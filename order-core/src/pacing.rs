@@ -82,6 +82,13 @@ impl AimdRate {
     }
 }
 
+/// A writer's batch is at most a quarter second of its current rate, so pacing stays smooth
+/// at low rates (and never more than `batch_size`). At `max_rows_per_sec` this is also the
+/// burst of the deployment's shared bucket: the largest batch any writer takes.
+pub fn batch_limit(rate: f64, batch_size: u32) -> u32 {
+    ((rate / 4.0) as u32).clamp(1, batch_size)
+}
+
 /// A token bucket of `rate` rows/s that holds at most `burst` rows.
 #[derive(Debug)]
 pub struct RowPacer {
@@ -173,6 +180,13 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(aimd.observe(Instant::now(), None), None, "already at the min");
         assert_eq!(aimd.rate(), 100.0);
+    }
+
+    #[test]
+    fn a_batch_is_at_most_a_quarter_second_of_the_rate() {
+        assert_eq!(batch_limit(100.0, 500), 25);
+        assert_eq!(batch_limit(100_000.0, 500), 500);
+        assert_eq!(batch_limit(1.0, 500), 1);
     }
 
     #[tokio::test]

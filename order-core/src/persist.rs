@@ -1,7 +1,7 @@
 //! Persisting accepted seckill orders: a whole batch in one transaction, idempotent, so a
 //! redelivered message or a republished reservation changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -83,17 +83,183 @@ impl NewSeckillOrder {
     }
 }
 
-/// Insert the orders and their items in one transaction; rows that exist already are left
-/// alone. Unpaid orders expire `payment_timeout` after they are persisted (not accepted, so
-/// a backlog in Pulsar does not eat the buyer's time to pay). Returns rows inserted.
+/// What became of one order of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderFate {
+    /// Written by this batch.
+    Inserted,
+    /// Already stored, identical (a redelivered message or a republished copy).
+    AlreadyStored,
+    /// Not written: the database holds something else under its id or its request id.
+    /// Never silently dropped: the writer raises an alarm and dead-letters the message.
+    Conflict(Conflict),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("order id taken by another order (user {user_id}, request {request_id:?})")]
+    IdTaken { user_id: i64, request_id: String },
+    #[error("request id already holds order {0}")]
+    RequestTaken(OrderId),
+}
+
+/// The fields two copies of one order must agree on.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+struct StoredOrder {
+    id: i64,
+    user_id: i64,
+    promotion_id: Option<i64>,
+    request_id: String,
+    kind: String,
+    total_cents: i64,
+}
+
+impl NewSeckillOrder {
+    fn matches(&self, stored: &StoredOrder) -> bool {
+        stored.id == self.order_id.0
+            && stored.kind == "seckill"
+            && stored.user_id == self.user_id
+            && stored.promotion_id == Some(self.promotion_id)
+            && stored.request_id == self.request_id
+            && stored.total_cents == self.total_cents()
+    }
+}
+
+/// Insert the orders and their items in one transaction and say, per order (same index),
+/// what became of it. Unpaid orders expire `payment_timeout` after they are persisted (not
+/// accepted, so a backlog in Pulsar does not eat the buyer's time to pay).
+///
+/// `ON CONFLICT DO NOTHING` alone would hide a different order stored under the same id or
+/// request id: every order it skipped is compared with what the database holds.
 pub async fn insert_seckill_orders(
     pool: &PgPool,
     orders: &[NewSeckillOrder],
     payment_timeout: Duration,
-) -> sqlx::Result<u64> {
-    if orders.is_empty() {
-        return Ok(0);
+) -> sqlx::Result<Vec<OrderFate>> {
+    // Ungated: no deadline, and `go` is always yes, so it is always written.
+    match insert(pool, orders, payment_timeout, std::future::ready(true), None).await? {
+        Paced::Written { fates, .. } => Ok(fates),
+        Paced::Late | Paced::Stopped => {
+            Err(sqlx::Error::Protocol("an ungated insert was not written".into()))
+        }
     }
+}
+
+/// How late an insert may run after its tokens were granted before it is refused.
+pub const LATE_AFTER_GRANT: Duration = Duration::from_millis(20);
+
+/// What a paced insert did.
+#[derive(Debug)]
+pub enum Paced {
+    /// Written; `db_time` is how long the database took once the rows were cleared to go.
+    Written {
+        fates: Vec<OrderFate>,
+        db_time: Duration,
+    },
+    /// The database ran the insert more than `LATE_AFTER_GRANT` after the grant (it stalled
+    /// in between): nothing written; take new tokens and try again.
+    Late,
+    /// `go` said no (the writer is stopping): nothing written.
+    Stopped,
+}
+
+/// `insert_seckill_orders`, cleared by `go` inside the open transaction, right before the
+/// insert. A pace's tokens are thereby spent once the database answers, and the insert
+/// itself refuses to run more than `LATE_AFTER_GRANT` after the grant (on the database's
+/// own clock: `now()` at BEGIN plus the wait for `go`), so writers stuck on a stalled
+/// database never insert, when it resumes, on tokens granted before or during the stall.
+/// Rows are stamped with the time the insert ran (`clock_timestamp()`).
+pub async fn insert_seckill_orders_when(
+    pool: &PgPool,
+    orders: &[NewSeckillOrder],
+    payment_timeout: Duration,
+    go: impl std::future::Future<Output = bool>,
+) -> sqlx::Result<Paced> {
+    insert(pool, orders, payment_timeout, go, Some(LATE_AFTER_GRANT)).await
+}
+
+async fn insert(
+    pool: &PgPool,
+    orders: &[NewSeckillOrder],
+    payment_timeout: Duration,
+    go: impl std::future::Future<Output = bool>,
+    late_after: Option<Duration>,
+) -> sqlx::Result<Paced> {
+    if orders.is_empty() {
+        return Ok(Paced::Written {
+            fates: Vec::new(),
+            db_time: Duration::ZERO,
+        });
+    }
+    // One row per order id is offered to the insert (the first copy); every copy is then
+    // judged against what the database holds, so a different order under a taken id is a
+    // conflict whether it came in this batch or an earlier one.
+    let mut seen: HashSet<OrderId> = HashSet::with_capacity(orders.len());
+    let first_copies: Vec<&NewSeckillOrder> = orders.iter().filter(|o| seen.insert(o.order_id)).collect();
+    let mut tx = pool.begin().await?;
+    let began = std::time::Instant::now();
+    if !go.await {
+        tx.rollback().await?;
+        return Ok(Paced::Stopped);
+    }
+    let cleared = std::time::Instant::now();
+    let deadline = late_after.map(|slack| cleared - began + slack);
+    let Some(inserted) = insert_new(&mut tx, &first_copies, payment_timeout, deadline).await? else {
+        tx.rollback().await?;
+        return Ok(Paced::Late);
+    };
+    let inserted: HashSet<i64> = inserted.into_iter().collect();
+    let all: Vec<&NewSeckillOrder> = orders.iter().collect();
+    let stored = stored_for(&mut tx, &all).await?;
+    tx.commit().await?;
+    let db_time = cleared.elapsed();
+
+    let by_id: HashMap<i64, &StoredOrder> = stored.iter().map(|s| (s.id, s)).collect();
+    let by_request: HashMap<(Option<i64>, i64, &str), &StoredOrder> = stored
+        .iter()
+        .map(|s| ((s.promotion_id, s.user_id, s.request_id.as_str()), s))
+        .collect();
+    let mut reported_inserted: HashSet<OrderId> = HashSet::new();
+    let fates = orders
+        .iter()
+        .map(|order| {
+            if let Some(stored) = by_id.get(&order.order_id.0) {
+                if !order.matches(stored) {
+                    return Ok(OrderFate::Conflict(Conflict::IdTaken {
+                        user_id: stored.user_id,
+                        request_id: stored.request_id.clone(),
+                    }));
+                }
+                let fresh = inserted.contains(&order.order_id.0) && reported_inserted.insert(order.order_id);
+                return Ok(if fresh {
+                    OrderFate::Inserted
+                } else {
+                    OrderFate::AlreadyStored
+                });
+            }
+            match by_request.get(&(Some(order.promotion_id), order.user_id, order.request_id.as_str())) {
+                Some(stored) => Ok(OrderFate::Conflict(Conflict::RequestTaken(OrderId(stored.id)))),
+                // Skipped, yet nothing stored explains it: let the caller retry the batch.
+                None => Err(sqlx::Error::Protocol(format!(
+                    "order {} was not inserted and no stored row conflicts with it",
+                    order.order_id
+                ))),
+            }
+        })
+        .collect::<sqlx::Result<Vec<OrderFate>>>()?;
+    Ok(Paced::Written { fates, db_time })
+}
+
+/// The insert itself; returns the ids it wrote, or `None` when it ran later than
+/// `now() + deadline` (the transaction's start on the database's clock) and wrote nothing.
+/// Items are written only for orders this statement inserted, so an order skipped as a
+/// duplicate never gets a second set of items.
+async fn insert_new(
+    tx: &mut sqlx::PgConnection,
+    orders: &[&NewSeckillOrder],
+    payment_timeout: Duration,
+    deadline: Option<Duration>,
+) -> sqlx::Result<Option<Vec<i64>>> {
     let ids: Vec<i64> = orders.iter().map(|o| o.order_id.0).collect();
     let users: Vec<i64> = orders.iter().map(|o| o.user_id).collect();
     let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id).collect();
@@ -104,21 +270,19 @@ pub async fn insert_seckill_orders(
     let titles: Vec<&str> = orders.iter().map(|o| o.title.as_str()).collect();
     let quantities: Vec<i32> = orders.iter().map(|o| o.quantity).collect();
     let prices: Vec<i64> = orders.iter().map(|o| o.unit_price_cents).collect();
-
-    // One statement: items are written only for orders this statement inserted, so an order
-    // skipped as a duplicate never gets a second set of items. A batch may hold one order
-    // twice (a message and the sweeper's republished copy): DISTINCT ON keeps one.
-    let inserted: i64 = sqlx::query_scalar(
-        "WITH batch AS (
-             SELECT DISTINCT ON (id) * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
+    let (on_time, ids): (bool, Vec<i64>) = sqlx::query_as(
+        "WITH gate AS (
+             SELECT $12::FLOAT8 IS NULL OR clock_timestamp() <= now() + make_interval(secs => $12) AS on_time
+         ), batch AS (
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
                                   $6::TIMESTAMPTZ[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[])
                  AS t(id, user_id, promotion_id, request_id, total, accepted_at, sku_id, title, quantity, price)
-             ORDER BY id
+             WHERE (SELECT on_time FROM gate)
          ), inserted AS (
              INSERT INTO orders (id, user_id, kind, promotion_id, request_id, status, subtotal_cents,
                                  total_cents, expires_at, created_at, updated_at)
              SELECT id, user_id, 'seckill', promotion_id, request_id, 'pending_payment', total, total,
-                    now() + make_interval(secs => $11), accepted_at, now()
+                    clock_timestamp() + make_interval(secs => $11), accepted_at, clock_timestamp()
              FROM batch
              ON CONFLICT DO NOTHING
              RETURNING id
@@ -127,7 +291,7 @@ pub async fn insert_seckill_orders(
              SELECT b.id, 1, b.sku_id, b.title, b.quantity, b.price FROM batch b JOIN inserted i ON i.id = b.id
              RETURNING order_id
          )
-         SELECT count(*) FROM items",
+         SELECT (SELECT on_time FROM gate), ARRAY(SELECT order_id FROM items)",
     )
     .bind(&ids)
     .bind(&users)
@@ -140,19 +304,84 @@ pub async fn insert_seckill_orders(
     .bind(&quantities)
     .bind(&prices)
     .bind(payment_timeout.as_secs_f64())
-    .fetch_one(pool)
+    .bind(deadline.map(|d| d.as_secs_f64()))
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(inserted as u64)
+    Ok(on_time.then_some(ids))
 }
 
-/// Which of these orders are in the database.
-pub async fn existing_order_ids(pool: &PgPool, ids: &[OrderId]) -> sqlx::Result<HashSet<OrderId>> {
-    let raw: Vec<i64> = ids.iter().map(|i| i.0).collect();
-    let found: Vec<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
-        .bind(&raw)
-        .fetch_all(pool)
-        .await?;
-    Ok(found.into_iter().map(OrderId).collect())
+/// What the database holds under the ids or request ids of `orders`, this transaction's
+/// inserts included. A separate statement after the insert: in READ COMMITTED it sees rows
+/// another writer committed meanwhile.
+async fn stored_for(
+    tx: &mut sqlx::PgConnection,
+    orders: &[&NewSeckillOrder],
+) -> sqlx::Result<Vec<StoredOrder>> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = orders.iter().map(|o| o.order_id.0).collect();
+    let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id).collect();
+    let users: Vec<i64> = orders.iter().map(|o| o.user_id).collect();
+    let requests: Vec<&str> = orders.iter().map(|o| o.request_id.as_str()).collect();
+    sqlx::query_as(
+        "SELECT id, user_id, promotion_id, request_id, kind, total_cents FROM orders WHERE id = ANY($1)
+         UNION
+         SELECT o.id, o.user_id, o.promotion_id, o.request_id, o.kind, o.total_cents
+         FROM orders o JOIN UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS k(promotion_id, user_id, request_id)
+           ON o.kind = 'seckill' AND o.promotion_id = k.promotion_id AND o.user_id = k.user_id
+          AND o.request_id = k.request_id",
+    )
+    .bind(&ids)
+    .bind(&promotions)
+    .bind(&users)
+    .bind(&requests)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// The database's view of pending orders, for the sweeper: which are stored exactly as
+/// reserved, which are stored as something else (an alarm), and which are missing.
+#[derive(Debug, Default)]
+pub struct StoredCheck {
+    pub stored: HashSet<OrderId>,
+    pub mismatched: Vec<(OrderId, Conflict)>,
+}
+
+/// Compare reservations (`order id`, `user`, `request id`) with the stored orders.
+pub async fn check_stored(
+    pool: &PgPool,
+    promotion_id: i64,
+    reserved: &[(OrderId, i64, String)],
+) -> sqlx::Result<StoredCheck> {
+    let ids: Vec<i64> = reserved.iter().map(|(id, _, _)| id.0).collect();
+    let rows: Vec<StoredOrder> = sqlx::query_as(
+        "SELECT id, user_id, promotion_id, request_id, kind, total_cents FROM orders WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let by_id: HashMap<i64, StoredOrder> = rows.into_iter().map(|r| (r.id, r)).collect();
+    let mut check = StoredCheck::default();
+    for (id, user_id, request_id) in reserved {
+        let Some(stored) = by_id.get(&id.0) else { continue };
+        if stored.kind == "seckill"
+            && stored.promotion_id == Some(promotion_id)
+            && stored.user_id == *user_id
+            && &stored.request_id == request_id
+        {
+            check.stored.insert(*id);
+        } else {
+            check.mismatched.push((
+                *id,
+                Conflict::IdTaken {
+                    user_id: stored.user_id,
+                    request_id: stored.request_id.clone(),
+                },
+            ));
+        }
+    }
+    Ok(check)
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub async fn reconcile(
     let mut released = 0;
     for order_id in &report.reservations_of_cancelled_orders {
         if let crate::stock::ReleaseOutcome::Released { .. } = stock
-            .release(promotion.id, *order_id, false)
+            .release(promotion.id, *order_id)
             .await
             .context("release a cancelled order")?
         {

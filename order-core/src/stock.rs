@@ -10,6 +10,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use crate::events::SeckillOrderAccepted;
 use crate::ids::OrderId;
 use crate::promotion::Promotion;
 
@@ -21,7 +22,6 @@ pub struct PromotionKeys {
     pub requests: String,
     pub reservations: String,
     pub pending: String,
-    pub released: String,
 }
 
 impl PromotionKeys {
@@ -33,18 +33,16 @@ impl PromotionKeys {
             requests: format!("{tag}:requests"),
             reservations: format!("{tag}:reservations"),
             pending: format!("{tag}:pending"),
-            released: format!("{tag}:released"),
         }
     }
 
-    fn all(&self) -> [&str; 6] {
+    fn all(&self) -> [&str; 5] {
         [
             &self.meta,
             &self.buyers,
             &self.requests,
             &self.reservations,
             &self.pending,
-            &self.released,
         ]
     }
 }
@@ -57,15 +55,19 @@ fn order_index_key(order_id: OrderId) -> String {
 const ORDER_INDEX_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// What `reserve.lua` decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveOutcome {
     Reserved {
         order_id: OrderId,
         remaining: i64,
     },
-    /// The same user already sent this request id: the first attempt's order.
+    /// The same user already sent this request id: the first attempt's order, its
+    /// reservation (`None` once released: the order was cancelled) and whether it still
+    /// waits to be persisted (then a copy must be on its way before the retry gets 202).
     Duplicate {
         order_id: OrderId,
+        reservation: Option<Reservation>,
+        pending: bool,
     },
     NotLoaded,
     NotStarted,
@@ -111,6 +113,27 @@ impl Reservation {
         )
     }
 
+    /// The `seckill-orders` message for this reservation: the gateway's first publish, a
+    /// retry's copy and the sweeper's republish carry the same order (the writer compares
+    /// order id, buyer, request id and total; `occurred_at` may differ between copies).
+    pub fn accepted_event(&self, p: &Promotion) -> SeckillOrderAccepted {
+        SeckillOrderAccepted {
+            event_id: self.order_id.to_string(),
+            event_type: SeckillOrderAccepted::TYPE.to_owned(),
+            version: SeckillOrderAccepted::VERSION,
+            occurred_at: chrono::DateTime::from_timestamp_millis(self.reserved_at_ms)
+                .unwrap_or_else(chrono::Utc::now),
+            order_id: self.order_id,
+            promotion_id: p.id,
+            user_id: self.user_id,
+            sku_id: p.sku_id.clone(),
+            title: p.title.clone(),
+            quantity: self.quantity,
+            unit_price_cents: p.price_cents,
+            request_id: self.request_id.clone(),
+        }
+    }
+
     fn parse(order_id: OrderId, payload: &str) -> Option<Self> {
         let mut parts = payload.splitn(4, '|');
         Some(Self {
@@ -121,6 +144,21 @@ impl Reservation {
             request_id: parts.next()?.to_owned(),
         })
     }
+}
+
+/// A gateway's atomic view of one loaded promotion (`snapshot.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub remaining: i64,
+    pub paused: bool,
+    /// Counts every change that can reopen the sale.
+    pub epoch: String,
+    /// Sold out, paused or ended on Redis' clock: no new buyer before the epoch moves.
+    pub closed: bool,
+    /// Redis' clock when the snapshot was taken.
+    pub now_ms: i64,
+    /// Every buyer, when closed and the caller's epoch differed; otherwise empty.
+    pub buyers: Vec<i64>,
 }
 
 /// Remaining stock and pause flag as Redis has them now.
@@ -143,6 +181,8 @@ struct Scripts {
     warmup: Script,
     add_stock: Script,
     recount: Script,
+    set_paused: Script,
+    snapshot: Script,
 }
 
 impl std::fmt::Debug for StockStore {
@@ -161,6 +201,8 @@ impl StockStore {
                 warmup: Script::new(include_str!("../../lua/warmup.lua")),
                 add_stock: Script::new(include_str!("../../lua/add_stock.lua")),
                 recount: Script::new(include_str!("../../lua/recount.lua")),
+                set_paused: Script::new(include_str!("../../lua/set_paused.lua")),
+                snapshot: Script::new(include_str!("../../lua/snapshot.lua")),
             }),
         }
     }
@@ -175,7 +217,7 @@ impl StockStore {
     ) -> Result<ReserveOutcome, StockError> {
         let k = PromotionKeys::new(promotion_id);
         let mut conn = self.conn.clone();
-        let (code, id, remaining): (i64, String, i64) = self
+        let (code, id, remaining, payload, pending): (i64, String, i64, String, i64) = self
             .scripts
             .reserve
             .key(&k.meta)
@@ -198,9 +240,14 @@ impl StockStore {
                 order_id: id.parse().map_err(|_| unexpected())?,
                 remaining,
             },
-            2 => ReserveOutcome::Duplicate {
-                order_id: id.parse().map_err(|_| unexpected())?,
-            },
+            2 => {
+                let order_id = id.parse().map_err(|_| unexpected())?;
+                ReserveOutcome::Duplicate {
+                    order_id,
+                    reservation: Reservation::parse(order_id, &payload),
+                    pending: pending == 1,
+                }
+            }
             -1 => ReserveOutcome::NotLoaded,
             -2 => ReserveOutcome::NotStarted,
             -3 => ReserveOutcome::Ended,
@@ -211,14 +258,9 @@ impl StockStore {
         })
     }
 
-    /// Undo a reservation, at most once. `forget_request`: the order was never accepted, so a
-    /// retry with the same request id may reserve again.
-    pub async fn release(
-        &self,
-        promotion_id: i64,
-        order_id: OrderId,
-        forget_request: bool,
-    ) -> Result<ReleaseOutcome, StockError> {
+    /// Undo the reservation of an order the database holds as cancelled or refunded, at most
+    /// once. Never for an order that is not in the database (see `release.lua`).
+    pub async fn release(&self, promotion_id: i64, order_id: OrderId) -> Result<ReleaseOutcome, StockError> {
         let k = PromotionKeys::new(promotion_id);
         let mut conn = self.conn.clone();
         let (code, remaining): (i64, i64) = self
@@ -226,12 +268,9 @@ impl StockStore {
             .release
             .key(&k.meta)
             .key(&k.buyers)
-            .key(&k.requests)
             .key(&k.reservations)
             .key(&k.pending)
-            .key(&k.released)
             .arg(order_id.0)
-            .arg(if forget_request { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         match code {
@@ -256,7 +295,6 @@ impl StockStore {
             .key(&k.requests)
             .key(&k.reservations)
             .key(&k.pending)
-            .key(&k.released)
             .arg(p.stock)
             .arg(p.per_user_limit)
             .arg(p.starts_at.timestamp_millis())
@@ -309,23 +347,67 @@ impl StockStore {
         Ok((remaining >= 0).then_some(remaining))
     }
 
+    /// Pause or resume a loaded promotion (one not loaded gets the flag from its warm-up).
     pub async fn set_paused(&self, promotion_id: i64, paused: bool) -> Result<(), StockError> {
         let mut conn = self.conn.clone();
-        let meta = PromotionKeys::new(promotion_id).meta;
-        // Only touch a loaded promotion; warm-up carries the flag otherwise.
-        if redis::cmd("EXISTS")
-            .arg(&meta)
-            .query_async::<bool>(&mut conn)
-            .await?
-        {
-            redis::cmd("HSET")
-                .arg(&meta)
-                .arg("paused")
-                .arg(if paused { "1" } else { "0" })
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
+        self.scripts
+            .set_paused
+            .key(PromotionKeys::new(promotion_id).meta)
+            .arg(if paused { "1" } else { "0" })
+            .invoke_async::<i64>(&mut conn)
+            .await?;
         Ok(())
+    }
+
+    /// Atomic views of several promotions (`snapshot.lua`), pipelined in one round trip.
+    /// `known_epochs[i]`: the epoch of the buyer list the caller holds for `promotion_ids[i]`.
+    /// `None` for a promotion that is not loaded.
+    pub async fn snapshots(
+        &self,
+        promotion_ids: &[i64],
+        known_epochs: &[Option<String>],
+    ) -> Result<Vec<Option<Snapshot>>, StockError> {
+        if promotion_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Concurrent calls share the multiplexed connection: one pipelined round trip.
+        type Raw = (i64, i64, i64, String, i64, i64, Vec<i64>);
+        let calls = promotion_ids.iter().zip(known_epochs).map(|(id, epoch)| {
+            let k = PromotionKeys::new(*id);
+            let mut conn = self.conn.clone();
+            let script = &self.scripts.snapshot;
+            let epoch = epoch.clone().unwrap_or_default();
+            async move {
+                script
+                    .key(&k.meta)
+                    .key(&k.buyers)
+                    .arg(&epoch)
+                    .invoke_async::<Raw>(&mut conn)
+                    .await
+            }
+        });
+        let rows = futures::future::try_join_all(calls).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(loaded, remaining, paused, epoch, closed, now_ms, buyers)| {
+                (loaded == 1).then_some(Snapshot {
+                    remaining,
+                    paused: paused == 1,
+                    epoch,
+                    closed: closed == 1,
+                    now_ms,
+                    buyers,
+                })
+            })
+            .collect())
+    }
+
+    /// Redis' clock (Unix ms): the one clock every decision about sale windows and
+    /// reservation ages uses.
+    pub async fn redis_time_ms(&self) -> Result<i64, StockError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        Ok(secs * 1000 + micros / 1000)
     }
 
     /// Remaining stock and pause flag of several promotions in one pipelined round trip;
@@ -368,8 +450,8 @@ impl StockStore {
         Ok(payload.and_then(|p| Reservation::parse(order_id, &p)))
     }
 
-    /// The order a user's request id reserved, if any: answers retries that gateways would
-    /// otherwise reject locally (sold out, ended, paused) with the order they already hold.
+    /// The order a user's request id reserved, if any (read only): answers a retry for a
+    /// sale the gateway no longer lists (ended long ago) with the order it holds.
     pub async fn order_for_request(
         &self,
         promotion_id: i64,
@@ -383,35 +465,6 @@ impl StockStore {
             .query_async(&mut conn)
             .await?;
         Ok(id.and_then(|id| id.parse().ok()))
-    }
-
-    /// Users holding live reservations, for several promotions in one pipelined round trip.
-    pub async fn buyers(&self, promotion_ids: &[i64]) -> Result<Vec<Vec<i64>>, StockError> {
-        if promotion_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in promotion_ids {
-            pipe.cmd("HKEYS").arg(PromotionKeys::new(*id).buyers);
-        }
-        let mut conn = self.conn.clone();
-        Ok(pipe.query_async(&mut conn).await?)
-    }
-
-    /// Which of these `(promotion, order)` pairs were released (their stock went back):
-    /// such an order must not be persisted even if a copy of its message exists.
-    pub async fn released_among(&self, orders: &[(i64, OrderId)]) -> Result<Vec<bool>, StockError> {
-        if orders.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for (promotion_id, order_id) in orders {
-            pipe.cmd("SISMEMBER")
-                .arg(PromotionKeys::new(*promotion_id).released)
-                .arg(order_id.0);
-        }
-        let mut conn = self.conn.clone();
-        Ok(pipe.query_async(&mut conn).await?)
     }
 
     /// Forget that these orders wait to be persisted (they are in the database now).

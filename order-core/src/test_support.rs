@@ -88,6 +88,23 @@ pub fn random_worker_id() -> u16 {
     (uuid::Uuid::new_v4().as_u128() % 1024) as u16
 }
 
+/// Environment that runs a child process with its wall clock moved by `offset` ("+10m",
+/// "-10m"): libfaketime preloaded (Debian's `faketime` package, installed by setup.sh).
+/// The monotonic clock stays true, as it would on a machine whose clock is merely wrong.
+pub fn skewed_clock_env(offset: &str) -> Vec<(String, String)> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .expect("read /usr/lib")
+        .flatten()
+        .map(|arch| arch.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|lib| lib.exists())
+        .expect("libfaketime is installed (scripts/setup.sh)");
+    vec![
+        ("LD_PRELOAD".into(), lib.display().to_string()),
+        ("FAKETIME".into(), offset.into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -134,6 +151,16 @@ impl PrivateStack {
 
     pub fn start_part(&self, part: &str) -> anyhow::Result<()> {
         self.run(&["start", part])
+    }
+
+    /// SIGSTOP: the part hangs (connections stay open, nothing answers) until resumed.
+    pub fn pause_part(&self, part: &str) -> anyhow::Result<()> {
+        self.run(&["pause", part])
+    }
+
+    /// SIGCONT after `pause_part`.
+    pub fn resume_part(&self, part: &str) -> anyhow::Result<()> {
+        self.run(&["resume", part])
     }
 
     pub fn redis_url(&self) -> String {

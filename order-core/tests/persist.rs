@@ -1,13 +1,15 @@
 //! The writer's batch insert against a real PostgreSQL: a batch holding the same order twice
 //! (the original message and the sweeper's republished copy, delivered together after a
-//! consumer crash) or an order already written inserts each order once, with one item row.
+//! consumer crash) or an order already written inserts each order once, with one item row;
+//! an order that differs from what is stored under its id or request id is reported as a
+//! conflict, never swallowed.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use order_core::db::lazy_pool;
 use order_core::ids::OrderId;
-use order_core::persist::{insert_seckill_orders, NewSeckillOrder};
+use order_core::persist::{insert_seckill_orders, Conflict, NewSeckillOrder, OrderFate};
 use order_core::settings::DatabaseOnly;
 use order_core::test_support::{fresh_database, local_source};
 
@@ -25,8 +27,7 @@ fn order(id: i64, promotion_id: i64) -> NewSeckillOrder {
     }
 }
 
-#[tokio::test]
-async fn duplicates_within_a_batch_and_across_batches_are_written_once() {
+async fn database_with_promotion() -> (sqlx::PgPool, i64) {
     let settings: DatabaseOnly = local_source().load().expect("settings");
     let pool = lazy_pool(&fresh_database(&settings.database).await.expect("fresh database")).expect("pool");
     let promotion_id: i64 = sqlx::query_scalar(
@@ -36,12 +37,18 @@ async fn duplicates_within_a_batch_and_across_batches_are_written_once() {
     .fetch_one(&pool)
     .await
     .expect("insert promotion");
+    (pool, promotion_id)
+}
+
+#[tokio::test]
+async fn duplicates_within_a_batch_and_across_batches_are_written_once() {
+    let (pool, promotion_id) = database_with_promotion().await;
     let timeout = Duration::from_secs(900);
 
     let first = insert_seckill_orders(&pool, &[order(1, promotion_id), order(2, promotion_id)], timeout)
         .await
         .expect("first batch");
-    assert_eq!(first, 2);
+    assert_eq!(first, vec![OrderFate::Inserted; 2]);
     // Order 3 twice in one batch, order 1 again from the first batch.
     let batch = [
         order(3, promotion_id),
@@ -52,7 +59,8 @@ async fn duplicates_within_a_batch_and_across_batches_are_written_once() {
     let second = insert_seckill_orders(&pool, &batch, timeout)
         .await
         .expect("a batch with duplicates is written, not refused");
-    assert_eq!(second, 2);
+    use OrderFate::{AlreadyStored, Inserted};
+    assert_eq!(second, vec![Inserted, AlreadyStored, AlreadyStored, Inserted]);
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT o.id, count(i.*) FROM orders o LEFT JOIN order_items i ON i.order_id = o.id GROUP BY o.id ORDER BY o.id",
     )
@@ -60,4 +68,59 @@ async fn duplicates_within_a_batch_and_across_batches_are_written_once() {
     .await
     .expect("orders");
     assert_eq!(rows, vec![(1, 1), (2, 1), (3, 1), (4, 1)]);
+}
+
+/// Two gateways minting the same id, or one request id given two order ids: the second
+/// order must be reported, not dropped by `ON CONFLICT DO NOTHING` as if it were a copy.
+#[tokio::test]
+async fn an_order_that_differs_from_the_stored_one_is_a_conflict() {
+    let (pool, promotion_id) = database_with_promotion().await;
+    let timeout = Duration::from_secs(900);
+    let stored = order(1, promotion_id);
+    insert_seckill_orders(&pool, std::slice::from_ref(&stored), timeout)
+        .await
+        .expect("first batch");
+
+    // Same id, another buyer.
+    let same_id = NewSeckillOrder {
+        user_id: 2,
+        request_id: "r2".into(),
+        ..order(1, promotion_id)
+    };
+    // Same buyer and request id, another order id.
+    let same_request = NewSeckillOrder {
+        order_id: OrderId(9),
+        ..order(1, promotion_id)
+    };
+    // Two different orders under one id in one batch.
+    let twin_a = order(5, promotion_id);
+    let twin_b = NewSeckillOrder {
+        user_id: 6,
+        request_id: "r6".into(),
+        ..order(5, promotion_id)
+    };
+    let fates = insert_seckill_orders(&pool, &[same_id, same_request, stored, twin_a, twin_b], timeout)
+        .await
+        .expect("batch");
+    assert_eq!(
+        fates,
+        vec![
+            OrderFate::Conflict(Conflict::IdTaken {
+                user_id: 1,
+                request_id: "r1".into()
+            }),
+            OrderFate::Conflict(Conflict::RequestTaken(OrderId(1))),
+            OrderFate::AlreadyStored,
+            OrderFate::Inserted,
+            OrderFate::Conflict(Conflict::IdTaken {
+                user_id: 5,
+                request_id: "r5".into()
+            }),
+        ]
+    );
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, user_id FROM orders ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("orders");
+    assert_eq!(rows, vec![(1, 1), (5, 5)], "nothing overwritten");
 }

@@ -85,7 +85,7 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
     for (_, order_id) in reserved.iter().chain(reserved.iter()) {
         let (store, order_id) = (store.clone(), *order_id);
         releases.push(tokio::spawn(async move {
-            store.release(p.id, order_id, false).await.expect("release")
+            store.release(p.id, order_id).await.expect("release")
         }));
     }
     let mut released = 0;
@@ -139,13 +139,21 @@ async fn outcomes_map_every_return_code() {
         store.reserve(p.id, 1, "r", 1, first).await.expect("reserve"),
         ReserveOutcome::Reserved { remaining: 0, .. }
     ));
-    assert_eq!(
-        store
-            .reserve(p.id, 1, "r", 1, ids.next_id())
-            .await
-            .expect("reserve"),
-        ReserveOutcome::Duplicate { order_id: first }
-    );
+    match store
+        .reserve(p.id, 1, "r", 1, ids.next_id())
+        .await
+        .expect("reserve")
+    {
+        ReserveOutcome::Duplicate {
+            order_id,
+            reservation: Some(r),
+            pending: true,
+        } => assert_eq!(
+            (order_id, r.user_id, r.quantity, r.request_id.as_str()),
+            (first, 1, 1, "r")
+        ),
+        other => panic!("expected the first attempt's pending order, got {other:?}"),
+    }
     assert_eq!(
         store
             .reserve(p.id, 2, "r", 1, ids.next_id())
@@ -162,18 +170,31 @@ async fn outcomes_map_every_return_code() {
         ReserveOutcome::Reserved { .. }
     ));
 
-    // Releasing with forget_request lets the same request id reserve again.
+    // A released order (cancelled in the database) keeps its request id: a retry gets
+    // that order back, never a second one; the sale reopens with a new epoch.
+    let before = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+        .clone()
+        .expect("loaded");
     assert!(matches!(
-        store.release(p.id, first, true).await.expect("release"),
+        store.release(p.id, first).await.expect("release"),
         ReleaseOutcome::Released { .. }
     ));
+    assert_eq!(
+        store.release(p.id, first).await.expect("release"),
+        ReleaseOutcome::NothingToRelease,
+        "at most once"
+    );
     assert!(matches!(
         store
             .reserve(p.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
-        ReserveOutcome::Reserved { .. }
+        ReserveOutcome::Duplicate { order_id, reservation: None, pending: false } if order_id == first
     ));
+    let after = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+        .clone()
+        .expect("loaded");
+    assert_ne!(before.epoch, after.epoch, "a release reopens the sale");
     store.forget_promotion(p.id).await.expect("cleanup");
 
     let mut future = promotion(1, 1);
@@ -236,4 +257,70 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
         "keeps what was sold"
     );
     store.forget_promotion(new.id).await.expect("cleanup");
+}
+
+/// A closed sale's buyer list is final for its epoch: sent once, then only when the epoch
+/// moves (stock added or returned, resumed, reloaded).
+#[tokio::test]
+async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves() {
+    let store = store().await;
+    let ids = OrderIdGenerator::new(random_worker_id());
+    let p = promotion(2, 1);
+    store.warmup(&p).await.expect("warmup");
+    let open = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+        .clone()
+        .expect("loaded");
+    assert!(!open.closed && open.buyers.is_empty(), "{open:?}");
+    for user in [11, 12] {
+        store
+            .reserve(p.id, user, "r", 1, ids.next_id())
+            .await
+            .expect("reserve");
+    }
+    let closed = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+        .clone()
+        .expect("loaded");
+    assert!(closed.closed);
+    let mut buyers = closed.buyers.clone();
+    buyers.sort();
+    assert_eq!(buyers, vec![11, 12]);
+    let again = store
+        .snapshots(&[p.id], &[Some(closed.epoch.clone())])
+        .await
+        .expect("snapshot")[0]
+        .clone()
+        .expect("loaded");
+    assert!(again.closed && again.buyers.is_empty(), "nothing new to send");
+
+    store.add_stock(p.id, 1).await.expect("add stock");
+    let reopened = store
+        .snapshots(&[p.id], &[Some(closed.epoch.clone())])
+        .await
+        .expect("snapshot")[0]
+        .clone()
+        .expect("loaded");
+    assert!(!reopened.closed);
+    assert_ne!(reopened.epoch, closed.epoch);
+    store.forget_promotion(p.id).await.expect("cleanup");
+}
+
+#[tokio::test]
+async fn the_shared_writer_pace_grants_a_burst_then_makes_writers_wait() {
+    let settings: order_core::settings::RedisOnly = local_source().load().expect("settings");
+    let conn = order_core::redis_store::connect(&settings.redis)
+        .await
+        .expect("redis");
+    let scope = format!("test-{}", random_promotion_id());
+    let pace = order_core::global_pace::GlobalPace::new(conn.clone(), &scope, 100.0, 10);
+    let other_writer = order_core::global_pace::GlobalPace::new(conn, &scope, 100.0, 10);
+    assert_eq!(pace.try_acquire(10).await.expect("pace"), None, "one burst");
+    let wait = other_writer
+        .try_acquire(10)
+        .await
+        .expect("pace")
+        .expect("the bucket is shared: the other writer waits");
+    assert!(
+        wait > std::time::Duration::ZERO && wait <= std::time::Duration::from_millis(100),
+        "{wait:?}"
+    );
 }

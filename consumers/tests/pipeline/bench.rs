@@ -49,6 +49,7 @@ async fn a_bench_flash_sale_is_persisted_whole_and_its_checks_catch_a_lost_order
         max_requests: 0,
         drain_timeout: Duration::from_secs(60),
         verify: true,
+        app_retries: None,
     };
     let report = sale
         .run(&target, "bench-e2e", &System::Gateway, None)

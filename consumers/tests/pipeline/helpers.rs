@@ -129,6 +129,15 @@ pub fn consumers_env(app: &TestApp, extra: &[(&str, &str)]) -> Vec<(String, Stri
     vars
 }
 
+/// Parse the order id of a 202 body.
+pub fn order_id_of(body: &serde_json::Value) -> OrderId {
+    body["order_id"]
+        .as_str()
+        .expect("order id")
+        .parse()
+        .expect("numeric")
+}
+
 /// Accept `buyers` distinct users' orders (one unit each) on a running promotion; returns
 /// order id → (user, status code) for the 202s.
 pub async fn flash_sale(app: &Arc<TestApp>, promotion_id: i64, buyers: i64) -> HashMap<OrderId, i64> {
@@ -146,12 +155,7 @@ pub async fn flash_sale(app: &Arc<TestApp>, promotion_id: i64, buyers: i64) -> H
     for task in tasks {
         let (user, (status, body)) = task.await.expect("task");
         if status == 202 {
-            let id: OrderId = body["order_id"]
-                .as_str()
-                .expect("order id")
-                .parse()
-                .expect("numeric");
-            accepted.insert(id, user);
+            accepted.insert(order_id_of(&body), user);
         } else {
             assert_eq!(status, 409, "{body}");
         }
@@ -206,4 +210,20 @@ pub fn assert_exactly(rows: &[OrderRow], accepted: &HashMap<OrderId, i64>, unit_
         assert_eq!(row.total_cents, unit_price, "order {}", row.id);
         assert_eq!(row.items, 1, "order {}", row.id);
     }
+}
+
+/// Commit times of a promotion's rows, sorted (updated_at is the inserting transaction's).
+pub async fn commit_stamps(pool: &PgPool, promotion_id: i64) -> Vec<f64> {
+    sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM updated_at)::FLOAT8 FROM orders WHERE promotion_id = $1 ORDER BY updated_at",
+    )
+    .bind(promotion_id)
+    .fetch_all(pool)
+    .await
+    .expect("stamps")
+}
+
+/// The most rows within any one second (the bench's own check of invariant 5).
+pub fn busiest_second(stamps: &[f64]) -> u64 {
+    bench::verify::max_in_window(stamps, 1.0)
 }

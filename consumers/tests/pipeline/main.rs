@@ -8,4 +8,5 @@ mod helpers;
 mod pacing;
 mod poison;
 mod post_payment;
+mod scale_out;
 mod timeouts;

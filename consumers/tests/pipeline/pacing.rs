@@ -32,20 +32,9 @@ async fn inserts_never_exceed_the_configured_rate_and_the_backlog_drains() {
     let rows = wait_for_rows(&pool, promotion_id, ORDERS as usize, Duration::from_secs(60)).await;
     assert_exactly(&rows, &accepted, 1999);
 
-    // Commit times of the rows (updated_at is the inserting transaction's time).
-    let stamps: Vec<f64> = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM updated_at)::FLOAT8 FROM orders WHERE promotion_id = $1 ORDER BY updated_at",
-    )
-    .bind(promotion_id)
-    .fetch_all(&pool)
-    .await
-    .expect("stamps");
+    let stamps = commit_stamps(&pool, promotion_id).await;
     let batch = RATE / 4; // the writer's batch limit at this rate
-    let mut worst = 0;
-    for (i, start) in stamps.iter().enumerate() {
-        let in_window = stamps[i..].iter().take_while(|t| **t < start + 1.0).count() as i64;
-        worst = worst.max(in_window);
-    }
+    let worst = busiest_second(&stamps) as i64;
     assert!(
         worst <= RATE + batch,
         "{worst} rows in one second; the cap is {RATE}/s (+{batch} slack)"

@@ -10,7 +10,6 @@ use utoipa::{IntoParams, ToSchema};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
 use order_core::promotion::{
     Promotion, PromotionError, PromotionFields, PromotionInput, PromotionPatch, MAX_STOCK,
 };
@@ -62,7 +61,7 @@ async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotio
         entry.set_remaining(live.remaining);
     }
     Ok(AdminPromotion {
-        state: promotion.state(Utc::now(), live.is_some_and(|l| l.remaining <= 0)),
+        state: promotion.state(state.cache.clock.now(), live.is_some_and(|l| l.remaining <= 0)),
         remaining: live.map(|l| l.remaining),
         promotion,
     })
@@ -79,7 +78,7 @@ async fn load(state: &AppState, id: i64) -> ApiResult<Promotion> {
 
 fn due_for_warmup(state: &AppState, p: &Promotion) -> bool {
     let lead = chrono::Duration::from_std(state.warmup_lead).unwrap_or_default();
-    p.starts_at - lead <= Utc::now()
+    p.starts_at - lead <= state.cache.clock.now()
 }
 
 #[utoipa::path(post, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), request_body = order_core::promotion::PromotionInput, responses((status = 201, body = AdminPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
@@ -89,7 +88,7 @@ pub async fn create_promotion(
     ApiJson(input): ApiJson<PromotionInput>,
 ) -> ApiResult<(StatusCode, Json<AdminPromotion>)> {
     let fields = PromotionFields::parse(input).map_err(invalid)?;
-    if fields.ends_at <= Utc::now() {
+    if fields.ends_at <= state.cache.clock.now() {
         return Err(ApiError::unprocessable(
             "invalid_window",
             "ends_at is in the past",
@@ -166,7 +165,7 @@ pub async fn patch_promotion(
     ApiJson(patch): ApiJson<PromotionPatch>,
 ) -> ApiResult<Json<AdminPromotion>> {
     let current = load(&state, id).await?;
-    let now = Utc::now();
+    let now = state.cache.clock.now();
     let fields = current.patched(patch, now).map_err(invalid)?;
     let updated = state
         .promotions
@@ -209,7 +208,7 @@ pub async fn delete_promotion(
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     let promotion = load(&state, id).await?;
-    let now = Utc::now();
+    let now = state.cache.clock.now();
     if promotion.has_started(now) && now < promotion.ends_at {
         return Err(ApiError::conflict(
             "promotion_running",
@@ -275,7 +274,7 @@ pub async fn add_stock(
         return Err(invalid(PromotionError::InvalidAddStock));
     }
     let current = load(&state, id).await?;
-    if Utc::now() >= current.ends_at {
+    if state.cache.clock.now() >= current.ends_at {
         return Err(invalid(PromotionError::Ended));
     }
     // Database first: if Redis then fails, Redis holds less than configured (never more),
@@ -348,7 +347,7 @@ pub async fn promotion_stats(
     let count = |status: &str| counts.get(status).copied().unwrap_or(0);
     Ok(Json(PromotionStats {
         promotion_id: id,
-        state: promotion.state(Utc::now(), remaining.is_some_and(|r| r <= 0)),
+        state: promotion.state(state.cache.clock.now(), remaining.is_some_and(|r| r <= 0)),
         stock: promotion.stock,
         remaining,
         reserved,

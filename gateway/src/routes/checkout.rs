@@ -76,6 +76,10 @@ pub async fn place(
 ) -> ApiResult<(StatusCode, Json<PlacedOrder>)> {
     state.limits.check_user(user.id)?;
     let _slot = slot(&state).await?;
+    let order_id = state
+        .ids
+        .mint()
+        .map_err(|e| ApiError::unavailable("mint a checkout order id", e))?;
     let placement = order_core::metrics::timed(
         "postgres",
         "checkout",
@@ -83,7 +87,7 @@ pub async fn place(
             &state.checkout_db,
             &input,
             user.id,
-            state.ids.next_id(),
+            order_id,
             state.payment_timeout,
             &state.order_events_topic,
         ),

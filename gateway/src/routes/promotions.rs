@@ -26,8 +26,8 @@ pub struct PublicPromotion {
     pub remaining: i64,
 }
 
-impl From<&CachedPromotion> for PublicPromotion {
-    fn from(entry: &CachedPromotion) -> Self {
+impl PublicPromotion {
+    fn of(entry: &CachedPromotion, now: DateTime<Utc>) -> Self {
         let p = &entry.promotion;
         Self {
             id: p.id,
@@ -37,20 +37,22 @@ impl From<&CachedPromotion> for PublicPromotion {
             per_user_limit: p.per_user_limit,
             starts_at: p.starts_at,
             ends_at: p.ends_at,
-            state: entry.state(),
+            state: entry.state(now),
             remaining: entry.remaining(),
         }
     }
 }
 
-#[utoipa::path(get, path = "/api/promotions/{id}", tag = "seckill", params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = PublicPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/promotions/{id}", tag = "seckill", params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = PublicPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn get_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<Json<PublicPromotion>> {
     let entry = state
         .cache
-        .get(id)
+        .find(id)
+        .await
+        .map_err(|e| ApiError::unavailable("look up a promotion", e))?
         .ok_or_else(|| ApiError::not_found("promotion_not_found", "no such promotion"))?;
-    Ok(Json(PublicPromotion::from(&*entry)))
+    Ok(Json(PublicPromotion::of(&entry, state.cache.clock.now())))
 }

@@ -1,22 +1,31 @@
 //! `POST /api/seckill/{promotion_id}/orders`: the hot path.
 //!
 //! limits → local cache (no I/O) → one Lua reserve in Redis → publish to Pulsar → 202.
-//! PostgreSQL is never touched here.
+//! PostgreSQL is never touched per request (a sale the cache has not seen wakes its
+//! refresher early, at most every 100 ms).
+//!
+//! A reservation is a promise: once `reserve.lua` took a unit for an order id, that order
+//! will be persisted — by this publish, by a retry's publish, or by the recovery sweeper.
+//! Nothing here ever releases it. So a failed or timed-out publish answers 503
+//! `order_unconfirmed` (retry with the same request id) and keeps the unit; a retry on any
+//! gateway finds the order id and, while the order is not yet persisted, publishes a copy
+//! before answering 202. The writer stores one row per order id.
+
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
-use order_core::events::SeckillOrderAccepted;
 use order_core::ids::OrderId;
-use order_core::promotion::PromotionState;
-use order_core::stock::{ReleaseOutcome, ReserveOutcome};
+use order_core::promotion::{Promotion, PromotionState};
+use order_core::stock::{Reservation, ReserveOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
+use crate::promotion_cache::LocalDecision;
 use crate::startup::AppState;
 
 /// Units per seckill request; a promotion's own per-user limit may be lower.
@@ -105,7 +114,17 @@ fn queued(order_id: OrderId) -> (StatusCode, Json<Queued>) {
     )
 }
 
-#[utoipa::path(post, path = "/api/seckill/{promotion_id}/orders", tag = "seckill", security(("user_jwt" = [])), params(("promotion_id" = i64, Path)), request_body = SeckillOrderRequest, responses((status = 202, body = Queued), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 403, description = "sale not open (not_started, ended, paused)", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 415, description = "not JSON", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+/// A 503 that asks for the same request id again, without logging per request (a broker
+/// outage under a flood would otherwise log every request; the cause is logged where it
+/// is detected, once per streak).
+fn retry_later(code: &'static str, message: String) -> ApiError {
+    ApiError {
+        retry_after_secs: Some(1),
+        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+}
+
+#[utoipa::path(post, path = "/api/seckill/{promotion_id}/orders", tag = "seckill", security(("user_jwt" = [])), params(("promotion_id" = i64, Path)), request_body = SeckillOrderRequest, responses((status = 202, body = Queued), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 403, description = "sale not open (not_started, ended, paused)", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 415, description = "not JSON", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody), (status = 503, description = "retry with the same request id (Retry-After): `order_unconfirmed` (the order is held but the queue did not confirm it yet), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody)))]
 pub async fn place_seckill_order(
     State(state): State<AppState>,
     PathId(promotion_id): PathId,
@@ -130,7 +149,7 @@ pub async fn place_seckill_order(
                 | "paused"
                 | "rate_limited"
                 | "promotion_not_found") => code,
-                "unavailable" => "error",
+                "unavailable" | "order_unconfirmed" | "not_loaded" | "no_order_ids" => "error",
                 _ => "invalid_request",
             }
         }
@@ -149,36 +168,42 @@ async fn place(
     let quantity = Quantity::parse(body.quantity)?;
     let request_id = parse_request_id(body.request_id)?;
 
-    let entry = state
+    // A sale this gateway has not seen yet (created a moment ago elsewhere) is looked up.
+    let Some(entry) = state
         .cache
-        .get(promotion_id)
-        .ok_or_else(|| ApiError::not_found("promotion_not_found", "no such promotion"))?;
-    let local_state = entry.state();
-    if let Some(rejected) = rejection(local_state) {
-        // Nobody can hold an order before the start, and most of a sold-out flood holds
-        // none: both are rejected without I/O. A user who may hold one could be retrying an
-        // accepted request, which must get its order id back.
-        if local_state == PromotionState::Scheduled || !entry.may_hold_order(user.id) {
-            return Err(rejected);
-        }
+        .find(promotion_id)
+        .await
+        .map_err(|e| ApiError::unavailable("look up a promotion", e))?
+    else {
+        // Not a current sale: it may have ended long ago, and a retry still gets its order.
         return match state
             .stock
             .order_for_request(promotion_id, user.id, &request_id)
             .await
+            .map_err(|e| ApiError::unavailable("look up a request id", e))?
         {
-            Ok(Some(order_id)) => Ok(queued(order_id)),
-            Ok(None) => Err(rejected),
-            Err(e) => {
-                tracing::debug!(error = %e, "request id lookup failed; answering from the cache");
-                Err(rejected)
-            }
+            Some(order_id) => Ok(queued(order_id)),
+            None => Err(ApiError::not_found("promotion_not_found", "no such promotion")),
         };
+    };
+    let now = state.cache.clock.now();
+    // Nobody can hold an order before the start, and most of a closed sale's flood holds
+    // none: both are refused without I/O. A user who may hold one goes on to Redis, which
+    // answers a retry with its order id whatever the sale's state.
+    if let LocalDecision::Reject(local) = entry.decide(user.id, now) {
+        return Err(closed(local));
     }
     if i64::from(quantity.0) > i64::from(entry.promotion.per_user_limit) {
         return Err(limit_exceeded());
     }
 
-    let order_id = state.ids.next_id();
+    // Minted only under a valid worker-id lease: two gateways never mint the same id.
+    let order_id = state.ids.mint().map_err(|_| {
+        retry_later(
+            "no_order_ids",
+            "this gateway is renewing its order-id lease; retry with the same request_id".into(),
+        )
+    })?;
     let reserve = || {
         order_core::metrics::timed(
             "redis",
@@ -192,12 +217,12 @@ async fn place(
         .await
         .map_err(|e| ApiError::unavailable("reserve stock", e))?;
     if outcome == ReserveOutcome::NotLoaded {
-        if entry.promotion.has_started(Utc::now()) {
+        if entry.promotion.has_started(state.cache.clock.now()) {
             // Loading a started sale afresh would offer its whole stock again next to the
             // orders already taken: Redis lost it, and only a reconcile can restore it.
             return Err(not_loaded(promotion_id));
         }
-        // Not started: nothing can have been reserved, so loading now is safe.
+        // Not started (on Redis' clock): nothing can have been reserved, so loading is safe.
         state
             .stock
             .warmup(&entry.promotion)
@@ -211,51 +236,83 @@ async fn place(
     match outcome {
         ReserveOutcome::Reserved { order_id, remaining } => {
             crate::request_id::record_order_id(order_id);
-            entry.add_buyer(user.id);
-            if remaining <= 0 {
-                entry.mark_sold_out();
-            }
-            let p = &entry.promotion;
-            let event = SeckillOrderAccepted {
-                event_id: order_id.to_string(),
-                event_type: SeckillOrderAccepted::TYPE.to_owned(),
-                version: SeckillOrderAccepted::VERSION,
-                occurred_at: Utc::now(),
+            entry.reserved(remaining);
+            let reservation = Reservation {
                 order_id,
-                promotion_id,
                 user_id: user.id,
-                sku_id: p.sku_id.clone(),
-                title: p.title.clone(),
                 quantity: quantity.0,
-                unit_price_cents: p.price_cents,
+                reserved_at_ms: state.cache.clock.now_ms(),
                 request_id,
             };
             let (published, indexed) = tokio::join!(
-                order_core::metrics::timed("pulsar", "publish", state.publisher.publish(&event)),
+                publish(state, &entry.promotion, &reservation),
                 state.stock.index_order(order_id, promotion_id)
             );
             if let Err(e) = indexed {
                 tracing::warn!(%order_id, error = %e, "order index not written; polling sees it once persisted");
             }
             tracing::debug!(promotion_id, remaining, "reserved; publishing");
-            if let Err(publish_error) = published {
-                return Err(release_after_failed_publish(state, promotion_id, order_id, publish_error).await);
-            }
+            published?;
             Ok(queued(order_id))
         }
-        ReserveOutcome::Duplicate { order_id } => {
+        ReserveOutcome::Duplicate {
+            order_id,
+            reservation,
+            pending,
+        } => {
             crate::request_id::record_order_id(order_id);
+            // The first attempt may still be publishing, or may have timed out: a 202 needs
+            // a copy of the order on its way. The writer keeps one row per order id.
+            if let (true, Some(reservation)) = (pending, reservation) {
+                publish(state, &entry.promotion, &reservation).await?;
+            }
             Ok(queued(order_id))
         }
         ReserveOutcome::SoldOut => {
             entry.mark_sold_out();
+            entry.snapshot_now(&state.stock, &state.cache.clock).await;
             Err(closed(PromotionState::SoldOut))
         }
         ReserveOutcome::LimitExceeded => Err(limit_exceeded()),
         ReserveOutcome::NotStarted => Err(closed(PromotionState::Scheduled)),
-        ReserveOutcome::Ended => Err(closed(PromotionState::Ended)),
-        ReserveOutcome::Paused => Err(closed(PromotionState::Paused)),
+        ReserveOutcome::Ended => {
+            entry.snapshot_now(&state.stock, &state.cache.clock).await;
+            Err(closed(PromotionState::Ended))
+        }
+        ReserveOutcome::Paused => {
+            entry.snapshot_now(&state.stock, &state.cache.clock).await;
+            Err(closed(PromotionState::Paused))
+        }
         ReserveOutcome::NotLoaded => Err(not_loaded(promotion_id)),
+    }
+}
+
+/// Publish an accepted order and wait for the broker's receipt. On failure the
+/// reservation is kept (the order is promised: a retry with the same request id publishes
+/// it again, the recovery sweeper republishes it if nobody does) and the client is asked to
+/// retry with the same request id.
+async fn publish(state: &AppState, promotion: &Promotion, reservation: &Reservation) -> Result<(), ApiError> {
+    let event = reservation.accepted_event(promotion);
+    let published = order_core::metrics::timed("pulsar", "publish", state.publisher.publish(&event)).await;
+    // Logged once per streak of failures (a broker outage under a flood fails every request).
+    let was_failing = state.publish_failing.swap(published.is_err(), Ordering::Relaxed);
+    match published {
+        Ok(()) => {
+            if was_failing {
+                tracing::info!("publishing accepted orders works again");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            metrics::counter!("seckill_publish_failures_total").increment(1);
+            if !was_failing {
+                tracing::warn!(order_id = %reservation.order_id, error = %e, "publish an accepted order; reservations are kept and clients asked to retry");
+            }
+            Err(retry_later(
+                "order_unconfirmed",
+                "your order is held, but the order queue has not confirmed it yet; retry with the same request_id".into(),
+            ))
+        }
     }
 }
 
@@ -268,38 +325,6 @@ fn not_loaded(promotion_id: i64) -> ApiError {
             "not_loaded",
             format!("sale {promotion_id} is not available right now; retry later"),
         )
-    }
-}
-
-/// The broker did not take the order: give the stock back (and let the same request id try
-/// again), then tell the client to retry.
-async fn release_after_failed_publish(
-    state: &AppState,
-    promotion_id: i64,
-    order_id: OrderId,
-    publish_error: order_core::bus::PublishError,
-) -> ApiError {
-    metrics::counter!("seckill_publish_failures_total").increment(1);
-    match state.stock.release(promotion_id, order_id, true).await {
-        Ok(ReleaseOutcome::Released { remaining }) => {
-            if let Some(entry) = state.cache.get(promotion_id) {
-                entry.set_remaining(remaining);
-            }
-            ApiError::unavailable(
-                &format!("publish order {order_id}; reservation released"),
-                publish_error,
-            )
-        }
-        Ok(ReleaseOutcome::NothingToRelease) => ApiError::unavailable(
-            &format!("publish order {order_id}; reservation was already released"),
-            publish_error,
-        ),
-        // The reservation stays; the recovery sweeper republishes it. The client may retry
-        // with the same request id and gets this order id.
-        Err(release_error) => ApiError::unavailable(
-            &format!("publish order {order_id} ({publish_error}); release its reservation"),
-            release_error,
-        ),
     }
 }
 

@@ -17,15 +17,15 @@ fn config_dir() -> String {
 
 /// The gateway binary on a port it picks itself (port 0, read back from its "listening"
 /// log line), so parallel tests never race for a port. Collects stdout and stderr.
-struct Binary {
-    child: tokio::process::Child,
-    port: u16,
+pub(crate) struct Binary {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) port: u16,
     output: Arc<Mutex<String>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Binary {
-    async fn start(env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(env: &[(&str, &str)]) -> Self {
         let mut cmd = tokio::process::Command::new(GATEWAY);
         cmd.env("APP_CONFIG_DIR", config_dir())
             .env("APP_GATEWAY__PORT", "0")
@@ -75,11 +75,11 @@ impl Binary {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    async fn wait_ready(&self, client: &reqwest::Client) {
+    pub(crate) async fn wait_ready(&self, client: &reqwest::Client) {
         let url = self.url("/readyz");
         poll_until(Duration::from_secs(60), "the binary to become ready", || async {
             let response = client.get(&url).send().await.ok()?;
@@ -89,7 +89,14 @@ impl Binary {
     }
 
     /// SIGTERM, wait for the exit, and return the exit status with everything printed.
-    async fn stop(mut self) -> (std::process::ExitStatus, String) {
+    /// SIGSTOP / SIGCONT: the process hangs, then runs on as if nothing happened.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    pub(crate) async fn stop(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().expect("running").to_string();
         Command::new("kill")
             .args(["-TERM", &pid])

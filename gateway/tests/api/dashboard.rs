@@ -110,6 +110,7 @@ async fn operators_watch_a_sale_live_and_pause_it_from_the_dashboard() {
         max_requests: 0,
         drain_timeout: Duration::ZERO,
         verify: false,
+        app_retries: None,
     };
     let bench_run = tokio::spawn({
         let target = Arc::clone(&target);

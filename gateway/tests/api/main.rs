@@ -13,4 +13,5 @@ mod metrics;
 mod openapi;
 mod publish_failure;
 mod readiness;
+mod scale_out;
 mod seckill;

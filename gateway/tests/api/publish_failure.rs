@@ -1,5 +1,6 @@
-//! When the broker is gone, an order is not accepted: the reservation is released, stock is
-//! restored, the client gets 503, and the same request id succeeds once the broker is back.
+//! When the broker does not confirm an order, the order is still promised: its unit stays
+//! reserved, the client gets 503 `order_unconfirmed`, and the same request id (on this or
+//! another gateway) gets that same order once the broker answers again.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use order_core::test_support::{poll_until, PrivateStack};
 use crate::helpers::{error_code, generous_limits, TestApp};
 
 #[tokio::test]
-async fn a_failed_publish_releases_the_reservation_and_a_retry_succeeds_later() {
+async fn a_failed_publish_keeps_the_order_and_a_retry_confirms_it() {
     let stack = PrivateStack::start().expect("private stack");
     let app = TestApp::spawn_with(
         generous_limits(stack.source())
@@ -25,26 +26,31 @@ async fn a_failed_publish_releases_the_reservation_and_a_retry_succeeds_later() 
 
     stack.stop_part("pulsar").expect("stop the broker");
     let (status, body) = app.place(promotion_id, 2, "during", 1).await;
-    assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
+    assert_eq!((status, error_code(&body)), (503, "order_unconfirmed"), "{body}");
 
+    // Nothing was given back: the order is promised and will be persisted.
     let stock = app.stock_store().await;
-    assert_eq!(
-        stock.reservation_count(promotion_id).await.expect("count"),
-        1,
-        "only the first order holds stock"
-    );
-    assert_eq!(stock.units_held(promotion_id, 2).await.expect("held"), 0);
+    assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 2);
+    assert_eq!(stock.units_held(promotion_id, 2).await.expect("held"), 1);
     let live = stock.live_stock(&[promotion_id]).await.expect("live")[0].expect("loaded");
-    assert_eq!(live.remaining, 2, "the failed order's unit is back");
+    assert_eq!(live.remaining, 1);
 
     stack.start_part("pulsar").expect("restart the broker");
-    let order = poll_until(Duration::from_secs(60), "a publish to succeed again", || async {
+    let order = poll_until(Duration::from_secs(60), "the retry to be confirmed", || async {
         let (status, body) = app.place(promotion_id, 2, "during", 1).await;
         (status == 202).then_some(body)
     })
     .await;
-    assert!(order["order_id"].is_string());
-    assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 2);
+    let order_id: order_core::ids::OrderId =
+        order["order_id"].as_str().expect("id").parse().expect("numeric");
+    assert_eq!(
+        stock.reservation_count(promotion_id).await.expect("count"),
+        2,
+        "the retry got the held order, not a second one"
+    );
+
+    // A copy of that order is on the topic for the writer.
+    app.wait_for_order_on_topic(order_id).await;
 }
 
 #[tokio::test]

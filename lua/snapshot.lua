@@ -1,0 +1,36 @@
+-- snapshot.lua: one gateway's view of a promotion, read atomically with Redis' clock.
+--
+-- KEYS[1] {promo:<id>}:meta   KEYS[2] {promo:<id>}:buyers
+-- ARGV[1] the epoch of the buyer list the caller holds ("" for none)
+--
+-- The epoch counts every change that can reopen a sale (stock returned or added, resumed,
+-- rules reloaded, recounted). A sale that is closed for new buyers right now (sold out,
+-- paused or ended, on Redis' clock) cannot gain a buyer until its epoch moves, so the
+-- buyers read here are final for that epoch: a gateway may then refuse everyone else
+-- without asking Redis, and still send a holder's retry on for its order id.
+--
+-- Returns {loaded, remaining, paused, epoch, closed, now_ms, buyers}:
+--   loaded 0 (nothing else meaningful) or 1; paused and closed 0/1; buyers is the list of
+--   user ids when closed and the caller's epoch differs, else an empty list.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local m = redis.call('HMGET', KEYS[1], 'remaining', 'paused', 'epoch', 'ends_at_ms')
+if not m[1] then
+  return {0, 0, 0, '', 0, now, {}}
+end
+local remaining = tonumber(m[1])
+local paused = 0
+if m[2] == '1' then
+  paused = 1
+end
+local epoch = m[3] or '0'
+local closed = 0
+if remaining <= 0 or paused == 1 or now >= tonumber(m[4]) then
+  closed = 1
+end
+local buyers = {}
+if closed == 1 and epoch ~= ARGV[1] then
+  buyers = redis.call('HKEYS', KEYS[2])
+end
+return {1, remaining, paused, epoch, closed, now, buyers}

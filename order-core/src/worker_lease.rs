@@ -1,0 +1,284 @@
+//! Worker ids leased in Redis, so any number of gateways mint distinct order ids with no
+//! operator numbering them.
+//!
+//! A gateway takes a free `seckill:worker:<n>` (n in 0..=1023) with a TTL and renews it every
+//! third of the TTL. It mints only while its lease is surely still its own: until the
+//! instant it sent its last successful renewal plus the TTL, less a safety margin, measured
+//! on the monotonic clock (which keeps running while a process is stopped). A gateway paused
+//! past its lease therefore stops minting the moment it runs again, before it learns that
+//! another gateway took its worker id; it then leases one anew.
+//!
+//! Ids are stamped with Redis' clock (the offset read at each renewal, applied to the
+//! monotonic clock), never above it, and a new holder never stamps below the instant it took
+//! the worker id: so ids of an old and a new holder of one worker id cannot meet, whatever
+//! the machines' own clocks say.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+use tokio::time::Instant;
+
+use crate::ids::{OrderId, OrderIdGenerator, MAX_WORKER_ID};
+use crate::shutdown::ShutdownListener;
+
+fn lease_key(worker_id: u16) -> String {
+    format!("seckill:worker:{worker_id}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub ttl: Duration,
+    /// Insist on this worker id (an operator's override); otherwise any free one.
+    pub worker_id: Option<u16>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("worker id {0} is leased by another live gateway")]
+    Taken(u16),
+    #[error("all {} worker ids are leased by live gateways", MAX_WORKER_ID as u32 + 1)]
+    NoneFree,
+}
+
+/// Minting is refused: this gateway holds no valid lease right now (503 until it does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no valid worker-id lease; order ids cannot be minted right now")]
+pub struct NoLease;
+
+/// Redis' clock as seen from here: Redis ms at a monotonic instant.
+#[derive(Debug, Clone, Copy)]
+struct ClockBase {
+    at: Instant,
+    redis_ms: u64,
+}
+
+impl ClockBase {
+    fn now_ms(&self, now: Instant) -> u64 {
+        self.redis_ms + now.saturating_duration_since(self.at).as_millis() as u64
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    generator: OrderIdGenerator,
+    /// Mint only before this instant.
+    valid_until: Instant,
+    clock: ClockBase,
+}
+
+pub struct WorkerLease {
+    conn: ConnectionManager,
+    token: String,
+    settings: LeaseSettings,
+    held: Mutex<Option<Held>>,
+    acquire: Script,
+    renew: Script,
+}
+
+impl std::fmt::Debug for WorkerLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerLease")
+            .field("worker_id", &self.worker_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerLease {
+    /// Take a worker id (waiting up to one TTL for an insisted-on id whose previous holder may
+    /// have just died). `token` names this process; it must be unique (a UUID).
+    pub async fn acquire(
+        conn: ConnectionManager,
+        token: String,
+        settings: LeaseSettings,
+    ) -> Result<Arc<Self>, LeaseError> {
+        let lease = Arc::new(Self {
+            conn,
+            token,
+            settings,
+            held: Mutex::new(None),
+            acquire: Script::new(include_str!("../../lua/acquire_lease.lua")),
+            renew: Script::new(include_str!("../../lua/renew_lease.lua")),
+        });
+        match settings.worker_id {
+            Some(id) => {
+                let deadline = Instant::now() + settings.ttl + Duration::from_millis(500);
+                while !lease.try_take(id).await? {
+                    if Instant::now() >= deadline {
+                        return Err(LeaseError::Taken(id));
+                    }
+                    tokio::time::sleep(settings.ttl / 10).await;
+                }
+            }
+            None => lease.take_any().await?,
+        }
+        Ok(lease)
+    }
+
+    /// The worker id held now, if the lease is valid.
+    pub fn worker_id(&self) -> Option<u16> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.as_ref()
+            .filter(|h| Instant::now() < h.valid_until)
+            .map(|h| h.generator.worker_id())
+    }
+
+    /// The next order id, stamped with Redis' clock; refused unless the lease is surely held.
+    pub fn mint(&self) -> Result<OrderId, NoLease> {
+        let now = Instant::now();
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.as_ref() {
+            Some(h) if now < h.valid_until => Ok(h.generator.next_at(h.clock.now_ms(now))),
+            _ => Err(NoLease),
+        }
+    }
+
+    /// Redis' clock now, as of the last renewal (`None` before the first lease).
+    pub fn redis_now_ms(&self) -> Option<u64> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.as_ref().map(|h| h.clock.now_ms(Instant::now()))
+    }
+
+    /// How long before the TTL runs out minting stops: covers the round trip of a renewal
+    /// and clock-rate differences.
+    fn margin(&self) -> Duration {
+        (self.settings.ttl / 5).max(Duration::from_millis(200))
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.settings.ttl.as_millis() as u64
+    }
+
+    /// Run `acquire_lease.lua` or `renew_lease.lua` for `worker_id`: whether it held, with
+    /// Redis' clock, the instant the call was sent and the instant its answer arrived.
+    async fn call(
+        &self,
+        script: &Script,
+        worker_id: u16,
+    ) -> Result<(bool, u64, Instant, Instant), LeaseError> {
+        let sent = Instant::now();
+        let mut conn = self.conn.clone();
+        let (held, redis_ms): (i64, u64) = script
+            .key(lease_key(worker_id))
+            .arg(&self.token)
+            .arg(self.ttl_ms())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((held == 1, redis_ms, sent, Instant::now()))
+    }
+
+    async fn try_take(&self, worker_id: u16) -> Result<bool, LeaseError> {
+        let (taken, redis_ms, sent, arrived) = self.call(&self.acquire, worker_id).await?;
+        if !taken {
+            return Ok(false);
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // Keep the sequence when renewing the same worker id; a new one starts at the instant
+        // it was taken (the previous holder's lease had run out by then).
+        let generator = match held.take() {
+            Some(h) if h.generator.worker_id() == worker_id => h.generator,
+            _ => OrderIdGenerator::starting_at(worker_id, redis_ms),
+        };
+        *held = Some(Held {
+            generator,
+            valid_until: sent + self.settings.ttl - self.margin(),
+            // Mapped to the arrival: our estimate of Redis' clock never runs ahead of it.
+            clock: ClockBase {
+                at: arrived,
+                redis_ms,
+            },
+        });
+        tracing::info!(worker_id, "worker id leased");
+        Ok(true)
+    }
+
+    async fn take_any(&self) -> Result<(), LeaseError> {
+        let slots = u32::from(MAX_WORKER_ID) + 1;
+        let start = uuid_like_start(&self.token, slots);
+        for i in 0..slots {
+            let id = ((start + i) % slots) as u16;
+            if self.try_take(id).await? {
+                return Ok(());
+            }
+        }
+        Err(LeaseError::NoneFree)
+    }
+
+    /// Renew once. `Ok(false)`: the lease was lost (and minting has stopped).
+    async fn renew_once(&self) -> Result<bool, LeaseError> {
+        let Some(worker_id) = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| h.generator.worker_id())
+        else {
+            return Ok(false);
+        };
+        let (renewed, redis_ms, sent, arrived) = self.call(&self.renew, worker_id).await?;
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if renewed {
+            if let Some(h) = held.as_mut() {
+                h.valid_until = sent + self.settings.ttl - self.margin();
+                h.clock = ClockBase {
+                    at: arrived,
+                    redis_ms,
+                };
+            }
+            Ok(true)
+        } else {
+            *held = None;
+            Ok(false)
+        }
+    }
+
+    /// Renew every third of the TTL until shutdown; a lost lease is replaced by a new one
+    /// (the same id when insisted on). Failures are logged once per streak.
+    pub fn spawn_renewal(self: &Arc<Self>, mut shutdown: ShutdownListener) -> tokio::task::JoinHandle<()> {
+        let lease = Arc::clone(self);
+        tokio::spawn(async move {
+            let every = lease.settings.ttl / 3;
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.recv() => break,
+                }
+                let outcome = match lease.renew_once().await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        tracing::error!("worker-id lease lost (this gateway was paused or cut off from Redis past its lease); leasing one anew");
+                        match lease.settings.worker_id {
+                            Some(id) => lease.try_take(id).await.map(|_| ()),
+                            None => lease.take_any().await,
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(()) if failing => {
+                        tracing::info!("worker-id lease renewed again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "renew the worker-id lease; minting stops when it runs out");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    }
+}
+
+/// Where a gateway starts looking for a free worker id: spread by its token, so gateways
+/// starting together rarely race for the same one.
+fn uuid_like_start(token: &str, slots: u32) -> u32 {
+    token.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    }) % slots
+}
