@@ -203,6 +203,13 @@ impl Instance {
         Ok(())
     }
 
+    /// SIGSTOP, hold, SIGCONT: the instance hangs, then runs on.
+    async fn pause(&self, held: Duration) -> anyhow::Result<()> {
+        self.signal("-STOP")?;
+        tokio::time::sleep(held).await;
+        self.signal("-CONT")
+    }
+
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.child.id().context("the instance is not running")?;
         let status = std::process::Command::new("kill")
@@ -436,15 +443,9 @@ impl Deployment {
                 } else {
                     self.lease_ttl + Duration::from_secs(2)
                 };
-                self.gateways[0].signal("-STOP")?;
-                tokio::time::sleep(held).await;
-                self.gateways[0].signal("-CONT")?;
+                self.gateways[0].pause(held).await?;
             }
-            Fault::ConsumersPause => {
-                self.consumers[0].signal("-STOP")?;
-                tokio::time::sleep(outage).await;
-                self.consumers[0].signal("-CONT")?;
-            }
+            Fault::ConsumersPause => self.consumers[0].pause(outage).await?,
             Fault::BrokerPause => self.pause("pulsar", outage).await?,
             Fault::RedisPause => self.pause("redis", outage).await?,
             Fault::PostgresPause => self.pause("postgres", outage).await?,

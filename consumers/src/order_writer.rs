@@ -7,8 +7,9 @@
 //!   latency (AIMD), and the deployment's shared one in Redis (`global_pace`), so any number
 //!   of writers together stay under `max_rows_per_sec`. Tokens are taken per attempt, inside
 //!   the transaction, once the database answers: after an outage no writer inserts on
-//!   tokens it took before it. The backlog waits in Pulsar, not here. The consumer's receive queue is one batch long, so no more than about one batch
-//!   is held unacknowledged in memory.
+//!   tokens it took before it. The backlog waits in Pulsar, not here. The consumer's
+//!   receive queue is one batch long, so no more than about one batch is held
+//!   unacknowledged in memory.
 //! - One transaction per batch; acks only after the commit. A redelivered or republished
 //!   order changes nothing. An order whose id or request id the database holds as a
 //!   *different* order is never dropped silently: error log, `seckill_writer_order_conflicts_total`,

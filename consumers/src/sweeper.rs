@@ -47,9 +47,11 @@ impl RecoverySweeper {
             .list_current(chrono::Duration::days(1))
             .await
             .context("list current promotions")?;
+        // One reading of Redis' clock per pass: the threshold for every sale.
+        let now_ms = self.stock.redis_time_ms().await.context("read Redis' clock")?;
         let mut queued = 0;
         for promotion in &promotions {
-            self.sweep_promotion(promotion).await?;
+            self.sweep_promotion(promotion, now_ms).await?;
             queued += self
                 .stock
                 .pending_count(promotion.id)
@@ -61,8 +63,7 @@ impl RecoverySweeper {
         Ok(())
     }
 
-    async fn sweep_promotion(&self, promotion: &Promotion) -> anyhow::Result<()> {
-        let now_ms = self.stock.redis_time_ms().await.context("read Redis' clock")?;
+    async fn sweep_promotion(&self, promotion: &Promotion, now_ms: i64) -> anyhow::Result<()> {
         let threshold = now_ms - (self.settings.republish_after_secs * 1000) as i64;
         let stale = self
             .stock

@@ -114,13 +114,28 @@ struct StoredOrder {
     total_cents: i64,
 }
 
+impl StoredOrder {
+    /// Whether this row is the seckill order of `user_id`'s `request_id` in `promotion_id`.
+    fn is_request(&self, promotion_id: i64, user_id: i64, request_id: &str) -> bool {
+        self.kind == "seckill"
+            && self.promotion_id == Some(promotion_id)
+            && self.user_id == user_id
+            && self.request_id == request_id
+    }
+
+    /// The conflict of finding this row under an order id that belongs to another order.
+    fn taken(&self) -> Conflict {
+        Conflict::IdTaken {
+            user_id: self.user_id,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 impl NewSeckillOrder {
     fn matches(&self, stored: &StoredOrder) -> bool {
         stored.id == self.order_id.0
-            && stored.kind == "seckill"
-            && stored.user_id == self.user_id
-            && stored.promotion_id == Some(self.promotion_id)
-            && stored.request_id == self.request_id
+            && stored.is_request(self.promotion_id, self.user_id, &self.request_id)
             && stored.total_cents == self.total_cents()
     }
 }
@@ -209,8 +224,7 @@ async fn insert(
         return Ok(Paced::Late);
     };
     let inserted: HashSet<i64> = inserted.into_iter().collect();
-    let all: Vec<&NewSeckillOrder> = orders.iter().collect();
-    let stored = stored_for(&mut tx, &all).await?;
+    let stored = stored_for(&mut tx, orders).await?;
     tx.commit().await?;
     let db_time = cleared.elapsed();
 
@@ -225,10 +239,7 @@ async fn insert(
         .map(|order| {
             if let Some(stored) = by_id.get(&order.order_id.0) {
                 if !order.matches(stored) {
-                    return Ok(OrderFate::Conflict(Conflict::IdTaken {
-                        user_id: stored.user_id,
-                        request_id: stored.request_id.clone(),
-                    }));
+                    return Ok(OrderFate::Conflict(stored.taken()));
                 }
                 let fresh = inserted.contains(&order.order_id.0) && reported_inserted.insert(order.order_id);
                 return Ok(if fresh {
@@ -315,11 +326,8 @@ async fn insert_new(
 /// another writer committed meanwhile.
 async fn stored_for(
     tx: &mut sqlx::PgConnection,
-    orders: &[&NewSeckillOrder],
+    orders: &[NewSeckillOrder],
 ) -> sqlx::Result<Vec<StoredOrder>> {
-    if orders.is_empty() {
-        return Ok(Vec::new());
-    }
     let ids: Vec<i64> = orders.iter().map(|o| o.order_id.0).collect();
     let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id).collect();
     let users: Vec<i64> = orders.iter().map(|o| o.user_id).collect();
@@ -365,20 +373,10 @@ pub async fn check_stored(
     let mut check = StoredCheck::default();
     for (id, user_id, request_id) in reserved {
         let Some(stored) = by_id.get(&id.0) else { continue };
-        if stored.kind == "seckill"
-            && stored.promotion_id == Some(promotion_id)
-            && stored.user_id == *user_id
-            && &stored.request_id == request_id
-        {
+        if stored.is_request(promotion_id, *user_id, request_id) {
             check.stored.insert(*id);
         } else {
-            check.mismatched.push((
-                *id,
-                Conflict::IdTaken {
-                    user_id: stored.user_id,
-                    request_id: stored.request_id.clone(),
-                },
-            ));
+            check.mismatched.push((*id, stored.taken()));
         }
     }
     Ok(check)

@@ -136,12 +136,6 @@ impl WorkerLease {
         }
     }
 
-    /// Redis' clock now, as of the last renewal (`None` before the first lease).
-    pub fn redis_now_ms(&self) -> Option<u64> {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.as_ref().map(|h| h.clock.now_ms(Instant::now()))
-    }
-
     /// How long before the TTL runs out minting stops: covers the round trip of a renewal
     /// and clock-rate differences.
     fn margin(&self) -> Duration {
@@ -172,12 +166,19 @@ impl WorkerLease {
 
     async fn try_take(&self, worker_id: u16) -> Result<bool, LeaseError> {
         let (taken, redis_ms, sent, arrived) = self.call(&self.acquire, worker_id).await?;
-        if !taken {
-            return Ok(false);
+        if taken {
+            self.hold(worker_id, redis_ms, sent, arrived);
+            tracing::info!(worker_id, "worker id leased");
         }
+        Ok(taken)
+    }
+
+    /// Record a lease Redis just confirmed (taken or renewed): valid until the instant the
+    /// call was sent plus the TTL, less the margin.
+    fn hold(&self, worker_id: u16, redis_ms: u64, sent: Instant, arrived: Instant) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        // Keep the sequence when renewing the same worker id; a new one starts at the instant
-        // it was taken (the previous holder's lease had run out by then).
+        // Keep the sequence while the worker id stays the same; a new one starts at the
+        // instant it was taken (the previous holder's lease had run out by then).
         let generator = match held.take() {
             Some(h) if h.generator.worker_id() == worker_id => h.generator,
             _ => OrderIdGenerator::starting_at(worker_id, redis_ms),
@@ -191,8 +192,6 @@ impl WorkerLease {
                 redis_ms,
             },
         });
-        tracing::info!(worker_id, "worker id leased");
-        Ok(true)
     }
 
     async fn take_any(&self) -> Result<(), LeaseError> {
@@ -219,20 +218,12 @@ impl WorkerLease {
             return Ok(false);
         };
         let (renewed, redis_ms, sent, arrived) = self.call(&self.renew, worker_id).await?;
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if renewed {
-            if let Some(h) = held.as_mut() {
-                h.valid_until = sent + self.settings.ttl - self.margin();
-                h.clock = ClockBase {
-                    at: arrived,
-                    redis_ms,
-                };
-            }
-            Ok(true)
+            self.hold(worker_id, redis_ms, sent, arrived);
         } else {
-            *held = None;
-            Ok(false)
+            *self.held.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
+        Ok(renewed)
     }
 
     /// Renew every third of the TTL until shutdown; a lost lease is replaced by a new one
