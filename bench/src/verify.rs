@@ -1,4 +1,4 @@
-//! After a run, invariants 1–5 of DESIGN.md checked against what the bench saw and what
+//! After a run, invariants 1–5 of ARCHITECTURE.md checked against what the bench saw and what
 //! PostgreSQL and Redis hold: every 202 became exactly one order (none lost, none twice),
 //! no oversell (database and Redis), no buyer over the limit, one order per request id, and
 //! no second in which the writer inserted more rows than its pace allows.

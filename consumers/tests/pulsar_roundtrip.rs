@@ -1,5 +1,6 @@
 //! The patched pulsar crate against pulsar-lite: everything published is consumed through a
-//! Shared subscription (unpatched, consumers receive nothing: DESIGN.md §7).
+//! Shared subscription (unpatched, consumers receive nothing: the crate insists on the
+//! optional frame checksum that pulsar-lite omits).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
