@@ -9,15 +9,16 @@
 -- buyers read here are final for that epoch: a gateway may then refuse everyone else
 -- without asking Redis, and still send a holder's retry on for its order id.
 --
--- Returns {loaded, remaining, paused, epoch, closed, now_ms, buyers}:
+-- Returns {loaded, remaining, paused, epoch, closed, now_ms, buyers, revision}:
 --   loaded 0 (nothing else meaningful) or 1; paused and closed 0/1; buyers is the list of
---   user ids when closed and the caller's epoch differs, else an empty list.
+--   user ids when closed and the caller's epoch differs, else an empty list; revision is the
+--   database row revision Redis reflects (a gateway holding a newer row syncs it).
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local m = redis.call('HMGET', KEYS[1], 'remaining', 'paused', 'epoch', 'ends_at_ms')
+local m = redis.call('HMGET', KEYS[1], 'remaining', 'paused', 'epoch', 'ends_at_ms', 'revision')
 if not m[1] then
-  return {0, 0, 0, '', 0, now, {}}
+  return {0, 0, 0, '', 0, now, {}, 0}
 end
 local remaining = tonumber(m[1])
 local paused = 0
@@ -33,4 +34,4 @@ local buyers = {}
 if closed == 1 and epoch ~= ARGV[1] then
   buyers = redis.call('HKEYS', KEYS[2])
 end
-return {1, remaining, paused, epoch, closed, now, buyers}
+return {1, remaining, paused, epoch, closed, now, buyers, tonumber(m[5] or '0')}

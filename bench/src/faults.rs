@@ -57,10 +57,15 @@ pub enum Fault {
     RedisPause,
     /// SIGSTOP PostgreSQL (postmaster and backends) for the outage, then SIGCONT.
     PostgresPause,
+    /// Operators steer the running sale through every gateway in turn: add stock, pause
+    /// (held for the outage) and resume, edit the title, warm up, reconcile, repair, add
+    /// stock again. Nothing may create or lose a unit (oversold counts against the stock
+    /// configured at the end).
+    AdminActions,
 }
 
 /// Every fault, the control row excepted.
-pub const ALL_FAULTS: [Fault; 12] = [
+pub const ALL_FAULTS: [Fault; 13] = [
     Fault::GatewayKill,
     Fault::ConsumersKill,
     Fault::BrokerKill,
@@ -73,6 +78,7 @@ pub const ALL_FAULTS: [Fault; 12] = [
     Fault::BrokerPause,
     Fault::RedisPause,
     Fault::PostgresPause,
+    Fault::AdminActions,
 ];
 
 impl Fault {
@@ -91,6 +97,7 @@ impl Fault {
             Fault::BrokerPause => "broker paused",
             Fault::RedisPause => "redis paused",
             Fault::PostgresPause => "postgres paused",
+            Fault::AdminActions => "admin actions mid-sale",
         }
     }
 }
@@ -420,8 +427,15 @@ impl Deployment {
         self.stack(PrivateStack::resume_part, part).await
     }
 
-    /// Inject `fault`, keep it for `outage` where that applies, and recover.
-    async fn inject(&mut self, fault: Fault, outage: Duration) -> anyhow::Result<()> {
+    /// Inject `fault` into the sale `promotion_id`, keep it for `outage` where that applies,
+    /// and recover.
+    async fn inject(
+        &mut self,
+        fault: Fault,
+        outage: Duration,
+        target: &Target,
+        promotion_id: i64,
+    ) -> anyhow::Result<()> {
         match fault {
             Fault::None => {}
             Fault::GatewayKill => {
@@ -449,6 +463,7 @@ impl Deployment {
             Fault::BrokerPause => self.pause("pulsar", outage).await?,
             Fault::RedisPause => self.pause("redis", outage).await?,
             Fault::PostgresPause => self.pause("postgres", outage).await?,
+            Fault::AdminActions => operate_mid_sale(target, promotion_id, outage).await?,
         }
         self.wait_ready().await
     }
@@ -480,6 +495,38 @@ async fn kill9(child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The operators' buttons, each on the next gateway, while the sale runs.
+async fn operate_mid_sale(target: &Target, promotion_id: i64, outage: Duration) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let sale = format!("/admin/promotions/{promotion_id}");
+    let units = || Some(serde_json::json!({ "units": 5 }));
+    target
+        .operate(0, Method::POST, &format!("{sale}/stock"), units())
+        .await?;
+    target
+        .operate(1, Method::POST, &format!("{sale}/pause"), None)
+        .await?;
+    tokio::time::sleep(outage).await;
+    target
+        .operate(2, Method::POST, &format!("{sale}/resume"), None)
+        .await?;
+    let title = Some(serde_json::json!({ "title": "bench flash sale (renamed)" }));
+    target.operate(0, Method::PATCH, &sale, title).await?;
+    target
+        .operate(1, Method::POST, &format!("{sale}/warmup"), None)
+        .await?;
+    target
+        .operate(2, Method::POST, &format!("{sale}/reconcile"), None)
+        .await?;
+    target
+        .operate(0, Method::POST, &format!("{sale}/reconcile?repair=true"), None)
+        .await?;
+    target
+        .operate(1, Method::POST, &format!("{sale}/stock"), units())
+        .await?;
+    Ok(())
+}
+
 /// Every fault for every seed; one row each.
 pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultRow>> {
     let (mut deployment, target) = Deployment::start(bins, s).await?;
@@ -507,7 +554,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 sale.run(&target, &label, &System::Gateway, Some(promotion)),
                 async {
                     tokio::time::sleep(s.fault_at).await;
-                    deployment.inject(fault, s.outage).await
+                    deployment.inject(fault, s.outage, &target, promotion).await
                 }
             );
             injected.with_context(|| format!("inject {}", fault.name()))?;

@@ -12,7 +12,7 @@ use chrono::Utc;
 use order_core::ids::OrderIdGenerator;
 use order_core::promotion::Promotion;
 use order_core::settings::{RedisOnly, SettingsSource};
-use order_core::stock::{PromotionKeys, StockStore};
+use order_core::stock::{IfStarted, PromotionKeys, StockStore};
 use secrecy::ExposeSecret;
 
 #[derive(clap::Args, Debug)]
@@ -45,6 +45,7 @@ fn promotion(stock: i64) -> Promotion {
         paused: false,
         created_at: now,
         updated_at: now,
+        revision: 1,
     }
 }
 
@@ -85,7 +86,7 @@ async fn multiplexed_round(
     concurrency: u64,
 ) -> anyhow::Result<f64> {
     let p = promotion(ops as i64);
-    store.warmup(&p).await?;
+    store.sync(&p, IfStarted::LoadJustCreated).await?;
     let (s, gen) = (store.clone(), Arc::clone(ids));
     let rate = drive(ops, concurrency, move |i| {
         let (store, gen) = (s.clone(), Arc::clone(&gen));
@@ -129,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("round {round}: multiplexed {rate:.0} reserves/s");
 
         let p = promotion(args.ops as i64);
-        multiplexed.warmup(&p).await?;
+        multiplexed.sync(&p, IfStarted::LoadJustCreated).await?;
         let (pool2, script2, gen) = (pool.clone(), script.clone(), Arc::clone(&ids));
         let rate = drive(args.ops, args.concurrency, move |i| {
             let (pool, script, gen) = (pool2.clone(), script2.clone(), Arc::clone(&gen));

@@ -130,6 +130,30 @@ impl Target {
         Ok(body)
     }
 
+    /// An operator's admin call on gateway `gateway` (modulo the deployment's), as the
+    /// dashboard makes it; the reply, or an error naming the status and body.
+    pub async fn operate(
+        &self,
+        gateway: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let base = &self.gateways[gateway % self.gateways.len()];
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(self.admin_key.expose_secret());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status} {body}");
+        Ok(body)
+    }
+
     /// A sale running from now for an hour; returns its id.
     pub async fn create_promotion(&self, stock: i64, per_user_limit: u32) -> anyhow::Result<i64> {
         let now = chrono::Utc::now();

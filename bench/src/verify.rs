@@ -137,6 +137,11 @@ pub async fn gateway_sale(
         .context("reconcile the sale")?;
     let remaining = redis.remaining.context("the promotion is not in Redis")?;
 
+    // Oversold against what is configured now: operators may have added stock mid-sale.
+    let seen = &Seen {
+        stock: promotion.stock,
+        ..*seen
+    };
     let mut v = common(seen, &ids, live_units, over_limit, twice);
     v.stock_drift = Some(redis.drift);
     let most = max_in_window(&stamps, 1.0);

@@ -4,6 +4,7 @@
 //! writer, the recovery sweeper and the payment-timeout canceller (with its stock-return and
 //! outbox relays). The process also serves `/healthz`, `/readyz` and `/status`.
 
+pub mod broker_backlog;
 pub mod canceller;
 pub mod order_writer;
 pub mod periodic;

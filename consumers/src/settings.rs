@@ -59,6 +59,10 @@ pub struct WriterSettings {
     pub dead_letter_topic: String,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
+    /// The broker's Prometheus endpoint, for the subscription's backlog on `/status`
+    /// (empty: not shown).
+    #[serde(default)]
+    pub broker_metrics_url: String,
 }
 
 impl WriterSettings {

@@ -17,8 +17,10 @@ use order_core::promotion::PromotionRepo;
 use order_core::readiness::{Dependencies, DependencySettings, ReadinessReport};
 use order_core::shutdown::{Shutdown, ShutdownListener};
 use order_core::stock::StockStore;
+use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::broker_backlog::{BacklogReading, BrokerBacklog};
 use crate::canceller::PaymentTimeoutCanceller;
 use crate::order_writer::OrderWriter;
 use crate::post_payment::analytics::Analytics;
@@ -42,12 +44,22 @@ pub struct Application {
     canceller: PaymentTimeoutCanceller,
     event_workers: Vec<EventWorker>,
     shipments: ShipmentRelay,
+    backlog: BrokerBacklog,
 }
 
 #[derive(Debug, Clone)]
 struct HttpState {
     deps: Dependencies,
     stats: Arc<Stats>,
+    backlog: BrokerBacklog,
+}
+
+/// `/status`: the counters, and the writer subscription's backlog as the broker counts it.
+#[derive(Debug, Serialize)]
+struct StatusBody {
+    #[serde(flatten)]
+    report: StatusReport,
+    broker_backlog: BacklogReading,
 }
 
 impl Application {
@@ -194,6 +206,12 @@ impl Application {
             .await
             .with_context(|| format!("bind the consumers' health listener to {address}"))?;
         let port = listener.local_addr().context("read the bound address")?.port();
+        let backlog = BrokerBacklog::new(
+            &settings.writer.broker_metrics_url,
+            &pulsar.topic(&pulsar.seckill_orders_topic),
+            &settings.writer.subscription,
+        )
+        .context("build the broker metrics client")?;
         Ok(Self {
             listener,
             deps,
@@ -204,6 +222,7 @@ impl Application {
             canceller,
             event_workers,
             shipments,
+            backlog,
         })
     }
 
@@ -243,6 +262,7 @@ impl Application {
             .with_state(HttpState {
                 deps: self.deps,
                 stats: self.stats,
+                backlog: self.backlog,
             });
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.recv().await })
@@ -272,6 +292,9 @@ async fn metrics_text() -> String {
     order_core::metrics::install().render()
 }
 
-async fn status(State(state): State<HttpState>) -> Json<StatusReport> {
-    Json(state.stats.report())
+async fn status(State(state): State<HttpState>) -> Json<StatusBody> {
+    Json(StatusBody {
+        report: state.stats.report(),
+        broker_backlog: state.backlog.read().await,
+    })
 }

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use order_core::promotion::{Promotion, PromotionRepo, PromotionState};
 use order_core::redis_clock::RedisClock;
 use order_core::shutdown::ShutdownListener;
-use order_core::stock::{Snapshot, StockStore};
+use order_core::stock::{IfStarted, Snapshot, StockStore, SyncOutcome};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -338,11 +338,46 @@ impl PromotionCache {
         for ((entry, snapshot), seen) in entries.iter().zip(&snapshots).zip(seen) {
             entry.apply(snapshot.as_ref(), seen);
             let promotion = &entry.promotion;
-            if snapshot.is_some() {
+            if let Some(snapshot) = snapshot {
                 self.lost_set().remove(&promotion.id);
+                if snapshot.revision < promotion.revision {
+                    // A write to the row whose Redis step never ran (its gateway crashed or
+                    // Redis failed in between): bring Redis up to the row.
+                    // A refusal repeats every pass until the row changes; the admin call
+                    // that wrote the row has logged it already.
+                    match stock
+                        .sync(promotion, IfStarted::Refuse)
+                        .await
+                        .context("sync a promotion")?
+                    {
+                        outcome @ SyncOutcome::Applied { .. } => tracing::info!(
+                            promotion_id = promotion.id,
+                            revision = promotion.revision,
+                            ?outcome,
+                            "Redis was behind the promotion row; synced"
+                        ),
+                        outcome => tracing::debug!(promotion_id = promotion.id, ?outcome, "sync refused"),
+                    }
+                }
                 continue;
             }
-            if promotion.has_started(now) && now < promotion.ends_at {
+            let due = promotion.starts_at - lead <= now && now < promotion.ends_at;
+            let loaded = if due && !promotion.has_started(now) {
+                stock
+                    .sync(promotion, IfStarted::Refuse)
+                    .await
+                    .context("warm up a promotion")?
+                    .remaining()
+            } else {
+                None
+            };
+            if let Some(remaining) = loaded {
+                tracing::info!(
+                    promotion_id = promotion.id,
+                    remaining,
+                    "promotion loaded into Redis"
+                );
+            } else if promotion.has_started(now) && now < promotion.ends_at {
                 // Redis lost a running sale (or never got it). Loading it afresh would offer
                 // its whole stock again beside the orders already taken: oversell. Reported
                 // once; the seckill path answers 503 `not_loaded` meanwhile.
@@ -353,13 +388,6 @@ impl PromotionCache {
                          then reconcile with repair (POST /admin/promotions/{{id}}/reconcile?repair=true)"
                     );
                 }
-            } else if promotion.starts_at - lead <= now && now < promotion.ends_at {
-                let remaining = stock.warmup(promotion).await.context("warm up a promotion")?;
-                tracing::info!(
-                    promotion_id = promotion.id,
-                    remaining,
-                    "promotion loaded into Redis"
-                );
             }
         }
         Ok(())

@@ -42,14 +42,55 @@ impl Sku {
         if !id_ok {
             return Err(CatalogError::Invalid("id must be 1 to 64 of A-Z a-z 0-9 - _ ."));
         }
-        if self.title.trim().is_empty() || self.title.chars().count() > 200 {
-            return Err(CatalogError::Invalid("title must be 1 to 200 characters"));
+        check_title(&self.title)?;
+        check_price(self.price_cents)?;
+        check_stock(self.stock)
+    }
+}
+
+fn check_title(title: &str) -> Result<(), CatalogError> {
+    if title.trim().is_empty() || title.chars().count() > 200 {
+        return Err(CatalogError::Invalid("title must be 1 to 200 characters"));
+    }
+    Ok(())
+}
+
+fn check_price(price_cents: i64) -> Result<(), CatalogError> {
+    if !(0..=crate::promotion::MAX_PRICE_CENTS).contains(&price_cents) {
+        return Err(CatalogError::Invalid("price_cents out of range"));
+    }
+    Ok(())
+}
+
+fn check_stock(stock: i64) -> Result<(), CatalogError> {
+    if !(0..=crate::promotion::MAX_STOCK).contains(&stock) {
+        return Err(CatalogError::Invalid("stock out of range"));
+    }
+    Ok(())
+}
+
+/// A SKU edit: only the fields given are written. Checkouts change `stock` concurrently, so
+/// writing back a stock value read before the edit would undo their decrements (or their
+/// cancellations' returns).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkuChanges {
+    pub title: Option<String>,
+    pub price_cents: Option<i64>,
+    /// Sets the count outright (a stock take), whatever checkouts took meanwhile.
+    pub stock: Option<i64>,
+}
+
+impl SkuChanges {
+    pub fn validate(&self) -> Result<(), CatalogError> {
+        if let Some(title) = &self.title {
+            check_title(title)?;
         }
-        if !(0..=crate::promotion::MAX_PRICE_CENTS).contains(&self.price_cents) {
-            return Err(CatalogError::Invalid("price_cents out of range"));
+        if let Some(price_cents) = self.price_cents {
+            check_price(price_cents)?;
         }
-        if !(0..=crate::promotion::MAX_STOCK).contains(&self.stock) {
-            return Err(CatalogError::Invalid("stock out of range"));
+        if let Some(stock) = self.stock {
+            check_stock(stock)?;
         }
         Ok(())
     }
@@ -76,17 +117,20 @@ pub async fn get_sku(pool: &PgPool, id: &str) -> sqlx::Result<Option<Sku>> {
         .await
 }
 
-pub async fn update_sku(pool: &PgPool, sku: &Sku) -> sqlx::Result<bool> {
-    let r = sqlx::query(
-        "UPDATE skus SET title = $2, price_cents = $3, stock = $4, updated_at = now() WHERE id = $1",
+/// Write the given fields of a SKU in one statement; the row as it is afterwards, or `None`
+/// when there is no such SKU.
+pub async fn update_sku(pool: &PgPool, id: &str, changes: &SkuChanges) -> sqlx::Result<Option<Sku>> {
+    sqlx::query_as(
+        "UPDATE skus SET title = COALESCE($2, title), price_cents = COALESCE($3, price_cents),
+             stock = COALESCE($4, stock), updated_at = now()
+         WHERE id = $1 RETURNING id, title, price_cents, stock",
     )
-    .bind(&sku.id)
-    .bind(&sku.title)
-    .bind(sku.price_cents)
-    .bind(sku.stock)
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .bind(id)
+    .bind(changes.title.as_deref().map(str::trim))
+    .bind(changes.price_cents)
+    .bind(changes.stock)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn skus_by_id(conn: impl sqlx::PgExecutor<'_>, ids: &[String]) -> sqlx::Result<Vec<Sku>> {

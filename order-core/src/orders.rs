@@ -140,9 +140,14 @@ pub async fn return_stock_and_announce(
         .map(|o| o.id)
         .collect();
     if !checkout_ids.is_empty() {
+        // Summed per SKU first: an UPDATE … FROM with several matching rows updates the
+        // target row once, with one of them, so a batch cancelling two orders of a SKU would
+        // return one order's units.
         sqlx::query(
-            "UPDATE skus s SET stock = s.stock + i.quantity, updated_at = now()
-             FROM order_items i WHERE i.order_id = ANY($1) AND s.id = i.sku_id",
+            "UPDATE skus s SET stock = s.stock + i.units, updated_at = now()
+             FROM (SELECT sku_id, SUM(quantity) AS units FROM order_items
+                   WHERE order_id = ANY($1) GROUP BY sku_id) i
+             WHERE s.id = i.sku_id",
         )
         .bind(&checkout_ids)
         .execute(&mut *tx)

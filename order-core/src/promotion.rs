@@ -28,6 +28,8 @@ pub struct Promotion {
     pub paused: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped by every write to the row; Redis ignores a revision older than the one it has.
+    pub revision: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -246,7 +248,7 @@ pub struct PromotionRepo {
 }
 
 const COLUMNS: &str =
-    "id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused, created_at, updated_at";
+    "id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused, created_at, updated_at, revision";
 
 impl PromotionRepo {
     pub fn new(pool: PgPool) -> Self {
@@ -297,18 +299,18 @@ impl PromotionRepo {
         .await
     }
 
-    /// Store edited fields, guarded by the `updated_at` the edit was based on (a concurrent
-    /// edit makes this return `None`).
+    /// Store edited fields, guarded by the revision the edit was based on (any concurrent
+    /// write to the row makes this return `None`).
     pub async fn update(
         &self,
         id: i64,
         f: &PromotionFields,
-        seen_updated_at: DateTime<Utc>,
+        seen_revision: i64,
     ) -> sqlx::Result<Option<Promotion>> {
         sqlx::query_as(&format!(
             "UPDATE promotions SET sku_id = $2, title = $3, price_cents = $4, stock = $5, per_user_limit = $6,
-                 starts_at = $7, ends_at = $8, updated_at = now()
-             WHERE id = $1 AND updated_at = $9 RETURNING {COLUMNS}"
+                 starts_at = $7, ends_at = $8, updated_at = now(), revision = revision + 1
+             WHERE id = $1 AND revision = $9 RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(&f.sku_id)
@@ -318,14 +320,15 @@ impl PromotionRepo {
         .bind(f.per_user_limit)
         .bind(f.starts_at)
         .bind(f.ends_at)
-        .bind(seen_updated_at)
+        .bind(seen_revision)
         .fetch_optional(&self.pool)
         .await
     }
 
     pub async fn set_paused(&self, id: i64, paused: bool) -> sqlx::Result<Option<Promotion>> {
         sqlx::query_as(&format!(
-            "UPDATE promotions SET paused = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE promotions SET paused = $2, updated_at = now(), revision = revision + 1
+             WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(paused)
@@ -333,9 +336,12 @@ impl PromotionRepo {
         .await
     }
 
+    /// Add units to the configured stock (`None`: no such promotion, or the sum would pass
+    /// `MAX_STOCK`).
     pub async fn add_stock(&self, id: i64, units: i64) -> sqlx::Result<Option<Promotion>> {
         sqlx::query_as(&format!(
-            "UPDATE promotions SET stock = stock + $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE promotions SET stock = stock + $2, updated_at = now(), revision = revision + 1
+             WHERE id = $1 AND stock + $2 <= {MAX_STOCK} RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(units)
@@ -387,6 +393,7 @@ mod tests {
             paused: false,
             created_at: now,
             updated_at: now,
+            revision: 1,
         }
     }
 

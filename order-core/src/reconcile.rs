@@ -2,11 +2,12 @@
 //!
 //! At a quiet moment, remaining + reserved units = stock, every live order in the database
 //! holds a reservation in Redis, no cancelled order still holds one, and each buyer's count
-//! matches their reservations. The report names every difference; `repair` fixes what can be
-//! fixed from the database's truth: returns stock of cancelled orders, restores lost
-//! reservations of live orders, and recounts remaining and buyers.
-//! Reservations not (yet) in the database are not drift: they are queued, or the sweeper
-//! republishes them.
+//! matches their reservations. The report names every difference; `repair` rebuilds Redis
+//! from the database's truth in one atomic script (`repair.lua`): reservations of live orders
+//! restored, those of cancelled ones released, request ids mapped again, remaining and buyers
+//! recounted, the sale loaded again if Redis lost it. Reservations not (yet) in the database
+//! are not drift: they are queued, or the sweeper republishes them, and a repair keeps them.
+//! A repair that raced an add-stock keeps the added units: Redis' newer revision wins.
 
 use std::collections::{HashMap, HashSet};
 use utoipa::ToSchema;
@@ -40,8 +41,14 @@ pub struct ReconcileReport {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Repair {
-    pub released: usize,
+    /// Reservations taken from cancelled or refunded orders.
+    pub released: i64,
+    /// Reservations given back to live orders.
     pub restored: i64,
+    /// Request ids mapped again to their orders (a retry gets the original order).
+    pub requests_restored: i64,
+    /// Request ids Redis maps to another order than the database's (left as they are).
+    pub request_conflicts: i64,
     pub remaining: i64,
 }
 
@@ -64,22 +71,30 @@ pub async fn reconcile(
     repair: bool,
 ) -> anyhow::Result<ReconcileReport> {
     let (report, orders) = inspect(db, stock, promotion).await?;
-    if !repair || report.consistent {
+    if !repair {
         return Ok(report);
     }
-    let mut released = 0;
-    for order_id in &report.reservations_of_cancelled_orders {
-        if let crate::stock::ReleaseOutcome::Released { .. } = stock
-            .release(promotion.id, *order_id)
-            .await
-            .context("release a cancelled order")?
-        {
-            released += 1;
-        }
-    }
-    let restore: Vec<Reservation> = orders
+    let (dead, live): (Vec<&DbOrder>, Vec<&DbOrder>) =
+        orders.iter().partition(|o| DEAD.contains(&o.status.as_str()));
+    let outcome = stock
+        .repair(promotion, &reservations(&live), &reservations(&dead))
+        .await
+        .context("repair the promotion in Redis")?;
+    let (mut after, _) = inspect(db, stock, promotion).await?;
+    after.repaired = Some(Repair {
+        released: outcome.released,
+        restored: outcome.restored,
+        requests_restored: outcome.requests_restored,
+        request_conflicts: outcome.request_conflicts,
+        remaining: outcome.remaining,
+    });
+    Ok(after)
+}
+
+/// The reservations `reserve.lua` recorded for these orders, rebuilt from their rows.
+fn reservations(orders: &[&DbOrder]) -> Vec<Reservation> {
+    orders
         .iter()
-        .filter(|o| report.orders_missing_in_redis.contains(&OrderId(o.id)))
         .map(|o| Reservation {
             order_id: OrderId(o.id),
             user_id: o.user_id,
@@ -87,21 +102,7 @@ pub async fn reconcile(
             reserved_at_ms: o.created_at.timestamp_millis(),
             request_id: o.request_id.clone(),
         })
-        .collect();
-    if report.remaining.is_none() {
-        stock.warmup(promotion).await.context("load the promotion")?;
-    }
-    let (remaining, restored) = stock
-        .recount(promotion.id, promotion.stock, &restore)
-        .await
-        .context("recount the promotion")?;
-    let (mut after, _) = inspect(db, stock, promotion).await?;
-    after.repaired = Some(Repair {
-        released,
-        restored,
-        remaining,
-    });
-    Ok(after)
+        .collect()
 }
 
 async fn db_orders(db: &PgPool, promotion_id: i64) -> anyhow::Result<Vec<DbOrder>> {

@@ -22,6 +22,8 @@ pub struct PromotionKeys {
     pub requests: String,
     pub reservations: String,
     pub pending: String,
+    /// Orders released for good (cancelled or refunded): a repair never restores them.
+    pub released: String,
 }
 
 impl PromotionKeys {
@@ -33,16 +35,18 @@ impl PromotionKeys {
             requests: format!("{tag}:requests"),
             reservations: format!("{tag}:reservations"),
             pending: format!("{tag}:pending"),
+            released: format!("{tag}:released"),
         }
     }
 
-    fn all(&self) -> [&str; 5] {
+    fn all(&self) -> [&str; 6] {
         [
             &self.meta,
             &self.buyers,
             &self.requests,
             &self.reservations,
             &self.pending,
+            &self.released,
         ]
     }
 }
@@ -84,6 +88,58 @@ pub enum ReleaseOutcome {
     },
     /// Already released, or never reserved.
     NothingToRelease,
+}
+
+/// What `sync_promotion.lua` did with one revision of a promotion row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Loaded for the first time with the row's stock.
+    Loaded { remaining: i64 },
+    /// A newer revision: rules follow the row, remaining moved by the stock difference.
+    Applied { remaining: i64 },
+    /// Redis already reflects this revision or a newer one: nothing written.
+    Current { remaining: i64 },
+    /// Refused: Redis does not hold the sale and it has started on Redis' clock. Units may
+    /// have been sold before Redis lost it: only a repair (reconcile) restores it.
+    StartedNotLoaded,
+    /// Refused: the row's stock is below the units already reserved.
+    BelowReserved { remaining: i64 },
+}
+
+impl SyncOutcome {
+    /// Remaining stock in Redis, when the sale is loaded.
+    pub fn remaining(self) -> Option<i64> {
+        match self {
+            SyncOutcome::Loaded { remaining }
+            | SyncOutcome::Applied { remaining }
+            | SyncOutcome::Current { remaining }
+            | SyncOutcome::BelowReserved { remaining } => Some(remaining),
+            SyncOutcome::StartedNotLoaded => None,
+        }
+    }
+}
+
+/// May `sync` load a sale that has already started?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfStarted {
+    /// Everyone but the creator: a started sale missing from Redis was lost, not new.
+    Refuse,
+    /// The request that just created the row: nothing can have been sold yet.
+    LoadJustCreated,
+}
+
+/// What `repair.lua` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairOutcome {
+    pub remaining: i64,
+    /// Reservations given back to live orders the database holds.
+    pub restored: i64,
+    /// Reservations taken from cancelled or refunded orders.
+    pub released: i64,
+    /// Request ids mapped again to their orders.
+    pub requests_restored: i64,
+    /// Request ids Redis maps to another order than the database's (left as they are).
+    pub request_conflicts: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +215,8 @@ pub struct Snapshot {
     pub now_ms: i64,
     /// Every buyer, when closed and the caller's epoch differed; otherwise empty.
     pub buyers: Vec<i64>,
+    /// The promotion row revision Redis reflects.
+    pub revision: i64,
 }
 
 /// Remaining stock and pause flag as Redis has them now.
@@ -178,10 +236,8 @@ pub struct StockStore {
 struct Scripts {
     reserve: Script,
     release: Script,
-    warmup: Script,
-    add_stock: Script,
-    recount: Script,
-    set_paused: Script,
+    sync: Script,
+    repair: Script,
     snapshot: Script,
 }
 
@@ -198,10 +254,8 @@ impl StockStore {
             scripts: Arc::new(Scripts {
                 reserve: Script::new(include_str!("../../lua/reserve.lua")),
                 release: Script::new(include_str!("../../lua/release.lua")),
-                warmup: Script::new(include_str!("../../lua/warmup.lua")),
-                add_stock: Script::new(include_str!("../../lua/add_stock.lua")),
-                recount: Script::new(include_str!("../../lua/recount.lua")),
-                set_paused: Script::new(include_str!("../../lua/set_paused.lua")),
+                sync: Script::new(include_str!("../../lua/sync_promotion.lua")),
+                repair: Script::new(include_str!("../../lua/repair.lua")),
                 snapshot: Script::new(include_str!("../../lua/snapshot.lua")),
             }),
         }
@@ -270,6 +324,7 @@ impl StockStore {
             .key(&k.buyers)
             .key(&k.reservations)
             .key(&k.pending)
+            .key(&k.released)
             .arg(order_id.0)
             .invoke_async(&mut conn)
             .await?;
@@ -283,80 +338,78 @@ impl StockStore {
         }
     }
 
-    /// Load (or refresh the rules of) a promotion; returns remaining stock.
-    pub async fn warmup(&self, p: &Promotion) -> Result<i64, StockError> {
+    /// Bring Redis up to this revision of the promotion row (`sync_promotion.lua`): loads a
+    /// sale that has not started, applies rules, pause flag and stock changes of a newer
+    /// revision, ignores an older one. Every write to the row is followed by this call.
+    pub async fn sync(&self, p: &Promotion, if_started: IfStarted) -> Result<SyncOutcome, StockError> {
         let k = PromotionKeys::new(p.id);
+        let mut invocation = self.scripts.sync.prepare_invoke();
+        for key in k.all() {
+            invocation.key(key);
+        }
+        Self::row_args(&mut invocation, p);
+        invocation.arg(match if_started {
+            IfStarted::Refuse => "0",
+            IfStarted::LoadJustCreated => "1",
+        });
         let mut conn = self.conn.clone();
-        Ok(self
-            .scripts
-            .warmup
-            .key(&k.meta)
-            .key(&k.buyers)
-            .key(&k.requests)
-            .key(&k.reservations)
-            .key(&k.pending)
+        let (code, remaining): (i64, i64) = invocation.invoke_async(&mut conn).await?;
+        Ok(match code {
+            1 => SyncOutcome::Loaded { remaining },
+            2 => SyncOutcome::Applied { remaining },
+            3 => SyncOutcome::Current { remaining },
+            -1 => SyncOutcome::StartedNotLoaded,
+            -2 => SyncOutcome::BelowReserved { remaining },
+            _ => {
+                return Err(StockError::UnexpectedReply {
+                    script: "sync_promotion.lua",
+                    reply: format!("{code} {remaining}"),
+                })
+            }
+        })
+    }
+
+    /// The promotion row as `sync_promotion.lua` and `repair.lua` take it (ARGV 1 to 7).
+    fn row_args(invocation: &mut redis::ScriptInvocation<'_>, p: &Promotion) {
+        invocation
             .arg(p.stock)
             .arg(p.per_user_limit)
             .arg(p.starts_at.timestamp_millis())
             .arg(p.ends_at.timestamp_millis())
             .arg(if p.paused { "1" } else { "0" })
             .arg(p.created_at.timestamp_micros())
-            .invoke_async(&mut conn)
-            .await?)
+            .arg(p.revision);
     }
 
-    /// Load a promotion afresh, stock included: only for a sale that has not started (no
-    /// reservation can exist yet).
-    pub async fn reload(&self, p: &Promotion) -> Result<i64, StockError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("DEL")
-            .arg(PromotionKeys::new(p.id).meta)
-            .query_async::<()>(&mut conn)
-            .await?;
-        self.warmup(p).await
-    }
-
-    /// Restore lost reservations and recompute buyers and remaining from the reservations
-    /// (`recount.lua`). Returns (remaining, restored).
-    pub async fn recount(
+    /// Rebuild a promotion's Redis state from the database's orders in one atomic step
+    /// (`repair.lua`): `live` orders hold their reservations, `dead` (cancelled or refunded)
+    /// ones do not; reservations still in flight are kept; buyers and remaining recounted.
+    pub async fn repair(
         &self,
-        promotion_id: i64,
-        stock: i64,
-        restore: &[Reservation],
-    ) -> Result<(i64, i64), StockError> {
-        let k = PromotionKeys::new(promotion_id);
-        let mut invocation = self.scripts.recount.key(&k.meta);
-        invocation.key(&k.buyers).key(&k.reservations).arg(stock);
-        for r in restore {
+        p: &Promotion,
+        live: &[Reservation],
+        dead: &[Reservation],
+    ) -> Result<RepairOutcome, StockError> {
+        let k = PromotionKeys::new(p.id);
+        let mut invocation = self.scripts.repair.prepare_invoke();
+        for key in k.all() {
+            invocation.key(key);
+        }
+        Self::row_args(&mut invocation, p);
+        invocation.arg(live.len());
+        for r in live.iter().chain(dead) {
             invocation.arg(r.order_id.0).arg(r.payload());
         }
         let mut conn = self.conn.clone();
-        Ok(invocation.invoke_async(&mut conn).await?)
-    }
-
-    /// Returns the new remaining stock, or `None` when the promotion is not loaded.
-    pub async fn add_stock(&self, promotion_id: i64, units: i64) -> Result<Option<i64>, StockError> {
-        let mut conn = self.conn.clone();
-        let remaining: i64 = self
-            .scripts
-            .add_stock
-            .key(PromotionKeys::new(promotion_id).meta)
-            .arg(units)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok((remaining >= 0).then_some(remaining))
-    }
-
-    /// Pause or resume a loaded promotion (one not loaded gets the flag from its warm-up).
-    pub async fn set_paused(&self, promotion_id: i64, paused: bool) -> Result<(), StockError> {
-        let mut conn = self.conn.clone();
-        self.scripts
-            .set_paused
-            .key(PromotionKeys::new(promotion_id).meta)
-            .arg(if paused { "1" } else { "0" })
-            .invoke_async::<i64>(&mut conn)
-            .await?;
-        Ok(())
+        let (remaining, restored, released, requests_restored, request_conflicts) =
+            invocation.invoke_async(&mut conn).await?;
+        Ok(RepairOutcome {
+            remaining,
+            restored,
+            released,
+            requests_restored,
+            request_conflicts,
+        })
     }
 
     /// Atomic views of several promotions (`snapshot.lua`), pipelined in one round trip.
@@ -371,7 +424,7 @@ impl StockStore {
             return Ok(Vec::new());
         }
         // Concurrent calls share the multiplexed connection: one pipelined round trip.
-        type Raw = (i64, i64, i64, String, i64, i64, Vec<i64>);
+        type Raw = (i64, i64, i64, String, i64, i64, Vec<i64>, i64);
         let calls = promotion_ids.iter().zip(known_epochs).map(|(id, epoch)| {
             let k = PromotionKeys::new(*id);
             let mut conn = self.conn.clone();
@@ -389,16 +442,19 @@ impl StockStore {
         let rows = futures::future::try_join_all(calls).await?;
         Ok(rows
             .into_iter()
-            .map(|(loaded, remaining, paused, epoch, closed, now_ms, buyers)| {
-                (loaded == 1).then_some(Snapshot {
-                    remaining,
-                    paused: paused == 1,
-                    epoch,
-                    closed: closed == 1,
-                    now_ms,
-                    buyers,
-                })
-            })
+            .map(
+                |(loaded, remaining, paused, epoch, closed, now_ms, buyers, revision)| {
+                    (loaded == 1).then_some(Snapshot {
+                        remaining,
+                        paused: paused == 1,
+                        epoch,
+                        closed: closed == 1,
+                        now_ms,
+                        buyers,
+                        revision,
+                    })
+                },
+            )
             .collect())
     }
 

@@ -5,7 +5,7 @@ use chrono::{Duration, Utc};
 use order_core::ids::{OrderId, OrderIdGenerator};
 use order_core::promotion::Promotion;
 use order_core::settings::RedisOnly;
-use order_core::stock::{ReleaseOutcome, ReserveOutcome, StockStore};
+use order_core::stock::{IfStarted, ReleaseOutcome, ReserveOutcome, StockStore, SyncOutcome};
 use order_core::test_support::{local_source, random_promotion_id, random_worker_id};
 
 async fn store() -> StockStore {
@@ -31,14 +31,32 @@ fn promotion(stock: i64, per_user_limit: i32) -> Promotion {
         paused: false,
         created_at: now,
         updated_at: now,
+        revision: 1,
     }
+}
+
+/// Load a promotion as the request that created it does; returns remaining.
+async fn load(store: &StockStore, p: &Promotion) -> i64 {
+    store
+        .sync(p, IfStarted::LoadJustCreated)
+        .await
+        .expect("sync")
+        .remaining()
+        .expect("loaded")
+}
+
+/// The next revision of a row, as a database write makes it.
+fn written(p: &mut Promotion, change: impl FnOnce(&mut Promotion)) -> Promotion {
+    change(p);
+    p.revision += 1;
+    p.clone()
 }
 
 #[tokio::test]
 async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once() {
     let store = store().await;
     let p = promotion(50, 2);
-    store.warmup(&p).await.expect("warmup");
+    load(&store, &p).await;
     let ids = std::sync::Arc::new(OrderIdGenerator::new(random_worker_id()));
 
     // 120 users × 2 attempts of 1 unit, all at once, plus one retry each of the first attempt.
@@ -77,8 +95,8 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
         assert!(store.units_held(p.id, *user).await.expect("held") <= 2);
     }
 
-    // Warm-up again (e.g. a rule edit) keeps remaining at 0.
-    assert_eq!(store.warmup(&p).await.expect("warmup"), 0);
+    // Warm-up again (the same revision) keeps remaining at 0.
+    assert_eq!(load(&store, &p).await, 0);
 
     // Release every order twice, concurrently: each returns its unit exactly once.
     let mut releases = Vec::new();
@@ -118,7 +136,7 @@ async fn outcomes_map_every_return_code() {
         ReserveOutcome::NotLoaded
     );
     p.paused = true;
-    store.warmup(&p).await.expect("warmup");
+    load(&store, &p).await;
     assert_eq!(
         store
             .reserve(p.id, 1, "r", 1, ids.next_id())
@@ -126,7 +144,8 @@ async fn outcomes_map_every_return_code() {
             .expect("reserve"),
         ReserveOutcome::Paused
     );
-    store.set_paused(p.id, false).await.expect("resume");
+    let resumed = written(&mut p, |p| p.paused = false);
+    store.sync(&resumed, IfStarted::Refuse).await.expect("resume");
     assert_eq!(
         store
             .reserve(p.id, 1, "r", 2, ids.next_id())
@@ -161,7 +180,11 @@ async fn outcomes_map_every_return_code() {
             .expect("reserve"),
         ReserveOutcome::SoldOut
     );
-    assert_eq!(store.add_stock(p.id, 2).await.expect("add"), Some(2));
+    let added = written(&mut p, |p| p.stock += 2);
+    assert_eq!(
+        store.sync(&added, IfStarted::Refuse).await.expect("add"),
+        SyncOutcome::Applied { remaining: 2 }
+    );
     assert!(matches!(
         store
             .reserve(p.id, 2, "r", 1, ids.next_id())
@@ -200,7 +223,7 @@ async fn outcomes_map_every_return_code() {
     let mut future = promotion(1, 1);
     future.starts_at = Utc::now() + Duration::hours(1);
     future.ends_at = future.starts_at + Duration::hours(1);
-    store.warmup(&future).await.expect("warmup");
+    load(&store, &future).await;
     assert_eq!(
         store
             .reserve(future.id, 1, "r", 1, ids.next_id())
@@ -213,7 +236,7 @@ async fn outcomes_map_every_return_code() {
     let mut past = promotion(1, 1);
     past.starts_at = Utc::now() - Duration::hours(2);
     past.ends_at = Utc::now() - Duration::hours(1);
-    store.warmup(&past).await.expect("warmup");
+    load(&store, &past).await;
     assert_eq!(
         store
             .reserve(past.id, 1, "r", 1, ids.next_id())
@@ -229,7 +252,7 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
     let store = store().await;
     let ids = OrderIdGenerator::new(random_worker_id());
     let old = promotion(1, 1);
-    store.warmup(&old).await.expect("warmup");
+    load(&store, &old).await;
     assert!(matches!(
         store
             .reserve(old.id, 1, "r", 1, ids.next_id())
@@ -242,7 +265,7 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
     let mut new = promotion(5, 1);
     new.id = old.id;
     new.created_at = old.created_at + Duration::seconds(1);
-    assert_eq!(store.warmup(&new).await.expect("warmup"), 5);
+    assert_eq!(load(&store, &new).await, 5);
     assert_eq!(store.reservation_count(new.id).await.expect("count"), 0);
     assert!(matches!(
         store
@@ -251,11 +274,7 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
             .expect("reserve"),
         ReserveOutcome::Reserved { remaining: 4, .. }
     ));
-    assert_eq!(
-        store.warmup(&new).await.expect("same promotion again"),
-        4,
-        "keeps what was sold"
-    );
+    assert_eq!(load(&store, &new).await, 4, "keeps what was sold");
     store.forget_promotion(new.id).await.expect("cleanup");
 }
 
@@ -265,8 +284,8 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
 async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves() {
     let store = store().await;
     let ids = OrderIdGenerator::new(random_worker_id());
-    let p = promotion(2, 1);
-    store.warmup(&p).await.expect("warmup");
+    let mut p = promotion(2, 1);
+    load(&store, &p).await;
     let open = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
         .clone()
         .expect("loaded");
@@ -292,7 +311,8 @@ async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves()
         .expect("loaded");
     assert!(again.closed && again.buyers.is_empty(), "nothing new to send");
 
-    store.add_stock(p.id, 1).await.expect("add stock");
+    let added = written(&mut p, |p| p.stock += 1);
+    store.sync(&added, IfStarted::Refuse).await.expect("add stock");
     let reopened = store
         .snapshots(&[p.id], &[Some(closed.epoch.clone())])
         .await
@@ -323,4 +343,88 @@ async fn the_shared_writer_pace_grants_a_burst_then_makes_writers_wait() {
         wait > std::time::Duration::ZERO && wait <= std::time::Duration::from_millis(100),
         "{wait:?}"
     );
+}
+
+/// The Redis-loss case: a started sale that Redis does not hold may have sold units, so
+/// nothing but its creator (nothing sold yet) or a repair may load it.
+#[tokio::test]
+async fn a_started_sale_missing_from_redis_is_never_loaded_afresh() {
+    let store = store().await;
+    let p = promotion(5, 1);
+    assert_eq!(
+        store.sync(&p, IfStarted::Refuse).await.expect("sync"),
+        SyncOutcome::StartedNotLoaded
+    );
+    assert_eq!(
+        store.live_stock_of(p.id).await.expect("live"),
+        None,
+        "still not loaded"
+    );
+
+    let mut future = promotion(5, 1);
+    future.starts_at = Utc::now() + Duration::hours(1);
+    future.ends_at = future.starts_at + Duration::hours(1);
+    assert_eq!(
+        store.sync(&future, IfStarted::Refuse).await.expect("sync"),
+        SyncOutcome::Loaded { remaining: 5 },
+        "a sale that has not started had nothing sold"
+    );
+    store.forget_promotion(future.id).await.expect("cleanup");
+}
+
+/// An edit reaching Redis after units were reserved (Redis' clock started the sale while
+/// the edit was on its way) moves remaining by the stock difference: reserved units stay
+/// reserved, and stock below them is refused.
+#[tokio::test]
+async fn a_new_stock_moves_remaining_by_the_difference_and_never_below_the_reserved() {
+    let store = store().await;
+    let ids = OrderIdGenerator::new(random_worker_id());
+    let mut p = promotion(10, 1);
+    load(&store, &p).await;
+    for user in 1..=3 {
+        store
+            .reserve(p.id, user, "r", 1, ids.next_id())
+            .await
+            .expect("reserve");
+    }
+    let edited = written(&mut p, |p| p.stock = 8);
+    assert_eq!(
+        store.sync(&edited, IfStarted::Refuse).await.expect("sync"),
+        SyncOutcome::Applied { remaining: 5 },
+        "8 configured, 3 reserved"
+    );
+    let too_low = written(&mut p, |p| p.stock = 2);
+    assert_eq!(
+        store.sync(&too_low, IfStarted::Refuse).await.expect("sync"),
+        SyncOutcome::BelowReserved { remaining: 5 }
+    );
+    let live = store.live_stock_of(p.id).await.expect("live").expect("loaded");
+    assert_eq!(live.remaining, 5, "a refused revision changes nothing");
+    store.forget_promotion(p.id).await.expect("cleanup");
+}
+
+/// A caller holding an older read of the row (a warm-up racing an edit, pause or add-stock)
+/// changes nothing: it can neither resume a paused sale nor count added units again.
+#[tokio::test]
+async fn an_older_revision_changes_nothing() {
+    let store = store().await;
+    let mut p = promotion(10, 1);
+    let stale = p.clone();
+    load(&store, &p).await;
+    let added = written(&mut p, |p| p.stock += 5);
+    assert_eq!(
+        store.sync(&added, IfStarted::Refuse).await.expect("add"),
+        SyncOutcome::Applied { remaining: 15 }
+    );
+    let paused = written(&mut p, |p| p.paused = true);
+    store.sync(&paused, IfStarted::Refuse).await.expect("pause");
+    for old in [&stale, &added] {
+        assert_eq!(
+            store.sync(old, IfStarted::Refuse).await.expect("stale"),
+            SyncOutcome::Current { remaining: 15 }
+        );
+    }
+    let live = store.live_stock_of(p.id).await.expect("live").expect("loaded");
+    assert_eq!((live.remaining, live.paused), (15, true));
+    store.forget_promotion(p.id).await.expect("cleanup");
 }

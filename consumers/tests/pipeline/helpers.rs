@@ -15,6 +15,7 @@ use order_core::settings::SettingsSource;
 use order_core::shutdown::Shutdown;
 use order_core::test_support::{poll_until, unique};
 use secrecy::ExposeSecret;
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
@@ -226,4 +227,24 @@ pub async fn commit_stamps(pool: &PgPool, promotion_id: i64) -> Vec<f64> {
 /// The most rows within any one second (the bench's own check of invariant 5).
 pub fn busiest_second(stamps: &[f64]) -> u64 {
     bench::verify::max_in_window(stamps, 1.0)
+}
+
+/// One app request: sent to `gateways[start]`, and like an app, sent again with the same
+/// request id to the next gateway after a 503 (Retry-After: 1) until a definitive answer.
+pub async fn place_like_an_app(
+    gateways: &[Arc<TestApp>],
+    start: usize,
+    promotion_id: i64,
+    user: i64,
+) -> (u16, Value) {
+    let request_id = format!("req-{user}");
+    for attempt in 0..30 {
+        let gateway = &gateways[(start + attempt) % gateways.len()];
+        let (status, body) = gateway.place(promotion_id, user, &request_id, 1).await;
+        if status != 503 {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("user {user}: still 503 after 30 tries");
 }

@@ -1,6 +1,7 @@
 //! The order pipeline end to end: a real gateway and real consumers against the real Redis,
 //! PostgreSQL and pulsar-lite, including crashes of each part.
 
+mod admin_actions;
 mod bench;
 mod e2e;
 mod faults;

@@ -20,26 +20,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// One app request: sent to `gateways[start]`, and like an app, sent again with the same
-/// request id to the next gateway after a 503 (Retry-After: 1) until a definitive answer.
-async fn place_like_an_app(
-    gateways: &[Arc<TestApp>],
-    start: usize,
-    promotion_id: i64,
-    user: i64,
-) -> (u16, Value) {
-    let request_id = format!("req-{user}");
-    for attempt in 0..30 {
-        let gateway = &gateways[(start + attempt) % gateways.len()];
-        let (status, body) = gateway.place(promotion_id, user, &request_id, 1).await;
-        if status != 503 {
-            return (status, body);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    panic!("user {user}: still 503 after 30 tries");
-}
-
 /// Every buyer's first try on gateway `u % n`, the same request id again on the next
 /// gateway at the same moment; per user, every definitive answer.
 async fn sale_with_retries_elsewhere(

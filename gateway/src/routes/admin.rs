@@ -1,8 +1,13 @@
 //! `/admin/promotions`: operations staff create and steer flash sales (admin key).
 //!
 //! PostgreSQL holds what was configured; Redis what remains to sell. Each change writes the
-//! database first, then Redis, then this gateway's cache (other gateways follow on their next
-//! refresh). Adding stock is the only stock change allowed once a sale has started.
+//! database row first (bumping its revision), then brings Redis up to that revision in one
+//! script (`StockStore::sync`), then this gateway's cache; other gateways follow on their
+//! next refresh, and a refresher that sees Redis behind the row syncs it (a crash between the
+//! two steps heals). Redis decides what stock may do, atomically and on its own clock: a
+//! started sale it lost is never loaded afresh (only a repair restores it), and stock never
+//! drops below the units reserved. Adding stock is the only stock change allowed once a sale
+//! has started.
 
 use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
@@ -13,6 +18,7 @@ use axum::Json;
 use order_core::promotion::{
     Promotion, PromotionError, PromotionFields, PromotionInput, PromotionPatch, MAX_STOCK,
 };
+use order_core::stock::{IfStarted, SyncOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -48,6 +54,46 @@ fn stock_error(e: order_core::stock::StockError) -> ApiError {
 
 fn not_found() -> ApiError {
     ApiError::not_found("promotion_not_found", "no such promotion")
+}
+
+fn started_not_loaded(id: i64) -> ApiError {
+    ApiError::conflict(
+        "started_not_loaded",
+        format!(
+            "the sale has started and Redis does not hold it, so units may already be sold: pause it, \
+             let the order backlog drain, then POST /admin/promotions/{id}/reconcile?repair=true"
+        ),
+    )
+}
+
+/// Bring Redis up to the row just written. Redis refusing the row's stock is answered by the
+/// caller; here it is only logged with the action.
+async fn sync(
+    state: &AppState,
+    row: &Promotion,
+    if_started: IfStarted,
+    action: &str,
+) -> ApiResult<SyncOutcome> {
+    let outcome = state.stock.sync(row, if_started).await.map_err(stock_error)?;
+    match outcome {
+        SyncOutcome::BelowReserved { remaining } => tracing::warn!(
+            promotion_id = row.id,
+            action,
+            stock = row.stock,
+            remaining,
+            "Redis refused the row's stock: below the units already reserved"
+        ),
+        SyncOutcome::StartedNotLoaded => tracing::warn!(
+            promotion_id = row.id,
+            action,
+            "the sale has started and is not in Redis: not loaded afresh (reconcile with repair restores it)"
+        ),
+        _ => {}
+    }
+    if let Some(remaining) = outcome.remaining() {
+        state.cache.upsert(row.clone()).set_remaining(remaining);
+    }
+    Ok(outcome)
 }
 
 async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotion> {
@@ -96,7 +142,8 @@ pub async fn create_promotion(
     }
     let promotion = state.promotions.insert(&fields).await.map_err(db_error)?;
     if due_for_warmup(&state, &promotion) {
-        state.stock.warmup(&promotion).await.map_err(stock_error)?;
+        // Just created: nothing can have been sold, so even a sale starting now is loaded.
+        sync(&state, &promotion, IfStarted::LoadJustCreated, "create").await?;
     }
     tracing::info!(
         promotion_id = promotion.id,
@@ -167,28 +214,38 @@ pub async fn patch_promotion(
     let current = load(&state, id).await?;
     let now = state.cache.clock.now();
     let fields = current.patched(patch, now).map_err(invalid)?;
+    let edit_conflict = || {
+        ApiError::conflict(
+            "edit_conflict",
+            "the promotion changed meanwhile; reload and retry",
+        )
+    };
     let updated = state
         .promotions
-        .update(id, &fields, current.updated_at)
+        .update(id, &fields, current.revision)
         .await
         .map_err(db_error)?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "edit_conflict",
-                "the promotion changed meanwhile; reload and retry",
-            )
-        })?;
-    let loaded = state
-        .stock
-        .live_stock_of(id)
-        .await
-        .map_err(stock_error)?
-        .is_some();
-    if !current.has_started(now) && (loaded || due_for_warmup(&state, &updated)) {
-        // Nothing can be reserved before the start, so stock may be loaded afresh.
-        state.stock.reload(&updated).await.map_err(stock_error)?;
-    } else if loaded {
-        state.stock.warmup(&updated).await.map_err(stock_error)?;
+        .ok_or_else(edit_conflict)?;
+    if let SyncOutcome::BelowReserved { .. } = sync(&state, &updated, IfStarted::Refuse, "edit").await? {
+        // Judged not started here, but Redis' clock started the sale meanwhile (a slow
+        // database call) and units were reserved: undo the edit, guarded by its revision.
+        let undone = state
+            .promotions
+            .update(id, &current.fields(), updated.revision)
+            .await
+            .map_err(db_error)?;
+        let Some(undone) = undone else {
+            tracing::error!(
+                promotion_id = id,
+                "an edit Redis refused could not be undone (the row changed again); reconcile the promotion"
+            );
+            return Err(edit_conflict());
+        };
+        sync(&state, &undone, IfStarted::Refuse, "undo edit").await?;
+        return Err(ApiError::conflict(
+            "stock_below_reserved",
+            "the sale has taken orders: stock cannot go below the units reserved (nothing was changed)",
+        ));
     }
     tracing::info!(
         promotion_id = id,
@@ -234,7 +291,8 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
         .await
         .map_err(db_error)?
         .ok_or_else(not_found)?;
-    state.stock.set_paused(id, paused).await.map_err(stock_error)?;
+    let action = if paused { "pause" } else { "resume" };
+    sync(&state, &promotion, IfStarted::Refuse, action).await?;
     tracing::info!(promotion_id = id, paused, "promotion pause flag changed");
     Ok(Json(view(&state, promotion).await?))
 }
@@ -277,28 +335,33 @@ pub async fn add_stock(
     if state.cache.clock.now() >= current.ends_at {
         return Err(invalid(PromotionError::Ended));
     }
-    // Database first: if Redis then fails, Redis holds less than configured (never more),
-    // and reconciliation or the next warm-up repairs it.
+    // Database first: if Redis then fails, Redis holds less than configured (never more)
+    // until a refresher brings it up to the row's revision. Redis adds the difference between
+    // the row's stock and its own, once, whoever applies the revision first (a warm-up that
+    // read the new row, or this call).
     let promotion = state
         .promotions
         .add_stock(id, body.units)
         .await
         .map_err(db_error)?
-        .ok_or_else(not_found)?;
-    state.stock.add_stock(id, body.units).await.map_err(stock_error)?;
+        .ok_or_else(|| invalid(PromotionError::InvalidStock))?;
+    sync(&state, &promotion, IfStarted::Refuse, "add stock").await?;
     tracing::info!(promotion_id = id, units = body.units, "stock added");
     Ok(Json(view(&state, promotion).await?))
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/warmup", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "remaining stock in Redis"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/promotions/{id}/warmup", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "remaining stock in Redis"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn warmup_promotion(
     _: Admin,
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<Json<HashMap<&'static str, i64>>> {
     let promotion = load(&state, id).await?;
-    let remaining = state.stock.warmup(&promotion).await.map_err(stock_error)?;
-    state.cache.upsert(promotion).set_remaining(remaining);
+    let remaining = sync(&state, &promotion, IfStarted::Refuse, "warm-up")
+        .await?
+        .remaining()
+        .ok_or_else(|| started_not_loaded(id))?;
+    tracing::info!(promotion_id = id, remaining, "promotion warmed up");
     Ok(Json(HashMap::from([("remaining", remaining)])))
 }
 
@@ -379,11 +442,21 @@ pub async fn reconcile_promotion(
     let report = order_core::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
         .await
         .map_err(|e| ApiError::unavailable("reconcile a promotion", format!("{e:#}")))?;
-    if !report.consistent || report.repaired.is_some() {
+    if let Some(repair) = &report.repaired {
         tracing::warn!(
             promotion_id = id,
             drift = report.drift,
-            repaired = report.repaired.is_some(),
+            released = repair.released,
+            restored = repair.restored,
+            requests_restored = repair.requests_restored,
+            request_conflicts = repair.request_conflicts,
+            remaining = repair.remaining,
+            "promotion repaired"
+        );
+    } else if !report.consistent {
+        tracing::warn!(
+            promotion_id = id,
+            drift = report.drift,
             "reconciliation found drift"
         );
     }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::catalog::{self, CouponTemplate, CouponTemplateInput, Sku};
+use order_core::catalog::{self, CouponTemplate, CouponTemplateInput, Sku, SkuChanges};
 use order_core::checkout;
 use order_core::ids::OrderId;
 use order_core::lifecycle::OrderEventKind;
@@ -58,35 +58,25 @@ pub async fn get_sku(
         .ok_or_else(no_sku)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SkuPatch {
-    pub title: Option<String>,
-    pub price_cents: Option<i64>,
-    pub stock: Option<i64>,
-}
-
-#[utoipa::path(patch, path = "/admin/skus/{id}", tag = "catalog", security(("admin_key" = [])), params(("id" = String, Path)), request_body = SkuPatch, responses((status = 200, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(patch, path = "/admin/skus/{id}", tag = "catalog", security(("admin_key" = [])), params(("id" = String, Path)), request_body = order_core::catalog::SkuChanges, responses((status = 200, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
 pub async fn patch_sku(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(patch): ApiJson<SkuPatch>,
+    ApiJson(changes): ApiJson<SkuChanges>,
 ) -> ApiResult<Json<Sku>> {
-    let mut sku = catalog::get_sku(&state.deps.db, &id)
+    changes.validate().map_err(invalid)?;
+    let sku = catalog::update_sku(&state.deps.db, &id, &changes)
         .await
         .map_err(db_error)?
         .ok_or_else(no_sku)?;
-    sku.title = patch.title.unwrap_or(sku.title);
-    sku.price_cents = patch.price_cents.unwrap_or(sku.price_cents);
-    sku.stock = patch.stock.unwrap_or(sku.stock);
-    sku.validate().map_err(invalid)?;
-    if !catalog::update_sku(&state.deps.db, &sku)
-        .await
-        .map_err(db_error)?
-    {
-        return Err(no_sku());
-    }
+    tracing::info!(
+        sku_id = %sku.id,
+        title_changed = changes.title.is_some(),
+        price_cents = ?changes.price_cents,
+        stock = ?changes.stock,
+        "SKU updated"
+    );
     Ok(Json(sku))
 }
 

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use order_core::ids::OrderId;
 use order_core::promotion::{Promotion, PromotionState};
-use order_core::stock::{Reservation, ReserveOutcome};
+use order_core::stock::{IfStarted, Reservation, ReserveOutcome, SyncOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -217,17 +217,17 @@ async fn place(
         .await
         .map_err(|e| ApiError::unavailable("reserve stock", e))?;
     if outcome == ReserveOutcome::NotLoaded {
-        if entry.promotion.has_started(state.cache.clock.now()) {
-            // Loading a started sale afresh would offer its whole stock again next to the
-            // orders already taken: Redis lost it, and only a reconcile can restore it.
-            return Err(not_loaded(promotion_id));
-        }
-        // Not started (on Redis' clock): nothing can have been reserved, so loading is safe.
-        state
+        // Loading a started sale afresh would offer its whole stock again next to the orders
+        // already taken: the script refuses it (on Redis' clock), and only a repair restores
+        // it. A sale that has not started had nothing reserved, so loading it is safe.
+        let loaded = state
             .stock
-            .warmup(&entry.promotion)
+            .sync(&entry.promotion, IfStarted::Refuse)
             .await
             .map_err(|e| ApiError::unavailable("warm up a promotion", e))?;
+        if loaded == SyncOutcome::StartedNotLoaded {
+            return Err(not_loaded(promotion_id));
+        }
         outcome = reserve()
             .await
             .map_err(|e| ApiError::unavailable("reserve stock", e))?;

@@ -15,3 +15,4 @@ mod publish_failure;
 mod readiness;
 mod scale_out;
 mod seckill;
+mod stock_conservation;

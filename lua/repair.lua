@@ -1,0 +1,71 @@
+-- repair.lua: rebuild a promotion's Redis state from the database's orders (reconcile with
+-- repair), in one step so no reserve ever runs against half-repaired counters.
+--
+-- KEYS[1..6] {promo:<id>}: meta, buyers, requests, reservations, pending, released
+-- ARGV[1..7] the promotion row as in sync_promotion.lua: stock, per-user limit, starts at ms,
+--            ends at ms, paused, identity, revision
+-- ARGV[8] L, the number of live orders that follow
+-- then L pairs (order id, reservation payload) of the database's live orders, then pairs of
+-- its cancelled and refunded orders; a payload is "<user>|<quantity>|<ms>|<request id>"
+--
+-- Live orders get their reservation back unless release.lua released them meanwhile (the
+-- released set: the database cancelled them after the caller read it); dead orders lose
+-- theirs. Both get their request id mapped again, so a retry returns the original order.
+-- Reservations the database does not hold yet (in flight) are kept. Buyers and remaining are
+-- then recounted: remaining = stock - reserved units. When Redis already reflects a newer
+-- revision of the row (stock added meanwhile), its stock and rules win over the caller's.
+-- Loads the sale when Redis lost it: the one path that may load a started sale.
+--
+-- Returns {remaining, restored, released, requests restored, request conflicts}: a conflict
+-- is a request id Redis maps to another order than the database's.
+
+local meta = KEYS[1]
+if redis.call('EXISTS', meta) == 1 and redis.call('HGET', meta, 'identity') ~= ARGV[6] then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+end
+local m = redis.call('HMGET', meta, 'stock', 'revision')
+local stock = tonumber(ARGV[1])
+local newer = m[1] and tonumber(m[2] or '0') > tonumber(ARGV[7])
+if newer then
+  stock = tonumber(m[1])
+else
+  redis.call('HSET', meta, 'identity', ARGV[6], 'per_user_limit', ARGV[2], 'starts_at_ms', ARGV[3],
+    'ends_at_ms', ARGV[4], 'paused', ARGV[5], 'revision', ARGV[7])
+end
+
+local restored, released, requests, conflicts = 0, 0, 0, 0
+local function map_request(id, payload)
+  local user, request = string.match(payload, '^(%d+)|%d+|%d+|(.*)$')
+  local field = user .. ':' .. request
+  if redis.call('HSETNX', KEYS[3], field, id) == 1 then
+    requests = requests + 1
+  elseif redis.call('HGET', KEYS[3], field) ~= id then
+    conflicts = conflicts + 1
+  end
+end
+local live_end = 8 + 2 * tonumber(ARGV[8])
+for i = 9, #ARGV, 2 do
+  local id, payload = ARGV[i], ARGV[i + 1]
+  map_request(id, payload)
+  redis.call('ZREM', KEYS[5], id)
+  if i < live_end then
+    if redis.call('SISMEMBER', KEYS[6], id) == 0 then
+      restored = restored + redis.call('HSETNX', KEYS[4], id, payload)
+    end
+  else
+    redis.call('SADD', KEYS[6], id)
+    released = released + redis.call('HDEL', KEYS[4], id)
+  end
+end
+
+redis.call('DEL', KEYS[2])
+local reserved = 0
+for _, payload in ipairs(redis.call('HVALS', KEYS[4])) do
+  local user, quantity = string.match(payload, '^(%d+)|(%d+)|')
+  reserved = reserved + tonumber(quantity)
+  redis.call('HINCRBY', KEYS[2], user, quantity)
+end
+local remaining = stock - reserved
+redis.call('HSET', meta, 'remaining', remaining, 'stock', stock)
+redis.call('HINCRBY', meta, 'epoch', 1)
+return {remaining, restored, released, requests, conflicts}
