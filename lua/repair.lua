@@ -17,15 +17,22 @@
 -- Loads the sale when Redis lost it: the one path that may load a started sale.
 --
 -- Returns {remaining, restored, released, requests restored, request conflicts}: a conflict
--- is a request id Redis maps to another order than the database's.
+-- is a request id Redis maps to another order than the database's. Remaining is negative
+-- when the stock is below the units live orders hold (reconcile reports it).
 
 local meta = KEYS[1]
-if redis.call('EXISTS', meta) == 1 and redis.call('HGET', meta, 'identity') ~= ARGV[6] then
+local m = redis.call('HMGET', meta, 'stock', 'revision', 'identity')
+if m[3] and m[3] ~= ARGV[6] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+  m = {false, false, false}
 end
-local m = redis.call('HMGET', meta, 'stock', 'revision')
+if not m[3] then
+  -- A new copy: its epoch starts at Redis' clock (µs), unlike any copy before it.
+  local t = redis.call('TIME')
+  redis.call('HSET', meta, 'epoch', t[1] .. string.format('%06d', tonumber(t[2])))
+end
 local stock = tonumber(ARGV[1])
-local newer = m[1] and tonumber(m[2] or '0') > tonumber(ARGV[7])
+local newer = m[3] and m[1] and tonumber(m[2] or '0') > tonumber(ARGV[7])
 if newer then
   stock = tonumber(m[1])
 else

@@ -356,7 +356,9 @@ impl PromotionCache {
                             ?outcome,
                             "Redis was behind the promotion row; synced"
                         ),
-                        outcome => tracing::debug!(promotion_id = promotion.id, ?outcome, "sync refused"),
+                        outcome => {
+                            tracing::debug!(promotion_id = promotion.id, ?outcome, "sync changed nothing")
+                        }
                     }
                 }
                 continue;

@@ -34,6 +34,9 @@ pub struct ReconcileReport {
     pub orders_missing_in_redis: Vec<OrderId>,
     pub reservations_of_cancelled_orders: Vec<OrderId>,
     pub buyers_mismatched: Vec<i64>,
+    /// Reserved units beyond the stock (Redis remaining below zero): the configured stock was
+    /// lowered under what orders hold. Not repairable; add stock.
+    pub units_over_stock: i64,
     pub consistent: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repair>,
@@ -71,7 +74,8 @@ pub async fn reconcile(
     repair: bool,
 ) -> anyhow::Result<ReconcileReport> {
     let (report, orders) = inspect(db, stock, promotion).await?;
-    if !repair {
+    // The repair runs one script over every order of the sale: only when something is off.
+    if !repair || (report.consistent && report.remaining.is_some()) {
         return Ok(report);
     }
     let (dead, live): (Vec<&DbOrder>, Vec<&DbOrder>) =
@@ -170,8 +174,12 @@ async fn inspect(
         .collect();
     buyers_mismatched.sort();
     let drift = remaining.map_or(0, |r| promotion.stock - (r + reserved_units));
-    let consistent =
-        drift == 0 && missing.is_empty() && of_cancelled.is_empty() && buyers_mismatched.is_empty();
+    let units_over_stock = remaining.map_or(0, |r| (-r).max(0));
+    let consistent = drift == 0
+        && units_over_stock == 0
+        && missing.is_empty()
+        && of_cancelled.is_empty()
+        && buyers_mismatched.is_empty();
     let report = ReconcileReport {
         promotion_id: promotion.id,
         stock: promotion.stock,
@@ -186,6 +194,7 @@ async fn inspect(
         orders_missing_in_redis: missing,
         reservations_of_cancelled_orders: of_cancelled,
         buyers_mismatched,
+        units_over_stock,
         consistent,
         repaired: None,
     };

@@ -122,8 +122,11 @@ impl SyncOutcome {
 /// May `sync` load a sale that has already started?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfStarted {
-    /// Everyone but the creator: a started sale missing from Redis was lost, not new.
+    /// Most callers: a started sale missing from Redis was lost, not new.
     Refuse,
+    /// An edit of a sale that had not started (moving its start to now, say): nothing was
+    /// sold while Redis' clock is before the start the sale had before the edit.
+    LoadIfBefore(chrono::DateTime<chrono::Utc>),
     /// The request that just created the row: nothing can have been sold yet.
     LoadJustCreated,
 }
@@ -349,8 +352,9 @@ impl StockStore {
         }
         Self::row_args(&mut invocation, p);
         invocation.arg(match if_started {
-            IfStarted::Refuse => "0",
-            IfStarted::LoadJustCreated => "1",
+            IfStarted::Refuse => p.starts_at.timestamp_millis(),
+            IfStarted::LoadIfBefore(start) => start.max(p.starts_at).timestamp_millis(),
+            IfStarted::LoadJustCreated => i64::MAX,
         });
         let mut conn = self.conn.clone();
         let (code, remaining): (i64, i64) = invocation.invoke_async(&mut conn).await?;

@@ -66,15 +66,15 @@ fn started_not_loaded(id: i64) -> ApiError {
     )
 }
 
-/// Bring Redis up to the row just written. Redis refusing the row's stock is answered by the
-/// caller; here it is only logged with the action.
+/// Bring Redis up to a row (`StockStore::sync`) and the cache with it. Refusals are logged
+/// with the action; the caller answers them.
 async fn sync(
     state: &AppState,
     row: &Promotion,
     if_started: IfStarted,
     action: &str,
-) -> ApiResult<SyncOutcome> {
-    let outcome = state.stock.sync(row, if_started).await.map_err(stock_error)?;
+) -> Result<SyncOutcome, order_core::stock::StockError> {
+    let outcome = state.stock.sync(row, if_started).await?;
     match outcome {
         SyncOutcome::BelowReserved { remaining } => tracing::warn!(
             promotion_id = row.id,
@@ -94,6 +94,33 @@ async fn sync(
         state.cache.upsert(row.clone()).set_remaining(remaining);
     }
     Ok(outcome)
+}
+
+/// After a committed write: the write stands even when Redis cannot follow right now (a
+/// 5xx would make the operator press again, adding stock twice); the refreshers bring Redis
+/// up to the row's revision once it answers.
+async fn sync_after_write(state: &AppState, row: &Promotion, if_started: IfStarted, action: &str) {
+    if let Err(e) = sync(state, row, if_started, action).await {
+        tracing::warn!(
+            promotion_id = row.id,
+            action,
+            error = %e,
+            "written to the database; Redis follows on the next cache refresh"
+        );
+    }
+}
+
+/// The view answered after a committed write: `remaining` absent when Redis cannot say.
+async fn view_after_write(state: &AppState, promotion: Promotion) -> AdminPromotion {
+    let live = state.stock.live_stock_of(promotion.id).await.unwrap_or_else(|e| {
+        tracing::warn!(promotion_id = promotion.id, error = %e, "remaining stock unreadable");
+        None
+    });
+    AdminPromotion {
+        state: promotion.state(state.cache.clock.now(), live.is_some_and(|l| l.remaining <= 0)),
+        remaining: live.map(|l| l.remaining),
+        promotion,
+    }
 }
 
 async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotion> {
@@ -143,14 +170,17 @@ pub async fn create_promotion(
     let promotion = state.promotions.insert(&fields).await.map_err(db_error)?;
     if due_for_warmup(&state, &promotion) {
         // Just created: nothing can have been sold, so even a sale starting now is loaded.
-        sync(&state, &promotion, IfStarted::LoadJustCreated, "create").await?;
+        sync_after_write(&state, &promotion, IfStarted::LoadJustCreated, "create").await;
     }
     tracing::info!(
         promotion_id = promotion.id,
         stock = promotion.stock,
         "promotion created"
     );
-    Ok((StatusCode::CREATED, Json(view(&state, promotion).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(view_after_write(&state, promotion).await),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -226,9 +256,22 @@ pub async fn patch_promotion(
         .await
         .map_err(db_error)?
         .ok_or_else(edit_conflict)?;
-    if let SyncOutcome::BelowReserved { .. } = sync(&state, &updated, IfStarted::Refuse, "edit").await? {
+    // A sale that had not started had nothing sold before its old start: it may be loaded
+    // while Redis' clock is before that, even when the edit moves the start to now.
+    let if_started = IfStarted::LoadIfBefore(current.starts_at);
+    let refused = match sync(&state, &updated, if_started, "edit").await {
+        Ok(SyncOutcome::BelowReserved { .. }) => Some(ApiError::conflict(
+            "stock_below_reserved",
+            "the sale has taken orders: stock cannot go below the units reserved (the edit was undone)",
+        )),
+        Ok(_) => None,
+        // Redis could not judge the new stock: undo, so the retry starts from the same row.
+        Err(e) => Some(stock_error(e)),
+    };
+    if let Some(refused) = refused {
         // Judged not started here, but Redis' clock started the sale meanwhile (a slow
-        // database call) and units were reserved: undo the edit, guarded by its revision.
+        // database call) and units were reserved, or Redis is unreachable: undo the edit,
+        // guarded by its revision.
         let undone = state
             .promotions
             .update(id, &current.fields(), updated.revision)
@@ -241,11 +284,8 @@ pub async fn patch_promotion(
             );
             return Err(edit_conflict());
         };
-        sync(&state, &undone, IfStarted::Refuse, "undo edit").await?;
-        return Err(ApiError::conflict(
-            "stock_below_reserved",
-            "the sale has taken orders: stock cannot go below the units reserved (nothing was changed)",
-        ));
+        sync_after_write(&state, &undone, if_started, "undo edit").await;
+        return Err(refused);
     }
     tracing::info!(
         promotion_id = id,
@@ -255,7 +295,7 @@ pub async fn patch_promotion(
         ends_at = %updated.ends_at,
         "promotion updated"
     );
-    Ok(Json(view(&state, updated).await?))
+    Ok(Json(view_after_write(&state, updated).await))
 }
 
 #[utoipa::path(delete, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 204, description = "deleted"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
@@ -292,9 +332,9 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
         .map_err(db_error)?
         .ok_or_else(not_found)?;
     let action = if paused { "pause" } else { "resume" };
-    sync(&state, &promotion, IfStarted::Refuse, action).await?;
+    sync_after_write(&state, &promotion, IfStarted::Refuse, action).await;
     tracing::info!(promotion_id = id, paused, "promotion pause flag changed");
-    Ok(Json(view(&state, promotion).await?))
+    Ok(Json(view_after_write(&state, promotion).await))
 }
 
 #[utoipa::path(post, path = "/admin/promotions/{id}/pause", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
@@ -345,9 +385,9 @@ pub async fn add_stock(
         .await
         .map_err(db_error)?
         .ok_or_else(|| invalid(PromotionError::InvalidStock))?;
-    sync(&state, &promotion, IfStarted::Refuse, "add stock").await?;
+    sync_after_write(&state, &promotion, IfStarted::Refuse, "add stock").await;
     tracing::info!(promotion_id = id, units = body.units, "stock added");
-    Ok(Json(view(&state, promotion).await?))
+    Ok(Json(view_after_write(&state, promotion).await))
 }
 
 #[utoipa::path(post, path = "/admin/promotions/{id}/warmup", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "remaining stock in Redis"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
@@ -358,7 +398,8 @@ pub async fn warmup_promotion(
 ) -> ApiResult<Json<HashMap<&'static str, i64>>> {
     let promotion = load(&state, id).await?;
     let remaining = sync(&state, &promotion, IfStarted::Refuse, "warm-up")
-        .await?
+        .await
+        .map_err(stock_error)?
         .remaining()
         .ok_or_else(|| started_not_loaded(id))?;
     tracing::info!(promotion_id = id, remaining, "promotion warmed up");

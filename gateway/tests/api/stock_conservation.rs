@@ -263,3 +263,25 @@ async fn a_cancel_batch_with_several_orders_of_one_sku_returns_all_their_units()
     let (_, sku) = send(app.admin(Method::GET, "/admin/skus/sku-expiring")).await;
     assert_eq!(sku["stock"].as_i64(), Some(STOCK), "{sku}");
 }
+
+/// "Start it now": an edit that moves a scheduled sale's start to the present loads it, since
+/// nothing can have been sold before the start it had.
+#[tokio::test]
+async fn an_edit_starting_a_scheduled_sale_now_loads_and_sells_it() {
+    let app = TestApp::spawn().await;
+    let id = id_of(&app.create_promotion(4, 1, Span::hours(1)).await);
+    assert_eq!(
+        remaining(&app, id).await,
+        None,
+        "not loaded an hour before the start"
+    );
+    let now = chrono::Utc::now();
+    let (status, body) = send(
+        app.admin(Method::PATCH, &format!("/admin/promotions/{id}"))
+            .json(&json!({ "starts_at": now - Span::seconds(1) })),
+    )
+    .await;
+    assert_eq!((status, body["remaining"].as_i64()), (200, Some(4)), "{body}");
+    let (status, body) = app.place(id, 1, "r", 1).await;
+    assert_eq!(status, 202, "{body}");
+}
