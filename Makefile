@@ -1,10 +1,12 @@
 # Entry points; the scripts in scripts/ do the work and install what they need.
-.PHONY: run test setup stack stop status fmt
+.PHONY: run test check setup stack stop status fmt
 
 run:        ## set up, start the stack, run gateway + consumers
 	scripts/run.sh
 test:       ## set up, start the stack, fmt + clippy + all tests
 	scripts/test.sh
+check:      ## fmt + clippy + unit and property tests, no stack needed (quick)
+	scripts/check.sh
 setup:      ## system packages, pulsar-lite, patched pulsar crate
 	scripts/setup.sh
 stack:      ## start Redis, PostgreSQL, pulsar-lite

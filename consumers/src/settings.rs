@@ -35,6 +35,9 @@ pub struct PostPaymentSettings {
     pub http_attempts: u32,
     pub analytics_dir: std::path::PathBuf,
     pub max_redeliveries: u32,
+    /// Tries of a failing handler per delivery (with backoff up to 5 s) before the delivery
+    /// is given up; after `max_redeliveries` given-up deliveries the event is dead-lettered.
+    pub handler_attempts: u32,
     pub shipment_interval_ms: u64,
 }
 

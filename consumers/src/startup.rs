@@ -17,6 +17,7 @@ use order_core::promotion::PromotionRepo;
 use order_core::readiness::{Dependencies, DependencySettings, ReadinessReport};
 use order_core::shutdown::{Shutdown, ShutdownListener};
 use order_core::stock::StockStore;
+use order_core::supervisor::{Health, Supervisor};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -45,6 +46,7 @@ pub struct Application {
     event_workers: Vec<EventWorker>,
     shipments: ShipmentRelay,
     backlog: BrokerBacklog,
+    supervisor: Supervisor,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ struct HttpState {
     deps: Dependencies,
     stats: Arc<Stats>,
     backlog: BrokerBacklog,
+    health: Health,
 }
 
 /// `/status`: the counters, and the writer subscription's backlog as the broker counts it.
@@ -186,6 +189,7 @@ impl Application {
                     pulsar.topic(&pulsar.order_events_topic),
                     dlq,
                     post.max_redeliveries,
+                    post.handler_attempts,
                     handler,
                 )
                 .await
@@ -223,6 +227,7 @@ impl Application {
             event_workers,
             shipments,
             backlog,
+            supervisor: Supervisor::default(),
         })
     }
 
@@ -238,24 +243,39 @@ impl Application {
         Arc::clone(&self.stats)
     }
 
+    /// Whether every worker still runs (what `/healthz` answers).
+    pub fn health(&self) -> Health {
+        self.supervisor.health()
+    }
+
+    /// Run one more task under this process's supervisor, from now on: if it ends before
+    /// shutdown, the process stops like for any of its own workers (tests inject faults here).
+    pub fn supervise(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.supervisor.spawn(name, task);
+    }
+
     /// Run the workers and the endpoints until `shutdown` fires; in-flight batches finish or
-    /// are left unacknowledged for redelivery.
-    pub async fn run_until_stopped(self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
+    /// are left unacknowledged for redelivery. A worker that stops before that stops the
+    /// process: the error names it (see `order_core::supervisor`).
+    pub async fn run_until_stopped(mut self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
         let workers = Shutdown::new();
-        let mut tasks = vec![
-            tokio::spawn(self.writer.run(workers.subscribe())),
-            tokio::spawn(self.sweeper.run(workers.subscribe())),
-            tokio::spawn(self.canceller.run(workers.subscribe())),
-            tokio::spawn(self.shipments.run(workers.subscribe())),
-        ];
+        let supervisor = &mut self.supervisor;
+        supervisor.spawn("order writer", self.writer.run(workers.subscribe()));
+        supervisor.spawn("recovery sweeper", self.sweeper.run(workers.subscribe()));
+        supervisor.spawn(
+            "payment-timeout canceller",
+            self.canceller.run(workers.subscribe()),
+        );
+        supervisor.spawn("shipment relay", self.shipments.run(workers.subscribe()));
         for worker in self.event_workers {
-            tasks.push(tokio::spawn(worker.run(workers.subscribe())));
+            supervisor.spawn(worker.name(), worker.run(workers.subscribe()));
         }
         let router = Router::new()
-            .route(
-                "/healthz",
-                get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-            )
+            .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/status", get(status))
             .route("/metrics", get(metrics_text))
@@ -263,18 +283,40 @@ impl Application {
                 deps: self.deps,
                 stats: self.stats,
                 backlog: self.backlog,
+                health: self.supervisor.health(),
             });
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { shutdown.recv().await })
-            .await
-            .context("serve health endpoints");
+        let http_stop = Shutdown::new();
+        let mut http_stopped = http_stop.subscribe();
+        let serve = std::future::IntoFuture::into_future(
+            axum::serve(self.listener, router)
+                .with_graceful_shutdown(async move { http_stopped.recv().await }),
+        );
+        tokio::pin!(serve);
+        let outcome = tokio::select! {
+            served = &mut serve => served.context("serve health endpoints"),
+            _ = shutdown.recv() => Ok(()),
+            failure = self.supervisor.first_failure() => Err(anyhow::Error::new(failure)),
+        };
+        // The workers stop first, while /healthz still tells a failure; then the endpoints.
         workers.trigger();
-        for task in tasks {
-            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
-                tracing::warn!("a worker did not stop within 10 s");
-            }
+        self.supervisor.stop(Duration::from_secs(10)).await;
+        http_stop.trigger();
+        if outcome.is_ok() {
+            serve.await.context("serve health endpoints")?;
         }
-        served
+        outcome
+    }
+}
+
+async fn healthz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json::Value>) {
+    match state.health.failure() {
+        None => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
+        Some(failure) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "failing", "worker": failure.worker, "cause": failure.cause,
+            })),
+        ),
     }
 }
 

@@ -84,7 +84,10 @@ impl RateLimits {
         self.per_user.shrink_to_fit();
     }
 
-    pub fn spawn_pruner(self: &Arc<Self>, mut shutdown: order_core::shutdown::ShutdownListener) {
+    pub fn spawn_pruner(
+        self: &Arc<Self>,
+        mut shutdown: order_core::shutdown::ShutdownListener,
+    ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -94,7 +97,7 @@ impl RateLimits {
                     _ = shutdown.recv() => break,
                 }
             }
-        });
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use order_core::promotion::PromotionRepo;
 use order_core::readiness::{Dependencies, DependencySettings};
 use order_core::shutdown::{Shutdown, ShutdownListener};
 use order_core::stock::StockStore;
+use order_core::supervisor::{Health, Supervisor};
 use order_core::worker_lease::{LeaseSettings, WorkerLease};
 use tokio::net::TcpListener;
 
@@ -53,6 +54,8 @@ pub struct AppContext {
     pub http: reqwest::Client,
     /// A request body must arrive within this (slow-client protection).
     pub body_read_timeout: Duration,
+    /// Whether every background task still runs (`/healthz`).
+    pub health: Health,
 }
 
 #[derive(Debug)]
@@ -63,6 +66,8 @@ pub struct Application {
     http: crate::serve::HttpSettings,
     /// Stops the background tasks when the server stops.
     tasks: Shutdown,
+    /// Watches them: one that stops before shutdown stops the gateway.
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -105,6 +110,7 @@ impl Application {
         )
         .await
         .context("lease a worker id for order ids")?;
+        let mut supervisor = Supervisor::default();
         let state = Arc::new(AppContext {
             auth: Arc::new(Authenticator::new(&settings.auth)),
             limits: Arc::new(RateLimits::new(&settings.rate_limit)?),
@@ -131,6 +137,7 @@ impl Application {
                 .build()
                 .context("build the HTTP client")?,
             body_read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
+            health: supervisor.health(),
             deps,
         });
 
@@ -146,15 +153,21 @@ impl Application {
             );
         }
         let tasks = Shutdown::new();
-        state.ids.spawn_renewal(tasks.subscribe());
-        state.cache.spawn_refresher(
-            state.promotions.clone(),
-            state.stock.clone(),
-            Duration::from_millis(seckill.cache_refresh_ms),
-            state.warmup_lead,
-            tasks.subscribe(),
+        supervisor.watch(
+            "worker-id lease renewal",
+            state.ids.spawn_renewal(tasks.subscribe()),
         );
-        state.limits.spawn_pruner(tasks.subscribe());
+        supervisor.watch(
+            "promotion cache refresher",
+            state.cache.spawn_refresher(
+                state.promotions.clone(),
+                state.stock.clone(),
+                Duration::from_millis(seckill.cache_refresh_ms),
+                state.warmup_lead,
+                tasks.subscribe(),
+            ),
+        );
+        supervisor.watch("rate-limit pruner", state.limits.spawn_pruner(tasks.subscribe()));
 
         let address = settings.gateway.address();
         let listener = TcpListener::bind(&address)
@@ -168,6 +181,7 @@ impl Application {
             port,
             http: settings.http.clone(),
             tasks,
+            supervisor,
         })
     }
 
@@ -175,12 +189,41 @@ impl Application {
         self.port
     }
 
-    /// Serve until `shutdown` fires, then finish in-flight requests and return.
-    pub async fn run_until_stopped(self, shutdown: ShutdownListener) -> anyhow::Result<()> {
-        let served = crate::serve::serve(self.listener, self.router, &self.http, shutdown)
-            .await
-            .context("serve HTTP");
+    /// Whether every background task still runs (what `/healthz` answers).
+    pub fn health(&self) -> Health {
+        self.supervisor.health()
+    }
+
+    /// Run one more task under this gateway's supervisor, from now on: if it ends before
+    /// shutdown, the gateway stops like for any of its own tasks (tests inject faults here).
+    pub fn supervise(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.supervisor.spawn(name, task);
+    }
+
+    /// Serve until `shutdown` fires, then finish in-flight requests and return. A background
+    /// task that stops before that stops the gateway: the error names it (a gateway whose
+    /// cache refresher died would keep refusing or accepting on a stale view).
+    pub async fn run_until_stopped(mut self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
+        let http_stop = Shutdown::new();
+        let serve = crate::serve::serve(self.listener, self.router, &self.http, http_stop.subscribe());
+        tokio::pin!(serve);
+        let (outcome, served) = tokio::select! {
+            served = &mut serve => (served.context("serve HTTP"), true),
+            _ = shutdown.recv() => (Ok(()), false),
+            failure = self.supervisor.first_failure() => (Err(anyhow::Error::new(failure)), false),
+        };
+        // The tasks stop first, while /healthz still tells a failure; then HTTP drains.
         self.tasks.trigger();
-        served
+        self.supervisor.stop(Duration::from_secs(10)).await;
+        http_stop.trigger();
+        if !served {
+            let drained = serve.await.context("serve HTTP");
+            return outcome.and(drained);
+        }
+        outcome
     }
 }

@@ -525,14 +525,19 @@ pub async fn transition(
             return_stock_and_announce(&mut tx, &[order], OrderEvent::REFUNDED, None, order_events_topic)
                 .await?
         }
-        other => {
-            let event_type = match other {
-                OrderEventKind::RequestRefund => OrderEvent::REFUND_REQUESTED,
-                OrderEventKind::Ship => OrderEvent::SHIPPED,
-                OrderEventKind::Pay => OrderEvent::PAID,
-                _ => OrderEvent::COMPLETED,
-            };
-            let e = OrderEvent::new(event_type, order_id, owner, &kind, promotion_id, total, None);
+        OrderEventKind::RequestRefund
+        | OrderEventKind::Ship
+        | OrderEventKind::Pay
+        | OrderEventKind::Complete => {
+            let e = OrderEvent::new(
+                OrderEvent::type_for(event),
+                order_id,
+                owner,
+                &kind,
+                promotion_id,
+                total,
+                None,
+            );
             crate::outbox::enqueue(&mut tx, order_events_topic, &e.event_id, &e).await?;
         }
     }

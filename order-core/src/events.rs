@@ -60,6 +60,20 @@ impl OrderEvent {
     pub const COMPLETED: &'static str = "order.completed";
     pub const VERSION: u32 = 1;
 
+    /// The event announcing a transition. Exhaustive on purpose: a new kind of transition
+    /// must name its event here, not inherit another's.
+    pub fn type_for(kind: crate::lifecycle::OrderEventKind) -> &'static str {
+        use crate::lifecycle::OrderEventKind;
+        match kind {
+            OrderEventKind::Pay => Self::PAID,
+            OrderEventKind::Ship => Self::SHIPPED,
+            OrderEventKind::Complete => Self::COMPLETED,
+            OrderEventKind::Cancel => Self::CANCELLED,
+            OrderEventKind::RequestRefund => Self::REFUND_REQUESTED,
+            OrderEventKind::Refund => Self::REFUNDED,
+        }
+    }
+
     /// The event of type `event_type` for an order; its id is `<type>:<order id>`.
     pub fn new(
         event_type: &str,
@@ -81,6 +95,35 @@ impl OrderEvent {
             promotion_id,
             total_cents,
             reason: reason.map(str::to_owned),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::{OrderStatus, ALL_STATUSES};
+
+    /// Every transition is announced as `order.<the status it leads to>`.
+    #[test]
+    fn each_transition_is_announced_by_the_event_of_its_new_status() {
+        for from in ALL_STATUSES {
+            for kind in [
+                crate::lifecycle::OrderEventKind::Pay,
+                crate::lifecycle::OrderEventKind::Ship,
+                crate::lifecycle::OrderEventKind::Complete,
+                crate::lifecycle::OrderEventKind::Cancel,
+                crate::lifecycle::OrderEventKind::RequestRefund,
+                crate::lifecycle::OrderEventKind::Refund,
+            ] {
+                if let Ok(to) = OrderStatus::apply(from, kind) {
+                    assert_eq!(
+                        OrderEvent::type_for(kind),
+                        format!("order.{to}"),
+                        "{from} --{kind:?}-->"
+                    );
+                }
+            }
         }
     }
 }

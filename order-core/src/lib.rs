@@ -31,7 +31,9 @@ pub mod redis_store;
 pub mod settings;
 pub mod shutdown;
 pub mod stock;
+pub mod supervisor;
 pub mod telemetry;
+pub mod transient;
 pub mod worker_lease;
 
 #[cfg(feature = "test-support")]

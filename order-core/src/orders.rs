@@ -112,18 +112,6 @@ pub async fn complete_stock_returns(pool: &PgPool, order_ids: &[i64]) -> sqlx::R
     Ok(())
 }
 
-/// The guarded `pending_payment → paid` transition; `false` when the order is not (or no
-/// longer) awaiting payment, e.g. the canceller got there first.
-pub async fn mark_paid(pool: &PgPool, order_id: OrderId) -> sqlx::Result<bool> {
-    let result = sqlx::query(
-        "UPDATE orders SET status = 'paid', updated_at = now() WHERE id = $1 AND status = 'pending_payment'",
-    )
-    .bind(order_id.0)
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
-}
-
 /// In the transaction that ended `orders` (cancelled or refunded): give their stock back —
 /// SKU stock at once, promotion stock through `stock_returns` (applied to Redis afterwards) —
 /// free the coupons they used, and queue one event each in the outbox.

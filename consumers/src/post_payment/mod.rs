@@ -5,8 +5,11 @@
 //! failing job never holds up another. Handlers are idempotent: database effects commit
 //! together with a `processed_events` row; effects outside the database (webhooks, the
 //! logistics API, files) carry the event's natural key so a repeat is recognisable.
-//! An undecodable event is dead-lettered after N redeliveries; a failing handler is retried
-//! in place with backoff (a database outage must not send good events to the DLQ).
+//! An undecodable event is dead-lettered after N redeliveries. A failing handler is retried
+//! in place with backoff (a short database outage must not send good events to the DLQ),
+//! up to `handler_attempts` times; then the delivery is given up (nacked), so after the
+//! subscription's redeliveries the event reaches its dead-letter topic and stops blocking
+//! the events behind it. From there it can be replayed.
 
 pub mod analytics;
 pub mod logistics;
@@ -34,6 +37,8 @@ pub trait Handler: Send + Sync + 'static {
 pub struct EventWorker {
     consumer: Subscription,
     handler: Box<dyn Handler>,
+    /// Tries of the handler per delivery before the delivery is given up.
+    attempts: u32,
 }
 
 impl std::fmt::Debug for EventWorker {
@@ -45,11 +50,17 @@ impl std::fmt::Debug for EventWorker {
 }
 
 impl EventWorker {
+    /// The handler's name: its subscription and its worker name.
+    pub fn name(&self) -> &'static str {
+        self.handler.name()
+    }
+
     pub async fn subscribe(
         client: &order_core::bus::PulsarClient,
         topic: String,
         dead_letter_topic: String,
         max_redeliveries: u32,
+        attempts: u32,
         handler: Box<dyn Handler>,
     ) -> Result<Self, pulsar::Error> {
         let consumer = Subscription::open(
@@ -63,7 +74,11 @@ impl EventWorker {
             },
         )
         .await?;
-        Ok(Self { consumer, handler })
+        Ok(Self {
+            consumer,
+            handler,
+            attempts: attempts.max(1),
+        })
     }
 
     pub async fn run(mut self, mut shutdown: ShutdownListener) {
@@ -82,9 +97,15 @@ impl EventWorker {
                 }
             };
             let mut backoff = Duration::from_millis(100);
-            loop {
+            let mut attempt = 1;
+            let handled = loop {
                 match self.handler.handle(&event).await {
-                    Ok(()) => break,
+                    Ok(()) => break true,
+                    Err(e) if attempt >= self.attempts => {
+                        tracing::error!(worker = name, event_id = %event.event_id, attempts = attempt, error = format!("{e:#}"),
+                            "handle an order event: giving this delivery up (dead-lettered after the redeliveries)");
+                        break false;
+                    }
                     Err(e) => {
                         tracing::warn!(worker = name, event_id = %event.event_id, error = format!("{e:#}"), retry_in = ?backoff, "handle an order event; will retry");
                         tokio::select! {
@@ -92,11 +113,17 @@ impl EventWorker {
                             _ = shutdown.recv() => return,
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
+                        attempt += 1;
                     }
                 }
-            }
-            if let Err(e) = self.consumer.ack(&msg).await {
-                tracing::warn!(worker = name, error = %e, "ack an order event");
+            };
+            let settled = if handled {
+                self.consumer.ack(&msg).await
+            } else {
+                self.consumer.nack(&msg).await
+            };
+            if let Err(e) = settled {
+                tracing::warn!(worker = name, error = %e, "ack or nack an order event");
             }
         }
     }

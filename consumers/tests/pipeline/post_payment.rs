@@ -343,3 +343,87 @@ async fn the_webhook_notifier_retries_failures_and_gives_up_on_a_hung_endpoint()
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A handler that always fails on one event: gives the delivery up after its attempts, the
+/// event reaches the dead-letter topic after the redeliveries, and the events behind it are
+/// handled. (Before, the worker retried it in place forever and its subscription stalled.)
+#[tokio::test]
+async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_handled() {
+    use consumers::post_payment::{BoxFuture, EventWorker, Handler};
+    use futures::StreamExt;
+    use order_core::events::OrderEvent;
+    use order_core::ids::OrderId;
+
+    struct RefusesOrderOne(Arc<Mutex<Vec<String>>>);
+    impl Handler for RefusesOrderOne {
+        fn name(&self) -> &'static str {
+            "refuses-order-one"
+        }
+        fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>> {
+            Box::pin(async move {
+                anyhow::ensure!(event.order_id != OrderId(1), "order 1 cannot be handled");
+                self.0.lock().expect("lock").push(event.event_id.clone());
+                Ok(())
+            })
+        }
+    }
+
+    let settings: order_core::settings::PulsarSettings = {
+        let s: consumers::settings::Settings = local_source().load().expect("settings");
+        s.pulsar
+    };
+    let client = order_core::bus::connect(&settings).await.expect("pulsar");
+    let (topic, dlq) = (
+        settings.topic(&unique("order-events")),
+        settings.topic(&unique("events-dlq")),
+    );
+    let mut dead_letters: pulsar::consumer::Consumer<Vec<u8>, pulsar::TokioExecutor> = client
+        .consumer()
+        .with_topic(&dlq)
+        .with_subscription("test")
+        .build()
+        .await
+        .expect("subscribe to the dead-letter topic");
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let worker = EventWorker::subscribe(
+        &client,
+        topic.clone(),
+        dlq,
+        1,
+        2,
+        Box::new(RefusesOrderOne(Arc::clone(&handled))),
+    )
+    .await
+    .expect("subscribe the worker");
+    let stop = order_core::shutdown::Shutdown::new();
+    let running = tokio::spawn(worker.run(stop.subscribe()));
+
+    let producer = order_core::bus::JsonProducer::new(&client, topic, None, Duration::from_secs(5))
+        .await
+        .expect("producer");
+    for order in [1, 2] {
+        let event = OrderEvent::new(OrderEvent::PAID, OrderId(order), 7, "seckill", Some(1), 100, None);
+        producer.publish(&event).await.expect("publish");
+    }
+    let dead = tokio::time::timeout(Duration::from_secs(30), dead_letters.next())
+        .await
+        .expect("the refused event reaches the dead-letter topic")
+        .expect("a message")
+        .expect("readable");
+    let dead: OrderEvent = serde_json::from_slice(&dead.payload.data).expect("the event as sent");
+    assert_eq!(dead.order_id, OrderId(1));
+    poll_until(
+        Duration::from_secs(10),
+        "the next event to be handled",
+        || async {
+            let seen = handled.lock().expect("lock").clone();
+            seen.contains(&"order.paid:2".to_owned()).then_some(())
+        },
+    )
+    .await;
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops")
+        .expect("task");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use order_core::events::OrderEvent;
 use order_core::ids::OrderId;
-use order_core::orders::{cancel_expired, mark_paid};
+use order_core::orders::cancel_expired;
 use order_core::test_support::{local_source, poll_until};
 use pulsar::consumer::Consumer;
 use pulsar::{SubType, TokioExecutor};
@@ -94,7 +94,7 @@ async fn an_unpaid_order_is_cancelled_and_its_stock_sold_again() {
 
 #[tokio::test]
 async fn payment_racing_cancellation_never_yields_a_paid_order_with_returned_stock() {
-    let app = spawn_gateway(local_source()).await;
+    let app = Arc::new(spawn_gateway(local_source()).await);
     let promotion_id = create_running(&app, 100).await;
     let pool = app.pool();
     let ids: Vec<i64> = (1..=60).map(|i| 1_000_000 + i).collect();
@@ -124,18 +124,29 @@ async fn payment_racing_cancellation_never_yields_a_paid_order_with_returned_sto
             }
         }));
     }
+    // Each paid through the provider's signed callback, the production path.
     let mut payments = Vec::new();
     for id in ids.clone() {
-        let pool = pool.clone();
+        let app = Arc::clone(&app);
         payments.push(tokio::spawn(async move {
-            (id, mark_paid(&pool, OrderId(id)).await.expect("pay"))
+            let callback = serde_json::json!({
+                "payment_id": format!("pay-{id}"), "order_id": id.to_string(), "amount_cents": 1,
+                "status": "succeeded", "timestamp": chrono::Utc::now().timestamp(),
+            });
+            (id, app.payment_callback(&callback, None).await)
         }));
     }
     let mut paid = HashSet::new();
     for p in payments {
-        let (id, won) = p.await.expect("task");
-        if won {
-            paid.insert(id);
+        let (id, (status, body)) = p.await.expect("task");
+        assert_eq!(status, 200, "{body}");
+        match body["result"].as_str() {
+            Some("applied") => {
+                paid.insert(id);
+            }
+            // Cancelled first: the money is recorded for a refund, the order stays cancelled.
+            Some("refund_due") => {}
+            other => panic!("order {id}: {other:?} {body}"),
         }
     }
     let mut cancelled = Vec::new();
@@ -172,13 +183,31 @@ async fn payment_racing_cancellation_never_yields_a_paid_order_with_returned_sto
         cancelled_set,
         "stock returns only for cancelled orders"
     );
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&pool)
-        .await
-        .expect("outbox");
+    let announced = |event_type: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let ids: Vec<String> =
+                sqlx::query_scalar("SELECT event_id FROM outbox WHERE event_id LIKE $1 || ':%'")
+                    .bind(event_type)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("outbox");
+            ids.into_iter().collect::<HashSet<_>>()
+        }
+    };
+    let expected = |set: &HashSet<i64>, event_type: &str| {
+        set.iter()
+            .map(|id| format!("{event_type}:{id}"))
+            .collect::<HashSet<_>>()
+    };
     assert_eq!(
-        events as usize,
-        cancelled_set.len(),
+        announced(OrderEvent::CANCELLED).await,
+        expected(&cancelled_set, OrderEvent::CANCELLED),
         "one order.cancelled per cancelled order"
+    );
+    assert_eq!(
+        announced(OrderEvent::PAID).await,
+        expected(&paid, OrderEvent::PAID),
+        "one order.paid per paid order"
     );
 }

@@ -45,11 +45,11 @@ fn invalid(e: PromotionError) -> ApiError {
 }
 
 fn db_error(e: sqlx::Error) -> ApiError {
-    ApiError::unavailable("promotion database call", e)
+    ApiError::dependency("promotion database call", e)
 }
 
 fn stock_error(e: order_core::stock::StockError) -> ApiError {
-    ApiError::unavailable("promotion Redis call", e)
+    ApiError::dependency("promotion Redis call", e)
 }
 
 fn not_found() -> ApiError {
@@ -447,7 +447,7 @@ pub async fn promotion_stats(
     let queued = state.stock.pending_count(id).await.map_err(stock_error)?;
     let counts = order_core::reconcile::order_counts(&state.deps.db, id)
         .await
-        .map_err(|e| ApiError::unavailable("count orders", format!("{e:#}")))?;
+        .map_err(|e| ApiError::dependency("count orders", e))?;
     let count = |status: &str| counts.get(status).copied().unwrap_or(0);
     Ok(Json(PromotionStats {
         promotion_id: id,
@@ -482,7 +482,7 @@ pub async fn reconcile_promotion(
     let promotion = load(&state, id).await?;
     let report = order_core::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
         .await
-        .map_err(|e| ApiError::unavailable("reconcile a promotion", format!("{e:#}")))?;
+        .map_err(|e| ApiError::dependency("reconcile a promotion", e))?;
     if let Some(repair) = &report.repaired {
         tracing::warn!(
             promotion_id = id,

@@ -18,7 +18,7 @@ use crate::routes::checkout::transition_result;
 use crate::startup::AppState;
 
 fn db_error(e: sqlx::Error) -> ApiError {
-    ApiError::unavailable("catalog database call", e)
+    ApiError::dependency("catalog database call", e)
 }
 
 fn invalid(e: catalog::CatalogError) -> ApiError {

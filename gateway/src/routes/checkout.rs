@@ -27,14 +27,12 @@ use crate::startup::AppState;
 async fn slot(state: &AppState) -> ApiResult<SemaphorePermit<'_>> {
     match tokio::time::timeout(state.checkout_queue_timeout, state.checkout_slots.acquire()).await {
         Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError {
-            retry_after_secs: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "checkout is busy; retry shortly",
-            )
-        }),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "checkout is busy; retry shortly",
+        )
+        .retry_after(1)),
     }
 }
 
@@ -51,7 +49,7 @@ fn checkout_error(e: CheckoutError) -> ApiError {
 }
 
 fn db_error(e: sqlx::Error) -> ApiError {
-    ApiError::unavailable("checkout database call", e)
+    ApiError::dependency("checkout database call", e)
 }
 
 #[utoipa::path(post, path = "/api/checkout/preview", tag = "checkout", security(("user_jwt" = [])), request_body = order_core::checkout::CheckoutInput, responses((status = 200, body = order_core::pricing::Breakdown), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]

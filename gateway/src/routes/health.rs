@@ -1,4 +1,5 @@
-//! Liveness (the process answers) and readiness (Redis, PostgreSQL and Pulsar answer).
+//! Liveness (the process answers and its background tasks run) and readiness (Redis,
+//! PostgreSQL and Pulsar answer).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,9 +9,15 @@ use serde_json::{json, Value};
 
 use crate::startup::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "the process answers")))]
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "the process answers and every background task runs"), (status = 503, description = "a background task stopped (named, with its cause); the gateway is stopping")))]
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.health.failure() {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Some(failure) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "failing", "worker": failure.worker, "cause": failure.cause })),
+        ),
+    }
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = order_core::readiness::ReadinessReport), (status = 503, body = order_core::readiness::ReadinessReport)))]

@@ -172,6 +172,7 @@ pub fn router(state: AppState) -> Router {
             (state.body_read_timeout, MAX_BODY_BYTES),
             crate::serve::read_body_within_deadline,
         ))
+        .layer(middleware::from_fn(crate::error::log_failures))
         .layer(middleware::from_fn(crate::request_id::with_request_id))
         .with_state(state)
 }

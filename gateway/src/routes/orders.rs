@@ -22,7 +22,7 @@ pub async fn get_order(
     let order_id = OrderId(id);
     if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user.id)
         .await
-        .map_err(|e| ApiError::unavailable("read an order", e))?
+        .map_err(|e| ApiError::dependency("read an order", e))?
     {
         return Ok(Json(order));
     }
@@ -31,13 +31,13 @@ pub async fn get_order(
         .stock
         .order_promotion(order_id)
         .await
-        .map_err(|e| ApiError::unavailable("look up a queued order", e))?
+        .map_err(|e| ApiError::dependency("look up a queued order", e))?
         .ok_or_else(not_found)?;
     let reservation = state
         .stock
         .reservation(promotion_id, order_id)
         .await
-        .map_err(|e| ApiError::unavailable("look up a queued order", e))?
+        .map_err(|e| ApiError::dependency("look up a queued order", e))?
         .filter(|r| r.user_id == user.id)
         .ok_or_else(not_found)?;
     let unit_price = state

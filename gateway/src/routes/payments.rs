@@ -79,7 +79,7 @@ pub async fn payment_callback(
     }
     let outcome = apply_payment(&state.checkout_db, &callback, &state.order_events_topic)
         .await
-        .map_err(|e| ApiError::unavailable("apply a payment callback", e))?;
+        .map_err(|e| ApiError::dependency("apply a payment callback", e))?;
     tracing::info!(payment_id = %callback.payment_id, order_id = %callback.order_id, ?outcome, "payment callback");
     match outcome {
         CallbackOutcome::AmountMismatch => Err(ApiError::unprocessable(

@@ -94,7 +94,7 @@ fn rejection(state: PromotionState) -> Option<ApiError> {
 
 /// The answer for a closed sale when Redis (rather than the local cache) found it closed.
 fn closed(state: PromotionState) -> ApiError {
-    rejection(state).unwrap_or_else(|| ApiError::unavailable("reserve stock", "an open sale was refused"))
+    rejection(state).unwrap_or_else(|| ApiError::internal("reserve stock", "an open sale was refused"))
 }
 
 fn limit_exceeded() -> ApiError {
@@ -118,10 +118,7 @@ fn queued(order_id: OrderId) -> (StatusCode, Json<Queued>) {
 /// outage under a flood would otherwise log every request; the cause is logged where it
 /// is detected, once per streak).
 fn retry_later(code: &'static str, message: String) -> ApiError {
-    ApiError {
-        retry_after_secs: Some(1),
-        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-    }
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(1)
 }
 
 #[utoipa::path(post, path = "/api/seckill/{promotion_id}/orders", tag = "seckill", security(("user_jwt" = [])), params(("promotion_id" = i64, Path)), request_body = SeckillOrderRequest, responses((status = 202, body = Queued), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 403, description = "sale not open (not_started, ended, paused)", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 415, description = "not JSON", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody), (status = 503, description = "retry with the same request id (Retry-After): `order_unconfirmed` (the order is held but the queue did not confirm it yet), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody)))]
@@ -180,7 +177,7 @@ async fn place(
             .stock
             .order_for_request(promotion_id, user.id, &request_id)
             .await
-            .map_err(|e| ApiError::unavailable("look up a request id", e))?
+            .map_err(|e| ApiError::dependency("look up a request id", e))?
         {
             Some(order_id) => Ok(queued(order_id)),
             None => Err(ApiError::not_found("promotion_not_found", "no such promotion")),
@@ -215,7 +212,7 @@ async fn place(
     };
     let mut outcome = reserve()
         .await
-        .map_err(|e| ApiError::unavailable("reserve stock", e))?;
+        .map_err(|e| ApiError::dependency("reserve stock", e))?;
     if outcome == ReserveOutcome::NotLoaded {
         // Loading a started sale afresh would offer its whole stock again next to the orders
         // already taken: the script refuses it (on Redis' clock), and only a repair restores
@@ -224,13 +221,13 @@ async fn place(
             .stock
             .sync(&entry.promotion, IfStarted::Refuse)
             .await
-            .map_err(|e| ApiError::unavailable("warm up a promotion", e))?;
+            .map_err(|e| ApiError::dependency("warm up a promotion", e))?;
         if loaded == SyncOutcome::StartedNotLoaded {
             return Err(not_loaded(promotion_id));
         }
         outcome = reserve()
             .await
-            .map_err(|e| ApiError::unavailable("reserve stock", e))?;
+            .map_err(|e| ApiError::dependency("reserve stock", e))?;
     }
 
     match outcome {
@@ -318,14 +315,12 @@ async fn publish(state: &AppState, promotion: &Promotion, reservation: &Reservat
 
 /// 503 `not_loaded`: the sale's stock is not in Redis (the refresher logs what to do).
 fn not_loaded(promotion_id: i64) -> ApiError {
-    ApiError {
-        retry_after_secs: Some(5),
-        ..ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_loaded",
-            format!("sale {promotion_id} is not available right now; retry later"),
-        )
-    }
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_loaded",
+        format!("sale {promotion_id} is not available right now; retry later"),
+    )
+    .retry_after(5)
 }
 
 #[cfg(test)]

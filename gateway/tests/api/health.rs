@@ -40,3 +40,50 @@ async fn shutdown_stops_serving() {
     let after = app.client.get(format!("{}/healthz", app.address)).send().await;
     assert!(after.is_err(), "nothing listens after shutdown");
 }
+
+/// A background task that dies (a panic injected under the gateway's supervisor) turns
+/// `/healthz` to 503 naming it, and stops the gateway with an error naming it.
+#[tokio::test]
+async fn a_background_task_that_panics_fails_health_and_stops_the_gateway() {
+    let mut settings = TestApp::spawn().await.settings.clone();
+    settings.gateway.port = 0;
+    let mut app = gateway::startup::Application::build(settings)
+        .await
+        .expect("build");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (fire, fired) = tokio::sync::oneshot::channel::<()>();
+    app.supervise("injected", async move {
+        let _ = fired.await;
+        panic!("injected fault");
+    });
+    // Ignores shutdown: the gateway waits its 10 s grace for it, while /healthz still answers.
+    app.supervise("slow to stop", std::future::pending());
+    let shutdown = order_core::shutdown::Shutdown::new();
+    let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
+    let client = reqwest::Client::new();
+    let healthz = || async {
+        let response = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.expect("json"),
+        )
+    };
+    assert_eq!(healthz().await.0, 200);
+    fire.send(()).expect("the injected task waits");
+    let body = order_core::test_support::poll_until(Duration::from_secs(5), "healthz to fail", || async {
+        let (status, body) = healthz().await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["worker"], "injected", "{body}");
+    let stopped = tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("stops after its grace")
+        .expect("task");
+    let error = format!("{:#}", stopped.expect_err("a task died: the gateway fails"));
+    assert!(error.contains("injected fault"), "{error}");
+}

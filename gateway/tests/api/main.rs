@@ -6,6 +6,7 @@ mod admin;
 mod binary;
 mod checkout;
 mod dashboard;
+mod errors;
 mod health;
 mod helpers;
 mod input;

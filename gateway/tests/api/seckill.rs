@@ -16,29 +16,47 @@ use serde_json::Value;
 
 use crate::helpers::{error_code, TestApp};
 
-/// Read messages until `n` distinct orders arrived (panics after 30 s), then whatever else is
-/// waiting. A retry of an order not yet persisted publishes a copy (same order), so an order
-/// may appear more than once; the copies must agree.
+/// Every message on the topic so far: orders by id, and the number of messages. A marker
+/// published last closes the read: the broker confirmed every answered order before it, so
+/// they all come first (no waiting "long enough" for stragglers). A retry of an order not
+/// yet persisted publishes a copy (same order), so an order may appear more than once; the
+/// copies must agree.
 async fn take_orders(
+    app: &TestApp,
     consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
-    n: usize,
 ) -> (HashMap<OrderId, SeckillOrderAccepted>, usize) {
+    let marker = order_core::test_support::unique("end-of-orders");
+    let client = order_core::bus::connect(&app.settings.pulsar)
+        .await
+        .expect("pulsar");
+    order_core::bus::JsonProducer::new(
+        &client,
+        app.settings
+            .pulsar
+            .topic(&app.settings.pulsar.seckill_orders_topic),
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("producer")
+    .publish(&serde_json::json!({ "marker": marker }))
+    .await
+    .expect("publish the marker");
     let mut orders: HashMap<OrderId, SeckillOrderAccepted> = HashMap::new();
     let mut messages = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let wait = if orders.len() < n {
-            tokio::time::timeout_at(deadline, consumer.next()).await
-        } else {
-            tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
-        };
-        let Ok(next) = wait else {
-            assert!(orders.len() >= n, "only {} of {n} orders arrived", orders.len());
-            return (orders, messages);
-        };
-        let msg = next.expect("stream open").expect("message");
-        let event: SeckillOrderAccepted = serde_json::from_slice(&msg.payload.data).expect("event JSON");
+        let msg = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .expect("the marker arrives within 30 s")
+            .expect("stream open")
+            .expect("message");
         consumer.ack(&msg).await.expect("ack");
+        let json: Value = serde_json::from_slice(&msg.payload.data).expect("JSON");
+        if json["marker"] == marker.as_str() {
+            return (orders, messages);
+        }
+        let event: SeckillOrderAccepted = serde_json::from_value(json).expect("an order event");
         messages += 1;
         if let Some(earlier) = orders.get(&event.order_id) {
             assert_eq!(
@@ -131,7 +149,7 @@ async fn a_flood_of_buyers_gets_exactly_the_stock_and_retries_get_their_order_id
         assert_eq!(stock.units_held(promotion_id, *user).await.expect("held"), 1);
     }
 
-    let (events, messages) = take_orders(&mut consumer, STOCK as usize).await;
+    let (events, messages) = take_orders(&app, &mut consumer).await;
     let published: HashMap<OrderId, i64> = events.values().map(|e| (e.order_id, e.user_id)).collect();
     assert_eq!(
         published, accepted,

@@ -1,0 +1,94 @@
+//! Which failures of a dependency are worth retrying, and which are bugs.
+//!
+//! A dependency that is down, slow or overloaded fails a call that will succeed later: the
+//! caller may retry (HTTP 503 with Retry-After). A query the schema refuses, a row that does
+//! not decode, a script error, an unexpected reply fail the same way every time: retrying
+//! them only repeats the damage (HTTP 500, logged as a bug).
+
+/// A failure that a later retry may not meet.
+pub trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for sqlx::Error {
+    fn is_transient(&self) -> bool {
+        match self {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE classes: 08 connection, 53 insufficient resources, 57 operator
+            // intervention (shutdown, statement timeout), 58 system error; and the
+            // serialization failures and deadlocks a retry resolves.
+            sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+                ["08", "53", "57", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || code == "40001"
+                    || code == "40P01"
+            }),
+            _ => false,
+        }
+    }
+}
+
+impl Transient for redis::RedisError {
+    fn is_transient(&self) -> bool {
+        !matches!(self.retry_method(), redis::RetryMethod::NoRetry)
+    }
+}
+
+impl Transient for crate::stock::StockError {
+    fn is_transient(&self) -> bool {
+        match self {
+            crate::stock::StockError::Redis(e) => e.is_transient(),
+            crate::stock::StockError::UnexpectedReply { .. } => false,
+        }
+    }
+}
+
+/// Transient when a dependency's error anywhere in the chain is.
+impl Transient for anyhow::Error {
+    fn is_transient(&self) -> bool {
+        self.chain().any(|cause| {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(Transient::is_transient)
+                || cause
+                    .downcast_ref::<redis::RedisError>()
+                    .is_some_and(Transient::is_transient)
+                || cause
+                    .downcast_ref::<crate::stock::StockError>()
+                    .is_some_and(Transient::is_transient)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_transient_and_a_bug_is_not() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(refused.is_transient());
+        assert!(sqlx::Error::PoolTimedOut.is_transient());
+        assert!(!sqlx::Error::RowNotFound.is_transient());
+        assert!(!sqlx::Error::ColumnNotFound("total".into()).is_transient());
+
+        let redis_down = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(redis_down.is_transient());
+        let odd_reply = crate::stock::StockError::UnexpectedReply {
+            script: "reserve.lua",
+            reply: "7".into(),
+        };
+        assert!(!odd_reply.is_transient());
+
+        let wrapped = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("count orders");
+        assert!(wrapped.is_transient());
+        let bug = anyhow::Error::new(sqlx::Error::RowNotFound).context("count orders");
+        assert!(!bug.is_transient());
+    }
+}
