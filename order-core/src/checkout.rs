@@ -54,7 +54,9 @@ pub struct CheckoutInput {
     pub request_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a checkout operation did not happen: what the client sent or the state of the
+/// catalog (each with a stable code), or a failure of the database or of the code itself.
+#[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
     #[error(transparent)]
     Pricing(#[from] PricingError),
@@ -68,18 +70,36 @@ pub enum CheckoutError {
     CouponUnavailable,
     #[error("request_id must be 1 to 64 of A-Z a-z 0-9 . _ -")]
     InvalidRequestId,
+    /// The database failed (an outage or a bug: see `crate::transient`).
+    #[error("checkout database call")]
+    Database(#[from] sqlx::Error),
+    /// The database holds what the code cannot have written: a bug.
+    #[error("inconsistent order data: {0}")]
+    Inconsistent(String),
+}
+
+/// How the client should read a rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The request itself is wrong.
+    Invalid,
+    /// The request is fine, the state of stock, coupon or order refuses it.
+    Conflict,
 }
 
 impl CheckoutError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            CheckoutError::Pricing(e) => e.code(),
-            CheckoutError::InvalidAddress(_) => "invalid_address",
-            CheckoutError::UnknownSku(_) => "unknown_sku",
-            CheckoutError::OutOfStock(_) => "out_of_stock",
-            CheckoutError::CouponUnavailable => "coupon_unavailable",
-            CheckoutError::InvalidRequestId => "invalid_request_id",
-        }
+    /// The stable code and kind of a rejection; `None` for a failure of the database or
+    /// the code (not the client's doing).
+    pub fn rejection(&self) -> Option<(&'static str, Rejection)> {
+        Some(match self {
+            CheckoutError::Pricing(e) => (e.code(), e.rejection()),
+            CheckoutError::InvalidAddress(_) => ("invalid_address", Rejection::Invalid),
+            CheckoutError::UnknownSku(_) => ("unknown_sku", Rejection::Invalid),
+            CheckoutError::OutOfStock(_) => ("out_of_stock", Rejection::Conflict),
+            CheckoutError::CouponUnavailable => ("coupon_unavailable", Rejection::Conflict),
+            CheckoutError::InvalidRequestId => ("invalid_request_id", Rejection::Invalid),
+            CheckoutError::Database(_) | CheckoutError::Inconsistent(_) => return None,
+        })
     }
 }
 
@@ -115,48 +135,39 @@ async fn price_in(
     conn: &mut PgConnection,
     input: &CheckoutInput,
     user_id: i64,
-) -> Result<Result<(Breakdown, Vec<Sku>), CheckoutError>, sqlx::Error> {
-    if let Err(e) = input.shipping.address.validate() {
-        return Ok(Err(e));
-    }
+) -> Result<(Breakdown, Vec<Sku>), CheckoutError> {
+    input.shipping.address.validate()?;
     let ids: Vec<String> = input.items.iter().map(|i| i.sku_id.clone()).collect();
     let skus = catalog::skus_by_id(&mut *conn, &ids).await?;
     let mut basket = Vec::with_capacity(input.items.len());
     for item in &input.items {
         match skus.iter().find(|s| s.id == item.sku_id) {
             Some(sku) => basket.push((sku.priced(), item.quantity)),
-            None => return Ok(Err(CheckoutError::UnknownSku(item.sku_id.clone()))),
+            None => return Err(CheckoutError::UnknownSku(item.sku_id.clone())),
         }
     }
     let coupon = match input.coupon_id {
         None => None,
         Some(grant) => match catalog::usable_coupon(&mut *conn, grant, user_id).await? {
             Some(template) => Some(template.coupon()),
-            None => return Ok(Err(CheckoutError::CouponUnavailable)),
+            None => return Err(CheckoutError::CouponUnavailable),
         },
     };
-    let breakdown = match pricing::price(&basket, coupon.as_ref(), input.shipping.method, Utc::now()) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(e.into())),
-    };
+    let breakdown = pricing::price(&basket, coupon.as_ref(), input.shipping.method, Utc::now())?;
     for item in &input.items {
         if skus
             .iter()
             .any(|s| s.id == item.sku_id && s.stock < item.quantity)
         {
-            return Ok(Err(CheckoutError::OutOfStock(item.sku_id.clone())));
+            return Err(CheckoutError::OutOfStock(item.sku_id.clone()));
         }
     }
-    Ok(Ok((breakdown, skus)))
+    Ok((breakdown, skus))
 }
 
-pub async fn preview(
-    pool: &PgPool,
-    input: &CheckoutInput,
-    user_id: i64,
-) -> Result<Result<Breakdown, CheckoutError>, sqlx::Error> {
+pub async fn preview(pool: &PgPool, input: &CheckoutInput, user_id: i64) -> Result<Breakdown, CheckoutError> {
     let mut conn = pool.acquire().await?;
-    Ok(price_in(&mut conn, input, user_id).await?.map(|(b, _)| b))
+    Ok(price_in(&mut conn, input, user_id).await?.0)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
@@ -183,18 +194,15 @@ pub async fn place(
     order_id: OrderId,
     payment_timeout: Duration,
     order_events_topic: &str,
-) -> Result<Result<Placement, CheckoutError>, sqlx::Error> {
+) -> Result<Placement, CheckoutError> {
     let Some(request_id) = input.request_id.as_deref().filter(|r| valid_request_id(r)) else {
-        return Ok(Err(CheckoutError::InvalidRequestId));
+        return Err(CheckoutError::InvalidRequestId);
     };
     if let Some(existing) = existing_checkout(pool, user_id, request_id).await? {
-        return Ok(Ok(Placement::Existing(existing)));
+        return Ok(Placement::Existing(existing));
     }
     let mut tx = pool.begin().await?;
-    let (breakdown, _) = match price_in(&mut tx, input, user_id).await? {
-        Ok(priced) => priced,
-        Err(e) => return Ok(Err(e)),
-    };
+    let (breakdown, _) = price_in(&mut tx, input, user_id).await?;
     // Guarded decrements in SKU order (no deadlocks between baskets): a line that finds too
     // little stock rolls the whole order back.
     let mut lines = breakdown.lines.clone();
@@ -208,7 +216,7 @@ pub async fn place(
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Ok(Err(CheckoutError::OutOfStock(line.sku_id.clone())));
+            return Err(CheckoutError::OutOfStock(line.sku_id.clone()));
         }
     }
     if let Some(grant) = input.coupon_id {
@@ -221,11 +229,9 @@ pub async fn place(
         .execute(&mut *tx)
         .await?;
         if used.rows_affected() == 0 {
-            return Ok(Err(CheckoutError::CouponUnavailable));
+            return Err(CheckoutError::CouponUnavailable);
         }
     }
-    let address =
-        serde_json::to_value(&input.shipping.address).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let method = serde_json::to_value(input.shipping.method)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -246,7 +252,7 @@ pub async fn place(
     .bind(payment_timeout.as_secs_f64())
     .bind(input.coupon_id)
     .bind(method)
-    .bind(address)
+    .bind(sqlx::types::Json(&input.shipping.address))
     .fetch_one(&mut *tx)
     .await;
     let expires_at = match inserted {
@@ -255,11 +261,13 @@ pub async fn place(
         Err(sqlx::Error::Database(e)) if e.constraint() == Some("orders_checkout_request") => {
             drop(tx);
             return match existing_checkout(pool, user_id, request_id).await? {
-                Some(existing) => Ok(Ok(Placement::Existing(existing))),
-                None => Err(sqlx::Error::RowNotFound),
+                Some(existing) => Ok(Placement::Existing(existing)),
+                None => Err(CheckoutError::Inconsistent(format!(
+                    "request id {request_id} of user {user_id} collided with an order that cannot be read"
+                ))),
             };
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     for (n, line) in breakdown.lines.iter().enumerate() {
         sqlx::query(
@@ -285,12 +293,12 @@ pub async fn place(
     );
     crate::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
     tx.commit().await?;
-    Ok(Ok(Placement::Created(PlacedOrder {
+    Ok(Placement::Created(PlacedOrder {
         order_id,
         status: OrderStatus::PendingPayment.as_str().to_owned(),
         breakdown,
         expires_at: Some(expires_at),
-    })))
+    }))
 }
 
 async fn existing_checkout(
@@ -372,7 +380,6 @@ pub async fn apply_payment(
     order_events_topic: &str,
 ) -> sqlx::Result<CallbackOutcome> {
     let mut tx = pool.begin().await?;
-    let payload = serde_json::to_value(callback).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let fresh = sqlx::query(
         "INSERT INTO payments (id, order_id, amount_cents, outcome, payload) VALUES ($1, $2, $3, 'applied', $4)
          ON CONFLICT (id) DO NOTHING",
@@ -380,7 +387,7 @@ pub async fn apply_payment(
     .bind(&callback.payment_id)
     .bind(callback.order_id.0)
     .bind(callback.amount_cents)
-    .bind(payload)
+    .bind(sqlx::types::Json(callback))
     .execute(&mut *tx)
     .await?;
     if fresh.rows_affected() == 0 {
@@ -470,7 +477,7 @@ pub async fn transition(
     user_id: Option<i64>,
     event: OrderEventKind,
     order_events_topic: &str,
-) -> sqlx::Result<Transition> {
+) -> Result<Transition, CheckoutError> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, i64, i64, String, Option<i64>)> = sqlx::query_as(
         "SELECT status, user_id, total_cents, kind, promotion_id FROM orders
@@ -485,7 +492,7 @@ pub async fn transition(
     };
     let from: OrderStatus = status
         .parse()
-        .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+        .map_err(|e: String| CheckoutError::Inconsistent(format!("order {order_id}: {e}")))?;
     let to = match from.apply(event) {
         Ok(to) => to,
         Err(illegal) => return Ok(Transition::Illegal(illegal)),

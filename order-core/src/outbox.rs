@@ -20,11 +20,10 @@ pub async fn enqueue(
     event_id: &str,
     payload: &impl Serialize,
 ) -> Result<(), sqlx::Error> {
-    let payload = serde_json::to_value(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query("INSERT INTO outbox (topic, event_id, payload) VALUES ($1, $2, $3)")
         .bind(topic)
         .bind(event_id)
-        .bind(payload)
+        .bind(sqlx::types::Json(payload))
         .execute(conn)
         .await?;
     Ok(())

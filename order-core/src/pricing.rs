@@ -89,6 +89,20 @@ pub enum PricingError {
 }
 
 impl PricingError {
+    /// Coupon rules the basket or the date does not meet are a conflict with the coupon's
+    /// state; the rest are a malformed basket.
+    pub fn rejection(&self) -> crate::checkout::Rejection {
+        match self {
+            PricingError::CouponNotYetValid
+            | PricingError::CouponExpired
+            | PricingError::CouponMinSpendNotMet(_) => crate::checkout::Rejection::Conflict,
+            PricingError::InvalidLines
+            | PricingError::InvalidQuantity
+            | PricingError::DuplicateItem
+            | PricingError::Overflow => crate::checkout::Rejection::Invalid,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             PricingError::InvalidLines => "invalid_items",

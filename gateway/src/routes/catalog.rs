@@ -132,7 +132,7 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
         &state.order_events_topic,
     )
     .await
-    .map_err(db_error)?;
+    .map_err(crate::routes::checkout::checkout_error)?;
     transition_result(result)
 }
 

@@ -8,7 +8,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use order_core::catalog::{coupons_of, HeldCoupon};
-use order_core::checkout::{self, CheckoutError, CheckoutInput, PlacedOrder, Placement, Transition};
+use order_core::checkout::{
+    self, CheckoutError, CheckoutInput, PlacedOrder, Placement, Rejection, Transition,
+};
 use order_core::ids::OrderId;
 use order_core::lifecycle::OrderEventKind;
 use order_core::orders::OrderView;
@@ -36,15 +38,12 @@ async fn slot(state: &AppState) -> ApiResult<SemaphorePermit<'_>> {
     }
 }
 
-fn checkout_error(e: CheckoutError) -> ApiError {
-    match e {
-        CheckoutError::OutOfStock(_) | CheckoutError::CouponUnavailable => {
-            ApiError::conflict(e.code(), e.to_string())
-        }
-        CheckoutError::Pricing(ref p) if p.code().starts_with("coupon_") => {
-            ApiError::conflict(e.code(), e.to_string())
-        }
-        _ => ApiError::unprocessable(e.code(), e.to_string()),
+pub(crate) fn checkout_error(e: CheckoutError) -> ApiError {
+    match (e.rejection(), e) {
+        (Some((code, Rejection::Conflict)), e) => ApiError::conflict(code, e.to_string()),
+        (Some((code, Rejection::Invalid)), e) => ApiError::unprocessable(code, e.to_string()),
+        (None, CheckoutError::Database(e)) => ApiError::dependency("checkout database call", e),
+        (None, e) => ApiError::internal("checkout", e),
     }
 }
 
@@ -61,7 +60,6 @@ pub async fn preview(
     let _slot = slot(&state).await?;
     checkout::preview(&state.checkout_db, &input, user.id)
         .await
-        .map_err(db_error)?
         .map(Json)
         .map_err(checkout_error)
 }
@@ -91,7 +89,6 @@ pub async fn place(
         ),
     )
     .await
-    .map_err(db_error)?
     .map_err(checkout_error)?;
     Ok(match placement {
         Placement::Created(order) => (StatusCode::CREATED, Json(order)),
@@ -205,7 +202,7 @@ async fn user_transition(
         &state.order_events_topic,
     )
     .await
-    .map_err(db_error)?;
+    .map_err(checkout_error)?;
     transition_result(result)
 }
 

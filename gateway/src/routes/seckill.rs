@@ -26,6 +26,7 @@ use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::promotion_cache::LocalDecision;
+use crate::rejections::SaleRejection;
 use crate::startup::AppState;
 
 /// Units per seckill request; a promotion's own per-user limit may be lower.
@@ -82,26 +83,34 @@ pub fn parse_request_id(raw: String) -> Result<String, ApiError> {
     }
 }
 
-fn rejection(state: PromotionState) -> Option<ApiError> {
-    match state {
-        PromotionState::Scheduled => Some(ApiError::forbidden("not_started", "the sale has not started")),
-        PromotionState::Ended => Some(ApiError::forbidden("ended", "the sale has ended")),
-        PromotionState::Paused => Some(ApiError::forbidden("paused", "the sale is paused")),
-        PromotionState::SoldOut => Some(ApiError::conflict("sold_out", "sold out")),
-        PromotionState::Active => None,
+/// Why an order was not accepted: the sale refused this buyer (counted per reason), or
+/// anything else (bad input, rate limit, a dependency).
+#[derive(Debug)]
+enum Refusal {
+    Sale(SaleRejection),
+    Other(ApiError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal::Other(e)
     }
 }
 
-/// The answer for a closed sale when Redis (rather than the local cache) found it closed.
-fn closed(state: PromotionState) -> ApiError {
-    rejection(state).unwrap_or_else(|| ApiError::internal("reserve stock", "an open sale was refused"))
+impl From<SaleRejection> for Refusal {
+    fn from(r: SaleRejection) -> Self {
+        Refusal::Sale(r)
+    }
 }
 
-fn limit_exceeded() -> ApiError {
-    ApiError::conflict(
-        "limit_exceeded",
-        "you have reached the per-user limit for this sale",
-    )
+/// The metric label of a refusal that is not the sale's: by what the client should do.
+fn other_outcome(e: &ApiError) -> &'static str {
+    match e.status {
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::NOT_FOUND => "promotion_not_found",
+        status if status.is_server_error() => "error",
+        _ => "invalid_request",
+    }
 }
 
 fn queued(order_id: OrderId) -> (StatusCode, Json<Queued>) {
@@ -128,31 +137,30 @@ pub async fn place_seckill_order(
     user: User,
     ApiJson(body): ApiJson<SeckillOrderRequest>,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
-    let result = place(&state, promotion_id, user, body).await;
-    let outcome = match &result {
-        Ok(_) => {
-            state.rejections.count(promotion_id, crate::rejections::ACCEPTED);
-            "accepted"
+    let (outcome, result) = match place(&state, promotion_id, user, body).await {
+        Ok(accepted) => {
+            state.rejections.accept(promotion_id);
+            ("accepted", Ok(accepted))
         }
-        Err(e) => {
+        Err(Refusal::Sale(reason)) => {
             if state.cache.get(promotion_id).is_some() {
-                state.rejections.count(promotion_id, e.code);
+                state.rejections.rejected(promotion_id, reason);
             }
-            match e.code {
-                code @ ("sold_out"
-                | "limit_exceeded"
-                | "not_started"
-                | "ended"
-                | "paused"
-                | "rate_limited"
-                | "promotion_not_found") => code,
-                "unavailable" | "order_unconfirmed" | "not_loaded" | "no_order_ids" => "error",
-                _ => "invalid_request",
-            }
+            (reason.code(), Err(reason.into()))
         }
+        Err(Refusal::Other(e)) => (other_outcome(&e), Err(e)),
     };
     metrics::counter!("seckill_orders_total", "outcome" => outcome).increment(1);
     result
+}
+
+/// The sale refused a buyer for what Redis or the local cache found: a state that lets
+/// everyone in here (`Active`) is a bug.
+fn closed(state: PromotionState) -> Refusal {
+    match SaleRejection::of_state(state) {
+        Some(reason) => Refusal::Sale(reason),
+        None => Refusal::Other(ApiError::internal("reserve stock", "an open sale was refused")),
+    }
 }
 
 async fn place(
@@ -160,7 +168,7 @@ async fn place(
     promotion_id: i64,
     user: User,
     body: SeckillOrderRequest,
-) -> ApiResult<(StatusCode, Json<Queued>)> {
+) -> Result<(StatusCode, Json<Queued>), Refusal> {
     state.limits.check_user(user.id)?;
     let quantity = Quantity::parse(body.quantity)?;
     let request_id = parse_request_id(body.request_id)?;
@@ -180,7 +188,7 @@ async fn place(
             .map_err(|e| ApiError::dependency("look up a request id", e))?
         {
             Some(order_id) => Ok(queued(order_id)),
-            None => Err(ApiError::not_found("promotion_not_found", "no such promotion")),
+            None => Err(ApiError::not_found("promotion_not_found", "no such promotion").into()),
         };
     };
     let now = state.cache.clock.now();
@@ -191,7 +199,7 @@ async fn place(
         return Err(closed(local));
     }
     if i64::from(quantity.0) > i64::from(entry.promotion.per_user_limit) {
-        return Err(limit_exceeded());
+        return Err(SaleRejection::LimitExceeded.into());
     }
 
     // Minted only under a valid worker-id lease: two gateways never mint the same id.
@@ -223,7 +231,7 @@ async fn place(
             .await
             .map_err(|e| ApiError::dependency("warm up a promotion", e))?;
         if loaded == SyncOutcome::StartedNotLoaded {
-            return Err(not_loaded(promotion_id));
+            return Err(not_loaded(promotion_id).into());
         }
         outcome = reserve()
             .await
@@ -270,7 +278,7 @@ async fn place(
             entry.snapshot_now(&state.stock, &state.cache.clock).await;
             Err(closed(PromotionState::SoldOut))
         }
-        ReserveOutcome::LimitExceeded => Err(limit_exceeded()),
+        ReserveOutcome::LimitExceeded => Err(SaleRejection::LimitExceeded.into()),
         ReserveOutcome::NotStarted => Err(closed(PromotionState::Scheduled)),
         ReserveOutcome::Ended => {
             entry.snapshot_now(&state.stock, &state.cache.clock).await;
@@ -280,7 +288,7 @@ async fn place(
             entry.snapshot_now(&state.stock, &state.cache.clock).await;
             Err(closed(PromotionState::Paused))
         }
-        ReserveOutcome::NotLoaded => Err(not_loaded(promotion_id)),
+        ReserveOutcome::NotLoaded => Err(not_loaded(promotion_id).into()),
     }
 }
 
