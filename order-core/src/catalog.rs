@@ -10,9 +10,13 @@ use crate::pricing::{Coupon, CouponRule, PricedSku};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Sku {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: i64,
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub stock: i64,
 }
 
@@ -75,9 +79,12 @@ fn check_stock(stock: i64) -> Result<(), CatalogError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SkuChanges {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: Option<i64>,
     /// Sets the count outright (a stock take), whatever checkouts took meanwhile.
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub stock: Option<i64>,
 }
 
@@ -157,12 +164,19 @@ pub struct CouponTemplate {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CouponTemplateInput {
+    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
     pub code: String,
+    /// `fixed` (with `amount_off_cents`) or `percent` (with `percent_off`).
+    #[schema(pattern = "^(fixed|percent)$")]
     pub kind: String,
+    #[schema(minimum = 1)]
     pub amount_off_cents: Option<i64>,
+    #[schema(minimum = 1, maximum = 100)]
     pub percent_off: Option<i32>,
+    #[schema(minimum = 1)]
     pub max_discount_cents: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub min_spend_cents: i64,
     pub valid_from: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,

@@ -19,19 +19,27 @@ use crate::pricing::{self, Breakdown, PricingError, ShippingMethod};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
+    #[schema(min_length = 1, max_length = 64)]
     pub sku_id: String,
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub line1: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub line2: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub city: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub postal_code: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub phone: String,
 }
 
@@ -46,11 +54,17 @@ pub struct ShippingInput {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutInput {
+    /// Distinct SKUs.
+    #[schema(min_items = 1, max_items = 20)]
     pub items: Vec<ItemInput>,
+    /// A coupon grant the user holds.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub coupon_id: Option<i64>,
     pub shipping: ShippingInput,
+    /// Required to place an order (the same key gets the same order); ignored by preview.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub request_id: Option<String>,
 }
 

@@ -101,11 +101,16 @@ impl PromotionError {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionInput {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub sku_id: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: i64,
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub stock: i64,
     #[serde(default = "default_per_user_limit")]
+    #[schema(minimum = 1, maximum = 100, default = 1)]
     pub per_user_limit: i32,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
@@ -168,10 +173,15 @@ impl PromotionFields {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionPatch {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub sku_id: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: Option<i64>,
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub stock: Option<i64>,
+    #[schema(minimum = 1, maximum = 100)]
     pub per_user_limit: Option<i32>,
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,

@@ -154,7 +154,7 @@ fn due_for_warmup(state: &AppState, p: &Promotion) -> bool {
     p.starts_at - lead <= state.cache.clock.now()
 }
 
-#[utoipa::path(post, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), request_body = order_core::promotion::PromotionInput, responses((status = 201, body = AdminPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), request_body = order_core::promotion::PromotionInput, responses((status = 201, body = AdminPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn create_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -196,7 +196,7 @@ pub struct PromotionPage {
     pub next_before_id: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), params(ListQuery), responses((status = 200, body = PromotionPage), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), params(ListQuery), responses((status = 200, body = PromotionPage), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn list_promotions(
     _: Admin,
     State(state): State<AppState>,
@@ -224,7 +224,7 @@ pub async fn list_promotions(
     }))
 }
 
-#[utoipa::path(get, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn get_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -234,7 +234,7 @@ pub async fn get_promotion(
     Ok(Json(view(&state, promotion).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), request_body = order_core::promotion::PromotionPatch, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(patch, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), request_body = order_core::promotion::PromotionPatch, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "edit_conflict (the row changed meanwhile), promotion_running (a started sale: only title and ends_at), stock_below_reserved, ended", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn patch_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -298,7 +298,7 @@ pub async fn patch_promotion(
     Ok(Json(view_after_write(&state, updated).await))
 }
 
-#[utoipa::path(delete, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 204, description = "deleted"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 204, description = "deleted"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "promotion_running, has_orders", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn delete_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -337,7 +337,7 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
     Ok(Json(view_after_write(&state, promotion).await))
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/pause", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/promotions/{id}/pause", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn pause_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -346,7 +346,7 @@ pub async fn pause_promotion(
     set_paused(state, id, true).await
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/resume", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/promotions/{id}/resume", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn resume_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -358,10 +358,11 @@ pub async fn resume_promotion(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddStock {
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub units: i64,
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/stock", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), request_body = AddStock, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "conflict (sold_out, limit_exceeded, out_of_stock, illegal_transition, …)", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/promotions/{id}/stock", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), request_body = AddStock, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "ended", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn add_stock(
     _: Admin,
     State(state): State<AppState>,
@@ -390,7 +391,7 @@ pub async fn add_stock(
     Ok(Json(view_after_write(&state, promotion).await))
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/warmup", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, description = "remaining stock in Redis"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/promotions/{id}/warmup", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, description = "remaining stock in Redis"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn warmup_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -430,7 +431,7 @@ pub struct PromotionStats {
     pub rejections_this_gateway: std::collections::BTreeMap<&'static str, u64>,
 }
 
-#[utoipa::path(get, path = "/admin/promotions/{id}/stats", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id")), responses((status = 200, body = PromotionStats), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/promotions/{id}/stats", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = PromotionStats), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn promotion_stats(
     _: Admin,
     State(state): State<AppState>,
@@ -471,7 +472,7 @@ pub struct ReconcileQuery {
     pub repair: bool,
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/reconcile", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path), ReconcileQuery), responses((status = 200, body = order_core::reconcile::ReconcileReport), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable or checkout is busy (Retry-After)", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/promotions/{id}/reconcile", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1), ReconcileQuery), responses((status = 200, body = order_core::reconcile::ReconcileReport), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
 pub async fn reconcile_promotion(
     _: Admin,
     State(state): State<AppState>,

@@ -70,3 +70,56 @@ async fn the_spec_documents_every_route_and_its_references_resolve() {
     assert!(spec["components"]["securitySchemes"]["admin_key"].is_object());
     serde_json::from_value::<utoipa::openapi::OpenApi>(spec).expect("reads back as an OpenAPI document");
 }
+
+/// The spec states the limits the server enforces, so a client generated from it sends what
+/// the server accepts: positive ids, the request-id pattern, quantity bounds; and no admin
+/// route claims that checkout may be busy.
+#[tokio::test]
+async fn the_spec_states_the_limits_the_server_enforces() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.expect("json");
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operation") {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["in"] == "path" && param["schema"]["type"] == "integer" {
+                    assert_eq!(param["schema"]["minimum"], 1, "{method} {path}: {param}");
+                }
+            }
+            let text = op["responses"].to_string();
+            if path.starts_with("/admin") {
+                assert!(!text.contains("checkout is busy"), "{method} {path}");
+            }
+            let api = path.starts_with("/api")
+                || path.starts_with("/admin/promotions")
+                || path.starts_with("/admin/skus");
+            if api && op["responses"].get("503").is_some() {
+                assert!(
+                    op["responses"].get("500").is_some(),
+                    "{method} {path} documents no 500"
+                );
+            }
+        }
+    }
+    let order = &spec["components"]["schemas"]["SeckillOrderRequest"]["properties"];
+    assert_eq!(
+        (
+            order["quantity"]["minimum"].as_i64(),
+            order["quantity"]["maximum"].as_i64()
+        ),
+        (Some(1), Some(100))
+    );
+    let pattern = order["request_id"]["pattern"].as_str().expect("a pattern");
+    for (request_id, accepted) in [("req-1.a_B", true), ("", false), ("has space", false)] {
+        let (status, body) = {
+            let id = app.create_promotion(5, 1, chrono::Duration::seconds(-1)).await["id"]
+                .as_i64()
+                .expect("id");
+            app.place(id, 1, request_id, 1).await
+        };
+        assert_eq!(
+            status == 202,
+            accepted,
+            "{request_id:?} under {pattern}: {status} {body}"
+        );
+    }
+}
