@@ -363,8 +363,7 @@ impl PromotionCache {
                 }
                 continue;
             }
-            let due = promotion.starts_at - lead <= now && now < promotion.ends_at;
-            let loaded = if due && !promotion.has_started(now) {
+            let loaded = if promotion.due_for_warmup(now, lead) {
                 stock
                     .sync(promotion, IfStarted::Refuse)
                     .await

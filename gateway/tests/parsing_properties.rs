@@ -2,7 +2,8 @@
 //! panics; a request id is accepted exactly when it is 1–64 characters of `A-Z a-z 0-9 . _ -`;
 //! a quantity exactly when it is 1–`MAX_QUANTITY`.
 
-use gateway::routes::seckill::{parse_request_id, Quantity, SeckillOrderRequest, MAX_QUANTITY};
+use gateway::routes::seckill::{Quantity, SeckillOrderRequest, MAX_QUANTITY};
+use order_core::ids::RequestId;
 use proptest::prelude::*;
 
 fn allowed(id: &str) -> bool {
@@ -15,9 +16,9 @@ fn allowed(id: &str) -> bool {
 proptest! {
     #[test]
     fn request_ids_are_accepted_exactly_when_well_formed(id in "\\PC{0,80}|[A-Za-z0-9._-]{0,70}") {
-        prop_assert_eq!(parse_request_id(id.clone()).is_ok(), allowed(&id));
-        if let Ok(parsed) = parse_request_id(id.clone()) {
-            prop_assert_eq!(parsed, id);
+        prop_assert_eq!(RequestId::parse(id.clone()).is_ok(), allowed(&id));
+        if let Ok(parsed) = RequestId::parse(id.clone()) {
+            prop_assert_eq!(parsed.into_string(), id);
         }
     }
 

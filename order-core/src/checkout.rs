@@ -137,13 +137,6 @@ impl Address {
     }
 }
 
-pub fn valid_request_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 /// Price the basket as it would be charged now (current prices, stock and coupon).
 async fn price_in(
     conn: &mut PgConnection,
@@ -209,9 +202,12 @@ pub async fn place(
     payment_timeout: Duration,
     order_events_topic: &str,
 ) -> Result<Placement, CheckoutError> {
-    let Some(request_id) = input.request_id.as_deref().filter(|r| valid_request_id(r)) else {
-        return Err(CheckoutError::InvalidRequestId);
-    };
+    let request_id = input
+        .request_id
+        .as_deref()
+        .and_then(|raw| crate::ids::RequestId::parse(raw).ok())
+        .ok_or(CheckoutError::InvalidRequestId)?;
+    let request_id = request_id.as_str();
     if let Some(existing) = existing_checkout(pool, user_id, request_id).await? {
         return Ok(Placement::Existing(existing));
     }

@@ -62,6 +62,38 @@ impl utoipa::PartialSchema for OrderId {
 
 impl utoipa::ToSchema for OrderId {}
 
+/// A client-chosen idempotency key (seckill and checkout): 1 to 64 of `A-Z a-z 0-9 . _ -`,
+/// so it is safe inside the `|`- and `:`-separated Redis payloads. Parsed once, at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("request_id must be 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+pub struct InvalidRequestId;
+
+impl RequestId {
+    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidRequestId> {
+        let raw = raw.into();
+        let ok = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(RequestId(raw))
+        } else {
+            Err(InvalidRequestId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 #[derive(Debug)]
 pub struct OrderIdGenerator {
     worker: u64,
@@ -177,5 +209,16 @@ mod tests {
         let json = serde_json::to_string(&id).expect("serialize");
         assert_eq!(json, format!("\"{}\"", id.0));
         assert_eq!(serde_json::from_str::<OrderId>(&json).expect("parse"), id);
+    }
+
+    #[test]
+    fn a_request_id_is_short_and_plain() {
+        assert_eq!(
+            RequestId::parse("a1.B_2-c").map(RequestId::into_string),
+            Ok("a1.B_2-c".to_owned())
+        );
+        for bad in ["", "has space", "pipe|x", "colon:x", &"x".repeat(65)] {
+            assert_eq!(RequestId::parse(bad), Err(InvalidRequestId), "{bad}");
+        }
     }
 }

@@ -60,6 +60,18 @@ impl Promotion {
     pub fn has_started(&self, now: DateTime<Utc>) -> bool {
         now >= self.starts_at
     }
+
+    /// Time to have the sale in Redis: within `lead` of its start, or later.
+    pub fn within_warmup_lead(&self, now: DateTime<Utc>, lead: chrono::Duration) -> bool {
+        self.starts_at - lead <= now
+    }
+
+    /// A gateway loads the sale into Redis on its own only now: within the lead and not
+    /// started. A started sale missing from Redis was lost (units may have been sold), and
+    /// only a repair restores it; `sync_promotion.lua` enforces the same on Redis' clock.
+    pub fn due_for_warmup(&self, now: DateTime<Utc>, lead: chrono::Duration) -> bool {
+        self.within_warmup_lead(now, lead) && !self.has_started(now)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -471,6 +483,20 @@ mod tests {
         };
         let f = p.patched(same_stock, now).expect("title and end may change");
         assert_eq!(f.title, "New title");
+    }
+
+    #[test]
+    fn a_sale_is_loaded_on_its_own_only_within_the_lead_before_its_start() {
+        let lead = Duration::minutes(5);
+        let now = Utc::now();
+        assert!(
+            !promotion(Duration::minutes(10)).due_for_warmup(now, lead),
+            "too early"
+        );
+        assert!(promotion(Duration::minutes(4)).due_for_warmup(now, lead));
+        let started = promotion(-Duration::seconds(1));
+        assert!(!started.due_for_warmup(now, lead), "started: lost, not new");
+        assert!(started.within_warmup_lead(now, lead));
     }
 
     #[test]

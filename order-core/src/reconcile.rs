@@ -121,29 +121,22 @@ async fn db_orders(db: &PgPool, promotion_id: i64) -> anyhow::Result<Vec<DbOrder
     .context("read the promotion's orders")
 }
 
-/// The report, and the promotion's orders it was computed from (a repair reuses them).
-async fn inspect(
-    db: &PgPool,
-    stock: &StockStore,
-    promotion: &Promotion,
-) -> anyhow::Result<(ReconcileReport, Vec<DbOrder>)> {
-    let remaining = stock
-        .live_stock_of(promotion.id)
-        .await
-        .context("read remaining stock")?
-        .map(|l| l.remaining);
-    let reservations = stock
-        .all_reservations(promotion.id)
-        .await
-        .context("read reservations")?;
-    let orders = db_orders(db, promotion.id).await?;
+/// What Redis holds of one sale, read for a comparison.
+struct RedisView {
+    /// `None` when the sale is not loaded.
+    remaining: Option<i64>,
+    reservations: Vec<Reservation>,
+    /// Units per buyer, as the buyers hash has them.
+    buyers: HashMap<i64, i64>,
+}
 
+/// Redis' view of a sale against the database's orders: the comparison itself, no I/O.
+fn compare(promotion: &Promotion, redis: &RedisView, orders: &[DbOrder]) -> ReconcileReport {
+    let reservations = &redis.reservations;
     let reserved: HashMap<OrderId, &Reservation> = reservations.iter().map(|r| (r.order_id, r)).collect();
     let in_db: HashSet<OrderId> = orders.iter().map(|o| OrderId(o.id)).collect();
-    let live: Vec<&DbOrder> = orders
-        .iter()
-        .filter(|o| !DEAD.contains(&o.status.as_str()))
-        .collect();
+    let is_dead = |o: &DbOrder| DEAD.contains(&o.status.as_str());
+    let live: Vec<&DbOrder> = orders.iter().filter(|o| !is_dead(o)).collect();
     let mut missing: Vec<OrderId> = live
         .iter()
         .map(|o| OrderId(o.id))
@@ -152,7 +145,7 @@ async fn inspect(
     missing.sort();
     let mut of_cancelled: Vec<OrderId> = orders
         .iter()
-        .filter(|o| DEAD.contains(&o.status.as_str()))
+        .filter(|o| is_dead(o))
         .map(|o| OrderId(o.id))
         .filter(|id| reserved.contains_key(id))
         .collect();
@@ -160,10 +153,10 @@ async fn inspect(
 
     let reserved_units: i64 = reservations.iter().map(|r| i64::from(r.quantity)).sum();
     let mut per_user: HashMap<i64, i64> = HashMap::new();
-    for r in &reservations {
+    for r in reservations {
         *per_user.entry(r.user_id).or_default() += i64::from(r.quantity);
     }
-    let buyers = stock.all_buyers(promotion.id).await.context("read buyers")?;
+    let buyers = &redis.buyers;
     let mut buyers_mismatched: Vec<i64> = per_user
         .keys()
         .chain(buyers.keys())
@@ -173,6 +166,7 @@ async fn inspect(
         .filter(|user| per_user.get(user).copied().unwrap_or(0) != buyers.get(user).copied().unwrap_or(0))
         .collect();
     buyers_mismatched.sort();
+    let remaining = redis.remaining;
     let drift = remaining.map_or(0, |r| promotion.stock - (r + reserved_units));
     let units_over_stock = remaining.map_or(0, |r| (-r).max(0));
     let consistent = drift == 0
@@ -180,7 +174,7 @@ async fn inspect(
         && missing.is_empty()
         && of_cancelled.is_empty()
         && buyers_mismatched.is_empty();
-    let report = ReconcileReport {
+    ReconcileReport {
         promotion_id: promotion.id,
         stock: promotion.stock,
         remaining,
@@ -197,7 +191,29 @@ async fn inspect(
         units_over_stock,
         consistent,
         repaired: None,
+    }
+}
+
+/// The report, and the promotion's orders it was computed from (a repair reuses them).
+async fn inspect(
+    db: &PgPool,
+    stock: &StockStore,
+    promotion: &Promotion,
+) -> anyhow::Result<(ReconcileReport, Vec<DbOrder>)> {
+    let redis = RedisView {
+        remaining: stock
+            .live_stock_of(promotion.id)
+            .await
+            .context("read remaining stock")?
+            .map(|l| l.remaining),
+        reservations: stock
+            .all_reservations(promotion.id)
+            .await
+            .context("read reservations")?,
+        buyers: stock.all_buyers(promotion.id).await.context("read buyers")?,
     };
+    let orders = db_orders(db, promotion.id).await?;
+    let report = compare(promotion, &redis, &orders);
     Ok((report, orders))
 }
 
@@ -210,4 +226,106 @@ pub async fn order_counts(db: &PgPool, promotion_id: i64) -> anyhow::Result<Hash
             .await
             .context("count the promotion's orders")?;
     Ok(rows.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn sale(stock: i64) -> Promotion {
+        let now = Utc::now();
+        Promotion {
+            id: 1,
+            sku_id: "sku".into(),
+            title: "t".into(),
+            price_cents: 100,
+            stock,
+            per_user_limit: 2,
+            starts_at: now,
+            ends_at: now + chrono::Duration::hours(1),
+            paused: false,
+            created_at: now,
+            updated_at: now,
+            revision: 1,
+        }
+    }
+
+    fn order(id: i64, user_id: i64, status: &str) -> DbOrder {
+        DbOrder {
+            id,
+            user_id,
+            status: status.into(),
+            request_id: format!("r{id}"),
+            quantity: 1,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn reservation(id: i64, user_id: i64) -> Reservation {
+        Reservation {
+            order_id: OrderId(id),
+            user_id,
+            quantity: 1,
+            reserved_at_ms: 0,
+            request_id: format!("r{id}"),
+        }
+    }
+
+    #[test]
+    fn a_quiet_sale_whose_counters_match_its_orders_is_consistent() {
+        let redis = RedisView {
+            remaining: Some(8),
+            reservations: vec![reservation(1, 10), reservation(2, 11)],
+            buyers: HashMap::from([(10, 1), (11, 1)]),
+        };
+        let orders = [order(1, 10, "paid"), order(3, 12, "cancelled")];
+        let report = compare(&sale(10), &redis, &orders);
+        assert!(report.consistent, "{report:?}");
+        assert_eq!(
+            (
+                report.reserved_units,
+                report.live_orders_in_db,
+                report.reservations_not_in_db
+            ),
+            (2, 1, 1),
+            "order 2 is still in flight: not drift"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_drift_is_named() {
+        let redis = RedisView {
+            remaining: Some(9),
+            // Order 3 was cancelled but keeps its unit; order 1 lost its reservation.
+            reservations: vec![reservation(2, 11), reservation(3, 12)],
+            buyers: HashMap::from([(11, 1), (12, 2)]),
+        };
+        let orders = [
+            order(1, 10, "pending_payment"),
+            order(2, 11, "paid"),
+            order(3, 12, "refunded"),
+        ];
+        let report = compare(&sale(10), &redis, &orders);
+        assert!(!report.consistent);
+        assert_eq!(report.drift, 10 - (9 + 2));
+        assert_eq!(report.orders_missing_in_redis, vec![OrderId(1)]);
+        assert_eq!(report.reservations_of_cancelled_orders, vec![OrderId(3)]);
+        assert_eq!(report.buyers_mismatched, vec![12]);
+    }
+
+    #[test]
+    fn a_stock_below_the_reserved_units_is_reported_even_without_drift() {
+        let redis = RedisView {
+            remaining: Some(-1),
+            reservations: vec![reservation(1, 10), reservation(2, 11)],
+            buyers: HashMap::from([(10, 1), (11, 1)]),
+        };
+        let orders = [order(1, 10, "paid"), order(2, 11, "paid")];
+        let report = compare(&sale(1), &redis, &orders);
+        assert_eq!(
+            (report.drift, report.units_over_stock, report.consistent),
+            (0, 1, false)
+        );
+    }
 }

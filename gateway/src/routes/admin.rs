@@ -149,9 +149,10 @@ async fn load(state: &AppState, id: i64) -> ApiResult<Promotion> {
         .ok_or_else(not_found)
 }
 
-fn due_for_warmup(state: &AppState, p: &Promotion) -> bool {
+/// Time for the sale to be in Redis (a just-created sale that already started included).
+fn within_warmup_lead(state: &AppState, p: &Promotion) -> bool {
     let lead = chrono::Duration::from_std(state.warmup_lead).unwrap_or_default();
-    p.starts_at - lead <= state.cache.clock.now()
+    p.within_warmup_lead(state.cache.clock.now(), lead)
 }
 
 #[utoipa::path(post, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), request_body = order_core::promotion::PromotionInput, responses((status = 201, body = AdminPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
@@ -168,7 +169,7 @@ pub async fn create_promotion(
         ));
     }
     let promotion = state.promotions.insert(&fields).await.map_err(db_error)?;
-    if due_for_warmup(&state, &promotion) {
+    if within_warmup_lead(&state, &promotion) {
         // Just created: nothing can have been sold, so even a sale starting now is loaded.
         sync_after_write(&state, &promotion, IfStarted::LoadJustCreated, "create").await;
     }

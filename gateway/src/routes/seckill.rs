@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::ids::OrderId;
+use order_core::ids::{OrderId, RequestId};
 use order_core::promotion::{Promotion, PromotionState};
 use order_core::stock::{IfStarted, Reservation, ReserveOutcome, SyncOutcome};
 use serde::{Deserialize, Serialize};
@@ -70,20 +70,11 @@ impl Quantity {
     }
 }
 
-/// A client-chosen idempotency key: 1 to 64 of `A-Z a-z 0-9 . _ -`.
-pub fn parse_request_id(raw: String) -> Result<String, ApiError> {
-    let ok = (1..=64).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(raw)
-    } else {
-        Err(ApiError::unprocessable(
-            "invalid_request_id",
-            "request_id must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
-        ))
-    }
+/// The request id, parsed once (`RequestId`), or 422 `invalid_request_id`.
+fn parse_request_id(raw: String) -> Result<String, ApiError> {
+    RequestId::parse(raw)
+        .map(RequestId::into_string)
+        .map_err(|e| ApiError::unprocessable("invalid_request_id", e.to_string()))
 }
 
 /// Why an order was not accepted: the sale refused this buyer (counted per reason), or
