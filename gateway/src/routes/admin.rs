@@ -155,7 +155,20 @@ fn within_warmup_lead(state: &AppState, p: &Promotion) -> bool {
     p.within_warmup_lead(state.cache.clock.now(), lead)
 }
 
-#[utoipa::path(post, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), request_body = order_core::promotion::PromotionInput, responses((status = 201, body = AdminPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/promotions",
+    tag = "admin",
+    security(("admin_key" = [])),
+    request_body = order_core::promotion::PromotionInput,
+    responses(
+        (status = 201, body = AdminPromotion),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 413, description = "body too large", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn create_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -197,7 +210,18 @@ pub struct PromotionPage {
     pub next_before_id: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/admin/promotions", tag = "admin", security(("admin_key" = [])), params(ListQuery), responses((status = 200, body = PromotionPage), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/admin/promotions",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, body = PromotionPage),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn list_promotions(
     _: Admin,
     State(state): State<AppState>,
@@ -225,7 +249,18 @@ pub async fn list_promotions(
     }))
 }
 
-#[utoipa::path(get, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/admin/promotions/{id}",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, body = AdminPromotion),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn get_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -235,7 +270,21 @@ pub async fn get_promotion(
     Ok(Json(view(&state, promotion).await?))
 }
 
-#[utoipa::path(patch, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), request_body = order_core::promotion::PromotionPatch, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "edit_conflict (the row changed meanwhile), promotion_running (a started sale: only title and ends_at), stock_below_reserved, ended", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    patch,
+    path = "/admin/promotions/{id}",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    request_body = order_core::promotion::PromotionPatch,
+    responses(
+        (status = 200, body = AdminPromotion),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "edit_conflict (the row changed meanwhile), promotion_running (a started sale: only title and ends_at), stock_below_reserved, ended", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn patch_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -299,7 +348,19 @@ pub async fn patch_promotion(
     Ok(Json(view_after_write(&state, updated).await))
 }
 
-#[utoipa::path(delete, path = "/admin/promotions/{id}", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 204, description = "deleted"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "promotion_running, has_orders", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/admin/promotions/{id}",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "promotion_running, has_orders", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn delete_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -338,7 +399,18 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
     Ok(Json(view_after_write(&state, promotion).await))
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/pause", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/promotions/{id}/pause",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, body = AdminPromotion),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn pause_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -347,7 +419,18 @@ pub async fn pause_promotion(
     set_paused(state, id, true).await
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/resume", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/promotions/{id}/resume",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, body = AdminPromotion),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn resume_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -363,7 +446,21 @@ pub struct AddStock {
     pub units: i64,
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/stock", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), request_body = AddStock, responses((status = 200, body = AdminPromotion), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "ended", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/promotions/{id}/stock",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    request_body = AddStock,
+    responses(
+        (status = 200, body = AdminPromotion),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "ended", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn add_stock(
     _: Admin,
     State(state): State<AppState>,
@@ -392,7 +489,19 @@ pub async fn add_stock(
     Ok(Json(view_after_write(&state, promotion).await))
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/warmup", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, description = "remaining stock in Redis"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/promotions/{id}/warmup",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, description = "remaining stock in Redis"),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn warmup_promotion(
     _: Admin,
     State(state): State<AppState>,
@@ -432,7 +541,18 @@ pub struct PromotionStats {
     pub rejections_this_gateway: std::collections::BTreeMap<&'static str, u64>,
 }
 
-#[utoipa::path(get, path = "/admin/promotions/{id}/stats", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = PromotionStats), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/admin/promotions/{id}/stats",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, body = PromotionStats),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn promotion_stats(
     _: Admin,
     State(state): State<AppState>,
@@ -473,7 +593,19 @@ pub struct ReconcileQuery {
     pub repair: bool,
 }
 
-#[utoipa::path(post, path = "/admin/promotions/{id}/reconcile", tag = "admin", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1), ReconcileQuery), responses((status = 200, body = order_core::reconcile::ReconcileReport), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/promotions/{id}/reconcile",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1), ReconcileQuery),
+    responses(
+        (status = 200, body = order_core::reconcile::ReconcileReport),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn reconcile_promotion(
     _: Admin,
     State(state): State<AppState>,

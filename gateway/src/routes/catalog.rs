@@ -29,7 +29,19 @@ fn no_sku() -> ApiError {
     ApiError::not_found("sku_not_found", "no such SKU")
 }
 
-#[utoipa::path(post, path = "/admin/skus", tag = "catalog", security(("admin_key" = [])), request_body = order_core::catalog::Sku, responses((status = 201, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "sku_exists", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/skus",
+    tag = "catalog",
+    security(("admin_key" = [])),
+    request_body = order_core::catalog::Sku,
+    responses(
+        (status = 201, body = order_core::catalog::Sku),
+        (status = 409, description = "sku_exists", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn create_sku(
     _: Admin,
     State(state): State<AppState>,
@@ -45,7 +57,18 @@ pub async fn create_sku(
     Ok((StatusCode::CREATED, Json(sku)))
 }
 
-#[utoipa::path(get, path = "/admin/skus/{id}", tag = "catalog", security(("admin_key" = [])), params(("id" = String, Path)), responses((status = 200, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/admin/skus/{id}",
+    tag = "catalog",
+    security(("admin_key" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = order_core::catalog::Sku),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn get_sku(
     _: Admin,
     State(state): State<AppState>,
@@ -58,7 +81,20 @@ pub async fn get_sku(
         .ok_or_else(no_sku)
 }
 
-#[utoipa::path(patch, path = "/admin/skus/{id}", tag = "catalog", security(("admin_key" = [])), params(("id" = String, Path)), request_body = order_core::catalog::SkuChanges, responses((status = 200, body = order_core::catalog::Sku), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    patch,
+    path = "/admin/skus/{id}",
+    tag = "catalog",
+    security(("admin_key" = [])),
+    params(("id" = String, Path)),
+    request_body = order_core::catalog::SkuChanges,
+    responses(
+        (status = 200, body = order_core::catalog::Sku),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn patch_sku(
     _: Admin,
     State(state): State<AppState>,
@@ -80,7 +116,19 @@ pub async fn patch_sku(
     Ok(Json(sku))
 }
 
-#[utoipa::path(post, path = "/admin/coupons", tag = "catalog", security(("admin_key" = [])), request_body = order_core::catalog::CouponTemplateInput, responses((status = 201, body = order_core::catalog::CouponTemplate), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "code_taken", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/coupons",
+    tag = "catalog",
+    security(("admin_key" = [])),
+    request_body = order_core::catalog::CouponTemplateInput,
+    responses(
+        (status = 201, body = order_core::catalog::CouponTemplate),
+        (status = 409, description = "code_taken", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn create_coupon(
     _: Admin,
     State(state): State<AppState>,
@@ -102,7 +150,20 @@ pub struct GrantBody {
     pub user_ids: Vec<i64>,
 }
 
-#[utoipa::path(post, path = "/admin/coupons/{id}/grants", tag = "catalog", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), request_body = GrantBody, responses((status = 201, description = "grant ids"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/coupons/{id}/grants",
+    tag = "catalog",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    request_body = GrantBody,
+    responses(
+        (status = 201, description = "grant ids"),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn grant_coupon(
     _: Admin,
     State(state): State<AppState>,
@@ -139,7 +200,19 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
 }
 
 /// Approve a refund request: refunded, stock back, refund recorded, `order.refunded`.
-#[utoipa::path(post, path = "/admin/orders/{id}/refund", tag = "orders", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "illegal_transition (no refund requested)", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/orders/{id}/refund",
+    tag = "orders",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, description = "the new status"),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "illegal_transition (no refund requested)", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn approve_refund(
     _: Admin,
     State(state): State<AppState>,
@@ -148,7 +221,19 @@ pub async fn approve_refund(
     admin_transition(&state, id, OrderEventKind::Refund).await
 }
 
-#[utoipa::path(post, path = "/admin/orders/{id}/complete", tag = "orders", security(("admin_key" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "illegal_transition (not shipped)", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/admin/orders/{id}/complete",
+    tag = "orders",
+    security(("admin_key" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, description = "the new status"),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "illegal_transition (not shipped)", body = crate::error::ErrorBody),
+        crate::openapi::AdminFailures,
+    ),
+)]
 pub async fn complete_order(
     _: Admin,
     State(state): State<AppState>,

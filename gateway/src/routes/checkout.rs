@@ -51,7 +51,20 @@ fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::dependency("checkout database call", e)
 }
 
-#[utoipa::path(post, path = "/api/checkout/preview", tag = "checkout", security(("user_jwt" = [])), request_body = order_core::checkout::CheckoutInput, responses((status = 200, body = order_core::pricing::Breakdown), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable, or checkout is busy (`busy`); retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/checkout/preview",
+    tag = "checkout",
+    security(("user_jwt" = [])),
+    request_body = order_core::checkout::CheckoutInput,
+    responses(
+        (status = 200, body = order_core::pricing::Breakdown),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        crate::openapi::CheckoutFailures,
+    ),
+)]
 pub async fn preview(
     State(state): State<AppState>,
     user: User,
@@ -64,7 +77,22 @@ pub async fn preview(
         .map_err(checkout_error)
 }
 
-#[utoipa::path(post, path = "/api/checkout", tag = "checkout", security(("user_jwt" = [])), request_body = order_core::checkout::CheckoutInput, responses((status = 201, body = order_core::checkout::PlacedOrder), (status = 200, description = "the order this request id placed before", body = order_core::checkout::PlacedOrder), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable, or checkout is busy (`busy`); retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/checkout",
+    tag = "checkout",
+    security(("user_jwt" = [])),
+    request_body = order_core::checkout::CheckoutInput,
+    responses(
+        (status = 201, body = order_core::checkout::PlacedOrder),
+        (status = 200, description = "the order this request id placed before", body = order_core::checkout::PlacedOrder),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
+        crate::openapi::CheckoutFailures,
+    ),
+)]
 pub async fn place(
     State(state): State<AppState>,
     user: User,
@@ -108,7 +136,18 @@ pub struct OrderPage {
     pub next_before_id: Option<OrderId>,
 }
 
-#[utoipa::path(get, path = "/api/orders", tag = "orders", security(("user_jwt" = [])), params(Page), responses((status = 200, body = OrderPage), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable, or checkout is busy (`busy`); retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    tag = "orders",
+    security(("user_jwt" = [])),
+    params(Page),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        crate::openapi::CheckoutFailures,
+    ),
+)]
 pub async fn list_orders(
     State(state): State<AppState>,
     user: User,
@@ -153,7 +192,19 @@ pub struct PaymentRequest {
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-#[utoipa::path(post, path = "/api/orders/{id}/pay", tag = "orders", security(("user_jwt" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = PaymentRequest), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "illegal_transition (not awaiting payment)", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable, or checkout is busy (`busy`); retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/pay",
+    tag = "orders",
+    security(("user_jwt" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, body = PaymentRequest),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "illegal_transition (not awaiting payment)", body = crate::error::ErrorBody),
+        crate::openapi::CheckoutFailures,
+    ),
+)]
 pub async fn pay(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -206,12 +257,36 @@ async fn user_transition(
     transition_result(result)
 }
 
-#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", security(("user_jwt" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "illegal_transition (not awaiting payment)", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable, or checkout is busy (`busy`); retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/cancel",
+    tag = "orders",
+    security(("user_jwt" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, description = "the new status"),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "illegal_transition (not awaiting payment)", body = crate::error::ErrorBody),
+        crate::openapi::CheckoutFailures,
+    ),
+)]
 pub async fn cancel(State(state): State<AppState>, PathId(id): PathId, user: User) -> ApiResult<Json<Value>> {
     user_transition(&state, id, user, OrderEventKind::Cancel).await
 }
 
-#[utoipa::path(post, path = "/api/orders/{id}/refund", tag = "orders", security(("user_jwt" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, description = "the new status"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "illegal_transition (not paid)", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable, or checkout is busy (`busy`); retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/refund",
+    tag = "orders",
+    security(("user_jwt" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, description = "the new status"),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "illegal_transition (not paid)", body = crate::error::ErrorBody),
+        crate::openapi::CheckoutFailures,
+    ),
+)]
 pub async fn request_refund(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -220,7 +295,16 @@ pub async fn request_refund(
     user_transition(&state, id, user, OrderEventKind::RequestRefund).await
 }
 
-#[utoipa::path(get, path = "/api/coupons", tag = "checkout", security(("user_jwt" = [])), responses((status = 200, body = Vec<order_core::catalog::HeldCoupon>), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable, or checkout is busy (`busy`); retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/coupons",
+    tag = "checkout",
+    security(("user_jwt" = [])),
+    responses(
+        (status = 200, body = Vec<order_core::catalog::HeldCoupon>),
+        crate::openapi::CheckoutFailures,
+    ),
+)]
 pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCoupon>>> {
     let _slot = slot(&state).await?;
     Ok(Json(

@@ -12,13 +12,29 @@ use crate::startup::AppState;
 const PAGE: &str = include_str!("../../static/dashboard.html");
 
 /// The page itself holds no data; everything it shows comes from admin-key calls.
-#[utoipa::path(get, path = "/admin/", tag = "admin", responses((status = 200, description = "the dashboard page", content_type = "text/html")))]
+#[utoipa::path(
+    get,
+    path = "/admin/",
+    tag = "admin",
+    responses(
+        (status = 200, description = "the dashboard page", content_type = "text/html"),
+    ),
+)]
 pub async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
 /// The consumers' `/status` (writer pace, counters), relayed for the dashboard.
-#[utoipa::path(get, path = "/admin/pipeline", tag = "admin", security(("admin_key" = [])), responses((status = 200, description = "`{available, status}` from the consumers"), (status = 401, body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/admin/pipeline",
+    tag = "admin",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "`{available, status}` from the consumers"),
+        (status = 401, body = crate::error::ErrorBody),
+    ),
+)]
 pub async fn pipeline(_: Admin, State(state): State<AppState>) -> Json<Value> {
     let fetched = async {
         state

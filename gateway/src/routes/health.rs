@@ -9,7 +9,15 @@ use serde_json::{json, Value};
 
 use crate::startup::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "the process answers and every background task runs"), (status = 503, description = "a background task stopped (named, with its cause); the gateway is stopping")))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "the process answers and every background task runs"),
+        (status = 503, description = "a background task stopped (named, with its cause); the gateway is stopping"),
+    ),
+)]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.health.failure() {
         None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
@@ -20,7 +28,15 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
     }
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = order_core::readiness::ReadinessReport), (status = 503, body = order_core::readiness::ReadinessReport)))]
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, body = order_core::readiness::ReadinessReport),
+        (status = 503, body = order_core::readiness::ReadinessReport),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
     let report = state.deps.readiness().await;
     let status = if report.ready {
@@ -31,12 +47,26 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     (status, Json(report))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    ),
+)]
 pub async fn metrics() -> String {
     order_core::metrics::install().render()
 }
 
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "this document")))]
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "ops",
+    responses(
+        (status = 200, description = "this document"),
+    ),
+)]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::spec())
 }

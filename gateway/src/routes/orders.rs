@@ -13,7 +13,19 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
 use crate::startup::AppState;
 
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", security(("user_jwt" = [])), params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = order_core::orders::OrderView), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    tag = "orders",
+    security(("user_jwt" = [])),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, body = order_core::orders::OrderView),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        crate::openapi::UserFailures,
+    ),
+)]
 pub async fn get_order(
     State(state): State<AppState>,
     PathId(id): PathId,

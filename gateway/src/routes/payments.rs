@@ -40,7 +40,22 @@ fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-#[utoipa::path(post, path = "/api/payments/callback", tag = "payments", params(("X-Signature" = String, Header, description = "hex(HMAC-SHA256(callback secret, raw body))")), request_body = order_core::checkout::PaymentCallback, responses((status = 200, description = "applied, duplicate, refund_due or ignored"), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/payments/callback",
+    tag = "payments",
+    params(("X-Signature" = String, Header, description = "hex(HMAC-SHA256(callback secret, raw body))")),
+    request_body = order_core::checkout::PaymentCallback,
+    responses(
+        (status = 200, description = "applied, duplicate, refund_due or ignored"),
+        (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 413, description = "body too large", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody),
+        (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody),
+    ),
+)]
 pub async fn payment_callback(
     State(state): State<AppState>,
     headers: HeaderMap,

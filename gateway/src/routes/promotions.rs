@@ -43,7 +43,19 @@ impl PublicPromotion {
     }
 }
 
-#[utoipa::path(get, path = "/api/promotions/{id}", tag = "seckill", params(("id" = i64, Path, description = "numeric id", minimum = 1)), responses((status = 200, body = PublicPromotion), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/promotions/{id}",
+    tag = "seckill",
+    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    responses(
+        (status = 200, body = PublicPromotion),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody),
+        (status = 503, description = "a dependency is unavailable; retry after Retry-After", body = crate::error::ErrorBody),
+    ),
+)]
 pub async fn get_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,

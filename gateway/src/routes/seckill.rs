@@ -124,7 +124,28 @@ fn retry_later(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(1)
 }
 
-#[utoipa::path(post, path = "/api/seckill/{promotion_id}/orders", tag = "seckill", security(("user_jwt" = [])), params(("promotion_id" = i64, Path, description = "numeric id", minimum = 1)), request_body = SeckillOrderRequest, responses((status = 202, body = Queued), (status = 400, description = "malformed request", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody), (status = 403, description = "sale not open (not_started, ended, paused)", body = crate::error::ErrorBody), (status = 404, description = "not found", body = crate::error::ErrorBody), (status = 409, description = "sold_out, limit_exceeded", body = crate::error::ErrorBody), (status = 413, description = "body too large", body = crate::error::ErrorBody), (status = 415, description = "not JSON", body = crate::error::ErrorBody), (status = 422, description = "invalid body or field", body = crate::error::ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody), (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody), (status = 503, description = "retry with the same request id (Retry-After): `order_unconfirmed` (the order is held but the queue did not confirm it yet), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/seckill/{promotion_id}/orders",
+    tag = "seckill",
+    security(("user_jwt" = [])),
+    params(("promotion_id" = i64, Path, description = "numeric id", minimum = 1)),
+    request_body = SeckillOrderRequest,
+    responses(
+        (status = 202, body = Queued),
+        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody),
+        (status = 403, description = "sale not open (not_started, ended, paused)", body = crate::error::ErrorBody),
+        (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "sold_out, limit_exceeded", body = crate::error::ErrorBody),
+        (status = 413, description = "body too large", body = crate::error::ErrorBody),
+        (status = 415, description = "not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
+        (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody),
+        (status = 503, description = "retry with the same request id (Retry-After): `order_unconfirmed` (the order is held but the queue did not confirm it yet), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody),
+    ),
+)]
 pub async fn place_seckill_order(
     State(state): State<AppState>,
     PathId(promotion_id): PathId,
