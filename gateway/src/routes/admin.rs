@@ -496,7 +496,7 @@ pub async fn add_stock(
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, description = "remaining stock in Redis"),
+        (status = 200, body = WarmedUp),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -506,7 +506,7 @@ pub async fn warmup_promotion(
     _: Admin,
     State(state): State<AppState>,
     PathId(id): PathId,
-) -> ApiResult<Json<HashMap<&'static str, i64>>> {
+) -> ApiResult<Json<WarmedUp>> {
     let promotion = load(&state, id).await?;
     let remaining = sync(&state, &promotion, IfStarted::Refuse, "warm-up")
         .await
@@ -514,7 +514,14 @@ pub async fn warmup_promotion(
         .remaining()
         .ok_or_else(|| started_not_loaded(id))?;
     tracing::info!(promotion_id = id, remaining, "promotion warmed up");
-    Ok(Json(HashMap::from([("remaining", remaining)])))
+    Ok(Json(WarmedUp { remaining }))
+}
+
+/// A sale in Redis after a warm-up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WarmedUp {
+    /// Units left to sell.
+    pub remaining: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -7,14 +7,13 @@ use order_core::catalog::{self, CouponTemplate, CouponTemplateInput, Sku, SkuCha
 use order_core::checkout;
 use order_core::ids::OrderId;
 use order_core::lifecycle::OrderEventKind;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
-use crate::routes::checkout::transition_result;
+use crate::routes::checkout::{transition_result, NewStatus};
 use crate::startup::AppState;
 
 fn db_error(e: sqlx::Error) -> ApiError {
@@ -142,6 +141,12 @@ pub async fn create_coupon(
     Ok((StatusCode::CREATED, Json(template)))
 }
 
+/// The grants made, one per user id, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantIds {
+    pub grant_ids: Vec<i64>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
@@ -158,7 +163,7 @@ pub struct GrantBody {
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     request_body = GrantBody,
     responses(
-        (status = 201, description = "grant ids"),
+        (status = 201, body = GrantIds),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -169,7 +174,7 @@ pub async fn grant_coupon(
     State(state): State<AppState>,
     PathId(id): PathId,
     ApiJson(body): ApiJson<GrantBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<GrantIds>)> {
     if body.user_ids.is_empty() || body.user_ids.len() > 1000 || body.user_ids.iter().any(|u| *u <= 0) {
         return Err(ApiError::unprocessable(
             "invalid_field",
@@ -183,10 +188,10 @@ pub async fn grant_coupon(
     let grants = catalog::grant_coupons(&state.deps.db, id, &body.user_ids)
         .await
         .map_err(db_error)?;
-    Ok((StatusCode::CREATED, Json(json!({ "grant_ids": grants }))))
+    Ok((StatusCode::CREATED, Json(GrantIds { grant_ids: grants })))
 }
 
-async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> ApiResult<Json<Value>> {
+async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> ApiResult<Json<NewStatus>> {
     let result = checkout::transition(
         &state.deps.db,
         OrderId(id),
@@ -207,7 +212,7 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, description = "the new status"),
+        (status = 200, description = "the new status", body = crate::routes::checkout::NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (no refund requested)", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -217,7 +222,7 @@ pub async fn approve_refund(
     _: Admin,
     State(state): State<AppState>,
     PathId(id): PathId,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NewStatus>> {
     admin_transition(&state, id, OrderEventKind::Refund).await
 }
 
@@ -228,7 +233,7 @@ pub async fn approve_refund(
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, description = "the new status"),
+        (status = 200, description = "the new status", body = crate::routes::checkout::NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not shipped)", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -238,6 +243,6 @@ pub async fn complete_order(
     _: Admin,
     State(state): State<AppState>,
     PathId(id): PathId,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NewStatus>> {
     admin_transition(&state, id, OrderEventKind::Complete).await
 }

@@ -16,7 +16,6 @@ use order_core::lifecycle::OrderEventKind;
 use order_core::orders::OrderView;
 use order_core::pricing::Breakdown;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::sync::SemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
 
@@ -230,9 +229,18 @@ pub async fn pay(
     }))
 }
 
-pub(crate) fn transition_result(result: Transition) -> ApiResult<Json<Value>> {
+/// An order's status after a lifecycle change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewStatus {
+    /// `paid`, `shipped`, `completed`, `cancelled`, `refund_requested` or `refunded`.
+    pub status: &'static str,
+}
+
+pub(crate) fn transition_result(result: Transition) -> ApiResult<Json<NewStatus>> {
     match result {
-        Transition::Done(status) => Ok(Json(json!({ "status": status }))),
+        Transition::Done(status) => Ok(Json(NewStatus {
+            status: status.as_str(),
+        })),
         Transition::NotFound => Err(ApiError::not_found("order_not_found", "no such order")),
         Transition::Illegal(e) => Err(ApiError::conflict("illegal_transition", e.to_string())),
     }
@@ -243,7 +251,7 @@ async fn user_transition(
     id: i64,
     user: User,
     event: OrderEventKind,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NewStatus>> {
     let _slot = slot(state).await?;
     let result = checkout::transition(
         &state.checkout_db,
@@ -264,13 +272,17 @@ async fn user_transition(
     security(("user_jwt" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, description = "the new status"),
+        (status = 200, description = "the new status", body = NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not awaiting payment)", body = crate::error::ErrorBody),
         crate::openapi::CheckoutFailures,
     ),
 )]
-pub async fn cancel(State(state): State<AppState>, PathId(id): PathId, user: User) -> ApiResult<Json<Value>> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    user: User,
+) -> ApiResult<Json<NewStatus>> {
     user_transition(&state, id, user, OrderEventKind::Cancel).await
 }
 
@@ -281,7 +293,7 @@ pub async fn cancel(State(state): State<AppState>, PathId(id): PathId, user: Use
     security(("user_jwt" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, description = "the new status"),
+        (status = 200, description = "the new status", body = NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not paid)", body = crate::error::ErrorBody),
         crate::openapi::CheckoutFailures,
@@ -291,7 +303,7 @@ pub async fn request_refund(
     State(state): State<AppState>,
     PathId(id): PathId,
     user: User,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NewStatus>> {
     user_transition(&state, id, user, OrderEventKind::RequestRefund).await
 }
 

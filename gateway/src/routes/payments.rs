@@ -14,7 +14,6 @@ use axum::Json;
 use hmac::{Hmac, Mac};
 use order_core::checkout::{apply_payment, CallbackOutcome, PaymentCallback};
 use secrecy::ExposeSecret;
-use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::error::{ApiError, ApiResult};
@@ -40,6 +39,14 @@ fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// What a verified callback did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CallbackReply {
+    /// `applied`, `duplicate` (this payment id was processed before), `refund_due` (the
+    /// order cannot take the money: recorded for refund) or `ignored` (not a success).
+    pub result: &'static str,
+}
+
 #[utoipa::path(
     post,
     path = "/api/payments/callback",
@@ -47,7 +54,7 @@ fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
     params(("X-Signature" = String, Header, description = "hex(HMAC-SHA256(callback secret, raw body))")),
     request_body = order_core::checkout::PaymentCallback,
     responses(
-        (status = 200, description = "applied, duplicate, refund_due or ignored"),
+        (status = 200, body = CallbackReply),
         (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 413, description = "body too large", body = crate::error::ErrorBody),
@@ -60,7 +67,7 @@ pub async fn payment_callback(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CallbackReply>)> {
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -90,7 +97,7 @@ pub async fn payment_callback(
         ));
     }
     if callback.status != "succeeded" {
-        return Ok((StatusCode::OK, Json(json!({ "result": "ignored" }))));
+        return Ok((StatusCode::OK, Json(CallbackReply { result: "ignored" })));
     }
     let outcome = apply_payment(&state.checkout_db, &callback, &state.order_events_topic)
         .await
@@ -105,7 +112,9 @@ pub async fn payment_callback(
             "order_not_found",
             "no such order; recorded for refund",
         )),
-        other => Ok((StatusCode::OK, Json(json!({ "result": other })))),
+        CallbackOutcome::Applied => Ok((StatusCode::OK, Json(CallbackReply { result: "applied" }))),
+        CallbackOutcome::Duplicate => Ok((StatusCode::OK, Json(CallbackReply { result: "duplicate" }))),
+        CallbackOutcome::RefundDue => Ok((StatusCode::OK, Json(CallbackReply { result: "refund_due" }))),
     }
 }
 
