@@ -22,11 +22,31 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The body is in memory already (the body-deadline middleware read it whole).
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|_| ApiError::body_too_large())?;
+        if escapes_nul(&bytes) {
+            // PostgreSQL text cannot hold NUL: refused here rather than failing a write.
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "strings must not contain NUL (\\u0000)",
+            ));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// Whether a JSON text spells a NUL character (`\u0000`, the backslash not itself escaped).
+fn escapes_nul(json: &[u8]) -> bool {
+    json.windows(6)
+        .enumerate()
+        .any(|(i, w)| w == b"\\u0000" && json[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0)
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -58,5 +78,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             Ok(id) if id > 0 => Ok(PathId(id)),
             _ => Err(ApiError::bad_request("invalid_id", "ids are positive integers")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escapes_nul;
+
+    #[test]
+    fn a_nul_escape_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(escapes_nul(br#"{"a":"x\u0000y"}"#));
+        assert!(escapes_nul(br#"{"a":"x\\\u0000y"}"#), "a backslash, then NUL");
+        assert!(
+            !escapes_nul(br#"{"a":"x\\u0000y"}"#),
+            "a backslash, then the text u0000"
+        );
+        assert!(!escapes_nul(br#"{"a":"plain \u0001"}"#));
     }
 }

@@ -36,14 +36,17 @@ pub enum CatalogError {
     Invalid(&'static str),
 }
 
+/// A SKU id: 1 to 64 of `A-Z a-z 0-9 - _ .`.
+pub fn valid_sku_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl Sku {
     pub fn validate(&self) -> Result<(), CatalogError> {
-        let id_ok = (1..=64).contains(&self.id.len())
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !id_ok {
+        if !valid_sku_id(&self.id) {
             return Err(CatalogError::Invalid("id must be 1 to 64 of A-Z a-z 0-9 - _ ."));
         }
         check_title(&self.title)?;

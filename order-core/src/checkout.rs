@@ -19,7 +19,7 @@ use crate::pricing::{self, Breakdown, PricingError, ShippingMethod};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku_id: String,
     #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,

@@ -73,6 +73,9 @@ pub async fn get_sku(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sku>> {
+    if !catalog::valid_sku_id(&id) {
+        return Err(no_sku());
+    }
     catalog::get_sku(&state.deps.db, &id)
         .await
         .map_err(db_error)?
@@ -100,6 +103,9 @@ pub async fn patch_sku(
     Path(id): Path<String>,
     ApiJson(changes): ApiJson<SkuChanges>,
 ) -> ApiResult<Json<Sku>> {
+    if !catalog::valid_sku_id(&id) {
+        return Err(no_sku());
+    }
     changes.validate().map_err(invalid)?;
     let sku = catalog::update_sku(&state.deps.db, &id, &changes)
         .await

@@ -218,3 +218,31 @@ async fn per_ip_limit_applies_across_users() {
     }
     assert_eq!(statuses, [202, 202, 429, 429]);
 }
+
+/// PostgreSQL text cannot hold NUL: a body or a SKU id that carries one is refused with a
+/// 4xx before any query (schemathesis found a checkout that answered 500).
+#[tokio::test]
+async fn a_nul_character_in_a_body_or_an_id_is_a_4xx_not_a_failed_query() {
+    let app = TestApp::spawn().await;
+    app.create_sku("kettle", 900, 5).await;
+    let mut basket = TestApp::basket(&[("kettle", 1)], None, Some("co-nul"));
+    basket["shipping"]["address"]["city"] = json!("Hang\u{0}zhou");
+    let (status, body) = app.post_as(7, "/api/checkout", &basket).await;
+    assert_eq!((status, error_code(&body)), (422, "invalid_body"), "{body}");
+
+    let response = app
+        .admin(reqwest::Method::GET, "/admin/skus/kettle%00")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 404);
+    let (_, sku) = {
+        let response = app
+            .admin(reqwest::Method::GET, "/admin/skus/kettle")
+            .send()
+            .await
+            .expect("request");
+        (response.status(), response.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(sku["stock"], 5, "nothing was written");
+}
