@@ -311,49 +311,78 @@ pub async fn place(
     }))
 }
 
+/// A checkout order as stored, for answering a retry of its request.
+#[derive(sqlx::FromRow)]
+struct StoredCheckout {
+    id: i64,
+    status: String,
+    subtotal_cents: i64,
+    discount_cents: i64,
+    shipping_cents: i64,
+    total_cents: i64,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredLine {
+    sku_id: String,
+    title: String,
+    unit_price_cents: i64,
+    quantity: i32,
+}
+
+/// The order a lifecycle change or a payment locks (`FOR UPDATE`) and judges.
+#[derive(sqlx::FromRow)]
+struct LockedOrder {
+    status: String,
+    user_id: i64,
+    total_cents: i64,
+    kind: String,
+    promotion_id: Option<i64>,
+}
+
 async fn existing_checkout(
     pool: &PgPool,
     user_id: i64,
     request_id: &str,
 ) -> sqlx::Result<Option<PlacedOrder>> {
-    let Some((id, status, subtotal, discount, shipping, total, expires_at)) =
-        sqlx::query_as::<_, (i64, String, i64, i64, i64, i64, Option<DateTime<Utc>>)>(
-            "SELECT id, status, subtotal_cents, discount_cents, shipping_cents, total_cents, expires_at
-             FROM orders WHERE user_id = $1 AND request_id = $2 AND kind = 'checkout'",
-        )
-        .bind(user_id)
-        .bind(request_id)
-        .fetch_optional(pool)
-        .await?
+    let Some(order) = sqlx::query_as::<_, StoredCheckout>(
+        "SELECT id, status, subtotal_cents, discount_cents, shipping_cents, total_cents, expires_at
+         FROM orders WHERE user_id = $1 AND request_id = $2 AND kind = 'checkout'",
+    )
+    .bind(user_id)
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await?
     else {
         return Ok(None);
     };
-    let lines = sqlx::query_as::<_, (String, String, i64, i32)>(
+    let lines = sqlx::query_as::<_, StoredLine>(
         "SELECT sku_id, title, unit_price_cents, quantity FROM order_items WHERE order_id = $1 ORDER BY line_no",
     )
-    .bind(id)
+    .bind(order.id)
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(sku_id, title, unit, quantity)| pricing::Line {
-        sku_id,
-        title,
-        unit_price_cents: unit,
-        quantity: i64::from(quantity),
-        line_total_cents: unit * i64::from(quantity),
+    .map(|line| pricing::Line {
+        line_total_cents: line.unit_price_cents * i64::from(line.quantity),
+        quantity: i64::from(line.quantity),
+        sku_id: line.sku_id,
+        title: line.title,
+        unit_price_cents: line.unit_price_cents,
     })
     .collect();
     Ok(Some(PlacedOrder {
-        order_id: OrderId(id),
-        status,
+        order_id: OrderId(order.id),
+        status: order.status,
         breakdown: Breakdown {
             lines,
-            subtotal_cents: subtotal,
-            discount_cents: discount,
-            shipping_cents: shipping,
-            total_cents: total,
+            subtotal_cents: order.subtotal_cents,
+            discount_cents: order.discount_cents,
+            shipping_cents: order.shipping_cents,
+            total_cents: order.total_cents,
         },
-        expires_at,
+        expires_at: order.expires_at,
     }))
 }
 
@@ -403,8 +432,8 @@ pub async fn apply_payment(
     if fresh.rows_affected() == 0 {
         return Ok(CallbackOutcome::Duplicate);
     }
-    let order: Option<(String, i64, i64, String, Option<i64>)> = sqlx::query_as(
-        "SELECT status, total_cents, user_id, kind, promotion_id FROM orders WHERE id = $1 FOR UPDATE",
+    let order: Option<LockedOrder> = sqlx::query_as(
+        "SELECT status, user_id, total_cents, kind, promotion_id FROM orders WHERE id = $1 FOR UPDATE",
     )
     .bind(callback.order_id.0)
     .fetch_optional(&mut *tx)
@@ -412,10 +441,11 @@ pub async fn apply_payment(
     let refund = |reason: &'static str| (CallbackOutcome::RefundDue, Some(reason));
     let (outcome, refund_reason) = match &order {
         None => (CallbackOutcome::UnknownOrder, Some("unknown_order")),
-        Some((_, total, ..)) if *total != callback.amount_cents => {
+        Some(order) if order.total_cents != callback.amount_cents => {
             (CallbackOutcome::AmountMismatch, Some("amount_mismatch"))
         }
-        Some((status, ..)) => match status
+        Some(order) => match order
+            .status
             .parse::<OrderStatus>()
             .map(|s| s.apply(OrderEventKind::Pay))
         {
@@ -424,7 +454,7 @@ pub async fn apply_payment(
             _ => refund("duplicate_payment"),
         },
     };
-    if let (Some((_, total, user_id, kind, promotion_id)), CallbackOutcome::Applied) = (&order, outcome) {
+    if let (Some(order), CallbackOutcome::Applied) = (&order, outcome) {
         sqlx::query(
             "UPDATE orders SET status = 'paid', paid_at = now(), payment_id = $2, updated_at = now()
              WHERE id = $1 AND status = 'pending_payment'",
@@ -436,10 +466,10 @@ pub async fn apply_payment(
         let event = OrderEvent::new(
             OrderEvent::PAID,
             callback.order_id,
-            *user_id,
-            kind,
-            *promotion_id,
-            *total,
+            order.user_id,
+            &order.kind,
+            order.promotion_id,
+            order.total_cents,
             None,
         );
         crate::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
@@ -489,7 +519,7 @@ pub async fn transition(
     order_events_topic: &str,
 ) -> Result<Transition, CheckoutError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, i64, i64, String, Option<i64>)> = sqlx::query_as(
+    let row: Option<LockedOrder> = sqlx::query_as(
         "SELECT status, user_id, total_cents, kind, promotion_id FROM orders
          WHERE id = $1 AND ($2::BIGINT IS NULL OR user_id = $2) FOR UPDATE",
     )
@@ -497,7 +527,14 @@ pub async fn transition(
     .bind(user_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, owner, total, kind, promotion_id)) = row else {
+    let Some(LockedOrder {
+        status,
+        user_id: owner,
+        total_cents: total,
+        kind,
+        promotion_id,
+    }) = row
+    else {
         return Ok(Transition::NotFound);
     };
     let from: OrderStatus = status
