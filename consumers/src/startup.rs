@@ -261,7 +261,7 @@ impl Application {
     /// Run the workers and the endpoints until `shutdown` fires; in-flight batches finish or
     /// are left unacknowledged for redelivery. A worker that stops before that stops the
     /// process: the error names it (see `order_core::supervisor`).
-    pub async fn run_until_stopped(mut self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(mut self, shutdown: ShutdownListener) -> anyhow::Result<()> {
         let workers = Shutdown::new();
         let supervisor = &mut self.supervisor;
         supervisor.spawn("order writer", self.writer.run(workers.subscribe()));
@@ -287,24 +287,16 @@ impl Application {
             });
         let http_stop = Shutdown::new();
         let mut http_stopped = http_stop.subscribe();
-        let serve = std::future::IntoFuture::into_future(
-            axum::serve(self.listener, router)
-                .with_graceful_shutdown(async move { http_stopped.recv().await }),
-        );
-        tokio::pin!(serve);
-        let outcome = tokio::select! {
-            served = &mut serve => served.context("serve health endpoints"),
-            _ = shutdown.recv() => Ok(()),
-            failure = self.supervisor.first_failure() => Err(anyhow::Error::new(failure)),
-        };
-        // The workers stop first, while /healthz still tells a failure; then the endpoints.
-        workers.trigger();
-        self.supervisor.stop(Duration::from_secs(10)).await;
-        http_stop.trigger();
-        if outcome.is_ok() {
-            serve.await.context("serve health endpoints")?;
-        }
-        outcome
+        let listener = self.listener;
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_stopped.recv().await })
+                .await
+                .context("serve health endpoints")
+        });
+        self.supervisor
+            .run_with_server(server, &http_stop, &workers, shutdown, Duration::from_secs(10))
+            .await
     }
 }
 

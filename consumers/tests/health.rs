@@ -96,9 +96,10 @@ async fn a_worker_that_panics_fails_health_and_stops_the_process() {
     let shutdown = Shutdown::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
 
-    let client = reqwest::Client::new();
+    // A fresh connection each time, as a probe makes: the server still accepts while the
+    // other tasks stop.
     let healthz = || async {
-        let response = client
+        let response = reqwest::Client::new()
             .get(format!("{base}/healthz"))
             .send()
             .await

@@ -27,15 +27,13 @@ where
         let bytes = axum::body::to_bytes(body, usize::MAX)
             .await
             .map_err(|_| ApiError::body_too_large())?;
-        if escapes_nul(&bytes) {
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        match axum::Json::<T>::from_request(req, state).await {
             // PostgreSQL text cannot hold NUL: refused here rather than failing a write.
-            return Err(ApiError::unprocessable(
+            Ok(_) if escapes_nul(&bytes) => Err(ApiError::unprocessable(
                 "invalid_body",
                 "strings must not contain NUL (\\u0000)",
-            ));
-        }
-        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        match axum::Json::<T>::from_request(req, state).await {
+            )),
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }

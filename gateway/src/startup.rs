@@ -207,23 +207,17 @@ impl Application {
     /// Serve until `shutdown` fires, then finish in-flight requests and return. A background
     /// task that stops before that stops the gateway: the error names it (a gateway whose
     /// cache refresher died would keep refusing or accepting on a stale view).
-    pub async fn run_until_stopped(mut self, mut shutdown: ShutdownListener) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: ShutdownListener) -> anyhow::Result<()> {
         let http_stop = Shutdown::new();
-        let serve = crate::serve::serve(self.listener, self.router, &self.http, http_stop.subscribe());
-        tokio::pin!(serve);
-        let (outcome, served) = tokio::select! {
-            served = &mut serve => (served.context("serve HTTP"), true),
-            _ = shutdown.recv() => (Ok(()), false),
-            failure = self.supervisor.first_failure() => (Err(anyhow::Error::new(failure)), false),
-        };
-        // The tasks stop first, while /healthz still tells a failure; then HTTP drains.
-        self.tasks.trigger();
-        self.supervisor.stop(Duration::from_secs(10)).await;
-        http_stop.trigger();
-        if !served {
-            let drained = serve.await.context("serve HTTP");
-            return outcome.and(drained);
-        }
-        outcome
+        let stopped = http_stop.subscribe();
+        let (listener, router, http) = (self.listener, self.router, self.http);
+        let server = tokio::spawn(async move {
+            crate::serve::serve(listener, router, &http, stopped)
+                .await
+                .context("serve HTTP")
+        });
+        self.supervisor
+            .run_with_server(server, &http_stop, &self.tasks, shutdown, Duration::from_secs(10))
+            .await
     }
 }

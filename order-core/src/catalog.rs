@@ -187,7 +187,7 @@ pub struct CouponTemplateInput {
 
 impl CouponTemplateInput {
     pub fn validate(&self) -> Result<(), CatalogError> {
-        if self.code.trim().is_empty() || self.code.len() > 64 {
+        if self.code.trim().is_empty() || self.code.chars().count() > 64 {
             return Err(CatalogError::Invalid("code must be 1 to 64 characters"));
         }
         match (self.kind.as_str(), self.amount_off_cents, self.percent_off) {

@@ -390,8 +390,10 @@ async fn existing_checkout(
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentCallback {
+    #[schema(min_length = 1, max_length = 128)]
     pub payment_id: String,
     pub order_id: OrderId,
+    #[schema(minimum = 1)]
     pub amount_cents: i64,
     pub status: String,
     /// Unix seconds when the provider signed it; required (a callback without it is refused).

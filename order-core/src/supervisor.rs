@@ -91,6 +91,60 @@ impl Supervisor {
         failure
     }
 
+    /// Run a process's server task (`server`, which ends once `stop_server` fires) beside
+    /// the supervised workers (which end once `stop_workers` fires) until `shutdown` fires
+    /// or a worker fails.
+    ///
+    /// On shutdown the server drains first, its in-flight requests still served by every
+    /// worker (a gateway's lease and cache refresher included), then the workers stop. On a
+    /// failure the workers stop while the server still answers, so `/healthz` tells which
+    /// worker failed, then the server stops and the failure is returned.
+    pub async fn run_with_server(
+        mut self,
+        mut server: JoinHandle<anyhow::Result<()>>,
+        stop_server: &crate::shutdown::Shutdown,
+        stop_workers: &crate::shutdown::Shutdown,
+        mut shutdown: crate::shutdown::ShutdownListener,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        fn joined(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+            result.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?
+        }
+        enum End {
+            Served(anyhow::Result<()>),
+            Shutdown,
+            Failed(WorkerFailure),
+        }
+        let end = tokio::select! {
+            served = &mut server => End::Served(joined(served)),
+            _ = shutdown.recv() => End::Shutdown,
+            failure = self.first_failure() => End::Failed(failure),
+        };
+        match end {
+            End::Served(served) => {
+                stop_workers.trigger();
+                self.stop(grace).await;
+                served
+            }
+            End::Shutdown => {
+                stop_server.trigger();
+                let served = joined(server.await);
+                stop_workers.trigger();
+                self.stop(grace).await;
+                served
+            }
+            End::Failed(failure) => {
+                stop_workers.trigger();
+                self.stop(grace).await;
+                stop_server.trigger();
+                if let Err(e) = joined(server.await) {
+                    tracing::warn!(error = format!("{e:#}"), "the server failed while stopping");
+                }
+                Err(failure.into())
+            }
+        }
+    }
+
     /// After the workers' shutdown signal fired: wait for each (up to `grace` in all),
     /// naming those that do not stop in time.
     pub async fn stop(self, grace: Duration) {

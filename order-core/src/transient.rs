@@ -20,14 +20,14 @@ impl Transient for sqlx::Error {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => true,
             // SQLSTATE classes: 08 connection, 53 insufficient resources, 57 operator
-            // intervention (shutdown, statement timeout), 58 system error; and the
-            // serialization failures and deadlocks a retry resolves.
+            // intervention (shutdown, statement timeout), 58 system error; the
+            // serialization failures and deadlocks a retry resolves; and a write that met a
+            // primary demoted during failover (25006).
             sqlx::Error::Database(e) => e.code().is_some_and(|code| {
                 ["08", "53", "57", "58"]
                     .iter()
                     .any(|class| code.starts_with(class))
-                    || code == "40001"
-                    || code == "40P01"
+                    || ["40001", "40P01", "25006"].contains(&code.as_ref())
             }),
             _ => false,
         }
@@ -36,7 +36,11 @@ impl Transient for sqlx::Error {
 
 impl Transient for redis::RedisError {
     fn is_transient(&self) -> bool {
+        // The client retries what it knows; a server that is busy with a slow script, out of
+        // memory, without its replicas or unable to persist answers these until it recovers.
+        const OVERLOADED: [&str; 4] = ["BUSY", "OOM", "NOREPLICAS", "MISCONF"];
         !matches!(self.retry_method(), redis::RetryMethod::NoRetry)
+            || self.code().is_some_and(|code| OVERLOADED.contains(&code))
     }
 }
 
@@ -80,6 +84,14 @@ mod tests {
 
         let redis_down = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(redis_down.is_transient());
+        for (code, transient) in [("BUSY", true), ("OOM", true), ("LOADING", true), ("ERR", false)] {
+            let reply = format!("-{code} the server says so\r\n");
+            let error = redis::parse_redis_value(reply.as_bytes())
+                .expect("an error reply parses")
+                .extract_error()
+                .expect_err("is an error");
+            assert_eq!(error.is_transient(), transient, "{code}: {error}");
+        }
         let odd_reply = crate::stock::StockError::UnexpectedReply {
             script: "reserve.lua",
             reply: "7".into(),

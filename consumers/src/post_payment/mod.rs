@@ -6,10 +6,11 @@
 //! together with a `processed_events` row; effects outside the database (webhooks, the
 //! logistics API, files) carry the event's natural key so a repeat is recognisable.
 //! An undecodable event is dead-lettered after N redeliveries. A failing handler is retried
-//! in place with backoff (a short database outage must not send good events to the DLQ),
-//! up to `handler_attempts` times; then the delivery is given up (nacked), so after the
-//! subscription's redeliveries the event reaches its dead-letter topic and stops blocking
-//! the events behind it. From there it can be replayed.
+//! in place with backoff. A dependency that is down or slow (a transient failure) is waited
+//! out however long it takes: an outage must not send good events to the DLQ. Any other
+//! failure, a panic included, counts: after `handler_attempts` of them the delivery is given
+//! up (nacked), so after the subscription's redeliveries the event reaches its dead-letter
+//! topic, where it stays for inspection, and stops blocking the events behind it.
 
 pub mod analytics;
 pub mod logistics;
@@ -21,8 +22,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::FutureExt;
 use order_core::events::OrderEvent;
 use order_core::shutdown::ShutdownListener;
+use order_core::transient::Transient;
 
 use crate::subscription::{Subscription, SubscriptionSpec};
 
@@ -99,9 +102,21 @@ impl EventWorker {
             let mut backoff = Duration::from_millis(100);
             let mut attempt = 1;
             let handled = loop {
-                match self.handler.handle(&event).await {
+                // A panic in a handler is its failure on this event, not the process's.
+                let tried = std::panic::AssertUnwindSafe(self.handler.handle(&event))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(anyhow::anyhow!("the handler panicked: {message}"))
+                    });
+                match tried {
                     Ok(()) => break true,
-                    Err(e) if attempt >= self.attempts => {
+                    Err(e) if attempt >= self.attempts && !transient(&e) => {
                         tracing::error!(worker = name, event_id = %event.event_id, attempts = attempt, error = format!("{e:#}"),
                             "handle an order event: giving this delivery up (dead-lettered after the redeliveries)");
                         break false;
@@ -113,7 +128,9 @@ impl EventWorker {
                             _ = shutdown.recv() => return,
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
-                        attempt += 1;
+                        if !transient(&e) {
+                            attempt += 1;
+                        }
                     }
                 }
             };
@@ -127,6 +144,17 @@ impl EventWorker {
             }
         }
     }
+}
+
+/// A failure worth waiting out: a dependency (the database, Redis) down or slow, or an HTTP
+/// endpoint unreachable or timing out.
+fn transient(e: &anyhow::Error) -> bool {
+    e.is_transient()
+        || e.chain().any(|cause| {
+            cause
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(|r| r.is_timeout() || r.is_connect())
+        })
 }
 
 /// POST `body` as JSON with an idempotency key, up to `attempts` times with backoff; each

@@ -344,9 +344,11 @@ async fn the_webhook_notifier_retries_failures_and_gives_up_on_a_hung_endpoint()
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// A handler that always fails on one event: gives the delivery up after its attempts, the
-/// event reaches the dead-letter topic after the redeliveries, and the events behind it are
-/// handled. (Before, the worker retried it in place forever and its subscription stalled.)
+/// A handler that always fails on one event, and panics on another: each delivery is given
+/// up after its attempts, both events reach the dead-letter topic after the redeliveries,
+/// the event between them is handled, and the worker keeps running. (Before, the worker
+/// retried a failing event in place forever and its subscription stalled; a panic would
+/// have ended the worker.)
 #[tokio::test]
 async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_handled() {
     use consumers::post_payment::{BoxFuture, EventWorker, Handler};
@@ -362,6 +364,7 @@ async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_han
         fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>> {
             Box::pin(async move {
                 anyhow::ensure!(event.order_id != OrderId(1), "order 1 cannot be handled");
+                assert_ne!(event.order_id, OrderId(3), "order 3 is a bug in the handler");
                 self.0.lock().expect("lock").push(event.event_id.clone());
                 Ok(())
             })
@@ -401,17 +404,22 @@ async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_han
     let producer = order_core::bus::JsonProducer::new(&client, topic, None, Duration::from_secs(5))
         .await
         .expect("producer");
-    for order in [1, 2] {
+    for order in [1, 2, 3] {
         let event = OrderEvent::new(OrderEvent::PAID, OrderId(order), 7, "seckill", Some(1), 100, None);
         producer.publish(&event).await.expect("publish");
     }
-    let dead = tokio::time::timeout(Duration::from_secs(30), dead_letters.next())
-        .await
-        .expect("the refused event reaches the dead-letter topic")
-        .expect("a message")
-        .expect("readable");
-    let dead: OrderEvent = serde_json::from_slice(&dead.payload.data).expect("the event as sent");
-    assert_eq!(dead.order_id, OrderId(1));
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), dead_letters.next())
+            .await
+            .expect("the refused events reach the dead-letter topic")
+            .expect("a message")
+            .expect("readable");
+        let event: OrderEvent = serde_json::from_slice(&msg.payload.data).expect("the event as sent");
+        dead.push(event.order_id);
+    }
+    dead.sort();
+    assert_eq!(dead, vec![OrderId(1), OrderId(3)]);
     poll_until(
         Duration::from_secs(10),
         "the next event to be handled",
@@ -421,6 +429,10 @@ async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_han
         },
     )
     .await;
+    assert!(
+        !running.is_finished(),
+        "the worker survived the panicking handler"
+    );
     stop.trigger();
     tokio::time::timeout(Duration::from_secs(10), running)
         .await

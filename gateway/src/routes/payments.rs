@@ -99,6 +99,14 @@ pub async fn payment_callback(
     if callback.status != "succeeded" {
         return Ok((StatusCode::OK, Json(CallbackReply { result: "ignored" })));
     }
+    // Stored as they come: a provider's id must fit a text column, an amount a refund row.
+    let id_ok = (1..=128).contains(&callback.payment_id.len()) && !callback.payment_id.contains('\0');
+    if !id_ok || callback.amount_cents <= 0 {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "payment_id must be 1 to 128 characters without NUL, amount_cents positive",
+        ));
+    }
     let outcome = apply_payment(&state.checkout_db, &callback, &state.order_events_topic)
         .await
         .map_err(|e| ApiError::dependency("apply a payment callback", e))?;

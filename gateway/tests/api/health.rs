@@ -60,9 +60,10 @@ async fn a_background_task_that_panics_fails_health_and_stops_the_gateway() {
     app.supervise("slow to stop", std::future::pending());
     let shutdown = order_core::shutdown::Shutdown::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
-    let client = reqwest::Client::new();
+    // A fresh connection each time, as a probe makes: the server still accepts while the
+    // other tasks stop.
     let healthz = || async {
-        let response = client
+        let response = reqwest::Client::new()
             .get(format!("{base}/healthz"))
             .send()
             .await

@@ -246,3 +246,22 @@ async fn a_nul_character_in_a_body_or_an_id_is_a_4xx_not_a_failed_query() {
     };
     assert_eq!(sku["stock"], 5, "nothing was written");
 }
+
+/// A signed callback with a negative amount or a NUL in its payment id is refused with a
+/// 422 before anything is stored (the refund row's CHECK, a text column without NUL).
+#[tokio::test]
+async fn a_signed_callback_that_cannot_be_stored_is_a_422() {
+    let app = TestApp::spawn().await;
+    for (payment_id, amount) in [("pay-negative", -5), ("pay\u{0}nul", 100)] {
+        let callback = json!({
+            "payment_id": payment_id, "order_id": "123", "amount_cents": amount,
+            "status": "succeeded", "timestamp": chrono::Utc::now().timestamp(),
+        });
+        let (status, body) = app.payment_callback(&callback, None).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (422, "invalid_body"),
+            "{payment_id}: {body}"
+        );
+    }
+}
