@@ -9,11 +9,11 @@ use order_core::shutdown::Shutdown;
 use order_core::test_support::{fresh_database, local_source};
 use serde_json::Value;
 
-#[tokio::test]
-async fn consumers_report_ready_and_stop_on_shutdown() {
+/// A consumers process of its own: port 0, its own topics (a shared topic carries whatever
+/// earlier runs left on it), analytics directory and database.
+async fn build_app() -> Application {
     let mut settings: Settings = local_source()
         .with_var("APP_CONSUMERS__PORT", "0")
-        // Topics of its own: a shared topic carries whatever earlier runs left on it.
         .with_var(
             "APP_PULSAR__SECKILL_ORDERS_TOPIC",
             order_core::test_support::unique("seckill-orders"),
@@ -32,7 +32,12 @@ async fn consumers_report_ready_and_stop_on_shutdown() {
         .load()
         .expect("settings");
     settings.database = fresh_database(&settings.database).await.expect("fresh database");
-    let app = Application::build(settings).await.expect("build consumers");
+    Application::build(settings).await.expect("build consumers")
+}
+
+#[tokio::test]
+async fn consumers_report_ready_and_stop_on_shutdown() {
+    let app = build_app().await;
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = Shutdown::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
@@ -64,27 +69,7 @@ async fn consumers_report_ready_and_stop_on_shutdown() {
 /// no process that looks alive while one of its workers is gone.
 #[tokio::test]
 async fn a_worker_that_panics_fails_health_and_stops_the_process() {
-    let mut settings: Settings = local_source()
-        .with_var("APP_CONSUMERS__PORT", "0")
-        .with_var(
-            "APP_PULSAR__SECKILL_ORDERS_TOPIC",
-            order_core::test_support::unique("seckill-orders"),
-        )
-        .with_var(
-            "APP_PULSAR__ORDER_EVENTS_TOPIC",
-            order_core::test_support::unique("order-events"),
-        )
-        .with_var(
-            "APP_POST_PAYMENT__ANALYTICS_DIR",
-            std::env::temp_dir()
-                .join(order_core::test_support::unique("analytics"))
-                .display()
-                .to_string(),
-        )
-        .load()
-        .expect("settings");
-    settings.database = fresh_database(&settings.database).await.expect("fresh database");
-    let mut app = Application::build(settings).await.expect("build consumers");
+    let mut app = build_app().await;
     let base = format!("http://127.0.0.1:{}", app.port());
     let (fire, fired) = tokio::sync::oneshot::channel::<()>();
     app.supervise("injected", async move {
