@@ -17,7 +17,7 @@ use order_core::promotion::PromotionRepo;
 use order_core::readiness::{Dependencies, DependencySettings, ReadinessReport};
 use order_core::shutdown::{Shutdown, ShutdownListener};
 use order_core::stock::StockStore;
-use order_core::supervisor::{Health, Supervisor};
+use order_core::supervisor::{Health, HealthReport, Supervisor};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -300,16 +300,13 @@ impl Application {
     }
 }
 
-async fn healthz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json::Value>) {
-    match state.health.failure() {
-        None => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
-        Some(failure) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "status": "failing", "worker": failure.worker, "cause": failure.cause,
-            })),
-        ),
-    }
+async fn healthz(State(state): State<HttpState>) -> (StatusCode, Json<HealthReport>) {
+    let report = state.health.report();
+    let status = match report.failure {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(report))
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<ReadinessReport>) {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Why a supervised task ended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[error("worker `{worker}` stopped: {cause}")]
 pub struct WorkerFailure {
     pub worker: &'static str,
@@ -29,7 +29,23 @@ pub struct WorkerFailure {
 #[derive(Debug, Clone, Default)]
 pub struct Health(Arc<Mutex<Option<WorkerFailure>>>);
 
+/// What `/healthz` answers: `{"status":"ok"}`, or which worker stopped and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthReport {
+    pub status: &'static str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<WorkerFailure>,
+}
+
 impl Health {
+    pub fn report(&self) -> HealthReport {
+        let failure = self.failure();
+        HealthReport {
+            status: if failure.is_some() { "failing" } else { "ok" },
+            failure,
+        }
+    }
+
     /// `None` while every worker runs.
     pub fn failure(&self) -> Option<WorkerFailure> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()

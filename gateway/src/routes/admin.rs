@@ -18,7 +18,7 @@ use axum::Json;
 use order_core::promotion::{
     Promotion, PromotionError, PromotionFields, PromotionInput, PromotionPatch, MAX_STOCK,
 };
-use order_core::stock::{IfStarted, SyncOutcome};
+use order_core::stock::{IfStarted, LiveStock, SyncOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -116,6 +116,10 @@ async fn view_after_write(state: &AppState, promotion: Promotion) -> AdminPromot
         tracing::warn!(promotion_id = promotion.id, error = %e, "remaining stock unreadable");
         None
     });
+    admin_view(state, promotion, live)
+}
+
+fn admin_view(state: &AppState, promotion: Promotion, live: Option<LiveStock>) -> AdminPromotion {
     AdminPromotion {
         state: promotion.state(state.cache.clock.now(), live.is_some_and(|l| l.remaining <= 0)),
         remaining: live.map(|l| l.remaining),
@@ -133,11 +137,7 @@ async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotio
     if let Some(live) = live {
         entry.set_remaining(live.remaining);
     }
-    Ok(AdminPromotion {
-        state: promotion.state(state.cache.clock.now(), live.is_some_and(|l| l.remaining <= 0)),
-        remaining: live.map(|l| l.remaining),
-        promotion,
-    })
+    Ok(admin_view(state, promotion, live))
 }
 
 async fn load(state: &AppState, id: i64) -> ApiResult<Promotion> {

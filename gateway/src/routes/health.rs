@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use order_core::readiness::ReadinessReport;
-use serde_json::{json, Value};
+use order_core::supervisor::HealthReport;
 
 use crate::startup::AppState;
 
@@ -18,14 +18,13 @@ use crate::startup::AppState;
         (status = 503, description = "a background task stopped (named, with its cause); the gateway is stopping"),
     ),
 )]
-pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.health.failure() {
-        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
-        Some(failure) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "failing", "worker": failure.worker, "cause": failure.cause })),
-        ),
-    }
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
+    let report = state.health.report();
+    let status = match report.failure {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(report))
 }
 
 #[utoipa::path(
