@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use order_core::ids::OrderId;
-use order_core::persist::{insert_seckill_orders, NewSeckillOrder};
-use order_core::settings::{DatabaseOnly, SettingsSource};
+use order_core::domain::ids::OrderId;
+use order_core::postgres::persist::{insert_seckill_orders, NewSeckillOrder};
+use order_core::runtime::settings::{DatabaseOnly, SettingsSource};
 use sqlx::postgres::PgPoolOptions;
 
 #[derive(clap::Args, Debug)]

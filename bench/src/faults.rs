@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use order_core::settings::{DatabaseSettings, RedisSettings};
+use order_core::runtime::settings::{DatabaseSettings, RedisSettings};
 use order_core::test_support::{free_port, unique, PrivateStack};
 use secrecy::SecretString;
 use serde::Serialize;

@@ -288,7 +288,7 @@ impl FlashSale {
                 None => recording.count(Outcome::Error),
             },
         };
-        let db = order_core::db::lazy_pool(&order_core::settings::DatabaseSettings {
+        let db = order_core::postgres::lazy_pool(&order_core::runtime::settings::DatabaseSettings {
             max_connections: 2,
             ..target.database.clone()
         })?;
@@ -297,8 +297,8 @@ impl FlashSale {
                 let distinct = answers.values().collect::<std::collections::HashSet<_>>().len() as i64;
                 let drained = drain(&db, promotion_id, distinct, self.drain_timeout).await?;
                 let drain_secs = drained.map_or(f64::NAN, |at| (at - load_ended).as_secs_f64());
-                let store = order_core::stock::StockStore::new(
-                    order_core::redis_store::connect(&target.redis)
+                let store = order_core::redis::stock::StockStore::new(
+                    order_core::redis::connect(&target.redis)
                         .await
                         .context("connect to Redis")?,
                 );

@@ -351,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
         Command::TrivialServer { addr } => trivial_server(addr).await,
         Command::BaselineServer { addr } => {
             let target = Target::from_env("http://unused")?;
-            let db = order_core::db::lazy_pool(&target.database)?;
+            let db = order_core::postgres::lazy_pool(&target.database)?;
             bench::baseline::serve(addr, db, target.jwt_secret()).await
         }
         Command::MintTokens { count, out } => mint_tokens(count, &out),

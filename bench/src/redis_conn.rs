@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
-use order_core::ids::OrderIdGenerator;
-use order_core::promotion::Promotion;
-use order_core::settings::{RedisOnly, SettingsSource};
-use order_core::stock::{IfStarted, PromotionKeys, StockStore};
+use order_core::domain::ids::OrderIdGenerator;
+use order_core::domain::promotion::Promotion;
+use order_core::redis::stock::{IfStarted, PromotionKeys, StockStore};
+use order_core::runtime::settings::{RedisOnly, SettingsSource};
 use secrecy::ExposeSecret;
 
 #[derive(clap::Args, Debug)]
@@ -102,17 +102,17 @@ async fn multiplexed_round(
 
 /// The Redis ceiling: reserve-script `EVALSHA`s per second, as the gateway sends them.
 pub async fn multiplexed_reserves_per_sec(
-    settings: &order_core::settings::RedisSettings,
+    settings: &order_core::runtime::settings::RedisSettings,
     ops: u64,
     concurrency: u64,
 ) -> anyhow::Result<f64> {
-    let store = StockStore::new(order_core::redis_store::connect(settings).await?);
+    let store = StockStore::new(order_core::redis::connect(settings).await?);
     multiplexed_round(&store, &Arc::new(OrderIdGenerator::new(1023)), ops, concurrency).await
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings: RedisOnly = SettingsSource::from_process_env()?.load()?;
-    let multiplexed = StockStore::new(order_core::redis_store::connect(&settings.redis).await?);
+    let multiplexed = StockStore::new(order_core::redis::connect(&settings.redis).await?);
     let pool = deadpool_redis::Config::from_url(settings.redis.url.expose_secret())
         .builder()
         .context("pool config")?

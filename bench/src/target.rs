@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use hyper::header::HeaderValue;
-use order_core::settings::{
+use order_core::runtime::settings::{
     require_secret, DatabaseSettings, RedisSettings, SettingsError, SettingsSource, Validate,
 };
 use secrecy::{ExposeSecret, SecretString};

@@ -6,9 +6,9 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
-use order_core::promotion::PromotionRepo;
+use order_core::domain::promotion::PromotionRepo;
 use order_core::reconcile::reconcile;
-use order_core::stock::StockStore;
+use order_core::redis::stock::StockStore;
 use serde::Serialize;
 use sqlx::PgPool;
 

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use order_core::bus::{JsonProducer, PublishError};
-use order_core::ids::OrderId;
-use order_core::orders::{cancel_expired, complete_stock_returns, pending_stock_returns};
-use order_core::outbox;
-use order_core::shutdown::ShutdownListener;
-use order_core::stock::StockStore;
+use order_core::domain::ids::OrderId;
+use order_core::postgres::orders::{cancel_expired, complete_stock_returns, pending_stock_returns};
+use order_core::postgres::outbox;
+use order_core::redis::stock::StockStore;
+use order_core::runtime::shutdown::ShutdownListener;
 use sqlx::PgPool;
 
 use crate::settings::CancellerSettings;

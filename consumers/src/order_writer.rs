@@ -26,12 +26,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use order_core::bus::JsonProducer;
-use order_core::global_pace::GlobalPace;
-use order_core::ids::OrderId;
-use order_core::pacing::{batch_limit, AimdRate, RowPacer};
-use order_core::persist::{insert_seckill_orders_when, NewSeckillOrder, OrderFate, Paced};
-use order_core::shutdown::ShutdownListener;
-use order_core::stock::StockStore;
+use order_core::domain::ids::OrderId;
+use order_core::postgres::persist::{insert_seckill_orders_when, NewSeckillOrder, OrderFate, Paced};
+use order_core::redis::global_pace::GlobalPace;
+use order_core::redis::stock::StockStore;
+use order_core::runtime::pacing::{batch_limit, AimdRate, RowPacer};
+use order_core::runtime::shutdown::ShutdownListener;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
@@ -253,7 +253,7 @@ impl OrderWriter {
         &mut self,
         msg: &Msg,
         order: &NewSeckillOrder,
-        conflict: &order_core::persist::Conflict,
+        conflict: &order_core::postgres::persist::Conflict,
     ) {
         tracing::error!(
             order_id = %order.order_id,
@@ -290,7 +290,7 @@ impl OrderWriter {
             self.pacer.acquire(rows).await;
             self.acquire_global(rows, shutdown).await
         };
-        let paced = order_core::metrics::timed(
+        let paced = order_core::runtime::metrics::timed(
             "postgres",
             "insert_order_batch",
             insert_seckill_orders_when(&self.db, orders, self.payment_timeout, go),

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use order_core::shutdown::ShutdownListener;
+use order_core::runtime::shutdown::ShutdownListener;
 
 /// The longest one pass may take.
 pub const PASS_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,9 +1,9 @@
-//! The consumers' typed settings (see `order_core::settings` for the layering).
+//! The consumers' typed settings (see `order_core::runtime::settings` for the layering).
 
 use std::time::Duration;
 
-use order_core::pacing::AimdSettings;
-use order_core::settings::{
+use order_core::runtime::pacing::AimdSettings;
+use order_core::runtime::settings::{
     DatabaseSettings, LogSettings, PulsarSettings, RedisSettings, ServerSettings, SettingsError,
     StartupSettings, Validate,
 };

@@ -11,13 +11,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use order_core::bus::JsonProducer;
-use order_core::db::MIGRATOR;
-use order_core::global_pace::GlobalPace;
-use order_core::promotion::PromotionRepo;
-use order_core::readiness::{Dependencies, DependencySettings, ReadinessReport};
-use order_core::shutdown::{Shutdown, ShutdownListener};
-use order_core::stock::StockStore;
-use order_core::supervisor::{Health, HealthReport, Supervisor};
+use order_core::domain::promotion::PromotionRepo;
+use order_core::postgres::MIGRATOR;
+use order_core::redis::global_pace::GlobalPace;
+use order_core::redis::stock::StockStore;
+use order_core::runtime::readiness::{Dependencies, DependencySettings, ReadinessReport};
+use order_core::runtime::shutdown::{Shutdown, ShutdownListener};
+use order_core::runtime::supervisor::{Health, HealthReport, Supervisor};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -81,7 +81,7 @@ impl Application {
             .await
             .context("apply database migrations")?;
 
-        order_core::metrics::install();
+        order_core::runtime::metrics::install();
         let pulsar = &settings.pulsar;
         let stats = Arc::new(Stats::default());
         let stock = StockStore::new(deps.redis.clone());
@@ -100,7 +100,10 @@ impl Application {
             deps.redis.clone(),
             &pulsar.topic(&pulsar.seckill_orders_topic),
             settings.writer.max_rows_per_sec,
-            order_core::pacing::batch_limit(settings.writer.max_rows_per_sec, settings.writer.batch_size),
+            order_core::runtime::pacing::batch_limit(
+                settings.writer.max_rows_per_sec,
+                settings.writer.batch_size,
+            ),
         );
         let writer = OrderWriter::new(
             &deps.pulsar,
@@ -260,7 +263,7 @@ impl Application {
 
     /// Run the workers and the endpoints until `shutdown` fires; in-flight batches finish or
     /// are left unacknowledged for redelivery. A worker that stops before that stops the
-    /// process: the error names it (see `order_core::supervisor`).
+    /// process: the error names it (see `order_core::runtime::supervisor`).
     pub async fn run_until_stopped(mut self, shutdown: ShutdownListener) -> anyhow::Result<()> {
         let workers = Shutdown::new();
         let supervisor = &mut self.supervisor;
@@ -320,7 +323,7 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<ReadinessRe
 }
 
 async fn metrics_text() -> String {
-    order_core::metrics::install().render()
+    order_core::runtime::metrics::install().render()
 }
 
 async fn status(State(state): State<HttpState>) -> Json<StatusBody> {

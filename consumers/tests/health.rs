@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use consumers::settings::Settings;
 use consumers::startup::Application;
-use order_core::shutdown::Shutdown;
+use order_core::runtime::shutdown::Shutdown;
 use order_core::test_support::{fresh_database, local_source};
 use serde_json::Value;
 

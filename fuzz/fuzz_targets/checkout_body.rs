@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use order_core::checkout::CheckoutInput;
-use order_core::pricing::{price, PricedSku};
+use order_core::postgres::checkout::CheckoutInput;
+use order_core::domain::pricing::{price, PricedSku};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(input) = serde_json::from_slice::<CheckoutInput>(data) else {

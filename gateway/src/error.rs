@@ -96,7 +96,7 @@ impl ApiError {
     /// A call to a dependency failed: 503 (retry) when the failure is transient, else 500.
     pub fn dependency<E>(context: &'static str, error: E) -> Self
     where
-        E: order_core::transient::Transient + std::fmt::Display,
+        E: order_core::runtime::transient::Transient + std::fmt::Display,
     {
         if error.is_transient() {
             Self::unavailable(context, error)

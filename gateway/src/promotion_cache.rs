@@ -25,10 +25,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use order_core::promotion::{Promotion, PromotionRepo, PromotionState};
-use order_core::redis_clock::RedisClock;
-use order_core::shutdown::ShutdownListener;
-use order_core::stock::{IfStarted, Snapshot, StockStore, SyncOutcome};
+use order_core::domain::promotion::{Promotion, PromotionRepo, PromotionState};
+use order_core::redis::clock::RedisClock;
+use order_core::redis::stock::{IfStarted, Snapshot, StockStore, SyncOutcome};
+use order_core::runtime::shutdown::ShutdownListener;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 

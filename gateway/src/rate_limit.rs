@@ -30,8 +30,9 @@ pub struct RateLimitSettings {
 }
 
 impl Limit {
-    pub fn quota(&self, key: &'static str) -> Result<Quota, order_core::settings::SettingsError> {
-        let invalid = |reason: &str| order_core::settings::SettingsError::invalid(key, reason.to_owned());
+    pub fn quota(&self, key: &'static str) -> Result<Quota, order_core::runtime::settings::SettingsError> {
+        let invalid =
+            |reason: &str| order_core::runtime::settings::SettingsError::invalid(key, reason.to_owned());
         if !(self.per_second.is_finite() && self.per_second > 0.0) {
             return Err(invalid("per_second must be a positive number"));
         }
@@ -52,7 +53,7 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(settings: &RateLimitSettings) -> Result<Self, order_core::settings::SettingsError> {
+    pub fn new(settings: &RateLimitSettings) -> Result<Self, order_core::runtime::settings::SettingsError> {
         Ok(Self {
             global: governor::RateLimiter::direct(settings.global.quota("rate_limit.global")?),
             per_ip: governor::RateLimiter::keyed(settings.per_ip.quota("rate_limit.per_ip")?),
@@ -86,7 +87,7 @@ impl RateLimits {
 
     pub fn spawn_pruner(
         self: &Arc<Self>,
-        mut shutdown: order_core::shutdown::ShutdownListener,
+        mut shutdown: order_core::runtime::shutdown::ShutdownListener,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {

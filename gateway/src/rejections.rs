@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::http::StatusCode;
-use order_core::promotion::PromotionState;
+use order_core::domain::promotion::PromotionState;
 
 use crate::error::ApiError;
 

@@ -1,7 +1,7 @@
-//! The gateway's typed settings (see `order_core::settings` for the layering).
+//! The gateway's typed settings (see `order_core::runtime::settings` for the layering).
 
-use order_core::ids::MAX_WORKER_ID;
-use order_core::settings::{
+use order_core::domain::ids::MAX_WORKER_ID;
+use order_core::runtime::settings::{
     require_secret, DatabaseSettings, LogSettings, PulsarSettings, RedisSettings, ServerSettings,
     SettingsError, StartupSettings, Validate,
 };

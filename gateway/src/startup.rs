@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use order_core::bus::JsonProducer;
-use order_core::db::MIGRATOR;
-use order_core::promotion::PromotionRepo;
-use order_core::readiness::{Dependencies, DependencySettings};
-use order_core::shutdown::{Shutdown, ShutdownListener};
-use order_core::stock::StockStore;
-use order_core::supervisor::{Health, Supervisor};
-use order_core::worker_lease::{LeaseSettings, WorkerLease};
+use order_core::domain::promotion::PromotionRepo;
+use order_core::postgres::MIGRATOR;
+use order_core::redis::stock::StockStore;
+use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};
+use order_core::runtime::readiness::{Dependencies, DependencySettings};
+use order_core::runtime::shutdown::{Shutdown, ShutdownListener};
+use order_core::runtime::supervisor::{Health, Supervisor};
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
@@ -86,7 +86,7 @@ impl Application {
             .run(&deps.db)
             .await
             .context("apply database migrations")?;
-        order_core::metrics::install();
+        order_core::runtime::metrics::install();
 
         let seckill = &settings.seckill;
         let publisher = JsonProducer::new(
@@ -122,7 +122,7 @@ impl Application {
             promotions: PromotionRepo::new(deps.db.clone()),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
             rejections: Default::default(),
-            checkout_db: order_core::db::lazy_pool(&order_core::settings::DatabaseSettings {
+            checkout_db: order_core::postgres::lazy_pool(&order_core::runtime::settings::DatabaseSettings {
                 max_connections: settings.checkout.max_connections,
                 ..settings.database.clone()
             })?,

@@ -6,9 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::settings::Settings;
 use crate::startup::Application;
 use chrono::{DateTime, Duration, Utc};
-use order_core::settings::SettingsSource;
-use order_core::shutdown::Shutdown;
-use order_core::stock::StockStore;
+use order_core::redis::stock::StockStore;
+use order_core::runtime::settings::SettingsSource;
+use order_core::runtime::shutdown::Shutdown;
 use order_core::test_support::{fresh_database, local_source, unique};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -143,7 +143,7 @@ impl TestApp {
 
     pub async fn stock_store(&self) -> StockStore {
         StockStore::new(
-            order_core::redis_store::connect(&self.settings.redis)
+            order_core::redis::connect(&self.settings.redis)
                 .await
                 .expect("connect to Redis"),
         )
@@ -240,7 +240,7 @@ impl TestApp {
     }
 
     pub fn pool(&self) -> sqlx::PgPool {
-        order_core::db::lazy_pool(&self.settings.database).expect("pool")
+        order_core::postgres::lazy_pool(&self.settings.database).expect("pool")
     }
 }
 
@@ -272,7 +272,7 @@ impl TestApp {
 
     /// Wait (up to 30 s) until `order_id` is on this deployment's seckill-orders topic: the
     /// order is on its way.
-    pub async fn wait_for_order_on_topic(&self, order_id: order_core::ids::OrderId) {
+    pub async fn wait_for_order_on_topic(&self, order_id: order_core::domain::ids::OrderId) {
         use futures::StreamExt;
         let mut consumer = self.observe_orders_topic().await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -282,7 +282,7 @@ impl TestApp {
                 .unwrap_or_else(|_| panic!("order {order_id} did not reach the topic within 30 s"))
                 .expect("stream open")
                 .expect("message");
-            let event: order_core::events::SeckillOrderAccepted =
+            let event: order_core::domain::events::SeckillOrderAccepted =
                 serde_json::from_slice(&msg.payload.data).expect("event JSON");
             if event.order_id == order_id {
                 return;

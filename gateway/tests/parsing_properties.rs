@@ -3,7 +3,7 @@
 //! a quantity exactly when it is 1–`MAX_QUANTITY`.
 
 use gateway::routes::seckill::{Quantity, SeckillOrderRequest, MAX_QUANTITY};
-use order_core::ids::RequestId;
+use order_core::domain::ids::RequestId;
 use proptest::prelude::*;
 
 fn allowed(id: &str) -> bool {

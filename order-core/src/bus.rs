@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pulsar::{ConnectionRetryOptions, OperationRetryOptions, Pulsar, TokioExecutor};
 
-use crate::settings::PulsarSettings;
+use crate::runtime::settings::PulsarSettings;
 
 pub type PulsarClient = Pulsar<TokioExecutor>;
 

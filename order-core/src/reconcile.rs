@@ -16,9 +16,9 @@ use anyhow::Context;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::ids::OrderId;
-use crate::promotion::Promotion;
-use crate::stock::{Reservation, StockStore};
+use crate::domain::ids::OrderId;
+use crate::domain::promotion::Promotion;
+use crate::redis::stock::{Reservation, StockStore};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ReconcileReport {

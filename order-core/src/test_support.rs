@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::db::MIGRATOR;
-use crate::settings::{DatabaseSettings, Environment, SettingsSource};
+use crate::postgres::MIGRATOR;
+use crate::runtime::settings::{DatabaseSettings, Environment, SettingsSource};
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

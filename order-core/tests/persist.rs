@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use order_core::db::lazy_pool;
-use order_core::ids::OrderId;
-use order_core::persist::{insert_seckill_orders, Conflict, NewSeckillOrder, OrderFate};
-use order_core::settings::DatabaseOnly;
+use order_core::domain::ids::OrderId;
+use order_core::postgres::lazy_pool;
+use order_core::postgres::persist::{insert_seckill_orders, Conflict, NewSeckillOrder, OrderFate};
+use order_core::runtime::settings::DatabaseOnly;
 use order_core::test_support::{fresh_database, local_source};
 
 fn order(id: i64, promotion_id: i64) -> NewSeckillOrder {

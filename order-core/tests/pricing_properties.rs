@@ -3,7 +3,7 @@
 //! negative, and invalid quantities are refused.
 
 use chrono::{Duration, Utc};
-use order_core::pricing::{
+use order_core::domain::pricing::{
     price, Coupon, CouponRule, PricedSku, PricingError, ShippingMethod, EXPRESS_SHIPPING_CENTS,
     FREE_SHIPPING_FROM_CENTS, MAX_LINES, MAX_QUANTITY, STANDARD_SHIPPING_CENTS,
 };

@@ -1,8 +1,8 @@
 //! The migrations against a real PostgreSQL: they apply to a fresh database, re-run as a
 //! no-op, and the constraints later issues rely on hold.
 
-use order_core::db::{lazy_pool, MIGRATOR};
-use order_core::settings::DatabaseOnly;
+use order_core::postgres::{lazy_pool, MIGRATOR};
+use order_core::runtime::settings::DatabaseOnly;
 use order_core::test_support::{fresh_database, local_source};
 use sqlx::PgPool;
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use order_core::settings::{
+use order_core::runtime::settings::{
     DatabaseSettings, Environment, PulsarSettings, RedisSettings, ServerSettings, SettingsError,
     SettingsSource, Validate,
 };

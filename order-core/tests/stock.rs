@@ -2,19 +2,15 @@
 //! per-user limit, releases happen exactly once, warm-up keeps what was sold.
 
 use chrono::{Duration, Utc};
-use order_core::ids::{OrderId, OrderIdGenerator};
-use order_core::promotion::Promotion;
-use order_core::settings::RedisOnly;
-use order_core::stock::{IfStarted, ReleaseOutcome, ReserveOutcome, StockStore, SyncOutcome};
+use order_core::domain::ids::{OrderId, OrderIdGenerator};
+use order_core::domain::promotion::Promotion;
+use order_core::redis::stock::{IfStarted, ReleaseOutcome, ReserveOutcome, StockStore, SyncOutcome};
+use order_core::runtime::settings::RedisOnly;
 use order_core::test_support::{local_source, random_promotion_id, random_worker_id};
 
 async fn store() -> StockStore {
     let settings: RedisOnly = local_source().load().expect("settings");
-    StockStore::new(
-        order_core::redis_store::connect(&settings.redis)
-            .await
-            .expect("redis"),
-    )
+    StockStore::new(order_core::redis::connect(&settings.redis).await.expect("redis"))
 }
 
 fn promotion(stock: i64, per_user_limit: i32) -> Promotion {
@@ -326,13 +322,11 @@ async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves()
 
 #[tokio::test]
 async fn the_shared_writer_pace_grants_a_burst_then_makes_writers_wait() {
-    let settings: order_core::settings::RedisOnly = local_source().load().expect("settings");
-    let conn = order_core::redis_store::connect(&settings.redis)
-        .await
-        .expect("redis");
+    let settings: order_core::runtime::settings::RedisOnly = local_source().load().expect("settings");
+    let conn = order_core::redis::connect(&settings.redis).await.expect("redis");
     let scope = format!("test-{}", random_promotion_id());
-    let pace = order_core::global_pace::GlobalPace::new(conn.clone(), &scope, 100.0, 10);
-    let other_writer = order_core::global_pace::GlobalPace::new(conn, &scope, 100.0, 10);
+    let pace = order_core::redis::global_pace::GlobalPace::new(conn.clone(), &scope, 100.0, 10);
+    let other_writer = order_core::redis::global_pace::GlobalPace::new(conn, &scope, 100.0, 10);
     assert_eq!(pace.try_acquire(10).await.expect("pace"), None, "one burst");
     let wait = other_writer
         .try_acquire(10)

@@ -6,17 +6,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::ids::OrderId;
-use order_core::settings::RedisOnly;
-use order_core::shutdown::Shutdown;
+use order_core::domain::ids::OrderId;
+use order_core::redis::worker_lease::{LeaseError, LeaseSettings, WorkerLease};
+use order_core::runtime::settings::RedisOnly;
+use order_core::runtime::shutdown::Shutdown;
 use order_core::test_support::{local_source, poll_until, unique};
-use order_core::worker_lease::{LeaseError, LeaseSettings, WorkerLease};
 
 async fn lease(ttl_ms: u64, worker_id: Option<u16>) -> Result<Arc<WorkerLease>, LeaseError> {
     let settings: RedisOnly = local_source().load().expect("settings");
-    let conn = order_core::redis_store::connect(&settings.redis)
-        .await
-        .expect("redis");
+    let conn = order_core::redis::connect(&settings.redis).await.expect("redis");
     WorkerLease::acquire(
         conn,
         unique("gateway"),

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use chrono::Utc;
-use order_core::events::OrderEvent;
-use order_core::processed;
+use order_core::domain::events::OrderEvent;
+use order_core::postgres::processed;
 use sqlx::PgPool;
 
 use super::{BoxFuture, Handler};

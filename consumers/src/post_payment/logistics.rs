@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use order_core::checkout::{transition, Transition};
-use order_core::events::OrderEvent;
-use order_core::ids::OrderId;
-use order_core::lifecycle::OrderEventKind;
-use order_core::processed;
-use order_core::shutdown::ShutdownListener;
+use order_core::domain::events::OrderEvent;
+use order_core::domain::ids::OrderId;
+use order_core::domain::lifecycle::OrderEventKind;
+use order_core::postgres::checkout::{transition, Transition};
+use order_core::postgres::processed;
+use order_core::runtime::shutdown::ShutdownListener;
 use serde_json::json;
 use sqlx::PgPool;
 

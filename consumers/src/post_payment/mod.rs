@@ -23,9 +23,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::FutureExt;
-use order_core::events::OrderEvent;
-use order_core::shutdown::ShutdownListener;
-use order_core::transient::Transient;
+use order_core::domain::events::OrderEvent;
+use order_core::runtime::shutdown::ShutdownListener;
+use order_core::runtime::transient::Transient;
 
 use crate::subscription::{Subscription, SubscriptionSpec};
 

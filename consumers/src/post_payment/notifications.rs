@@ -2,8 +2,8 @@
 //! table the delivery service reads, or an HTTP webhook (timeouts, retries, idempotency
 //! key). One notification per (order, template) either way.
 
-use order_core::events::OrderEvent;
-use order_core::processed;
+use order_core::domain::events::OrderEvent;
+use order_core::postgres::processed;
 use serde::Serialize;
 use sqlx::PgPool;
 

@@ -1,7 +1,7 @@
 //! Loyalty points: a ledger entry per paid order, reversed when the order is refunded.
 
-use order_core::events::OrderEvent;
-use order_core::processed;
+use order_core::domain::events::OrderEvent;
+use order_core::postgres::processed;
 use sqlx::PgPool;
 
 use super::{BoxFuture, Handler};

@@ -1,8 +1,8 @@
 //! Reward coupons: one coupon of the configured template per paid order (grant reason
 //! `reward:<order id>` is unique), revoked if still unused when the order is refunded.
 
-use order_core::events::OrderEvent;
-use order_core::processed;
+use order_core::domain::events::OrderEvent;
+use order_core::postgres::processed;
 use sqlx::PgPool;
 
 use super::{BoxFuture, Handler};

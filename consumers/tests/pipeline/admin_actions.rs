@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use gateway::test_support::{error_code, TestApp};
-use order_core::ids::OrderId;
-use order_core::promotion::PromotionRepo;
+use order_core::domain::ids::OrderId;
+use order_core::domain::promotion::PromotionRepo;
 use order_core::test_support::{local_source, poll_until};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn three_gateways(base: order_core::settings::SettingsSource) -> Vec<Arc<TestApp>> {
+async fn three_gateways(base: order_core::runtime::settings::SettingsSource) -> Vec<Arc<TestApp>> {
     let first = Arc::new(spawn_gateway(base).await);
     vec![
         Arc::clone(&first),

@@ -112,10 +112,10 @@ async fn reconciliation_detects_and_repairs_drift() {
     // Drift, as after a lost Redis write: remaining off by 3 and one reservation gone.
     let stock = app.stock_store().await;
     let lost = *accepted.keys().next().expect("order");
-    let mut conn = order_core::redis_store::connect(&app.settings.redis)
+    let mut conn = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("redis");
-    let keys = order_core::stock::PromotionKeys::new(promotion_id);
+    let keys = order_core::redis::stock::PromotionKeys::new(promotion_id);
     redis::cmd("HINCRBY")
         .arg(&keys.meta)
         .arg("remaining")

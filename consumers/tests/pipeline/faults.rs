@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::test_support::error_code;
-use order_core::ids::OrderIdGenerator;
-use order_core::stock::ReserveOutcome;
+use order_core::domain::ids::OrderIdGenerator;
+use order_core::redis::stock::ReserveOutcome;
 use order_core::test_support::{local_source, poll_until, random_worker_id, PrivateStack};
 
 use crate::helpers::*;

@@ -150,8 +150,8 @@ async fn redeliver_paid_event(app: &TestApp, order_id: &str) {
             .fetch_one(&pool)
             .await
             .expect("order");
-    let event = order_core::events::OrderEvent::new(
-        order_core::events::OrderEvent::PAID,
+    let event = order_core::domain::events::OrderEvent::new(
+        order_core::domain::events::OrderEvent::PAID,
         order_id.parse().expect("id"),
         user_id,
         "checkout",
@@ -235,7 +235,7 @@ async fn a_refund_reverses_points_and_revokes_the_unused_reward_coupon() {
     use consumers::post_payment::points::Points;
     use consumers::post_payment::rewards::Rewards;
     use consumers::post_payment::Handler;
-    use order_core::events::OrderEvent;
+    use order_core::domain::events::OrderEvent;
 
     let app = spawn_gateway(local_source()).await;
     let pool = app.pool();
@@ -256,7 +256,7 @@ async fn a_refund_reverses_points_and_revokes_the_unused_reward_coupon() {
         db: pool.clone(),
         cents_per_point: 100,
     };
-    let order = order_core::ids::OrderId(4242);
+    let order = order_core::domain::ids::OrderId(4242);
     let paid = OrderEvent::new(OrderEvent::PAID, order, 7, "checkout", None, 2550, None);
     let refunded = OrderEvent::new(OrderEvent::REFUNDED, order, 7, "checkout", None, 2550, None);
     for event in [&paid, &paid, &refunded, &refunded] {
@@ -353,8 +353,8 @@ async fn the_webhook_notifier_retries_failures_and_gives_up_on_a_hung_endpoint()
 async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_handled() {
     use consumers::post_payment::{BoxFuture, EventWorker, Handler};
     use futures::StreamExt;
-    use order_core::events::OrderEvent;
-    use order_core::ids::OrderId;
+    use order_core::domain::events::OrderEvent;
+    use order_core::domain::ids::OrderId;
 
     struct RefusesOrderOne(Arc<Mutex<Vec<String>>>);
     impl Handler for RefusesOrderOne {
@@ -371,7 +371,7 @@ async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_han
         }
     }
 
-    let settings: order_core::settings::PulsarSettings = {
+    let settings: order_core::runtime::settings::PulsarSettings = {
         let s: consumers::settings::Settings = local_source().load().expect("settings");
         s.pulsar
     };
@@ -398,7 +398,7 @@ async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_han
     )
     .await
     .expect("subscribe the worker");
-    let stop = order_core::shutdown::Shutdown::new();
+    let stop = order_core::runtime::shutdown::Shutdown::new();
     let running = tokio::spawn(worker.run(stop.subscribe()));
 
     let producer = order_core::bus::JsonProducer::new(&client, topic, None, Duration::from_secs(5))

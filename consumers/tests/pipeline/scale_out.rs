@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gateway::test_support::{error_code, TestApp};
-use order_core::events::SeckillOrderAccepted;
-use order_core::ids::{OrderId, OrderIdGenerator};
-use order_core::persist::{insert_seckill_orders, NewSeckillOrder};
-use order_core::settings::SettingsSource;
+use order_core::domain::events::SeckillOrderAccepted;
+use order_core::domain::ids::{OrderId, OrderIdGenerator};
+use order_core::postgres::persist::{insert_seckill_orders, NewSeckillOrder};
+use order_core::runtime::settings::SettingsSource;
 use order_core::test_support::{
     local_source, poll_until, random_worker_id, skewed_clock_env, unique, PrivateStack,
 };
@@ -98,7 +98,7 @@ async fn three_gateways_and_two_consumers_sell_exactly_the_stock_with_retries_on
     let pool = first.pool();
     let rows = wait_for_rows(&pool, promotion_id, STOCK as usize, Duration::from_secs(60)).await;
     assert_exactly(&rows, &accepted, 1999);
-    let promotion = order_core::promotion::PromotionRepo::new(pool.clone())
+    let promotion = order_core::domain::promotion::PromotionRepo::new(pool.clone())
         .get(promotion_id)
         .await
         .expect("read")
@@ -242,7 +242,7 @@ async fn an_order_id_stored_as_another_order_is_dead_lettered_not_dropped() {
         .await
         .expect("read")
         .expect("reserved");
-    let promotion = order_core::promotion::PromotionRepo::new(pool.clone())
+    let promotion = order_core::domain::promotion::PromotionRepo::new(pool.clone())
         .get(promotion_id)
         .await
         .expect("read")

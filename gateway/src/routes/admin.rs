@@ -15,10 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::promotion::{
+use order_core::domain::promotion::{
     Promotion, PromotionError, PromotionFields, PromotionInput, PromotionPatch, MAX_STOCK,
 };
-use order_core::stock::{IfStarted, LiveStock, SyncOutcome};
+use order_core::redis::stock::{IfStarted, LiveStock, SyncOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -30,7 +30,7 @@ use crate::startup::AppState;
 pub struct AdminPromotion {
     #[serde(flatten)]
     pub promotion: Promotion,
-    pub state: order_core::promotion::PromotionState,
+    pub state: order_core::domain::promotion::PromotionState,
     /// Remaining in Redis; absent until the promotion is loaded.
     pub remaining: Option<i64>,
 }
@@ -48,7 +48,7 @@ fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::dependency("promotion database call", e)
 }
 
-fn stock_error(e: order_core::stock::StockError) -> ApiError {
+fn stock_error(e: order_core::redis::stock::StockError) -> ApiError {
     ApiError::dependency("promotion Redis call", e)
 }
 
@@ -73,7 +73,7 @@ async fn sync(
     row: &Promotion,
     if_started: IfStarted,
     action: &str,
-) -> Result<SyncOutcome, order_core::stock::StockError> {
+) -> Result<SyncOutcome, order_core::redis::stock::StockError> {
     let outcome = state.stock.sync(row, if_started).await?;
     match outcome {
         SyncOutcome::BelowReserved { remaining } => tracing::warn!(
@@ -160,7 +160,7 @@ fn within_warmup_lead(state: &AppState, p: &Promotion) -> bool {
     path = "/admin/promotions",
     tag = "admin",
     security(("admin_key" = [])),
-    request_body = order_core::promotion::PromotionInput,
+    request_body = order_core::domain::promotion::PromotionInput,
     responses(
         (status = 201, body = AdminPromotion),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
@@ -276,7 +276,7 @@ pub async fn get_promotion(
     tag = "admin",
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
-    request_body = order_core::promotion::PromotionPatch,
+    request_body = order_core::domain::promotion::PromotionPatch,
     responses(
         (status = 200, body = AdminPromotion),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
@@ -527,7 +527,7 @@ pub struct WarmedUp {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PromotionStats {
     pub promotion_id: i64,
-    pub state: order_core::promotion::PromotionState,
+    pub state: order_core::domain::promotion::PromotionState,
     pub stock: i64,
     /// Units left to sell in Redis (absent until loaded).
     pub remaining: Option<i64>,

@@ -3,10 +3,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::catalog::{self, CouponTemplate, CouponTemplateInput, Sku, SkuChanges};
-use order_core::checkout;
-use order_core::ids::OrderId;
-use order_core::lifecycle::OrderEventKind;
+use order_core::domain::catalog::{self, CouponTemplate, CouponTemplateInput, Sku, SkuChanges};
+use order_core::domain::ids::OrderId;
+use order_core::domain::lifecycle::OrderEventKind;
+use order_core::postgres::checkout;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -33,9 +33,9 @@ fn no_sku() -> ApiError {
     path = "/admin/skus",
     tag = "catalog",
     security(("admin_key" = [])),
-    request_body = order_core::catalog::Sku,
+    request_body = order_core::domain::catalog::Sku,
     responses(
-        (status = 201, body = order_core::catalog::Sku),
+        (status = 201, body = order_core::domain::catalog::Sku),
         (status = 409, description = "sku_exists", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -63,7 +63,7 @@ pub async fn create_sku(
     security(("admin_key" = [])),
     params(("id" = String, Path)),
     responses(
-        (status = 200, body = order_core::catalog::Sku),
+        (status = 200, body = order_core::domain::catalog::Sku),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
     ),
@@ -89,9 +89,9 @@ pub async fn get_sku(
     tag = "catalog",
     security(("admin_key" = [])),
     params(("id" = String, Path)),
-    request_body = order_core::catalog::SkuChanges,
+    request_body = order_core::domain::catalog::SkuChanges,
     responses(
-        (status = 200, body = order_core::catalog::Sku),
+        (status = 200, body = order_core::domain::catalog::Sku),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -126,9 +126,9 @@ pub async fn patch_sku(
     path = "/admin/coupons",
     tag = "catalog",
     security(("admin_key" = [])),
-    request_body = order_core::catalog::CouponTemplateInput,
+    request_body = order_core::domain::catalog::CouponTemplateInput,
     responses(
-        (status = 201, body = order_core::catalog::CouponTemplate),
+        (status = 201, body = order_core::domain::catalog::CouponTemplate),
         (status = 409, description = "code_taken", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,

@@ -7,14 +7,14 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::catalog::{coupons_of, HeldCoupon};
-use order_core::checkout::{
+use order_core::domain::catalog::{coupons_of, HeldCoupon};
+use order_core::domain::ids::OrderId;
+use order_core::domain::lifecycle::OrderEventKind;
+use order_core::domain::pricing::Breakdown;
+use order_core::postgres::checkout::{
     self, CheckoutError, CheckoutInput, PlacedOrder, Placement, Rejection, Transition,
 };
-use order_core::ids::OrderId;
-use order_core::lifecycle::OrderEventKind;
-use order_core::orders::OrderView;
-use order_core::pricing::Breakdown;
+use order_core::postgres::orders::OrderView;
 use serde::{Deserialize, Serialize};
 use tokio::sync::SemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
@@ -55,9 +55,9 @@ fn db_error(e: sqlx::Error) -> ApiError {
     path = "/api/checkout/preview",
     tag = "checkout",
     security(("user_jwt" = [])),
-    request_body = order_core::checkout::CheckoutInput,
+    request_body = order_core::postgres::checkout::CheckoutInput,
     responses(
-        (status = 200, body = order_core::pricing::Breakdown),
+        (status = 200, body = order_core::domain::pricing::Breakdown),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
@@ -81,10 +81,10 @@ pub async fn preview(
     path = "/api/checkout",
     tag = "checkout",
     security(("user_jwt" = [])),
-    request_body = order_core::checkout::CheckoutInput,
+    request_body = order_core::postgres::checkout::CheckoutInput,
     responses(
-        (status = 201, body = order_core::checkout::PlacedOrder),
-        (status = 200, description = "the order this request id placed before", body = order_core::checkout::PlacedOrder),
+        (status = 201, body = order_core::postgres::checkout::PlacedOrder),
+        (status = 200, description = "the order this request id placed before", body = order_core::postgres::checkout::PlacedOrder),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
@@ -103,7 +103,7 @@ pub async fn place(
         .ids
         .mint()
         .map_err(|e| ApiError::unavailable("mint a checkout order id", e))?;
-    let placement = order_core::metrics::timed(
+    let placement = order_core::runtime::metrics::timed(
         "postgres",
         "checkout",
         checkout::place(
@@ -169,7 +169,7 @@ pub async fn list_orders(
         ),
     };
     let _slot = slot(&state).await?;
-    let items = order_core::orders::list_for_user(&state.checkout_db, user.id, before, limit)
+    let items = order_core::postgres::orders::list_for_user(&state.checkout_db, user.id, before, limit)
         .await
         .map_err(db_error)?;
     let next_before_id = (items.len() as i64 == limit)
@@ -210,7 +210,7 @@ pub async fn pay(
     user: User,
 ) -> ApiResult<Json<PaymentRequest>> {
     let _slot = slot(&state).await?;
-    let order = order_core::orders::find_for_user(&state.checkout_db, OrderId(id), user.id)
+    let order = order_core::postgres::orders::find_for_user(&state.checkout_db, OrderId(id), user.id)
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError::not_found("order_not_found", "no such order"))?;
@@ -313,7 +313,7 @@ pub async fn request_refund(
     tag = "checkout",
     security(("user_jwt" = [])),
     responses(
-        (status = 200, body = Vec<order_core::catalog::HeldCoupon>),
+        (status = 200, body = Vec<order_core::domain::catalog::HeldCoupon>),
         crate::openapi::CheckoutFailures,
     ),
 )]

@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::readiness::ReadinessReport;
-use order_core::supervisor::HealthReport;
+use order_core::runtime::readiness::ReadinessReport;
+use order_core::runtime::supervisor::HealthReport;
 
 use crate::startup::AppState;
 
@@ -32,8 +32,8 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthR
     path = "/readyz",
     tag = "ops",
     responses(
-        (status = 200, body = order_core::readiness::ReadinessReport),
-        (status = 503, body = order_core::readiness::ReadinessReport),
+        (status = 200, body = order_core::runtime::readiness::ReadinessReport),
+        (status = 503, body = order_core::runtime::readiness::ReadinessReport),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
@@ -55,7 +55,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     ),
 )]
 pub async fn metrics() -> String {
-    order_core::metrics::install().render()
+    order_core::runtime::metrics::install().render()
 }
 
 #[utoipa::path(

@@ -5,8 +5,8 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{TimeZone, Utc};
-use order_core::ids::OrderId;
-use order_core::orders::{self, OrderView};
+use order_core::domain::ids::OrderId;
+use order_core::postgres::orders::{self, OrderView};
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
@@ -20,7 +20,7 @@ use crate::startup::AppState;
     security(("user_jwt" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, body = order_core::orders::OrderView),
+        (status = 200, body = order_core::postgres::orders::OrderView),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         crate::openapi::UserFailures,

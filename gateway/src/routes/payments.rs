@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use hmac::{Hmac, Mac};
-use order_core::checkout::{apply_payment, CallbackOutcome, PaymentCallback};
+use order_core::postgres::checkout::{apply_payment, CallbackOutcome, PaymentCallback};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
@@ -52,7 +52,7 @@ pub struct CallbackReply {
     path = "/api/payments/callback",
     tag = "payments",
     params(("X-Signature" = String, Header, description = "hex(HMAC-SHA256(callback secret, raw body))")),
-    request_body = order_core::checkout::PaymentCallback,
+    request_body = order_core::postgres::checkout::PaymentCallback,
     responses(
         (status = 200, body = CallbackReply),
         (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody),

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use order_core::promotion::PromotionState;
+use order_core::domain::promotion::PromotionState;
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -16,9 +16,9 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::ids::{OrderId, RequestId};
-use order_core::promotion::{Promotion, PromotionState};
-use order_core::stock::{IfStarted, Reservation, ReserveOutcome, SyncOutcome};
+use order_core::domain::ids::{OrderId, RequestId};
+use order_core::domain::promotion::{Promotion, PromotionState};
+use order_core::redis::stock::{IfStarted, Reservation, ReserveOutcome, SyncOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -225,7 +225,7 @@ async fn place(
         )
     })?;
     let reserve = || {
-        order_core::metrics::timed(
+        order_core::runtime::metrics::timed(
             "redis",
             "reserve",
             state
@@ -313,7 +313,8 @@ async fn place(
 /// retry with the same request id.
 async fn publish(state: &AppState, promotion: &Promotion, reservation: &Reservation) -> Result<(), ApiError> {
     let event = reservation.accepted_event(promotion);
-    let published = order_core::metrics::timed("pulsar", "publish", state.publisher.publish(&event)).await;
+    let published =
+        order_core::runtime::metrics::timed("pulsar", "publish", state.publisher.publish(&event)).await;
     // Logged once per streak of failures (a broker outage under a flood fails every request).
     let was_failing = state.publish_failing.swap(published.is_err(), Ordering::Relaxed);
     match published {

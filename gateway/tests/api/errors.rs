@@ -2,7 +2,7 @@
 //! Retry-After, so clients do not retry it forever; an outage stays a 503 with it.
 
 use chrono::Duration as Span;
-use order_core::stock::PromotionKeys;
+use order_core::redis::stock::PromotionKeys;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -25,7 +25,7 @@ async fn a_script_that_fails_as_written_is_a_500_without_retry_after() {
     );
     // A meta hash whose stock is not a number: sync_promotion.lua's arithmetic fails on it
     // every time (a bug to fix, not an outage to wait out).
-    let mut redis = order_core::redis_store::connect(&app.settings.redis)
+    let mut redis = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("redis");
     redis::cmd("HSET")

@@ -58,7 +58,7 @@ async fn a_background_task_that_panics_fails_health_and_stops_the_gateway() {
     });
     // Ignores shutdown: the gateway waits its 10 s grace for it, while /healthz still answers.
     app.supervise("slow to stop", std::future::pending());
-    let shutdown = order_core::shutdown::Shutdown::new();
+    let shutdown = order_core::runtime::shutdown::Shutdown::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
     // A fresh connection each time, as a probe makes: the server still accepts while the
     // other tasks stop.

@@ -41,7 +41,7 @@ async fn a_failed_publish_keeps_the_order_and_a_retry_confirms_it() {
         (status == 202).then_some(body)
     })
     .await;
-    let order_id: order_core::ids::OrderId =
+    let order_id: order_core::domain::ids::OrderId =
         order["order_id"].as_str().expect("id").parse().expect("numeric");
     assert_eq!(
         stock.reservation_count(promotion_id).await.expect("count"),

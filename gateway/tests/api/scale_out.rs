@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Duration as Span;
-use order_core::ids::OrderId;
+use order_core::domain::ids::OrderId;
+use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};
 use order_core::test_support::{poll_until, skewed_clock_env, unique, PrivateStack};
-use order_core::worker_lease::{LeaseSettings, WorkerLease};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -95,7 +95,7 @@ async fn a_paused_broker_with_retries_on_another_gateway_gives_one_order_per_req
 
 /// A free worker id, found by leasing one briefly (the lease runs out by itself).
 async fn a_free_worker_id(app: &TestApp, ttl: Duration) -> u16 {
-    let conn = order_core::redis_store::connect(&app.settings.redis)
+    let conn = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("redis");
     let lease = WorkerLease::acquire(conn, unique("probe"), LeaseSettings { ttl, worker_id: None })

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use chrono::Duration as Span;
 use futures::StreamExt;
-use order_core::events::SeckillOrderAccepted;
-use order_core::ids::OrderId;
-use order_core::stock::ReleaseOutcome;
+use order_core::domain::events::SeckillOrderAccepted;
+use order_core::domain::ids::OrderId;
+use order_core::redis::stock::ReleaseOutcome;
 use order_core::test_support::poll_until;
 use pulsar::consumer::Consumer;
 use pulsar::TokioExecutor;
@@ -321,7 +321,7 @@ async fn a_persisted_order_shows_its_database_state() {
     let order_id: i64 = body["order_id"].as_str().expect("id").parse().expect("numeric");
 
     // What the order writer does once the message is consumed.
-    let pool = order_core::db::lazy_pool(&app.settings.database).expect("pool");
+    let pool = order_core::postgres::lazy_pool(&app.settings.database).expect("pool");
     sqlx::query(
         "INSERT INTO orders (id, user_id, kind, promotion_id, request_id, status, subtotal_cents, total_cents, expires_at)
          VALUES ($1, 21, 'seckill', $2, 'persist-me', 'pending_payment', 1999, 1999, now() + interval '15 minutes')",

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use chrono::Duration as Span;
 use gateway::test_support::TestApp;
-use order_core::ids::OrderIdGenerator;
-use order_core::promotion::PromotionRepo;
-use order_core::stock::{IfStarted, PromotionKeys, ReserveOutcome, SyncOutcome};
+use order_core::domain::ids::OrderIdGenerator;
+use order_core::domain::promotion::PromotionRepo;
+use order_core::redis::stock::{IfStarted, PromotionKeys, ReserveOutcome, SyncOutcome};
 use order_core::test_support::random_worker_id;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -115,7 +115,7 @@ async fn an_edit_reaching_redis_after_reservations_keeps_them_and_undoes_a_stock
 
     // Redis' clock is past the start (its copy of the window says so), the gateway's is not.
     let stock = app.stock_store().await;
-    let mut redis = order_core::redis_store::connect(&app.settings.redis)
+    let mut redis = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("redis");
     let started_ms = chrono::Utc::now().timestamp_millis() - 1_000;
@@ -256,9 +256,10 @@ async fn a_cancel_batch_with_several_orders_of_one_sku_returns_all_their_units()
         },
     )
     .await;
-    let cancelled = order_core::orders::cancel_expired(&pool, 100, &app.settings.pulsar.order_events_topic)
-        .await
-        .expect("cancel");
+    let cancelled =
+        order_core::postgres::orders::cancel_expired(&pool, 100, &app.settings.pulsar.order_events_topic)
+            .await
+            .expect("cancel");
     assert_eq!(cancelled.len(), 3, "one batch");
     let (_, sku) = send(app.admin(Method::GET, "/admin/skus/sku-expiring")).await;
     assert_eq!(sku["stock"].as_i64(), Some(STOCK), "{sku}");

@@ -15,9 +15,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::bus::{self, PulsarClient};
-use crate::db;
-use crate::redis_store;
-use crate::settings::{DatabaseSettings, PulsarSettings, RedisSettings};
+use crate::runtime::settings::{DatabaseSettings, PulsarSettings, RedisSettings};
 
 /// Connections to Redis, PostgreSQL and Pulsar, cheap to clone.
 #[derive(Clone)]
@@ -51,10 +49,10 @@ impl Dependencies {
     /// Connect to all three, retrying each until `connect_timeout` has passed.
     pub async fn connect(settings: DependencySettings<'_>) -> anyhow::Result<Self> {
         let deadline = Instant::now() + settings.connect_timeout;
-        let redis = retry_until(deadline, "Redis", || redis_store::connect(settings.redis))
+        let redis = retry_until(deadline, "Redis", || crate::redis::connect(settings.redis))
             .await
             .context("connect to Redis")?;
-        let db = db::lazy_pool(settings.database)?;
+        let db = crate::postgres::lazy_pool(settings.database)?;
         retry_until(deadline, "PostgreSQL", || async {
             sqlx::query("SELECT 1").execute(&db).await.map(|_| ())
         })

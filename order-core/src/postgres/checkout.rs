@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use crate::catalog::{self, Sku};
-use crate::events::OrderEvent;
-use crate::ids::OrderId;
-use crate::lifecycle::{OrderEventKind, OrderStatus};
-use crate::orders::{return_stock_and_announce, CancelledOrder};
-use crate::pricing::{self, Breakdown, PricingError, ShippingMethod};
+use crate::domain::catalog::{self, Sku};
+use crate::domain::events::OrderEvent;
+use crate::domain::ids::OrderId;
+use crate::domain::lifecycle::{OrderEventKind, OrderStatus};
+use crate::domain::pricing::{self, Breakdown, PricingError, ShippingMethod};
+use crate::postgres::orders::{return_stock_and_announce, CancelledOrder};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +84,7 @@ pub enum CheckoutError {
     CouponUnavailable,
     #[error("request_id must be 1 to 64 of A-Z a-z 0-9 . _ -")]
     InvalidRequestId,
-    /// The database failed (an outage or a bug: see `crate::transient`).
+    /// The database failed (an outage or a bug: see `crate::runtime::transient`).
     #[error("checkout database call")]
     Database(#[from] sqlx::Error),
     /// The database holds what the code cannot have written: a bug.
@@ -205,7 +205,7 @@ pub async fn place(
     let request_id = input
         .request_id
         .as_deref()
-        .and_then(|raw| crate::ids::RequestId::parse(raw).ok())
+        .and_then(|raw| crate::domain::ids::RequestId::parse(raw).ok())
         .ok_or(CheckoutError::InvalidRequestId)?;
     let request_id = request_id.as_str();
     if let Some(existing) = existing_checkout(pool, user_id, request_id).await? {
@@ -301,7 +301,7 @@ pub async fn place(
         breakdown.total_cents,
         None,
     );
-    crate::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
+    crate::postgres::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
     tx.commit().await?;
     Ok(Placement::Created(PlacedOrder {
         order_id,
@@ -474,7 +474,7 @@ pub async fn apply_payment(
             order.total_cents,
             None,
         );
-        crate::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
+        crate::postgres::outbox::enqueue(&mut tx, order_events_topic, &event.event_id, &event).await?;
     }
     let outcome_name = match outcome {
         CallbackOutcome::Applied => "applied",
@@ -508,7 +508,7 @@ pub async fn apply_payment(
 pub enum Transition {
     Done(OrderStatus),
     NotFound,
-    Illegal(crate::lifecycle::IllegalTransition),
+    Illegal(crate::domain::lifecycle::IllegalTransition),
 }
 
 /// Apply `event` to an order (the user's own when `user_id` is given), guarded by its
@@ -594,7 +594,7 @@ pub async fn transition(
                 total,
                 None,
             );
-            crate::outbox::enqueue(&mut tx, order_events_topic, &e.event_id, &e).await?;
+            crate::postgres::outbox::enqueue(&mut tx, order_events_topic, &e.event_id, &e).await?;
         }
     }
     tx.commit().await?;

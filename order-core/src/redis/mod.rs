@@ -1,4 +1,5 @@
-//! Redis: the connection every request shares.
+//! Redis adapter: the connection every request shares, the sale's stock (Lua scripts), the
+//! shared clock, the writers' shared pace and the gateways' worker-id leases.
 //!
 //! One multiplexed `ConnectionManager` per process: concurrent commands are pipelined on one
 //! socket, and it reconnects by itself after Redis restarts.
@@ -8,7 +9,12 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 
-use crate::settings::RedisSettings;
+use crate::runtime::settings::RedisSettings;
+
+pub mod clock;
+pub mod global_pace;
+pub mod stock;
+pub mod worker_lease;
 
 pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(settings.url.expose_secret())?;

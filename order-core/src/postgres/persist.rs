@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::events::SeckillOrderAccepted;
-use crate::ids::OrderId;
+use crate::domain::events::SeckillOrderAccepted;
+use crate::domain::ids::OrderId;
 
 /// An accepted order as the writer stores it; built only from a valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]

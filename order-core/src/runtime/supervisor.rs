@@ -118,9 +118,9 @@ impl Supervisor {
     pub async fn run_with_server(
         mut self,
         mut server: JoinHandle<anyhow::Result<()>>,
-        stop_server: &crate::shutdown::Shutdown,
-        stop_workers: &crate::shutdown::Shutdown,
-        mut shutdown: crate::shutdown::ShutdownListener,
+        stop_server: &crate::runtime::shutdown::Shutdown,
+        stop_workers: &crate::runtime::shutdown::Shutdown,
+        mut shutdown: crate::runtime::shutdown::ShutdownListener,
         grace: Duration,
     ) -> anyhow::Result<()> {
         fn joined(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
@@ -178,9 +178,9 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shutdown::Shutdown;
+    use crate::runtime::shutdown::Shutdown;
 
-    async fn until_shutdown(mut listener: crate::shutdown::ShutdownListener) {
+    async fn until_shutdown(mut listener: crate::runtime::shutdown::ShutdownListener) {
         listener.recv().await;
     }
 

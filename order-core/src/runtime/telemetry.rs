@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::{LogFormat, LogSettings};
+use crate::runtime::settings::{LogFormat, LogSettings};
 
 /// Install the global subscriber; `RUST_LOG` overrides the configured filter.
 pub fn init(settings: &LogSettings) {

@@ -20,8 +20,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::time::Instant;
 
-use crate::ids::{OrderId, OrderIdGenerator, MAX_WORKER_ID};
-use crate::shutdown::ShutdownListener;
+use crate::domain::ids::{OrderId, OrderIdGenerator, MAX_WORKER_ID};
+use crate::runtime::shutdown::ShutdownListener;
 
 fn lease_key(worker_id: u16) -> String {
     format!("seckill:worker:{worker_id}")
@@ -100,8 +100,8 @@ impl WorkerLease {
             token,
             settings,
             held: Mutex::new(None),
-            acquire: Script::new(include_str!("../../lua/acquire_lease.lua")),
-            renew: Script::new(include_str!("../../lua/renew_lease.lua")),
+            acquire: Script::new(include_str!("../../../lua/acquire_lease.lua")),
+            renew: Script::new(include_str!("../../../lua/renew_lease.lua")),
         });
         match settings.worker_id {
             Some(id) => {

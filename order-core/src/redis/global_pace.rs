@@ -39,7 +39,7 @@ impl GlobalPace {
             key: format!("seckill:pace:{scope}"),
             rows_per_sec,
             burst: burst.max(1),
-            script: std::sync::Arc::new(Script::new(include_str!("../../lua/pace.lua"))),
+            script: std::sync::Arc::new(Script::new(include_str!("../../../lua/pace.lua"))),
         }
     }
 

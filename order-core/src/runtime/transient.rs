@@ -44,11 +44,11 @@ impl Transient for redis::RedisError {
     }
 }
 
-impl Transient for crate::stock::StockError {
+impl Transient for crate::redis::stock::StockError {
     fn is_transient(&self) -> bool {
         match self {
-            crate::stock::StockError::Redis(e) => e.is_transient(),
-            crate::stock::StockError::UnexpectedReply { .. } => false,
+            crate::redis::stock::StockError::Redis(e) => e.is_transient(),
+            crate::redis::stock::StockError::UnexpectedReply { .. } => false,
         }
     }
 }
@@ -64,7 +64,7 @@ impl Transient for anyhow::Error {
                     .downcast_ref::<redis::RedisError>()
                     .is_some_and(Transient::is_transient)
                 || cause
-                    .downcast_ref::<crate::stock::StockError>()
+                    .downcast_ref::<crate::redis::stock::StockError>()
                     .is_some_and(Transient::is_transient)
         })
     }
@@ -92,7 +92,7 @@ mod tests {
                 .expect_err("is an error");
             assert_eq!(error.is_transient(), transient, "{code}: {error}");
         }
-        let odd_reply = crate::stock::StockError::UnexpectedReply {
+        let odd_reply = crate::redis::stock::StockError::UnexpectedReply {
             script: "reserve.lua",
             reply: "7".into(),
         };

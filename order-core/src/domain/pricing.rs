@@ -91,15 +91,15 @@ pub enum PricingError {
 impl PricingError {
     /// Coupon rules the basket or the date does not meet are a conflict with the coupon's
     /// state; the rest are a malformed basket.
-    pub fn rejection(&self) -> crate::checkout::Rejection {
+    pub fn rejection(&self) -> crate::postgres::checkout::Rejection {
         match self {
             PricingError::CouponNotYetValid
             | PricingError::CouponExpired
-            | PricingError::CouponMinSpendNotMet(_) => crate::checkout::Rejection::Conflict,
+            | PricingError::CouponMinSpendNotMet(_) => crate::postgres::checkout::Rejection::Conflict,
             PricingError::InvalidLines
             | PricingError::InvalidQuantity
             | PricingError::DuplicateItem
-            | PricingError::Overflow => crate::checkout::Rejection::Invalid,
+            | PricingError::Overflow => crate::postgres::checkout::Rejection::Invalid,
         }
     }
 

@@ -5,8 +5,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::events::OrderEvent;
-use crate::ids::OrderId;
+use crate::domain::events::OrderEvent;
+use crate::domain::ids::OrderId;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
@@ -165,7 +165,7 @@ pub async fn return_stock_and_announce(
             order.total_cents,
             reason,
         );
-        crate::outbox::enqueue(&mut *tx, order_events_topic, &event.event_id, &event).await?;
+        crate::postgres::outbox::enqueue(&mut *tx, order_events_topic, &event.event_id, &event).await?;
     }
     Ok(())
 }

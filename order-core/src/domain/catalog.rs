@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::pricing::{Coupon, CouponRule, PricedSku};
+use crate::domain::pricing::{Coupon, CouponRule, PricedSku};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Sku {
@@ -63,14 +63,14 @@ fn check_title(title: &str) -> Result<(), CatalogError> {
 }
 
 fn check_price(price_cents: i64) -> Result<(), CatalogError> {
-    if !(0..=crate::promotion::MAX_PRICE_CENTS).contains(&price_cents) {
+    if !(0..=crate::domain::promotion::MAX_PRICE_CENTS).contains(&price_cents) {
         return Err(CatalogError::Invalid("price_cents out of range"));
     }
     Ok(())
 }
 
 fn check_stock(stock: i64) -> Result<(), CatalogError> {
-    if !(0..=crate::promotion::MAX_STOCK).contains(&stock) {
+    if !(0..=crate::domain::promotion::MAX_STOCK).contains(&stock) {
         return Err(CatalogError::Invalid("stock out of range"));
     }
     Ok(())

@@ -1,10 +1,21 @@
-//! PostgreSQL: the schema (`MIGRATOR`) and connection pools.
+//! PostgreSQL adapter: the schema (`MIGRATOR`), connection pools, and every query of the
+//! order database, one module per table group or transaction.
+//!
+//! Queries are `sqlx::query!`/`query_as!`, checked against the schema at compile time (the
+//! committed `.sqlx/` data when no database is at hand). Rows are read into structs here and
+//! turned into domain types before they leave this module tree.
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use crate::settings::{DatabaseSettings, SettingsError};
+use crate::runtime::settings::{DatabaseSettings, SettingsError};
+
+pub mod checkout;
+pub mod orders;
+pub mod outbox;
+pub mod persist;
+pub mod processed;
 
 /// The schema, embedded at compile time; binaries run it at start and tests reuse it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::OrderId;
+use crate::domain::ids::OrderId;
 
 /// An accepted flash-sale reservation on `seckill-orders`, for the order writer.
 /// `event_id` is the order id, so a republished copy is recognisably the same event.
@@ -62,8 +62,8 @@ impl OrderEvent {
 
     /// The event announcing a transition. Exhaustive on purpose: a new kind of transition
     /// must name its event here, not inherit another's.
-    pub fn type_for(kind: crate::lifecycle::OrderEventKind) -> &'static str {
-        use crate::lifecycle::OrderEventKind;
+    pub fn type_for(kind: crate::domain::lifecycle::OrderEventKind) -> &'static str {
+        use crate::domain::lifecycle::OrderEventKind;
         match kind {
             OrderEventKind::Pay => Self::PAID,
             OrderEventKind::Ship => Self::SHIPPED,
@@ -102,19 +102,19 @@ impl OrderEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{OrderStatus, ALL_STATUSES};
+    use crate::domain::lifecycle::{OrderStatus, ALL_STATUSES};
 
     /// Every transition is announced as `order.<the status it leads to>`.
     #[test]
     fn each_transition_is_announced_by_the_event_of_its_new_status() {
         for from in ALL_STATUSES {
             for kind in [
-                crate::lifecycle::OrderEventKind::Pay,
-                crate::lifecycle::OrderEventKind::Ship,
-                crate::lifecycle::OrderEventKind::Complete,
-                crate::lifecycle::OrderEventKind::Cancel,
-                crate::lifecycle::OrderEventKind::RequestRefund,
-                crate::lifecycle::OrderEventKind::Refund,
+                crate::domain::lifecycle::OrderEventKind::Pay,
+                crate::domain::lifecycle::OrderEventKind::Ship,
+                crate::domain::lifecycle::OrderEventKind::Complete,
+                crate::domain::lifecycle::OrderEventKind::Cancel,
+                crate::domain::lifecycle::OrderEventKind::RequestRefund,
+                crate::domain::lifecycle::OrderEventKind::Refund,
             ] {
                 if let Ok(to) = OrderStatus::apply(from, kind) {
                     assert_eq!(

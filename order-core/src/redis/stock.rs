@@ -10,9 +10,9 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use crate::events::SeckillOrderAccepted;
-use crate::ids::OrderId;
-use crate::promotion::Promotion;
+use crate::domain::events::SeckillOrderAccepted;
+use crate::domain::ids::OrderId;
+use crate::domain::promotion::Promotion;
 
 /// The Redis keys of one promotion.
 #[derive(Debug, Clone)]
@@ -255,11 +255,11 @@ impl StockStore {
         Self {
             conn,
             scripts: Arc::new(Scripts {
-                reserve: Script::new(include_str!("../../lua/reserve.lua")),
-                release: Script::new(include_str!("../../lua/release.lua")),
-                sync: Script::new(include_str!("../../lua/sync_promotion.lua")),
-                repair: Script::new(include_str!("../../lua/repair.lua")),
-                snapshot: Script::new(include_str!("../../lua/snapshot.lua")),
+                reserve: Script::new(include_str!("../../../lua/reserve.lua")),
+                release: Script::new(include_str!("../../../lua/release.lua")),
+                sync: Script::new(include_str!("../../../lua/sync_promotion.lua")),
+                repair: Script::new(include_str!("../../../lua/repair.lua")),
+                snapshot: Script::new(include_str!("../../../lua/snapshot.lua")),
             }),
         }
     }
