@@ -7,6 +7,7 @@ PULSAR_PORT=${SECKILL_PULSAR_PORT:-16650}
 PULSAR_METRICS_PORT=${SECKILL_PULSAR_METRICS_PORT:-16651}
 PG_DB=${SECKILL_PG_DB:-seckill}
 PULSAR_LITE_VERSION=0.2.0
+SQLX_CLI_VERSION=0.8.6
 PULSAR_CRATE_VERSION=6.9.1
 # The broker binary is shared by every stack directory (tests start private stacks).
 PULSAR_LITE_BIN=${SECKILL_PULSAR_LITE_BIN:-$ROOT/.stack-tools/pulsar-lite-$PULSAR_LITE_VERSION/bin/pulsar-lite}

@@ -11,6 +11,8 @@ eval "$("$ROOT/scripts/stack.sh" env)"
 
 say "cargo fmt --check"
 cargo fmt --all --check
+say "SQL checked against the schema (.sqlx/ matches the code)"
+"$ROOT/scripts/sqlx-prepare.sh" --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "tests"

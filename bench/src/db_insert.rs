@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             loop {
                 let i = cursor.fetch_add(1, Ordering::Relaxed);
                 if i >= end {
-                    return Ok::<_, sqlx::Error>(());
+                    return Ok::<_, order_core::postgres::persist::PersistError>(());
                 }
                 insert_seckill_orders(&pool, &[order(i, promotion_id)], timeout).await?;
             }

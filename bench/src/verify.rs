@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
-use order_core::domain::promotion::PromotionRepo;
+use order_core::postgres::promotions::PromotionRepo;
 use order_core::reconcile::reconcile;
 use order_core::redis::stock::StockStore;
 use serde::Serialize;

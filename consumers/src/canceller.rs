@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use order_core::bus::{JsonProducer, PublishError};
 use order_core::domain::ids::OrderId;
-use order_core::postgres::orders::{cancel_expired, complete_stock_returns, pending_stock_returns};
+use order_core::postgres::cancellation::{cancel_expired, complete_stock_returns, pending_stock_returns};
 use order_core::postgres::outbox;
 use order_core::redis::stock::StockStore;
 use order_core::runtime::shutdown::ShutdownListener;
@@ -68,12 +68,12 @@ impl PaymentTimeoutCanceller {
                 return Ok(());
             }
             let mut done = Vec::with_capacity(pending.len());
-            for (order_id, promotion_id) in &pending {
+            for r in &pending {
                 self.stock
-                    .release(*promotion_id, OrderId(*order_id))
+                    .release(r.promotion_id, OrderId(r.order_id))
                     .await
                     .context("return stock to Redis")?;
-                done.push(*order_id);
+                done.push(r.order_id);
             }
             complete_stock_returns(&self.db, &done)
                 .await

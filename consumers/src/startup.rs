@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use order_core::bus::JsonProducer;
-use order_core::domain::promotion::PromotionRepo;
+use order_core::postgres::promotions::PromotionRepo;
 use order_core::postgres::MIGRATOR;
 use order_core::redis::global_pace::GlobalPace;
 use order_core::redis::stock::StockStore;

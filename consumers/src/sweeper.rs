@@ -16,8 +16,9 @@ use std::time::Duration;
 use anyhow::Context;
 use order_core::bus::JsonProducer;
 use order_core::domain::ids::OrderId;
-use order_core::domain::promotion::{Promotion, PromotionRepo};
+use order_core::domain::promotion::Promotion;
 use order_core::postgres::persist::check_stored;
+use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::stock::StockStore;
 use order_core::runtime::shutdown::ShutdownListener;
 use sqlx::PgPool;
@@ -92,7 +93,7 @@ impl RecoverySweeper {
             tracing::error!(%order_id, promotion_id = promotion.id, %conflict, "a reserved order id is stored as a different order; left pending for an operator");
             alarmed.push(*order_id);
         }
-        let missing: Vec<(OrderId, Option<order_core::redis::stock::Reservation>)> = stale
+        let missing: Vec<(OrderId, Option<order_core::domain::reservation::Reservation>)> = stale
             .iter()
             .zip(reservations)
             .filter(|(id, _)| !check.stored.contains(id) && !alarmed.contains(id))

@@ -15,6 +15,7 @@ pub mod routes;
 pub mod serve;
 pub mod settings;
 pub mod startup;
+pub mod wire;
 
 #[cfg(feature = "test-support")]
 pub mod test_support;

@@ -25,7 +25,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use order_core::domain::promotion::{Promotion, PromotionRepo, PromotionState};
+use order_core::domain::promotion::{Promotion, PromotionState};
+use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::clock::RedisClock;
 use order_core::redis::stock::{IfStarted, Snapshot, StockStore, SyncOutcome};
 use order_core::runtime::shutdown::ShutdownListener;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use order_core::bus::JsonProducer;
-use order_core::domain::promotion::PromotionRepo;
+use order_core::postgres::promotions::PromotionRepo;
 use order_core::postgres::MIGRATOR;
 use order_core::redis::stock::StockStore;
 use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use order_core::domain::checkout::Transition;
 use order_core::domain::events::OrderEvent;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
-use order_core::postgres::checkout::{transition, Transition};
 use order_core::postgres::processed;
+use order_core::postgres::transitions::transition;
 use order_core::runtime::shutdown::ShutdownListener;
 use serde_json::json;
 use sqlx::PgPool;
@@ -32,12 +33,12 @@ impl Handler for Logistics {
             };
             if event.event_type == OrderEvent::PAID {
                 // An event about an order this database does not hold ships nothing.
-                sqlx::query(
+                sqlx::query!(
                     "INSERT INTO shipments (order_id) SELECT id FROM orders WHERE id = $1 ON CONFLICT DO NOTHING",
+                    event.order_id.0,
                 )
-                    .bind(event.order_id.0)
-                    .execute(&mut *tx)
-                    .await?;
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -62,13 +63,14 @@ impl ShipmentRelay {
     }
 
     pub async fn run_once(&self) -> anyhow::Result<()> {
-        let pending: Vec<(i64, i64)> = sqlx::query_as(
+        let pending = sqlx::query!(
             "SELECT s.order_id, o.user_id FROM shipments s JOIN orders o ON o.id = s.order_id
              WHERE s.status = 'created' ORDER BY s.created_at LIMIT 100",
         )
         .fetch_all(&self.db)
         .await?;
-        for (order_id, user_id) in pending {
+        for row in pending {
+            let (order_id, user_id) = (row.order_id, row.user_id);
             if !self.endpoint.is_empty() {
                 let body = json!({ "order_id": order_id.to_string(), "user_id": user_id });
                 let sent = post_with_retries(
@@ -80,10 +82,12 @@ impl ShipmentRelay {
                 )
                 .await;
                 if let Err(e) = sent {
-                    sqlx::query("UPDATE shipments SET attempts = attempts + 1 WHERE order_id = $1")
-                        .bind(order_id)
-                        .execute(&self.db)
-                        .await?;
+                    sqlx::query!(
+                        "UPDATE shipments SET attempts = attempts + 1 WHERE order_id = $1",
+                        order_id
+                    )
+                    .execute(&self.db)
+                    .await?;
                     tracing::warn!(
                         order_id,
                         error = format!("{e:#}"),
@@ -104,10 +108,13 @@ impl ShipmentRelay {
                 Transition::Done(_) => {}
                 other => tracing::info!(order_id, ?other, "handed over an order that can no longer ship"),
             }
-            sqlx::query("UPDATE shipments SET status = 'handed_over', handed_over_at = now(), attempts = attempts + 1 WHERE order_id = $1")
-                .bind(order_id)
-                .execute(&self.db)
-                .await?;
+            sqlx::query!(
+                "UPDATE shipments SET status = 'handed_over', handed_over_at = now(), attempts = attempts + 1
+                 WHERE order_id = $1",
+                order_id,
+            )
+            .execute(&self.db)
+            .await?;
         }
         Ok(())
     }

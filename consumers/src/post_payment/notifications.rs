@@ -54,14 +54,14 @@ pub struct OutboxNotifier {
 impl Notifier for OutboxNotifier {
     fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO notifications (user_id, order_id, template, payload) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (order_id, template) DO NOTHING",
+                n.user_id,
+                n.order_id.parse::<i64>()?,
+                n.template,
+                serde_json::to_value(n)?,
             )
-            .bind(n.user_id)
-            .bind(n.order_id.parse::<i64>()?)
-            .bind(n.template)
-            .bind(serde_json::to_value(n)?)
             .execute(&self.db)
             .await?;
             Ok(())

@@ -24,24 +24,24 @@ impl Handler for Points {
             };
             match event.event_type.as_str() {
                 OrderEvent::PAID => {
-                    sqlx::query(
+                    sqlx::query!(
                         "INSERT INTO loyalty_ledger (user_id, order_id, points, reason) VALUES ($1, $2, $3, 'order_paid')
                          ON CONFLICT DO NOTHING",
+                        event.user_id,
+                        event.order_id.0,
+                        event.total_cents / self.cents_per_point,
                     )
-                    .bind(event.user_id)
-                    .bind(event.order_id.0)
-                    .bind(event.total_cents / self.cents_per_point)
                     .execute(&mut *tx)
                     .await?;
                 }
                 OrderEvent::REFUNDED => {
-                    sqlx::query(
+                    sqlx::query!(
                         "INSERT INTO loyalty_ledger (user_id, order_id, points, reason)
                          SELECT user_id, order_id, -points, 'order_refunded' FROM loyalty_ledger
                          WHERE order_id = $1 AND reason = 'order_paid'
                          ON CONFLICT DO NOTHING",
+                        event.order_id.0,
                     )
-                    .bind(event.order_id.0)
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -27,22 +27,24 @@ impl Handler for Rewards {
             let reason = format!("reward:{}", event.order_id);
             match event.event_type.as_str() {
                 OrderEvent::PAID if !self.template_code.is_empty() => {
-                    sqlx::query(
+                    sqlx::query!(
                         "INSERT INTO coupon_grants (template_id, user_id, reason)
                          SELECT id, $2, $3 FROM coupon_templates WHERE code = $1
                          ON CONFLICT (reason) DO NOTHING",
+                        self.template_code,
+                        event.user_id,
+                        reason,
                     )
-                    .bind(&self.template_code)
-                    .bind(event.user_id)
-                    .bind(&reason)
                     .execute(&mut *tx)
                     .await?;
                 }
                 OrderEvent::REFUNDED => {
-                    sqlx::query("UPDATE coupon_grants SET status = 'revoked' WHERE reason = $1 AND status = 'available'")
-                        .bind(&reason)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query!(
+                        "UPDATE coupon_grants SET status = 'revoked' WHERE reason = $1 AND status = 'available'",
+                        reason,
+                    )
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 _ => {}
             }

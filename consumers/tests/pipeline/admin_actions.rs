@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{Duration as Span, Utc};
 use gateway::test_support::{error_code, TestApp};
 use order_core::domain::ids::OrderId;
-use order_core::domain::promotion::PromotionRepo;
+use order_core::postgres::promotions::PromotionRepo;
 use order_core::test_support::{local_source, poll_until};
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -98,7 +98,7 @@ async fn three_gateways_and_two_consumers_sell_exactly_the_stock_with_retries_on
     let pool = first.pool();
     let rows = wait_for_rows(&pool, promotion_id, STOCK as usize, Duration::from_secs(60)).await;
     assert_exactly(&rows, &accepted, 1999);
-    let promotion = order_core::domain::promotion::PromotionRepo::new(pool.clone())
+    let promotion = order_core::postgres::promotions::PromotionRepo::new(pool.clone())
         .get(promotion_id)
         .await
         .expect("read")
@@ -242,7 +242,7 @@ async fn an_order_id_stored_as_another_order_is_dead_lettered_not_dropped() {
         .await
         .expect("read")
         .expect("reserved");
-    let promotion = order_core::domain::promotion::PromotionRepo::new(pool.clone())
+    let promotion = order_core::postgres::promotions::PromotionRepo::new(pool.clone())
         .get(promotion_id)
         .await
         .expect("read")

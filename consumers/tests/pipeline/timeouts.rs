@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use order_core::domain::events::OrderEvent;
 use order_core::domain::ids::OrderId;
-use order_core::postgres::orders::cancel_expired;
+use order_core::postgres::cancellation::cancel_expired;
 use order_core::test_support::{local_source, poll_until};
 use pulsar::consumer::Consumer;
 use pulsar::{SubType, TokioExecutor};

@@ -15,9 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::domain::promotion::{
-    Promotion, PromotionError, PromotionFields, PromotionInput, PromotionPatch, MAX_STOCK,
-};
+use order_core::domain::promotion::{Promotion, PromotionError, PromotionFields, MAX_STOCK};
 use order_core::redis::stock::{IfStarted, LiveStock, SyncOutcome};
 use serde::{Deserialize, Serialize};
 
@@ -25,12 +23,14 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::startup::AppState;
+use crate::wire::promotions::{NewPromotionBody, PromotionBody, PromotionPatchBody, PromotionStateBody};
+use crate::wire::reports::ReconcileReportBody;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminPromotion {
     #[serde(flatten)]
-    pub promotion: Promotion,
-    pub state: order_core::domain::promotion::PromotionState,
+    pub promotion: PromotionBody,
+    pub state: PromotionStateBody,
     /// Remaining in Redis; absent until the promotion is loaded.
     pub remaining: Option<i64>,
 }
@@ -121,9 +121,11 @@ async fn view_after_write(state: &AppState, promotion: Promotion) -> AdminPromot
 
 fn admin_view(state: &AppState, promotion: Promotion, live: Option<LiveStock>) -> AdminPromotion {
     AdminPromotion {
-        state: promotion.state(state.cache.clock.now(), live.is_some_and(|l| l.remaining <= 0)),
+        state: promotion
+            .state(state.cache.clock.now(), live.is_some_and(|l| l.remaining <= 0))
+            .into(),
         remaining: live.map(|l| l.remaining),
-        promotion,
+        promotion: PromotionBody::from(&promotion),
     }
 }
 
@@ -160,7 +162,7 @@ fn within_warmup_lead(state: &AppState, p: &Promotion) -> bool {
     path = "/admin/promotions",
     tag = "admin",
     security(("admin_key" = [])),
-    request_body = order_core::domain::promotion::PromotionInput,
+    request_body = NewPromotionBody,
     responses(
         (status = 201, body = AdminPromotion),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
@@ -172,9 +174,9 @@ fn within_warmup_lead(state: &AppState, p: &Promotion) -> bool {
 pub async fn create_promotion(
     _: Admin,
     State(state): State<AppState>,
-    ApiJson(input): ApiJson<PromotionInput>,
+    ApiJson(input): ApiJson<NewPromotionBody>,
 ) -> ApiResult<(StatusCode, Json<AdminPromotion>)> {
-    let fields = PromotionFields::parse(input).map_err(invalid)?;
+    let fields = PromotionFields::parse(input.into_domain()).map_err(invalid)?;
     if fields.ends_at <= state.cache.clock.now() {
         return Err(ApiError::unprocessable(
             "invalid_window",
@@ -205,7 +207,7 @@ pub struct ListQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PromotionPage {
-    pub items: Vec<Promotion>,
+    pub items: Vec<PromotionBody>,
     /// Pass as `before_id` for the next page; absent on the last one.
     pub next_before_id: Option<i64>,
 }
@@ -244,7 +246,7 @@ pub async fn list_promotions(
         .then(|| items.last().map(|p| p.id))
         .flatten();
     Ok(Json(PromotionPage {
-        items,
+        items: items.iter().map(PromotionBody::from).collect(),
         next_before_id,
     }))
 }
@@ -276,7 +278,7 @@ pub async fn get_promotion(
     tag = "admin",
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
-    request_body = order_core::domain::promotion::PromotionPatch,
+    request_body = PromotionPatchBody,
     responses(
         (status = 200, body = AdminPromotion),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
@@ -289,11 +291,11 @@ pub async fn patch_promotion(
     _: Admin,
     State(state): State<AppState>,
     PathId(id): PathId,
-    ApiJson(patch): ApiJson<PromotionPatch>,
+    ApiJson(patch): ApiJson<PromotionPatchBody>,
 ) -> ApiResult<Json<AdminPromotion>> {
     let current = load(&state, id).await?;
     let now = state.cache.clock.now();
-    let fields = current.patched(patch, now).map_err(invalid)?;
+    let fields = current.patched(patch.into_domain(), now).map_err(invalid)?;
     let edit_conflict = || {
         ApiError::conflict(
             "edit_conflict",
@@ -527,7 +529,7 @@ pub struct WarmedUp {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PromotionStats {
     pub promotion_id: i64,
-    pub state: order_core::domain::promotion::PromotionState,
+    pub state: PromotionStateBody,
     pub stock: i64,
     /// Units left to sell in Redis (absent until loaded).
     pub remaining: Option<i64>,
@@ -574,13 +576,15 @@ pub async fn promotion_stats(
         .map(|l| l.remaining);
     let reserved = state.stock.reservation_count(id).await.map_err(stock_error)?;
     let queued = state.stock.pending_count(id).await.map_err(stock_error)?;
-    let counts = order_core::reconcile::order_counts(&state.deps.db, id)
+    let counts = order_core::postgres::orders::order_counts(&state.deps.db, id)
         .await
         .map_err(|e| ApiError::dependency("count orders", e))?;
     let count = |status: &str| counts.get(status).copied().unwrap_or(0);
     Ok(Json(PromotionStats {
         promotion_id: id,
-        state: promotion.state(state.cache.clock.now(), remaining.is_some_and(|r| r <= 0)),
+        state: promotion
+            .state(state.cache.clock.now(), remaining.is_some_and(|r| r <= 0))
+            .into(),
         stock: promotion.stock,
         remaining,
         reserved,
@@ -607,7 +611,7 @@ pub struct ReconcileQuery {
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1), ReconcileQuery),
     responses(
-        (status = 200, body = order_core::reconcile::ReconcileReport),
+        (status = 200, body = ReconcileReportBody),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -618,7 +622,7 @@ pub async fn reconcile_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,
     query: Result<Query<ReconcileQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<order_core::reconcile::ReconcileReport>> {
+) -> ApiResult<Json<ReconcileReportBody>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let promotion = load(&state, id).await?;
     let report = order_core::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
@@ -645,5 +649,5 @@ pub async fn reconcile_promotion(
     if let Some(repair) = &report.repaired {
         state.cache.upsert(promotion).set_remaining(repair.remaining);
     }
-    Ok(Json(report))
+    Ok(Json(report.into()))
 }

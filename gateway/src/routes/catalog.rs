@@ -3,10 +3,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::domain::catalog::{self, CouponTemplate, CouponTemplateInput, Sku, SkuChanges};
+use order_core::domain::catalog::{self, CatalogError};
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
-use order_core::postgres::checkout;
+use order_core::postgres::catalog as store;
+use order_core::postgres::transitions;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,12 +16,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::routes::checkout::{transition_result, NewStatus};
 use crate::startup::AppState;
+use crate::wire::catalog::{CouponTemplateBody, NewCouponTemplateBody, SkuBody, SkuChangesBody};
 
 fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::dependency("catalog database call", e)
 }
 
-fn invalid(e: catalog::CatalogError) -> ApiError {
+fn invalid(e: CatalogError) -> ApiError {
     ApiError::unprocessable("invalid_field", e.to_string())
 }
 
@@ -33,9 +35,9 @@ fn no_sku() -> ApiError {
     path = "/admin/skus",
     tag = "catalog",
     security(("admin_key" = [])),
-    request_body = order_core::domain::catalog::Sku,
+    request_body = SkuBody,
     responses(
-        (status = 201, body = order_core::domain::catalog::Sku),
+        (status = 201, body = SkuBody),
         (status = 409, description = "sku_exists", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -44,16 +46,14 @@ fn no_sku() -> ApiError {
 pub async fn create_sku(
     _: Admin,
     State(state): State<AppState>,
-    ApiJson(sku): ApiJson<Sku>,
-) -> ApiResult<(StatusCode, Json<Sku>)> {
+    ApiJson(body): ApiJson<SkuBody>,
+) -> ApiResult<(StatusCode, Json<SkuBody>)> {
+    let sku = body.into_domain();
     sku.validate().map_err(invalid)?;
-    if !catalog::insert_sku(&state.deps.db, &sku)
-        .await
-        .map_err(db_error)?
-    {
+    if !store::insert_sku(&state.deps.db, &sku).await.map_err(db_error)? {
         return Err(ApiError::conflict("sku_exists", "a SKU with this id exists"));
     }
-    Ok((StatusCode::CREATED, Json(sku)))
+    Ok((StatusCode::CREATED, Json(sku.into())))
 }
 
 #[utoipa::path(
@@ -63,7 +63,7 @@ pub async fn create_sku(
     security(("admin_key" = [])),
     params(("id" = String, Path)),
     responses(
-        (status = 200, body = order_core::domain::catalog::Sku),
+        (status = 200, body = SkuBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
     ),
@@ -72,14 +72,14 @@ pub async fn get_sku(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Sku>> {
+) -> ApiResult<Json<SkuBody>> {
     if !catalog::valid_sku_id(&id) {
         return Err(no_sku());
     }
-    catalog::get_sku(&state.deps.db, &id)
+    store::get_sku(&state.deps.db, &id)
         .await
         .map_err(db_error)?
-        .map(Json)
+        .map(|sku| Json(sku.into()))
         .ok_or_else(no_sku)
 }
 
@@ -89,9 +89,9 @@ pub async fn get_sku(
     tag = "catalog",
     security(("admin_key" = [])),
     params(("id" = String, Path)),
-    request_body = order_core::domain::catalog::SkuChanges,
+    request_body = SkuChangesBody,
     responses(
-        (status = 200, body = order_core::domain::catalog::Sku),
+        (status = 200, body = SkuBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -101,13 +101,14 @@ pub async fn patch_sku(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(changes): ApiJson<SkuChanges>,
-) -> ApiResult<Json<Sku>> {
+    ApiJson(changes): ApiJson<SkuChangesBody>,
+) -> ApiResult<Json<SkuBody>> {
+    let changes = changes.into_domain();
     if !catalog::valid_sku_id(&id) {
         return Err(no_sku());
     }
     changes.validate().map_err(invalid)?;
-    let sku = catalog::update_sku(&state.deps.db, &id, &changes)
+    let sku = store::update_sku(&state.deps.db, &id, &changes)
         .await
         .map_err(db_error)?
         .ok_or_else(no_sku)?;
@@ -118,7 +119,7 @@ pub async fn patch_sku(
         stock = ?changes.stock,
         "SKU updated"
     );
-    Ok(Json(sku))
+    Ok(Json(sku.into()))
 }
 
 #[utoipa::path(
@@ -126,9 +127,9 @@ pub async fn patch_sku(
     path = "/admin/coupons",
     tag = "catalog",
     security(("admin_key" = [])),
-    request_body = order_core::domain::catalog::CouponTemplateInput,
+    request_body = NewCouponTemplateBody,
     responses(
-        (status = 201, body = order_core::domain::catalog::CouponTemplate),
+        (status = 201, body = CouponTemplateBody),
         (status = 409, description = "code_taken", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
@@ -137,14 +138,15 @@ pub async fn patch_sku(
 pub async fn create_coupon(
     _: Admin,
     State(state): State<AppState>,
-    ApiJson(input): ApiJson<CouponTemplateInput>,
-) -> ApiResult<(StatusCode, Json<CouponTemplate>)> {
+    ApiJson(input): ApiJson<NewCouponTemplateBody>,
+) -> ApiResult<(StatusCode, Json<CouponTemplateBody>)> {
+    let input = input.into_domain();
     input.validate().map_err(invalid)?;
-    let template = catalog::insert_coupon_template(&state.deps.db, &input)
+    let template = store::insert_coupon_template(&state.deps.db, &input)
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError::conflict("code_taken", "a coupon template with this code exists"))?;
-    Ok((StatusCode::CREATED, Json(template)))
+    Ok((StatusCode::CREATED, Json(template.into())))
 }
 
 /// The grants made, one per user id, in order.
@@ -187,18 +189,18 @@ pub async fn grant_coupon(
             "user_ids: 1 to 1000 positive user ids",
         ));
     }
-    catalog::coupon_template(&state.deps.db, id)
+    store::coupon_template(&state.deps.db, id)
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError::not_found("coupon_not_found", "no such coupon template"))?;
-    let grants = catalog::grant_coupons(&state.deps.db, id, &body.user_ids)
+    let grants = store::grant_coupons(&state.deps.db, id, &body.user_ids)
         .await
         .map_err(db_error)?;
     Ok((StatusCode::CREATED, Json(GrantIds { grant_ids: grants })))
 }
 
 async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> ApiResult<Json<NewStatus>> {
-    let result = checkout::transition(
+    let result = transitions::transition(
         &state.deps.db,
         OrderId(id),
         None,

@@ -7,14 +7,12 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::domain::catalog::{coupons_of, HeldCoupon};
+use order_core::domain::checkout::{Placement, Rejection, Transition};
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
-use order_core::domain::pricing::Breakdown;
-use order_core::postgres::checkout::{
-    self, CheckoutError, CheckoutInput, PlacedOrder, Placement, Rejection, Transition,
-};
-use order_core::postgres::orders::OrderView;
+use order_core::postgres::catalog::coupons_of;
+use order_core::postgres::checkout::{self, CheckoutError};
+use order_core::postgres::transitions;
 use serde::{Deserialize, Serialize};
 use tokio::sync::SemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
@@ -23,6 +21,9 @@ use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::startup::AppState;
+use crate::wire::catalog::HeldCouponBody;
+use crate::wire::checkout::{BreakdownBody, CheckoutBody, OrderViewBody, PlacedOrderBody};
+use crate::wire::OrderIdSchema;
 
 /// A slot of checkout's concurrency limit, or 503 `busy` after the queue timeout.
 async fn slot(state: &AppState) -> ApiResult<SemaphorePermit<'_>> {
@@ -55,9 +56,9 @@ fn db_error(e: sqlx::Error) -> ApiError {
     path = "/api/checkout/preview",
     tag = "checkout",
     security(("user_jwt" = [])),
-    request_body = order_core::postgres::checkout::CheckoutInput,
+    request_body = CheckoutBody,
     responses(
-        (status = 200, body = order_core::domain::pricing::Breakdown),
+        (status = 200, body = BreakdownBody),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
@@ -67,12 +68,13 @@ fn db_error(e: sqlx::Error) -> ApiError {
 pub async fn preview(
     State(state): State<AppState>,
     user: User,
-    ApiJson(input): ApiJson<CheckoutInput>,
-) -> ApiResult<Json<Breakdown>> {
+    ApiJson(body): ApiJson<CheckoutBody>,
+) -> ApiResult<Json<BreakdownBody>> {
+    let input = body.into_domain().map_err(|e| checkout_error(e.into()))?;
     let _slot = slot(&state).await?;
     checkout::preview(&state.checkout_db, &input, user.id)
         .await
-        .map(Json)
+        .map(|b| Json(b.into()))
         .map_err(checkout_error)
 }
 
@@ -81,10 +83,10 @@ pub async fn preview(
     path = "/api/checkout",
     tag = "checkout",
     security(("user_jwt" = [])),
-    request_body = order_core::postgres::checkout::CheckoutInput,
+    request_body = CheckoutBody,
     responses(
-        (status = 201, body = order_core::postgres::checkout::PlacedOrder),
-        (status = 200, description = "the order this request id placed before", body = order_core::postgres::checkout::PlacedOrder),
+        (status = 201, body = PlacedOrderBody),
+        (status = 200, description = "the order this request id placed before", body = PlacedOrderBody),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
@@ -95,8 +97,9 @@ pub async fn preview(
 pub async fn place(
     State(state): State<AppState>,
     user: User,
-    ApiJson(input): ApiJson<CheckoutInput>,
-) -> ApiResult<(StatusCode, Json<PlacedOrder>)> {
+    ApiJson(body): ApiJson<CheckoutBody>,
+) -> ApiResult<(StatusCode, Json<PlacedOrderBody>)> {
+    let input = body.into_domain().map_err(|e| checkout_error(e.into()))?;
     state.limits.check_user(user.id)?;
     let _slot = slot(&state).await?;
     let order_id = state
@@ -118,8 +121,8 @@ pub async fn place(
     .await
     .map_err(checkout_error)?;
     Ok(match placement {
-        Placement::Created(order) => (StatusCode::CREATED, Json(order)),
-        Placement::Existing(order) => (StatusCode::OK, Json(order)),
+        Placement::Created(order) => (StatusCode::CREATED, Json(order.into())),
+        Placement::Existing(order) => (StatusCode::OK, Json(order.into())),
     })
 }
 
@@ -131,7 +134,8 @@ pub struct Page {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderPage {
-    pub items: Vec<OrderView>,
+    pub items: Vec<OrderViewBody>,
+    #[schema(value_type = Option<OrderIdSchema>)]
     pub next_before_id: Option<OrderId>,
 }
 
@@ -176,7 +180,7 @@ pub async fn list_orders(
         .then(|| items.last().map(|o| o.order_id))
         .flatten();
     Ok(Json(OrderPage {
-        items,
+        items: items.into_iter().map(OrderViewBody::from).collect(),
         next_before_id,
     }))
 }
@@ -184,6 +188,7 @@ pub async fn list_orders(
 /// What the app hands to the payment provider.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentRequest {
+    #[schema(value_type = OrderIdSchema)]
     pub order_id: OrderId,
     pub amount_cents: i64,
     pub currency: &'static str,
@@ -253,7 +258,7 @@ async fn user_transition(
     event: OrderEventKind,
 ) -> ApiResult<Json<NewStatus>> {
     let _slot = slot(state).await?;
-    let result = checkout::transition(
+    let result = transitions::transition(
         &state.checkout_db,
         OrderId(id),
         Some(user.id),
@@ -313,13 +318,12 @@ pub async fn request_refund(
     tag = "checkout",
     security(("user_jwt" = [])),
     responses(
-        (status = 200, body = Vec<order_core::domain::catalog::HeldCoupon>),
+        (status = 200, body = Vec<HeldCouponBody>),
         crate::openapi::CheckoutFailures,
     ),
 )]
-pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCoupon>>> {
+pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCouponBody>>> {
     let _slot = slot(&state).await?;
-    Ok(Json(
-        coupons_of(&state.checkout_db, user.id).await.map_err(db_error)?,
-    ))
+    let coupons = coupons_of(&state.checkout_db, user.id).await.map_err(db_error)?;
+    Ok(Json(coupons.into_iter().map(HeldCouponBody::from).collect()))
 }

@@ -4,10 +4,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::runtime::readiness::ReadinessReport;
 use order_core::runtime::supervisor::HealthReport;
 
 use crate::startup::AppState;
+use crate::wire::reports::ReadinessBody;
 
 #[utoipa::path(
     get,
@@ -32,18 +32,18 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthR
     path = "/readyz",
     tag = "ops",
     responses(
-        (status = 200, body = order_core::runtime::readiness::ReadinessReport),
-        (status = 503, body = order_core::runtime::readiness::ReadinessReport),
+        (status = 200, body = ReadinessBody),
+        (status = 503, body = ReadinessBody),
     ),
 )]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadinessBody>) {
     let report = state.deps.readiness().await;
     let status = if report.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(report))
+    (status, Json(report.into()))
 }
 
 #[utoipa::path(

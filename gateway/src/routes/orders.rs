@@ -6,12 +6,14 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{TimeZone, Utc};
 use order_core::domain::ids::OrderId;
-use order_core::postgres::orders::{self, OrderView};
+use order_core::domain::orders::OrderView;
+use order_core::postgres::orders;
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
 use crate::startup::AppState;
+use crate::wire::checkout::OrderViewBody;
 
 #[utoipa::path(
     get,
@@ -20,7 +22,7 @@ use crate::startup::AppState;
     security(("user_jwt" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, body = order_core::postgres::orders::OrderView),
+        (status = 200, body = OrderViewBody),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         crate::openapi::UserFailures,
@@ -30,13 +32,13 @@ pub async fn get_order(
     State(state): State<AppState>,
     PathId(id): PathId,
     user: User,
-) -> ApiResult<Json<OrderView>> {
+) -> ApiResult<Json<OrderViewBody>> {
     let order_id = OrderId(id);
     if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user.id)
         .await
         .map_err(|e| ApiError::dependency("read an order", e))?
     {
-        return Ok(Json(order));
+        return Ok(Json(order.into()));
     }
     let not_found = || ApiError::not_found("order_not_found", "no such order");
     let promotion_id = state
@@ -56,7 +58,7 @@ pub async fn get_order(
         .cache
         .get(promotion_id)
         .map_or(0, |e| e.promotion.price_cents);
-    Ok(Json(OrderView {
+    Ok(Json(OrderViewBody::from(OrderView {
         order_id,
         status: "queued".to_owned(),
         kind: "seckill".to_owned(),
@@ -67,5 +69,5 @@ pub async fn get_order(
             .timestamp_millis_opt(reservation.reserved_at_ms)
             .single()
             .unwrap_or_else(Utc::now),
-    }))
+    })))
 }

@@ -12,12 +12,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use hmac::{Hmac, Mac};
-use order_core::postgres::checkout::{apply_payment, CallbackOutcome, PaymentCallback};
+use order_core::domain::checkout::CallbackOutcome;
+use order_core::postgres::payments::apply_payment;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
 use crate::error::{ApiError, ApiResult};
 use crate::startup::AppState;
+use crate::wire::checkout::PaymentCallbackBody;
 
 pub const SIGNATURE_HEADER: &str = "x-signature";
 
@@ -52,7 +54,7 @@ pub struct CallbackReply {
     path = "/api/payments/callback",
     tag = "payments",
     params(("X-Signature" = String, Header, description = "hex(HMAC-SHA256(callback secret, raw body))")),
-    request_body = order_core::postgres::checkout::PaymentCallback,
+    request_body = PaymentCallbackBody,
     responses(
         (status = 200, body = CallbackReply),
         (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody),
@@ -82,8 +84,9 @@ pub async fn payment_callback(
             "the signature does not match the body",
         ));
     }
-    let callback: PaymentCallback =
-        serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
+    let callback = serde_json::from_slice::<PaymentCallbackBody>(&body)
+        .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?
+        .into_domain();
     let Some(ts) = callback.timestamp else {
         return Err(ApiError::unauthorized(
             "missing_timestamp",

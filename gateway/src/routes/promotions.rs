@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use order_core::domain::promotion::PromotionState;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -11,6 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
 use crate::promotion_cache::CachedPromotion;
 use crate::startup::AppState;
+use crate::wire::promotions::PromotionStateBody;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PublicPromotion {
@@ -21,7 +21,7 @@ pub struct PublicPromotion {
     pub per_user_limit: i32,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-    pub state: PromotionState,
+    pub state: PromotionStateBody,
     /// Approximate (refreshed about twice a second).
     pub remaining: i64,
 }
@@ -37,7 +37,7 @@ impl PublicPromotion {
             per_user_limit: p.per_user_limit,
             starts_at: p.starts_at,
             ends_at: p.ends_at,
-            state: entry.state(now),
+            state: entry.state(now).into(),
             remaining: entry.remaining(),
         }
     }

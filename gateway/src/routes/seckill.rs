@@ -18,7 +18,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use order_core::domain::ids::{OrderId, RequestId};
 use order_core::domain::promotion::{Promotion, PromotionState};
-use order_core::redis::stock::{IfStarted, Reservation, ReserveOutcome, SyncOutcome};
+use order_core::domain::reservation::Reservation;
+use order_core::redis::stock::{IfStarted, ReserveOutcome, SyncOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -49,6 +50,7 @@ fn one() -> i64 {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Queued {
+    #[schema(value_type = crate::wire::OrderIdSchema)]
     pub order_id: OrderId,
     pub status: &'static str,
 }

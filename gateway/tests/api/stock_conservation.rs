@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::Duration as Span;
 use gateway::test_support::TestApp;
 use order_core::domain::ids::OrderIdGenerator;
-use order_core::domain::promotion::PromotionRepo;
+use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::stock::{IfStarted, PromotionKeys, ReserveOutcome, SyncOutcome};
 use order_core::test_support::random_worker_id;
 use reqwest::Method;
@@ -256,10 +256,13 @@ async fn a_cancel_batch_with_several_orders_of_one_sku_returns_all_their_units()
         },
     )
     .await;
-    let cancelled =
-        order_core::postgres::orders::cancel_expired(&pool, 100, &app.settings.pulsar.order_events_topic)
-            .await
-            .expect("cancel");
+    let cancelled = order_core::postgres::cancellation::cancel_expired(
+        &pool,
+        100,
+        &app.settings.pulsar.order_events_topic,
+    )
+    .await
+    .expect("cancel");
     assert_eq!(cancelled.len(), 3, "one batch");
     let (_, sku) = send(app.admin(Method::GET, "/admin/skus/sku-expiring")).await;
     assert_eq!(sku["stock"].as_i64(), Some(STOCK), "{sku}");

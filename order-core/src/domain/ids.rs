@@ -48,20 +48,6 @@ impl<'de> Deserialize<'de> for OrderId {
     }
 }
 
-impl utoipa::PartialSchema for OrderId {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^[0-9]{1,19}$"))
-            .description(Some(
-                "A 64-bit order id as a decimal string (too large for JavaScript numbers)",
-            ))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for OrderId {}
-
 /// A client-chosen idempotency key (seckill and checkout): 1 to 64 of `A-Z a-z 0-9 . _ -`,
 /// so it is safe inside the `|`- and `:`-separated Redis payloads. Parsed once, at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,8 +7,12 @@
 //! JSON is the contract of the event stream.
 
 pub mod catalog;
+pub mod checkout;
 pub mod events;
 pub mod ids;
 pub mod lifecycle;
+pub mod orders;
 pub mod pricing;
 pub mod promotion;
+pub mod reconcile;
+pub mod reservation;

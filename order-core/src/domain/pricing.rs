@@ -10,8 +10,6 @@
 //! 4. Total = subtotal − discount + shipping (never negative).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 pub const STANDARD_SHIPPING_CENTS: i64 = 800;
 pub const FREE_SHIPPING_FROM_CENTS: i64 = 9_900;
@@ -19,11 +17,20 @@ pub const EXPRESS_SHIPPING_CENTS: i64 = 2_000;
 pub const MAX_LINES: usize = 20;
 pub const MAX_QUANTITY: i64 = 99;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShippingMethod {
     Standard,
     Express,
+}
+
+impl ShippingMethod {
+    /// The name stored with an order.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShippingMethod::Standard => "standard",
+            ShippingMethod::Express => "express",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +59,7 @@ pub struct Coupon {
     pub valid_until: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub sku_id: String,
     pub title: String,
@@ -61,7 +68,7 @@ pub struct Line {
     pub line_total_cents: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Breakdown {
     pub lines: Vec<Line>,
     pub subtotal_cents: i64,
@@ -91,15 +98,15 @@ pub enum PricingError {
 impl PricingError {
     /// Coupon rules the basket or the date does not meet are a conflict with the coupon's
     /// state; the rest are a malformed basket.
-    pub fn rejection(&self) -> crate::postgres::checkout::Rejection {
+    pub fn rejection(&self) -> crate::domain::checkout::Rejection {
         match self {
             PricingError::CouponNotYetValid
             | PricingError::CouponExpired
-            | PricingError::CouponMinSpendNotMet(_) => crate::postgres::checkout::Rejection::Conflict,
+            | PricingError::CouponMinSpendNotMet(_) => crate::domain::checkout::Rejection::Conflict,
             PricingError::InvalidLines
             | PricingError::InvalidQuantity
             | PricingError::DuplicateItem
-            | PricingError::Overflow => crate::postgres::checkout::Rejection::Invalid,
+            | PricingError::Overflow => crate::domain::checkout::Rejection::Invalid,
         }
     }
 

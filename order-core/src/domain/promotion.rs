@@ -1,21 +1,19 @@
-//! Flash-sale promotions: validated creation and edits, their state, and their table.
+//! Flash-sale promotions: validated creation and edits, their state, and when a gateway may
+//! load one into Redis.
 //!
 //! A promotion's stock lives in two places: the `promotions.stock` column (what operations
-//! configured) and Redis (what remains to sell, see `stock`). Edits that would let the two
-//! disagree while a sale runs are refused here; adding stock is the one way to change stock
-//! of a started sale.
+//! configured) and Redis (what remains to sell, see `redis::stock`). Edits that would let the
+//! two disagree while a sale runs are refused here; adding stock is the one way to change
+//! stock of a started sale.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
-use utoipa::ToSchema;
 
 pub const MAX_STOCK: i64 = 10_000_000;
 pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 pub const MAX_PER_USER_LIMIT: i32 = 100;
 const MAX_TEXT: usize = 200;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promotion {
     pub id: i64,
     pub sku_id: String,
@@ -32,14 +30,25 @@ pub struct Promotion {
     pub revision: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromotionState {
     Scheduled,
     Active,
     Paused,
     SoldOut,
     Ended,
+}
+
+impl PromotionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromotionState::Scheduled => "scheduled",
+            PromotionState::Active => "active",
+            PromotionState::Paused => "paused",
+            PromotionState::SoldOut => "sold_out",
+            PromotionState::Ended => "ended",
+        }
+    }
 }
 
 impl Promotion {
@@ -109,27 +118,16 @@ impl PromotionError {
     }
 }
 
-/// The create-promotion body, as sent.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// A new promotion as an operator described it, not yet validated.
+#[derive(Debug, Clone)]
 pub struct PromotionInput {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub sku_id: String,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
-    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: i64,
-    #[schema(minimum = 0, maximum = 10_000_000)]
     pub stock: i64,
-    #[serde(default = "default_per_user_limit")]
-    #[schema(minimum = 1, maximum = 100, default = 1)]
     pub per_user_limit: i32,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-}
-
-fn default_per_user_limit() -> i32 {
-    1
 }
 
 /// Fields of a promotion that passed validation.
@@ -181,19 +179,13 @@ impl PromotionFields {
     }
 }
 
-/// A PATCH body: absent fields stay as they are.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// An edit: absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
 pub struct PromotionPatch {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub sku_id: Option<String>,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
-    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: Option<i64>,
-    #[schema(minimum = 0, maximum = 10_000_000)]
     pub stock: Option<i64>,
-    #[schema(minimum = 1, maximum = 100)]
     pub per_user_limit: Option<i32>,
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,
@@ -260,126 +252,6 @@ impl Promotion {
         next.ends_at = patch.ends_at.unwrap_or(next.ends_at);
         next.check()?;
         Ok(next)
-    }
-}
-
-/// The `promotions` table.
-#[derive(Debug, Clone)]
-pub struct PromotionRepo {
-    pool: PgPool,
-}
-
-const COLUMNS: &str =
-    "id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused, created_at, updated_at, revision";
-
-impl PromotionRepo {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    pub async fn insert(&self, f: &PromotionFields) -> sqlx::Result<Promotion> {
-        sqlx::query_as(&format!(
-            "INSERT INTO promotions (sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
-        ))
-        .bind(&f.sku_id)
-        .bind(&f.title)
-        .bind(f.price_cents)
-        .bind(f.stock)
-        .bind(f.per_user_limit)
-        .bind(f.starts_at)
-        .bind(f.ends_at)
-        .fetch_one(&self.pool)
-        .await
-    }
-
-    pub async fn get(&self, id: i64) -> sqlx::Result<Option<Promotion>> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM promotions WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    /// Newest first, keyset-paginated by id.
-    pub async fn list(&self, before_id: Option<i64>, limit: i64) -> sqlx::Result<Vec<Promotion>> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM promotions WHERE ($1::BIGINT IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(before_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Promotions that have not ended long ago: what gateways keep in their local cache.
-    pub async fn list_current(&self, ended_within: chrono::Duration) -> sqlx::Result<Vec<Promotion>> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM promotions WHERE ends_at > $1 ORDER BY id"
-        ))
-        .bind(Utc::now() - ended_within)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Store edited fields, guarded by the revision the edit was based on (any concurrent
-    /// write to the row makes this return `None`).
-    pub async fn update(
-        &self,
-        id: i64,
-        f: &PromotionFields,
-        seen_revision: i64,
-    ) -> sqlx::Result<Option<Promotion>> {
-        sqlx::query_as(&format!(
-            "UPDATE promotions SET sku_id = $2, title = $3, price_cents = $4, stock = $5, per_user_limit = $6,
-                 starts_at = $7, ends_at = $8, updated_at = now(), revision = revision + 1
-             WHERE id = $1 AND revision = $9 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(&f.sku_id)
-        .bind(&f.title)
-        .bind(f.price_cents)
-        .bind(f.stock)
-        .bind(f.per_user_limit)
-        .bind(f.starts_at)
-        .bind(f.ends_at)
-        .bind(seen_revision)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    pub async fn set_paused(&self, id: i64, paused: bool) -> sqlx::Result<Option<Promotion>> {
-        sqlx::query_as(&format!(
-            "UPDATE promotions SET paused = $2, updated_at = now(), revision = revision + 1
-             WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(paused)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    /// Add units to the configured stock (`None`: no such promotion, or the sum would pass
-    /// `MAX_STOCK`).
-    pub async fn add_stock(&self, id: i64, units: i64) -> sqlx::Result<Option<Promotion>> {
-        sqlx::query_as(&format!(
-            "UPDATE promotions SET stock = stock + $2, updated_at = now(), revision = revision + 1
-             WHERE id = $1 AND stock + $2 <= {MAX_STOCK} RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(units)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    /// Delete a promotion that has no orders. Returns whether a row went.
-    pub async fn delete_unused(&self, id: i64) -> sqlx::Result<bool> {
-        let result = sqlx::query(
-            "DELETE FROM promotions p WHERE p.id = $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.promotion_id = p.id)",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
     }
 }
 

@@ -11,11 +11,16 @@ use sqlx::PgPool;
 
 use crate::runtime::settings::{DatabaseSettings, SettingsError};
 
+pub mod cancellation;
+pub mod catalog;
 pub mod checkout;
 pub mod orders;
 pub mod outbox;
+pub mod payments;
 pub mod persist;
 pub mod processed;
+pub mod promotions;
+pub mod transitions;
 
 /// The schema, embedded at compile time; binaries run it at start and tests reuse it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

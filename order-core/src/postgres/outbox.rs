@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OutboxEvent {
     pub id: i64,
     /// Short topic name (`order-events`); the relay qualifies it with tenant and namespace.
@@ -20,26 +20,30 @@ pub async fn enqueue(
     event_id: &str,
     payload: &impl Serialize,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (topic, event_id, payload) VALUES ($1, $2, $3)")
-        .bind(topic)
-        .bind(event_id)
-        .bind(sqlx::types::Json(payload))
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO outbox (topic, event_id, payload) VALUES ($1, $2, $3)",
+        topic,
+        event_id,
+        sqlx::types::Json(payload) as _,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Oldest first.
 pub async fn pending(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<OutboxEvent>> {
-    sqlx::query_as("SELECT id, topic, event_id, payload FROM outbox ORDER BY id LIMIT $1")
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as!(
+        OutboxEvent,
+        "SELECT id, topic, event_id, payload FROM outbox ORDER BY id LIMIT $1",
+        limit,
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn delete(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(ids)
+    sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", ids)
         .execute(pool)
         .await?;
     Ok(())

@@ -103,8 +103,19 @@ pub enum Conflict {
     RequestTaken(OrderId),
 }
 
+/// Why a batch was not persisted.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The database failed (an outage or a bug: see `runtime::transient`).
+    #[error("order database call")]
+    Database(#[from] sqlx::Error),
+    /// The database's answer contradicts itself or the code: a bug, not retried as an outage.
+    #[error("inconsistent insert: {0}")]
+    Inconsistent(String),
+}
+
 /// The fields two copies of one order must agree on.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct StoredOrder {
     id: i64,
     user_id: i64,
@@ -150,13 +161,13 @@ pub async fn insert_seckill_orders(
     pool: &PgPool,
     orders: &[NewSeckillOrder],
     payment_timeout: Duration,
-) -> sqlx::Result<Vec<OrderFate>> {
+) -> Result<Vec<OrderFate>, PersistError> {
     // Ungated: no deadline, and `go` is always yes, so it is always written.
     match insert(pool, orders, payment_timeout, std::future::ready(true), None).await? {
         Paced::Written { fates, .. } => Ok(fates),
-        Paced::Late | Paced::Stopped => {
-            Err(sqlx::Error::Protocol("an ungated insert was not written".into()))
-        }
+        Paced::Late | Paced::Stopped => Err(PersistError::Inconsistent(
+            "an ungated insert was not written".into(),
+        )),
     }
 }
 
@@ -189,7 +200,7 @@ pub async fn insert_seckill_orders_when(
     orders: &[NewSeckillOrder],
     payment_timeout: Duration,
     go: impl std::future::Future<Output = bool>,
-) -> sqlx::Result<Paced> {
+) -> Result<Paced, PersistError> {
     insert(pool, orders, payment_timeout, go, Some(LATE_AFTER_GRANT)).await
 }
 
@@ -199,7 +210,7 @@ async fn insert(
     payment_timeout: Duration,
     go: impl std::future::Future<Output = bool>,
     late_after: Option<Duration>,
-) -> sqlx::Result<Paced> {
+) -> Result<Paced, PersistError> {
     if orders.is_empty() {
         return Ok(Paced::Written {
             fates: Vec::new(),
@@ -251,13 +262,13 @@ async fn insert(
             match by_request.get(&(Some(order.promotion_id), order.user_id, order.request_id.as_str())) {
                 Some(stored) => Ok(OrderFate::Conflict(Conflict::RequestTaken(OrderId(stored.id)))),
                 // Skipped, yet nothing stored explains it: let the caller retry the batch.
-                None => Err(sqlx::Error::Protocol(format!(
+                None => Err(PersistError::Inconsistent(format!(
                     "order {} was not inserted and no stored row conflicts with it",
                     order.order_id
                 ))),
             }
         })
-        .collect::<sqlx::Result<Vec<OrderFate>>>()?;
+        .collect::<Result<Vec<OrderFate>, PersistError>>()?;
     Ok(Paced::Written { fates, db_time })
 }
 
@@ -281,8 +292,8 @@ async fn insert_new(
     let titles: Vec<&str> = orders.iter().map(|o| o.title.as_str()).collect();
     let quantities: Vec<i32> = orders.iter().map(|o| o.quantity).collect();
     let prices: Vec<i64> = orders.iter().map(|o| o.unit_price_cents).collect();
-    let (on_time, ids): (bool, Vec<i64>) = sqlx::query_as(
-        "WITH gate AS (
+    let row = sqlx::query!(
+        r#"WITH gate AS (
              SELECT $12::FLOAT8 IS NULL OR clock_timestamp() <= now() + make_interval(secs => $12) AS on_time
          ), batch AS (
              SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
@@ -302,22 +313,23 @@ async fn insert_new(
              SELECT b.id, 1, b.sku_id, b.title, b.quantity, b.price FROM batch b JOIN inserted i ON i.id = b.id
              RETURNING order_id
          )
-         SELECT (SELECT on_time FROM gate), ARRAY(SELECT order_id FROM items)",
+         SELECT (SELECT on_time FROM gate) AS "on_time!", ARRAY(SELECT order_id FROM items) AS "ids!""#,
+        &ids,
+        &users,
+        &promotions,
+        &requests as &[&str],
+        &totals,
+        &accepted,
+        &skus as &[&str],
+        &titles as &[&str],
+        &quantities,
+        &prices,
+        payment_timeout.as_secs_f64(),
+        deadline.map(|d| d.as_secs_f64()),
     )
-    .bind(&ids)
-    .bind(&users)
-    .bind(&promotions)
-    .bind(&requests)
-    .bind(&totals)
-    .bind(&accepted)
-    .bind(&skus)
-    .bind(&titles)
-    .bind(&quantities)
-    .bind(&prices)
-    .bind(payment_timeout.as_secs_f64())
-    .bind(deadline.map(|d| d.as_secs_f64()))
     .fetch_one(&mut *tx)
     .await?;
+    let (on_time, ids) = (row.on_time, row.ids);
     Ok(on_time.then_some(ids))
 }
 
@@ -332,18 +344,21 @@ async fn stored_for(
     let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id).collect();
     let users: Vec<i64> = orders.iter().map(|o| o.user_id).collect();
     let requests: Vec<&str> = orders.iter().map(|o| o.request_id.as_str()).collect();
-    sqlx::query_as(
-        "SELECT id, user_id, promotion_id, request_id, kind, total_cents FROM orders WHERE id = ANY($1)
+    sqlx::query_as!(
+        StoredOrder,
+        r#"SELECT id AS "id!", user_id AS "user_id!", promotion_id, request_id AS "request_id!", kind AS "kind!",
+                  total_cents AS "total_cents!"
+         FROM orders WHERE id = ANY($1)
          UNION
          SELECT o.id, o.user_id, o.promotion_id, o.request_id, o.kind, o.total_cents
          FROM orders o JOIN UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS k(promotion_id, user_id, request_id)
            ON o.kind = 'seckill' AND o.promotion_id = k.promotion_id AND o.user_id = k.user_id
-          AND o.request_id = k.request_id",
+          AND o.request_id = k.request_id"#,
+        &ids,
+        &promotions,
+        &users,
+        &requests as &[&str],
     )
-    .bind(&ids)
-    .bind(&promotions)
-    .bind(&users)
-    .bind(&requests)
     .fetch_all(&mut *tx)
     .await
 }
@@ -363,10 +378,11 @@ pub async fn check_stored(
     reserved: &[(OrderId, i64, String)],
 ) -> sqlx::Result<StoredCheck> {
     let ids: Vec<i64> = reserved.iter().map(|(id, _, _)| id.0).collect();
-    let rows: Vec<StoredOrder> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        StoredOrder,
         "SELECT id, user_id, promotion_id, request_id, kind, total_cents FROM orders WHERE id = ANY($1)",
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(pool)
     .await?;
     let by_id: HashMap<i64, StoredOrder> = rows.into_iter().map(|r| (r.id, r)).collect();

@@ -12,11 +12,11 @@ pub async fn claim(
     event_id: &str,
 ) -> sqlx::Result<Option<Transaction<'static, Postgres>>> {
     let mut tx = pool.begin().await?;
-    let claimed = sqlx::query(
+    let claimed = sqlx::query!(
         "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        consumer,
+        event_id,
     )
-    .bind(consumer)
-    .bind(event_id)
     .execute(&mut *tx)
     .await?;
     if claimed.rows_affected() == 0 {
@@ -26,20 +26,24 @@ pub async fn claim(
 }
 
 pub async fn is_processed(pool: &PgPool, consumer: &str, event_id: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2)")
-        .bind(consumer)
-        .bind(event_id)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2) AS "processed!""#,
+        consumer,
+        event_id,
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Record an event as processed outside a transaction (effects that live outside the
 /// database and are idempotent on their own).
 pub async fn mark(pool: &PgPool, consumer: &str, event_id: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(consumer)
-        .bind(event_id)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        consumer,
+        event_id,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }

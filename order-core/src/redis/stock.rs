@@ -10,9 +10,9 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use crate::domain::events::SeckillOrderAccepted;
 use crate::domain::ids::OrderId;
 use crate::domain::promotion::Promotion;
+use crate::domain::reservation::Reservation;
 
 /// The Redis keys of one promotion.
 #[derive(Debug, Clone)]
@@ -153,56 +153,23 @@ pub enum StockError {
     UnexpectedReply { script: &'static str, reply: String },
 }
 
-/// One live reservation as recorded by `reserve.lua`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub order_id: OrderId,
-    pub user_id: i64,
-    pub quantity: u32,
-    pub reserved_at_ms: i64,
-    pub request_id: String,
+/// The hash value `reserve.lua` writes for a reservation.
+fn encode_reservation(r: &Reservation) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        r.user_id, r.quantity, r.reserved_at_ms, r.request_id
+    )
 }
 
-impl Reservation {
-    /// The hash value `reserve.lua` writes.
-    pub fn payload(&self) -> String {
-        format!(
-            "{}|{}|{}|{}",
-            self.user_id, self.quantity, self.reserved_at_ms, self.request_id
-        )
-    }
-
-    /// The `seckill-orders` message for this reservation: the gateway's first publish, a
-    /// retry's copy and the sweeper's republish carry the same order (the writer compares
-    /// order id, buyer, request id and total; `occurred_at` may differ between copies).
-    pub fn accepted_event(&self, p: &Promotion) -> SeckillOrderAccepted {
-        SeckillOrderAccepted {
-            event_id: self.order_id.to_string(),
-            event_type: SeckillOrderAccepted::TYPE.to_owned(),
-            version: SeckillOrderAccepted::VERSION,
-            occurred_at: chrono::DateTime::from_timestamp_millis(self.reserved_at_ms)
-                .unwrap_or_else(chrono::Utc::now),
-            order_id: self.order_id,
-            promotion_id: p.id,
-            user_id: self.user_id,
-            sku_id: p.sku_id.clone(),
-            title: p.title.clone(),
-            quantity: self.quantity,
-            unit_price_cents: p.price_cents,
-            request_id: self.request_id.clone(),
-        }
-    }
-
-    fn parse(order_id: OrderId, payload: &str) -> Option<Self> {
-        let mut parts = payload.splitn(4, '|');
-        Some(Self {
-            order_id,
-            user_id: parts.next()?.parse().ok()?,
-            quantity: parts.next()?.parse().ok()?,
-            reserved_at_ms: parts.next()?.parse().ok()?,
-            request_id: parts.next()?.to_owned(),
-        })
-    }
+fn decode_reservation(order_id: OrderId, payload: &str) -> Option<Reservation> {
+    let mut parts = payload.splitn(4, '|');
+    Some(Reservation {
+        order_id,
+        user_id: parts.next()?.parse().ok()?,
+        quantity: parts.next()?.parse().ok()?,
+        reserved_at_ms: parts.next()?.parse().ok()?,
+        request_id: parts.next()?.to_owned(),
+    })
 }
 
 /// A gateway's atomic view of one loaded promotion (`snapshot.lua`).
@@ -301,7 +268,7 @@ impl StockStore {
                 let order_id = id.parse().map_err(|_| unexpected())?;
                 ReserveOutcome::Duplicate {
                     order_id,
-                    reservation: Reservation::parse(order_id, &payload),
+                    reservation: decode_reservation(order_id, &payload),
                     pending: pending == 1,
                 }
             }
@@ -402,7 +369,7 @@ impl StockStore {
         Self::row_args(&mut invocation, p);
         invocation.arg(live.len());
         for r in live.iter().chain(dead) {
-            invocation.arg(r.order_id.0).arg(r.payload());
+            invocation.arg(r.order_id.0).arg(encode_reservation(r));
         }
         let mut conn = self.conn.clone();
         let (remaining, restored, released, requests_restored, request_conflicts) =
@@ -507,7 +474,7 @@ impl StockStore {
             .arg(order_id.0)
             .query_async(&mut conn)
             .await?;
-        Ok(payload.and_then(|p| Reservation::parse(order_id, &p)))
+        Ok(payload.and_then(|p| decode_reservation(order_id, &p)))
     }
 
     /// The order a user's request id reserved, if any (read only): answers a retry for a
@@ -603,7 +570,7 @@ impl StockStore {
         Ok(ids
             .iter()
             .zip(payloads)
-            .map(|(id, p)| p.and_then(|p| Reservation::parse(*id, &p)))
+            .map(|(id, p)| p.and_then(|p| decode_reservation(*id, &p)))
             .collect())
     }
 
@@ -616,7 +583,7 @@ impl StockStore {
             .await?;
         Ok(all
             .into_iter()
-            .filter_map(|(id, payload)| Reservation::parse(id.parse().ok()?, &payload))
+            .filter_map(|(id, payload)| decode_reservation(id.parse().ok()?, &payload))
             .collect())
     }
 
@@ -706,11 +673,11 @@ mod tests {
 
     #[test]
     fn a_reservation_payload_keeps_pipes_inside_the_request_id() {
-        let r = Reservation::parse(OrderId(9), "17|2|1700000000000|req|with|pipes").expect("parses");
+        let r = decode_reservation(OrderId(9), "17|2|1700000000000|req|with|pipes").expect("parses");
         assert_eq!(
             (r.user_id, r.quantity, r.request_id.as_str()),
             (17, 2, "req|with|pipes")
         );
-        assert_eq!(Reservation::parse(OrderId(9), "garbage"), None);
+        assert_eq!(decode_reservation(OrderId(9), "garbage"), None);
     }
 }

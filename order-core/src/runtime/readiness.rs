@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use utoipa::ToSchema;
 
 use anyhow::Context;
 use redis::aio::ConnectionManager;
@@ -54,7 +53,7 @@ impl Dependencies {
             .context("connect to Redis")?;
         let db = crate::postgres::lazy_pool(settings.database)?;
         retry_until(deadline, "PostgreSQL", || async {
-            sqlx::query("SELECT 1").execute(&db).await.map(|_| ())
+            sqlx::query!("SELECT 1 AS alive").fetch_one(&db).await.map(|_| ())
         })
         .await
         .context("connect to PostgreSQL")?;
@@ -82,8 +81,8 @@ impl Dependencies {
                     .map_err(|e| e.to_string())
             }),
             self.probe(async {
-                sqlx::query("SELECT 1")
-                    .execute(&self.db)
+                sqlx::query!("SELECT 1 AS alive")
+                    .fetch_one(&self.db)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -133,7 +132,7 @@ where
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +141,7 @@ pub struct CheckResult {
 }
 
 /// `{"ready": bool, "checks": {"redis": {...}, "database": {...}, "pulsar": {...}}}`
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ReadinessReport {
     pub ready: bool,
     pub checks: BTreeMap<&'static str, CheckResult>,

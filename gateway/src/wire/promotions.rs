@@ -1,0 +1,138 @@
+//! Bodies of the admin promotion API: a new promotion, an edit, and the promotion as shown.
+
+use chrono::{DateTime, Utc};
+use order_core::domain::promotion::{Promotion, PromotionInput, PromotionPatch, PromotionState};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A promotion's row as operations configured it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Promotion)]
+pub struct PromotionBody {
+    pub id: i64,
+    pub sku_id: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub paused: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Bumped by every write to the row; Redis ignores a revision older than the one it has.
+    pub revision: i64,
+}
+
+impl From<&Promotion> for PromotionBody {
+    fn from(p: &Promotion) -> Self {
+        Self {
+            id: p.id,
+            sku_id: p.sku_id.clone(),
+            title: p.title.clone(),
+            price_cents: p.price_cents,
+            stock: p.stock,
+            per_user_limit: p.per_user_limit,
+            starts_at: p.starts_at,
+            ends_at: p.ends_at,
+            paused: p.paused,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            revision: p.revision,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = PromotionState)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionStateBody {
+    Scheduled,
+    Active,
+    Paused,
+    SoldOut,
+    Ended,
+}
+
+impl From<PromotionState> for PromotionStateBody {
+    fn from(s: PromotionState) -> Self {
+        match s {
+            PromotionState::Scheduled => Self::Scheduled,
+            PromotionState::Active => Self::Active,
+            PromotionState::Paused => Self::Paused,
+            PromotionState::SoldOut => Self::SoldOut,
+            PromotionState::Ended => Self::Ended,
+        }
+    }
+}
+
+/// The create-promotion body, as sent.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(as = PromotionInput)]
+#[serde(deny_unknown_fields)]
+pub struct NewPromotionBody {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    pub sku_id: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    pub title: String,
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
+    pub price_cents: i64,
+    #[schema(minimum = 0, maximum = 10_000_000)]
+    pub stock: i64,
+    #[serde(default = "default_per_user_limit")]
+    #[schema(minimum = 1, maximum = 100, default = 1)]
+    pub per_user_limit: i32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+fn default_per_user_limit() -> i32 {
+    1
+}
+
+impl NewPromotionBody {
+    pub fn into_domain(self) -> PromotionInput {
+        PromotionInput {
+            sku_id: self.sku_id,
+            title: self.title,
+            price_cents: self.price_cents,
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+}
+
+/// A PATCH body: absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[schema(as = PromotionPatch)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionPatchBody {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    pub sku_id: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    pub title: Option<String>,
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
+    pub price_cents: Option<i64>,
+    #[schema(minimum = 0, maximum = 10_000_000)]
+    pub stock: Option<i64>,
+    #[schema(minimum = 1, maximum = 100)]
+    pub per_user_limit: Option<i32>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+impl PromotionPatchBody {
+    pub fn into_domain(self) -> PromotionPatch {
+        PromotionPatch {
+            sku_id: self.sku_id,
+            title: self.title,
+            price_cents: self.price_cents,
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Reconciliation (invariant 7): Redis' view of a promotion compared with the database's, as
+//! a pure function; `crate::reconcile` reads both sides and runs the repair.
+//!
+//! At a quiet moment, remaining + reserved units = stock, every live order in the database
+//! holds a reservation in Redis, no cancelled order still holds one, and each buyer's count
+//! matches their reservations. The report names every difference; `repair` rebuilds Redis
+//! from the database's truth in one atomic script (`repair.lua`): reservations of live orders
+//! restored, those of cancelled ones released, request ids mapped again, remaining and buyers
+//! recounted, the sale loaded again if Redis lost it. Reservations not (yet) in the database
+//! are not drift: they are queued, or the sweeper republishes them, and a repair keeps them.
+//! A repair that raced an add-stock keeps the added units: Redis' newer revision wins.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::ids::OrderId;
+use crate::domain::promotion::Promotion;
+use crate::domain::reservation::Reservation;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub promotion_id: i64,
+    pub stock: i64,
+    /// `None` when the promotion is not loaded into Redis.
+    pub remaining: Option<i64>,
+    pub reserved_units: i64,
+    /// stock - (remaining + reserved units); 0 when consistent.
+    pub drift: i64,
+    pub live_orders_in_db: i64,
+    pub reservations_not_in_db: i64,
+    pub orders_missing_in_redis: Vec<OrderId>,
+    pub reservations_of_cancelled_orders: Vec<OrderId>,
+    pub buyers_mismatched: Vec<i64>,
+    /// Reserved units beyond the stock (Redis remaining below zero): the configured stock was
+    /// lowered under what orders hold. Not repairable; add stock.
+    pub units_over_stock: i64,
+    pub consistent: bool,
+    pub repaired: Option<Repair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// Reservations taken from cancelled or refunded orders.
+    pub released: i64,
+    /// Reservations given back to live orders.
+    pub restored: i64,
+    /// Request ids mapped again to their orders (a retry gets the original order).
+    pub requests_restored: i64,
+    /// Request ids Redis maps to another order than the database's (left as they are).
+    pub request_conflicts: i64,
+    pub remaining: i64,
+}
+
+/// One order of the sale as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleOrder {
+    pub id: i64,
+    pub user_id: i64,
+    pub status: String,
+    pub request_id: String,
+    pub quantity: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Statuses whose orders hold no stock.
+const DEAD: [&str; 2] = ["cancelled", "refunded"];
+
+impl SaleOrder {
+    /// Cancelled or refunded: its units went back to the sale.
+    pub fn is_dead(&self) -> bool {
+        DEAD.contains(&self.status.as_str())
+    }
+}
+
+/// The reservations the reserve step recorded for these orders, rebuilt from their rows.
+pub fn reservations(orders: &[&SaleOrder]) -> Vec<Reservation> {
+    orders
+        .iter()
+        .map(|o| Reservation {
+            order_id: OrderId(o.id),
+            user_id: o.user_id,
+            quantity: o.quantity as u32,
+            reserved_at_ms: o.created_at.timestamp_millis(),
+            request_id: o.request_id.clone(),
+        })
+        .collect()
+}
+
+/// What Redis holds of one sale, read for a comparison.
+#[derive(Debug, Clone, Default)]
+pub struct RedisView {
+    /// `None` when the sale is not loaded.
+    pub remaining: Option<i64>,
+    pub reservations: Vec<Reservation>,
+    /// Units per buyer, as the buyers hash has them.
+    pub buyers: HashMap<i64, i64>,
+}
+
+/// Redis' view of a sale against the database's orders: the comparison itself, no I/O.
+pub fn compare(promotion: &Promotion, redis: &RedisView, orders: &[SaleOrder]) -> ReconcileReport {
+    let reservations = &redis.reservations;
+    let reserved: HashMap<OrderId, &Reservation> = reservations.iter().map(|r| (r.order_id, r)).collect();
+    let in_db: HashSet<OrderId> = orders.iter().map(|o| OrderId(o.id)).collect();
+    let is_dead = |o: &SaleOrder| o.is_dead();
+    let live: Vec<&SaleOrder> = orders.iter().filter(|o| !is_dead(o)).collect();
+    let mut missing: Vec<OrderId> = live
+        .iter()
+        .map(|o| OrderId(o.id))
+        .filter(|id| !reserved.contains_key(id))
+        .collect();
+    missing.sort();
+    let mut of_cancelled: Vec<OrderId> = orders
+        .iter()
+        .filter(|o| is_dead(o))
+        .map(|o| OrderId(o.id))
+        .filter(|id| reserved.contains_key(id))
+        .collect();
+    of_cancelled.sort();
+
+    let reserved_units: i64 = reservations.iter().map(|r| i64::from(r.quantity)).sum();
+    let mut per_user: HashMap<i64, i64> = HashMap::new();
+    for r in reservations {
+        *per_user.entry(r.user_id).or_default() += i64::from(r.quantity);
+    }
+    let buyers = &redis.buyers;
+    let mut buyers_mismatched: Vec<i64> = per_user
+        .keys()
+        .chain(buyers.keys())
+        .copied()
+        .collect::<HashSet<i64>>()
+        .into_iter()
+        .filter(|user| per_user.get(user).copied().unwrap_or(0) != buyers.get(user).copied().unwrap_or(0))
+        .collect();
+    buyers_mismatched.sort();
+    let remaining = redis.remaining;
+    let drift = remaining.map_or(0, |r| promotion.stock - (r + reserved_units));
+    let units_over_stock = remaining.map_or(0, |r| (-r).max(0));
+    let consistent = drift == 0
+        && units_over_stock == 0
+        && missing.is_empty()
+        && of_cancelled.is_empty()
+        && buyers_mismatched.is_empty();
+    ReconcileReport {
+        promotion_id: promotion.id,
+        stock: promotion.stock,
+        remaining,
+        reserved_units,
+        drift,
+        live_orders_in_db: live.len() as i64,
+        reservations_not_in_db: reservations
+            .iter()
+            .filter(|r| !in_db.contains(&r.order_id))
+            .count() as i64,
+        orders_missing_in_redis: missing,
+        reservations_of_cancelled_orders: of_cancelled,
+        buyers_mismatched,
+        units_over_stock,
+        consistent,
+        repaired: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn sale(stock: i64) -> Promotion {
+        let now = Utc::now();
+        Promotion {
+            id: 1,
+            sku_id: "sku".into(),
+            title: "t".into(),
+            price_cents: 100,
+            stock,
+            per_user_limit: 2,
+            starts_at: now,
+            ends_at: now + chrono::Duration::hours(1),
+            paused: false,
+            created_at: now,
+            updated_at: now,
+            revision: 1,
+        }
+    }
+
+    fn order(id: i64, user_id: i64, status: &str) -> SaleOrder {
+        SaleOrder {
+            id,
+            user_id,
+            status: status.into(),
+            request_id: format!("r{id}"),
+            quantity: 1,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn reservation(id: i64, user_id: i64) -> Reservation {
+        Reservation {
+            order_id: OrderId(id),
+            user_id,
+            quantity: 1,
+            reserved_at_ms: 0,
+            request_id: format!("r{id}"),
+        }
+    }
+
+    #[test]
+    fn a_quiet_sale_whose_counters_match_its_orders_is_consistent() {
+        let redis = RedisView {
+            remaining: Some(8),
+            reservations: vec![reservation(1, 10), reservation(2, 11)],
+            buyers: HashMap::from([(10, 1), (11, 1)]),
+        };
+        let orders = [order(1, 10, "paid"), order(3, 12, "cancelled")];
+        let report = compare(&sale(10), &redis, &orders);
+        assert!(report.consistent, "{report:?}");
+        assert_eq!(
+            (
+                report.reserved_units,
+                report.live_orders_in_db,
+                report.reservations_not_in_db
+            ),
+            (2, 1, 1),
+            "order 2 is still in flight: not drift"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_drift_is_named() {
+        let redis = RedisView {
+            remaining: Some(9),
+            // Order 3 was cancelled but keeps its unit; order 1 lost its reservation.
+            reservations: vec![reservation(2, 11), reservation(3, 12)],
+            buyers: HashMap::from([(11, 1), (12, 2)]),
+        };
+        let orders = [
+            order(1, 10, "pending_payment"),
+            order(2, 11, "paid"),
+            order(3, 12, "refunded"),
+        ];
+        let report = compare(&sale(10), &redis, &orders);
+        assert!(!report.consistent);
+        assert_eq!(report.drift, 10 - (9 + 2));
+        assert_eq!(report.orders_missing_in_redis, vec![OrderId(1)]);
+        assert_eq!(report.reservations_of_cancelled_orders, vec![OrderId(3)]);
+        assert_eq!(report.buyers_mismatched, vec![12]);
+    }
+
+    #[test]
+    fn a_stock_below_the_reserved_units_is_reported_even_without_drift() {
+        let redis = RedisView {
+            remaining: Some(-1),
+            reservations: vec![reservation(1, 10), reservation(2, 11)],
+            buyers: HashMap::from([(10, 1), (11, 1)]),
+        };
+        let orders = [order(1, 10, "paid"), order(2, 11, "paid")];
+        let report = compare(&sale(1), &redis, &orders);
+        assert_eq!(
+            (report.drift, report.units_over_stock, report.consistent),
+            (0, 1, false)
+        );
+    }
+}
