@@ -3,7 +3,7 @@
 //! `0 | 41 bits ms since 2026-01-01 | 10 bits worker | 12 bits sequence`: up to 4096 ids per
 //! millisecond per worker, ordered by time, positive in an `i64`. Two generators with the same
 //! worker id would mint the same ids: each gateway leases its worker id in Redis and stamps
-//! ids with Redis' clock (`worker_lease`); this module is the pure arithmetic.
+//! ids with Redis' clock (`redis::worker_lease`); this module is the pure arithmetic.
 
 use std::fmt;
 use std::str::FromStr;
