@@ -5,6 +5,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use order_core::domain::ids::UserId;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -48,7 +49,7 @@ impl Authenticator {
         }
     }
 
-    pub fn user_id(&self, token: &str) -> Result<i64, ApiError> {
+    pub fn user_id(&self, token: &str) -> Result<UserId, ApiError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.jwt_key, &self.validation).map_err(|e| {
                 match e.kind() {
@@ -58,9 +59,15 @@ impl Authenticator {
                     _ => ApiError::unauthorized("invalid_token", "the token is not valid"),
                 }
             })?;
-        match data.claims.sub.parse::<i64>() {
-            Ok(id) if id > 0 => Ok(id),
-            _ => Err(ApiError::unauthorized(
+        match data
+            .claims
+            .sub
+            .parse::<i64>()
+            .ok()
+            .and_then(|id| UserId::parse(id).ok())
+        {
+            Some(id) => Ok(id),
+            None => Err(ApiError::unauthorized(
                 "invalid_token",
                 "the token's subject is not a user id",
             )),
@@ -90,7 +97,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 /// An app user, authenticated by JWT.
 #[derive(Debug, Clone, Copy)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
 }
 
 impl FromRequestParts<AppState> for User {

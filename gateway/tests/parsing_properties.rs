@@ -2,8 +2,9 @@
 //! panics; a request id is accepted exactly when it is 1–64 characters of `A-Z a-z 0-9 . _ -`;
 //! a quantity exactly when it is 1–`MAX_QUANTITY`.
 
-use gateway::routes::seckill::{Quantity, SeckillOrderRequest, MAX_QUANTITY};
+use gateway::routes::seckill::SeckillOrderRequest;
 use order_core::domain::ids::RequestId;
+use order_core::domain::ids::{Quantity, MAX_QUANTITY};
 use proptest::prelude::*;
 
 fn allowed(id: &str) -> bool {

@@ -159,7 +159,7 @@ pub struct GrantIds {
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     /// Positive user ids.
-    #[schema(min_items = 1, max_items = 1000)]
+    #[schema(min_items = 1, max_items = 1000, value_type = Vec<crate::wire::UserIdSchema>)]
     pub user_ids: Vec<i64>,
 }
 

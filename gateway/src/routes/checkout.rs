@@ -72,7 +72,7 @@ pub async fn preview(
 ) -> ApiResult<Json<BreakdownBody>> {
     let input = body.into_domain().map_err(|e| checkout_error(e.into()))?;
     let _slot = slot(&state).await?;
-    checkout::preview(&state.checkout_db, &input, user.id)
+    checkout::preview(&state.checkout_db, &input, user.id.get())
         .await
         .map(|b| Json(b.into()))
         .map_err(checkout_error)
@@ -100,7 +100,7 @@ pub async fn place(
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> ApiResult<(StatusCode, Json<PlacedOrderBody>)> {
     let input = body.into_domain().map_err(|e| checkout_error(e.into()))?;
-    state.limits.check_user(user.id)?;
+    state.limits.check_user(user.id.get())?;
     let _slot = slot(&state).await?;
     let order_id = state
         .ids
@@ -112,7 +112,7 @@ pub async fn place(
         checkout::place(
             &state.checkout_db,
             &input,
-            user.id,
+            user.id.get(),
             order_id,
             state.payment_timeout,
             &state.order_events_topic,
@@ -173,7 +173,7 @@ pub async fn list_orders(
         ),
     };
     let _slot = slot(&state).await?;
-    let items = order_core::postgres::orders::list_for_user(&state.checkout_db, user.id, before, limit)
+    let items = order_core::postgres::orders::list_for_user(&state.checkout_db, user.id.get(), before, limit)
         .await
         .map_err(db_error)?;
     let next_before_id = (items.len() as i64 == limit)
@@ -215,7 +215,7 @@ pub async fn pay(
     user: User,
 ) -> ApiResult<Json<PaymentRequest>> {
     let _slot = slot(&state).await?;
-    let order = order_core::postgres::orders::find_for_user(&state.checkout_db, OrderId(id), user.id)
+    let order = order_core::postgres::orders::find_for_user(&state.checkout_db, OrderId(id), user.id.get())
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError::not_found("order_not_found", "no such order"))?;
@@ -261,7 +261,7 @@ async fn user_transition(
     let result = transitions::transition(
         &state.checkout_db,
         OrderId(id),
-        Some(user.id),
+        Some(user.id.get()),
         event,
         &state.order_events_topic,
     )
@@ -324,6 +324,8 @@ pub async fn request_refund(
 )]
 pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCouponBody>>> {
     let _slot = slot(&state).await?;
-    let coupons = coupons_of(&state.checkout_db, user.id).await.map_err(db_error)?;
+    let coupons = coupons_of(&state.checkout_db, user.id.get())
+        .await
+        .map_err(db_error)?;
     Ok(Json(coupons.into_iter().map(HeldCouponBody::from).collect()))
 }

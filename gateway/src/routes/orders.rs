@@ -34,7 +34,7 @@ pub async fn get_order(
     user: User,
 ) -> ApiResult<Json<OrderViewBody>> {
     let order_id = OrderId(id);
-    if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user.id)
+    if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user.id.get())
         .await
         .map_err(|e| ApiError::dependency("read an order", e))?
     {
@@ -52,7 +52,7 @@ pub async fn get_order(
         .reservation(promotion_id, order_id)
         .await
         .map_err(|e| ApiError::dependency("look up a queued order", e))?
-        .filter(|r| r.user_id == user.id)
+        .filter(|r| r.user_id == user.id.get())
         .ok_or_else(not_found)?;
     let unit_price = state
         .cache

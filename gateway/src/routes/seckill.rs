@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::domain::ids::{OrderId, RequestId};
+use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId};
 use order_core::domain::promotion::{Promotion, PromotionState};
 use order_core::domain::reservation::Reservation;
 use order_core::redis::stock::{IfStarted, ReserveOutcome, SyncOutcome};
@@ -29,9 +29,6 @@ use crate::extract::{ApiJson, PathId};
 use crate::promotion_cache::LocalDecision;
 use crate::rejections::SaleRejection;
 use crate::startup::AppState;
-
-/// Units per seckill request; a promotion's own per-user limit may be lower.
-pub const MAX_QUANTITY: i64 = 100;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,21 +52,8 @@ pub struct Queued {
     pub status: &'static str,
 }
 
-/// A validated quantity: 1 to `MAX_QUANTITY`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quantity(u32);
-
-impl Quantity {
-    pub fn parse(raw: i64) -> Result<Self, ApiError> {
-        if (1..=MAX_QUANTITY).contains(&raw) {
-            Ok(Quantity(raw as u32))
-        } else {
-            Err(ApiError::unprocessable(
-                "invalid_quantity",
-                format!("quantity must be between 1 and {MAX_QUANTITY}"),
-            ))
-        }
-    }
+fn parse_quantity(raw: i64) -> Result<Quantity, ApiError> {
+    Quantity::parse(raw).map_err(|e| ApiError::unprocessable("invalid_quantity", e.to_string()))
 }
 
 /// The request id, parsed once (`RequestId`), or 422 `invalid_request_id`.
@@ -154,7 +138,9 @@ pub async fn place_seckill_order(
     user: User,
     ApiJson(body): ApiJson<SeckillOrderRequest>,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
-    let (outcome, result) = match place(&state, promotion_id, user, body).await {
+    let promotion =
+        PromotionId::parse(promotion_id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let (outcome, result) = match place(&state, promotion, user, body).await {
         Ok(accepted) => {
             state.rejections.accept(promotion_id);
             ("accepted", Ok(accepted))
@@ -182,12 +168,13 @@ fn closed(state: PromotionState) -> Refusal {
 
 async fn place(
     state: &AppState,
-    promotion_id: i64,
+    promotion: PromotionId,
     user: User,
     body: SeckillOrderRequest,
 ) -> Result<(StatusCode, Json<Queued>), Refusal> {
-    state.limits.check_user(user.id)?;
-    let quantity = Quantity::parse(body.quantity)?;
+    let promotion_id = promotion.get();
+    state.limits.check_user(user.id.get())?;
+    let quantity = parse_quantity(body.quantity)?;
     let request_id = parse_request_id(body.request_id)?;
 
     // A sale this gateway has not seen yet (created a moment ago elsewhere) is looked up.
@@ -200,7 +187,7 @@ async fn place(
         // Not a current sale: it may have ended long ago, and a retry still gets its order.
         return match state
             .stock
-            .order_for_request(promotion_id, user.id, &request_id)
+            .order_for_request(promotion_id, user.id.get(), &request_id)
             .await
             .map_err(|e| ApiError::dependency("look up a request id", e))?
         {
@@ -212,10 +199,10 @@ async fn place(
     // Nobody can hold an order before the start, and most of a closed sale's flood holds
     // none: both are refused without I/O. A user who may hold one goes on to Redis, which
     // answers a retry with its order id whatever the sale's state.
-    if let LocalDecision::Reject(local) = entry.decide(user.id, now) {
+    if let LocalDecision::Reject(local) = entry.decide(user.id.get(), now) {
         return Err(closed(local));
     }
-    if i64::from(quantity.0) > i64::from(entry.promotion.per_user_limit) {
+    if i64::from(quantity.get()) > i64::from(entry.promotion.per_user_limit) {
         return Err(SaleRejection::LimitExceeded.into());
     }
 
@@ -232,7 +219,7 @@ async fn place(
             "reserve",
             state
                 .stock
-                .reserve(promotion_id, user.id, &request_id, quantity.0, order_id),
+                .reserve(promotion_id, user.id.get(), &request_id, quantity.get(), order_id),
         )
     };
     let mut outcome = reserve()
@@ -261,8 +248,8 @@ async fn place(
             entry.reserved(remaining);
             let reservation = Reservation {
                 order_id,
-                user_id: user.id,
-                quantity: quantity.0,
+                user_id: user.id.get(),
+                quantity: quantity.get(),
                 reserved_at_ms: state.cache.clock.now_ms(),
                 request_id,
             };
@@ -352,13 +339,14 @@ fn not_loaded(promotion_id: i64) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use order_core::domain::ids::MAX_QUANTITY;
 
     #[test]
     fn quantity_bounds() {
-        assert!(Quantity::parse(1).is_ok());
-        assert!(Quantity::parse(MAX_QUANTITY).is_ok());
+        assert!(parse_quantity(1).is_ok());
+        assert!(parse_quantity(MAX_QUANTITY).is_ok());
         for bad in [0, -1, MAX_QUANTITY + 1, i64::MAX] {
-            assert_eq!(Quantity::parse(bad).map_err(|e| e.code), Err("invalid_quantity"));
+            assert_eq!(parse_quantity(bad).map_err(|e| e.code), Err("invalid_quantity"));
         }
     }
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 pub struct SkuBody {
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub title: String,
     #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: i64,
@@ -46,7 +46,7 @@ impl From<Sku> for SkuBody {
 #[schema(as = SkuChanges)]
 #[serde(deny_unknown_fields)]
 pub struct SkuChangesBody {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub title: Option<String>,
     #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: Option<i64>,
@@ -101,7 +101,7 @@ impl From<CouponTemplate> for CouponTemplateBody {
 #[schema(as = CouponTemplateInput)]
 #[serde(deny_unknown_fields)]
 pub struct NewCouponTemplateBody {
-    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub code: String,
     /// `fixed` (with `amount_off_cents`) or `percent` (with `percent_off`).
     #[schema(pattern = "^(fixed|percent)$")]

@@ -36,3 +36,25 @@ impl utoipa::ToSchema for OrderIdSchema {
         "OrderId".into()
     }
 }
+
+/// The OpenAPI shape of a user id: a positive 64-bit integer.
+#[derive(Debug)]
+pub struct UserIdSchema;
+
+impl utoipa::PartialSchema for UserIdSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(1))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UserIdSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "UserId".into()
+    }
+}

@@ -71,9 +71,9 @@ impl From<PromotionState> for PromotionStateBody {
 #[schema(as = PromotionInput)]
 #[serde(deny_unknown_fields)]
 pub struct NewPromotionBody {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub sku_id: String,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub title: String,
     #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: i64,
@@ -109,9 +109,9 @@ impl NewPromotionBody {
 #[schema(as = PromotionPatch)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionPatchBody {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub sku_id: Option<String>,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub title: Option<String>,
     #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: Option<i64>,

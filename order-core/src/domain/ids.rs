@@ -80,6 +80,78 @@ impl RequestId {
     }
 }
 
+/// An id that is not a positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ids are positive integers")]
+pub struct InvalidId;
+
+/// A user, as a verified token names them: a positive integer, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(i64);
+
+impl UserId {
+    pub fn parse(raw: i64) -> Result<Self, InvalidId> {
+        if raw > 0 {
+            Ok(UserId(raw))
+        } else {
+            Err(InvalidId)
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A promotion (one sale), by its positive database id, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PromotionId(i64);
+
+impl PromotionId {
+    pub fn parse(raw: i64) -> Result<Self, InvalidId> {
+        if raw > 0 {
+            Ok(PromotionId(raw))
+        } else {
+            Err(InvalidId)
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PromotionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Units per seckill order; a promotion's own per-user limit may be lower.
+pub const MAX_QUANTITY: i64 = 100;
+
+/// The units one seckill order asks for: 1 to `MAX_QUANTITY`, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("quantity must be between 1 and {MAX_QUANTITY}")]
+pub struct InvalidQuantity;
+
+impl Quantity {
+    pub fn parse(raw: i64) -> Result<Self, InvalidQuantity> {
+        if (1..=MAX_QUANTITY).contains(&raw) {
+            Ok(Quantity(raw as u32))
+        } else {
+            Err(InvalidQuantity)
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
 #[derive(Debug)]
 pub struct OrderIdGenerator {
     worker: u64,
@@ -149,6 +221,21 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn user_and_promotion_ids_are_positive_and_quantities_bounded() {
+        assert_eq!(UserId::parse(7).map(UserId::get), Ok(7));
+        assert_eq!(PromotionId::parse(3).map(PromotionId::get), Ok(3));
+        for bad in [0, -1, i64::MIN] {
+            assert_eq!(UserId::parse(bad), Err(InvalidId));
+            assert_eq!(PromotionId::parse(bad), Err(InvalidId));
+        }
+        assert_eq!(Quantity::parse(1).map(Quantity::get), Ok(1));
+        assert_eq!(Quantity::parse(MAX_QUANTITY).map(Quantity::get), Ok(100));
+        for bad in [0, -3, MAX_QUANTITY + 1, i64::MAX] {
+            assert_eq!(Quantity::parse(bad), Err(InvalidQuantity));
+        }
+    }
 
     #[test]
     fn ids_increase_even_when_the_clock_stands_still_or_steps_back() {
