@@ -75,6 +75,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_insert_the_database_cannot_explain_is_a_bug_not_an_outage() {
+        // The writer retries transient failures without end; this one must stop it instead.
+        use crate::postgres::persist::PersistError;
+        let unexplained = anyhow::Error::from(PersistError::Inconsistent("order 7 skipped".into()))
+            .context("insert order batch");
+        assert!(!unexplained.is_transient());
+        let outage = anyhow::Error::from(PersistError::Database(sqlx::Error::PoolTimedOut))
+            .context("insert order batch");
+        assert!(outage.is_transient());
+    }
+
+    #[test]
     fn an_outage_is_transient_and_a_bug_is_not() {
         let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(refused.is_transient());
