@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # API fuzzing over the gateway's own OpenAPI spec with schemathesis (from PyPI, in a venv
 # under .stack-tools): every operation gets generated valid and invalid input; the run
-# fails on any 5xx. App routes run with a user's token, admin routes with the admin key.
+# fails on any 5xx and on a spec/server mismatch (scripts/schemathesis.toml). App routes
+# run with a user's token, admin routes with the admin key.
 #   scripts/api-fuzz.sh [max examples per operation, default 40]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -51,7 +52,7 @@ run() { # label auth-header schemathesis-filter...
   local label=$1 auth=$2
   shift 2
   say "schemathesis: $label"
-  "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  "$venv/bin/schemathesis" --config-file "$ROOT/scripts/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
     --checks not_a_server_error --max-examples "$examples" --workers 1 \
     -H "Authorization: Bearer $auth" "$@" \
     --report junit --report-junit-path "$out/$label.xml" --suppress-health-check all

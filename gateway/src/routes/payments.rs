@@ -85,6 +85,7 @@ pub async fn payment_callback(
         ));
     }
     let callback = serde_json::from_slice::<PaymentCallbackBody>(&body)
+        .or_else(|e| crate::extract::with_integral_numbers(&body).ok_or(e))
         .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?
         .into_domain();
     let Some(ts) = callback.timestamp else {

@@ -96,40 +96,79 @@ impl From<CouponTemplate> for CouponTemplateBody {
     }
 }
 
-/// The create-template body.
+/// The create-template body: a fixed amount off, or a percentage off with an optional cap.
+/// Each kind takes only its own fields, so the spec states the pairing the server checks.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[schema(as = CouponTemplateInput)]
-#[serde(deny_unknown_fields)]
-pub struct NewCouponTemplateBody {
-    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
-    pub code: String,
-    /// `fixed` (with `amount_off_cents`) or `percent` (with `percent_off`).
-    #[schema(pattern = "^(fixed|percent)$")]
-    pub kind: String,
-    #[schema(minimum = 1)]
-    pub amount_off_cents: Option<i64>,
-    #[schema(minimum = 1, maximum = 100)]
-    pub percent_off: Option<i32>,
-    #[schema(minimum = 1)]
-    pub max_discount_cents: Option<i64>,
-    #[serde(default)]
-    #[schema(minimum = 0)]
-    pub min_spend_cents: i64,
-    pub valid_from: DateTime<Utc>,
-    pub valid_until: DateTime<Utc>,
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NewCouponTemplateBody {
+    /// `amount_off_cents` off the subtotal (never more than the subtotal).
+    Fixed {
+        #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
+        code: String,
+        #[schema(minimum = 1)]
+        amount_off_cents: i64,
+        #[serde(default)]
+        #[schema(minimum = 0)]
+        min_spend_cents: i64,
+        /// Before `valid_until` (else 422 `invalid_field`).
+        valid_from: DateTime<Utc>,
+        valid_until: DateTime<Utc>,
+    },
+    /// `percent_off` of the subtotal, rounded down, at most `max_discount_cents` when given.
+    Percent {
+        #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
+        code: String,
+        #[schema(minimum = 1, maximum = 100)]
+        percent_off: i32,
+        #[serde(default)]
+        #[schema(minimum = 1)]
+        max_discount_cents: Option<i64>,
+        #[serde(default)]
+        #[schema(minimum = 0)]
+        min_spend_cents: i64,
+        /// Before `valid_until` (else 422 `invalid_field`).
+        valid_from: DateTime<Utc>,
+        valid_until: DateTime<Utc>,
+    },
 }
 
 impl NewCouponTemplateBody {
     pub fn into_domain(self) -> CouponTemplateInput {
-        CouponTemplateInput {
-            code: self.code,
-            kind: self.kind,
-            amount_off_cents: self.amount_off_cents,
-            percent_off: self.percent_off,
-            max_discount_cents: self.max_discount_cents,
-            min_spend_cents: self.min_spend_cents,
-            valid_from: self.valid_from,
-            valid_until: self.valid_until,
+        match self {
+            NewCouponTemplateBody::Fixed {
+                code,
+                amount_off_cents,
+                min_spend_cents,
+                valid_from,
+                valid_until,
+            } => CouponTemplateInput {
+                code,
+                kind: "fixed".to_owned(),
+                amount_off_cents: Some(amount_off_cents),
+                percent_off: None,
+                max_discount_cents: None,
+                min_spend_cents,
+                valid_from,
+                valid_until,
+            },
+            NewCouponTemplateBody::Percent {
+                code,
+                percent_off,
+                max_discount_cents,
+                min_spend_cents,
+                valid_from,
+                valid_until,
+            } => CouponTemplateInput {
+                code,
+                kind: "percent".to_owned(),
+                amount_off_cents: None,
+                percent_off: Some(percent_off),
+                max_discount_cents,
+                min_spend_cents,
+                valid_from,
+                valid_until,
+            },
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::wire::OrderIdSchema;
 #[schema(as = ItemInput)]
 #[serde(deny_unknown_fields)]
 pub struct ItemBody {
+    /// A SKU of the catalog (else 422 `unknown_sku`).
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku_id: String,
     #[schema(minimum = 1, maximum = 99)]

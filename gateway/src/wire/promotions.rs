@@ -83,6 +83,7 @@ pub struct NewPromotionBody {
     #[schema(minimum = 1, maximum = 100, default = 1)]
     pub per_user_limit: i32,
     pub starts_at: DateTime<Utc>,
+    /// After `starts_at`, and in the future (else 422 `invalid_window`).
     pub ends_at: DateTime<Utc>,
 }
 
@@ -119,7 +120,11 @@ pub struct PromotionPatchBody {
     pub stock: Option<i64>,
     #[schema(minimum = 1, maximum = 100)]
     pub per_user_limit: Option<i32>,
+    /// Locked once the sale has started (409 `promotion_running`), as are `sku_id`,
+    /// `price_cents`, `stock` and `per_user_limit`.
     pub starts_at: Option<DateTime<Utc>>,
+    /// After `starts_at`, and in the future once the sale has started (else 422
+    /// `invalid_window`).
     pub ends_at: Option<DateTime<Utc>>,
 }
 

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{json, Value};
 
 use crate::helpers::TestApp;
 
@@ -122,4 +123,63 @@ async fn the_spec_states_the_limits_the_server_enforces() {
             "{request_id:?} under {pattern}: {status} {body}"
         );
     }
+}
+
+/// Where the spec and the server disagreed, schemathesis found it: a coupon body that mixes
+/// the two kinds' fields (the spec allowed it, the server refuses it), and integers written
+/// as `100.0` (JSON Schema integers, refused by serde). Each kind is now a closed variant of
+/// the spec, and integral numbers are read as the integers they are.
+#[tokio::test]
+async fn each_coupon_kind_takes_only_its_fields_and_integral_numbers_are_integers() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.expect("json");
+    let kinds = spec["components"]["schemas"]["CouponTemplateInput"]["oneOf"]
+        .as_array()
+        .expect("one variant per kind");
+    assert_eq!(kinds.len(), 2);
+    for kind in kinds {
+        assert_eq!(kind["additionalProperties"], false, "{kind}");
+    }
+
+    let now = chrono::Utc::now();
+    let coupon = |extra: Value| {
+        let mut body = json!({ "code": format!("C{}", extra.to_string().len()), "kind": "fixed",
+                               "amount_off_cents": 100.0, "valid_from": now,
+                               "valid_until": now + chrono::Duration::days(1) });
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    let mixed = app
+        .admin(Method::POST, "/admin/coupons")
+        .json(&coupon(json!({ "percent_off": 10 })))
+        .send()
+        .await
+        .expect("mixed coupon");
+    assert_eq!(mixed.status(), 422, "a fixed coupon with percent_off");
+    let created = app
+        .admin(Method::POST, "/admin/coupons")
+        .json(&coupon(json!({})))
+        .send()
+        .await
+        .expect("coupon");
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.expect("json");
+    assert_eq!(created["amount_off_cents"], 100);
+
+    let sku = app
+        .admin(Method::POST, "/admin/skus")
+        .json(&json!({ "id": "floaty", "title": "Float", "price_cents": 1e3, "stock": 5.0 }))
+        .send()
+        .await
+        .expect("sku");
+    assert_eq!(sku.status(), 201);
+    let half = app
+        .admin(Method::POST, "/admin/skus")
+        .json(&json!({ "id": "halfy", "title": "Half", "price_cents": 10.5, "stock": 5 }))
+        .send()
+        .await
+        .expect("sku");
+    assert_eq!(half.status(), 422, "10.5 is not an integer");
 }
