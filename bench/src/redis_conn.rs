@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
-use order_core::domain::ids::OrderIdGenerator;
+use order_core::domain::ids::{OrderIdGenerator, PromotionId, Quantity, RequestId, UserId};
 use order_core::domain::promotion::Promotion;
 use order_core::redis::stock::{IfStarted, PromotionKeys, StockStore};
 use order_core::runtime::settings::{RedisOnly, SettingsSource};
@@ -88,10 +88,15 @@ async fn multiplexed_round(
     let p = promotion(ops as i64);
     store.sync(&p, IfStarted::LoadJustCreated).await?;
     let (s, gen) = (store.clone(), Arc::clone(ids));
+    let promotion = PromotionId::parse(p.id)?;
+    let (request, one) = (RequestId::parse("r")?, Quantity::parse(1)?);
     let rate = drive(ops, concurrency, move |i| {
-        let (store, gen) = (s.clone(), Arc::clone(&gen));
+        let (store, gen, request) = (s.clone(), Arc::clone(&gen), request.clone());
         async move {
-            store.reserve(p.id, i as i64 + 1, "r", 1, gen.next_id()).await?;
+            let user = UserId::parse(i as i64 + 1)?;
+            store
+                .reserve(promotion, user, &request, one, gen.next_id())
+                .await?;
             Ok(())
         }
     })

@@ -215,3 +215,25 @@ impl Drop for PrivateStack {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `StockStore::reserve` with plain values, parsed as the gateway parses a request (tests
+/// drive the production script; a value the gateway would refuse panics here).
+pub async fn reserve(
+    store: &crate::redis::stock::StockStore,
+    promotion_id: i64,
+    user_id: i64,
+    request_id: &str,
+    quantity: i64,
+    order_id: crate::domain::ids::OrderId,
+) -> Result<crate::redis::stock::ReserveOutcome, crate::redis::stock::StockError> {
+    use crate::domain::ids::{PromotionId, Quantity, RequestId, UserId};
+    store
+        .reserve(
+            PromotionId::parse(promotion_id).expect("a positive promotion id"),
+            UserId::parse(user_id).expect("a positive user id"),
+            &RequestId::parse(request_id).expect("a valid request id"),
+            Quantity::parse(quantity).expect("a valid quantity"),
+            order_id,
+        )
+        .await
+}

@@ -64,8 +64,7 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
                 (
                     user,
                     attempt,
-                    store
-                        .reserve(p.id, user, attempt, 1, ids.next_id())
+                    order_core::test_support::reserve(&store, p.id, user, attempt, 1, ids.next_id())
                         .await
                         .expect("reserve"),
                 )
@@ -125,8 +124,7 @@ async fn outcomes_map_every_return_code() {
     let ids = OrderIdGenerator::new(random_worker_id());
     let mut p = promotion(1, 1);
     assert_eq!(
-        store
-            .reserve(p.id, 1, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::NotLoaded
@@ -134,8 +132,7 @@ async fn outcomes_map_every_return_code() {
     p.paused = true;
     load(&store, &p).await;
     assert_eq!(
-        store
-            .reserve(p.id, 1, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::Paused
@@ -143,19 +140,19 @@ async fn outcomes_map_every_return_code() {
     let resumed = written(&mut p, |p| p.paused = false);
     store.sync(&resumed, IfStarted::Refuse).await.expect("resume");
     assert_eq!(
-        store
-            .reserve(p.id, 1, "r", 2, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, 1, "r", 2, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::LimitExceeded
     );
     let first = ids.next_id();
     assert!(matches!(
-        store.reserve(p.id, 1, "r", 1, first).await.expect("reserve"),
+        order_core::test_support::reserve(&store, p.id, 1, "r", 1, first)
+            .await
+            .expect("reserve"),
         ReserveOutcome::Reserved { remaining: 0, .. }
     ));
-    match store
-        .reserve(p.id, 1, "r", 1, ids.next_id())
+    match order_core::test_support::reserve(&store, p.id, 1, "r", 1, ids.next_id())
         .await
         .expect("reserve")
     {
@@ -170,8 +167,7 @@ async fn outcomes_map_every_return_code() {
         other => panic!("expected the first attempt's pending order, got {other:?}"),
     }
     assert_eq!(
-        store
-            .reserve(p.id, 2, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, 2, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::SoldOut
@@ -182,8 +178,7 @@ async fn outcomes_map_every_return_code() {
         SyncOutcome::Applied { remaining: 2 }
     );
     assert!(matches!(
-        store
-            .reserve(p.id, 2, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, 2, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::Reserved { .. }
@@ -204,8 +199,7 @@ async fn outcomes_map_every_return_code() {
         "at most once"
     );
     assert!(matches!(
-        store
-            .reserve(p.id, 1, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::Duplicate { order_id, reservation: None, pending: false } if order_id == first
@@ -221,8 +215,7 @@ async fn outcomes_map_every_return_code() {
     future.ends_at = future.starts_at + Duration::hours(1);
     load(&store, &future).await;
     assert_eq!(
-        store
-            .reserve(future.id, 1, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, future.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::NotStarted
@@ -234,8 +227,7 @@ async fn outcomes_map_every_return_code() {
     past.ends_at = Utc::now() - Duration::hours(1);
     load(&store, &past).await;
     assert_eq!(
-        store
-            .reserve(past.id, 1, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, past.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::Ended
@@ -250,8 +242,7 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
     let old = promotion(1, 1);
     load(&store, &old).await;
     assert!(matches!(
-        store
-            .reserve(old.id, 1, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, old.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::Reserved { remaining: 0, .. }
@@ -264,8 +255,7 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
     assert_eq!(load(&store, &new).await, 5);
     assert_eq!(store.reservation_count(new.id).await.expect("count"), 0);
     assert!(matches!(
-        store
-            .reserve(new.id, 1, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, new.id, 1, "r", 1, ids.next_id())
             .await
             .expect("reserve"),
         ReserveOutcome::Reserved { remaining: 4, .. }
@@ -287,8 +277,7 @@ async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves()
         .expect("loaded");
     assert!(!open.closed && open.buyers.is_empty(), "{open:?}");
     for user in [11, 12] {
-        store
-            .reserve(p.id, user, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, user, "r", 1, ids.next_id())
             .await
             .expect("reserve");
     }
@@ -376,8 +365,7 @@ async fn a_new_stock_moves_remaining_by_the_difference_and_never_below_the_reser
     let mut p = promotion(10, 1);
     load(&store, &p).await;
     for user in 1..=3 {
-        store
-            .reserve(p.id, user, "r", 1, ids.next_id())
+        order_core::test_support::reserve(&store, p.id, user, "r", 1, ids.next_id())
             .await
             .expect("reserve");
     }

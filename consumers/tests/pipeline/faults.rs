@@ -123,10 +123,16 @@ async fn a_reservation_whose_publish_never_happened_is_recovered_by_the_sweeper(
     let mut orphans = std::collections::HashMap::new();
     for user in 1..=3 {
         let order_id = ids.next_id();
-        let outcome = stock
-            .reserve(promotion_id, user, &format!("crashed-{user}"), 1, order_id)
-            .await
-            .expect("reserve");
+        let outcome = order_core::test_support::reserve(
+            &stock,
+            promotion_id,
+            user,
+            &format!("crashed-{user}"),
+            1,
+            order_id,
+        )
+        .await
+        .expect("reserve");
         assert!(matches!(outcome, ReserveOutcome::Reserved { .. }));
         orphans.insert(order_id, user);
     }

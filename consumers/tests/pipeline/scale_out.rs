@@ -233,8 +233,7 @@ async fn an_order_id_stored_as_another_order_is_dead_lettered_not_dropped() {
         .expect("the first order");
     // A second gateway minted the same id for another buyer (what a shared worker id did).
     let stock = app.stock_store().await;
-    stock
-        .reserve(promotion_id, 2, "b", 1, taken)
+    order_core::test_support::reserve(&stock, promotion_id, 2, "b", 1, taken)
         .await
         .expect("reserve");
     let reservation = stock

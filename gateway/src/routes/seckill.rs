@@ -57,10 +57,8 @@ fn parse_quantity(raw: i64) -> Result<Quantity, ApiError> {
 }
 
 /// The request id, parsed once (`RequestId`), or 422 `invalid_request_id`.
-fn parse_request_id(raw: String) -> Result<String, ApiError> {
-    RequestId::parse(raw)
-        .map(RequestId::into_string)
-        .map_err(|e| ApiError::unprocessable("invalid_request_id", e.to_string()))
+fn parse_request_id(raw: String) -> Result<RequestId, ApiError> {
+    RequestId::parse(raw).map_err(|e| ApiError::unprocessable("invalid_request_id", e.to_string()))
 }
 
 /// Why an order was not accepted: the sale refused this buyer (counted per reason), or
@@ -187,7 +185,7 @@ async fn place(
         // Not a current sale: it may have ended long ago, and a retry still gets its order.
         return match state
             .stock
-            .order_for_request(promotion_id, user.id.get(), &request_id)
+            .order_for_request(promotion_id, user.id.get(), request_id.as_str())
             .await
             .map_err(|e| ApiError::dependency("look up a request id", e))?
         {
@@ -219,7 +217,7 @@ async fn place(
             "reserve",
             state
                 .stock
-                .reserve(promotion_id, user.id.get(), &request_id, quantity.get(), order_id),
+                .reserve(promotion, user.id, &request_id, quantity, order_id),
         )
     };
     let mut outcome = reserve()
@@ -251,7 +249,7 @@ async fn place(
                 user_id: user.id.get(),
                 quantity: quantity.get(),
                 reserved_at_ms: state.cache.clock.now_ms(),
-                request_id,
+                request_id: request_id.into_string(),
             };
             let (published, indexed) = tokio::join!(
                 publish(state, &entry.promotion, &reservation),

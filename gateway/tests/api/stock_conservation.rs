@@ -128,8 +128,7 @@ async fn an_edit_reaching_redis_after_reservations_keeps_them_and_undoes_a_stock
         .expect("start the sale in Redis");
     let ids = OrderIdGenerator::new(random_worker_id());
     for user in 1..=3 {
-        let outcome = stock
-            .reserve(id, user, "r", 1, ids.next_id())
+        let outcome = order_core::test_support::reserve(&stock, id, user, "r", 1, ids.next_id())
             .await
             .expect("reserve");
         assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "{outcome:?}");

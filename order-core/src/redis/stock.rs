@@ -10,7 +10,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, PromotionId, Quantity, RequestId, UserId};
 use crate::domain::promotion::Promotion;
 use crate::domain::reservation::Reservation;
 
@@ -231,15 +231,18 @@ impl StockStore {
         }
     }
 
+    /// Reserve units for one buyer's request (`reserve.lua`). The parameter types carry what
+    /// the script relies on: a request id without the `:` and `|` its keys and payloads use
+    /// as separators, and a quantity within bounds.
     pub async fn reserve(
         &self,
-        promotion_id: i64,
-        user_id: i64,
-        request_id: &str,
-        quantity: u32,
+        promotion: PromotionId,
+        user: UserId,
+        request_id: &RequestId,
+        quantity: Quantity,
         order_id: OrderId,
     ) -> Result<ReserveOutcome, StockError> {
-        let k = PromotionKeys::new(promotion_id);
+        let k = PromotionKeys::new(promotion.get());
         let mut conn = self.conn.clone();
         let (code, id, remaining, payload, pending): (i64, String, i64, String, i64) = self
             .scripts
@@ -249,9 +252,9 @@ impl StockStore {
             .key(&k.requests)
             .key(&k.reservations)
             .key(&k.pending)
-            .arg(user_id)
-            .arg(request_id)
-            .arg(quantity)
+            .arg(user.get())
+            .arg(request_id.as_str())
+            .arg(quantity.get())
             .arg(order_id.0)
             .invoke_async(&mut conn)
             .await?;
