@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use order_core::bus::JsonProducer;
-use order_core::domain::ids::OrderId;
+use order_core::domain::lifecycle::OrderStatus;
 use order_core::postgres::persist::{insert_seckill_orders_when, NewSeckillOrder, OrderFate, Paced};
 use order_core::redis::global_pace::GlobalPace;
-use order_core::redis::stock::StockStore;
+use order_core::redis::stock::{PersistedOrder, StockStore};
 use order_core::runtime::pacing::{batch_limit, AimdRate, RowPacer};
 use order_core::runtime::shutdown::ShutdownListener;
 use sqlx::PgPool;
@@ -158,7 +158,7 @@ impl OrderWriter {
         }
 
         let mut backoff = Duration::from_millis(self.settings.backoff_min_ms);
-        let outcome = loop {
+        let (outcome, stored) = loop {
             // An attempt stuck on a connection that never answers is abandoned and retried.
             let attempt = tokio::time::timeout(PERSIST_TIMEOUT, self.persist(&orders, shutdown))
                 .await
@@ -168,9 +168,13 @@ impl OrderWriter {
                     ))
                 });
             match attempt {
-                Ok(Paced::Written { fates, db_time }) => {
+                Ok(Paced::Written {
+                    fates,
+                    stored,
+                    db_time,
+                }) => {
                     self.observe(Some(db_time));
-                    break fates;
+                    break (fates, stored);
                 }
                 // The database stalled between the grant and the insert: nothing written;
                 // new tokens, at once (not a failure of the database's pace).
@@ -197,13 +201,26 @@ impl OrderWriter {
             }
         };
 
-        let mut persisted: Vec<(i64, OrderId)> = Vec::with_capacity(orders.len());
+        let mut persisted: Vec<PersistedOrder> = Vec::with_capacity(orders.len());
         let (mut inserted, mut conflicts) = (0, 0);
         for ((msg, order), fate) in valid.iter().zip(&orders).zip(outcome) {
             match fate {
                 OrderFate::Inserted | OrderFate::AlreadyStored => {
                     inserted += u64::from(fate == OrderFate::Inserted);
-                    persisted.push((order.promotion_id, order.order_id));
+                    // What the database holds (a redelivered copy may find it paid already).
+                    let state = stored.get(&order.order_id);
+                    let status = state.and_then(|s| s.status.parse::<OrderStatus>().ok());
+                    if let (Some(state), Some(status)) = (state, status) {
+                        persisted.push(PersistedOrder {
+                            promotion_id: order.promotion_id,
+                            order_id: order.order_id,
+                            status,
+                            user_id: order.user_id,
+                            total_cents: order.total_cents(),
+                            expires_at_ms: state.expires_at.map(|at| at.timestamp_millis()),
+                            created_at_ms: state.created_at.timestamp_millis(),
+                        });
+                    }
                     if let Err(e) = self.consumer.ack(msg).await {
                         // The message comes back and is found identical.
                         tracing::warn!(error = %e, "ack a persisted order");
@@ -218,8 +235,10 @@ impl OrderWriter {
         self.stats.count(Counter::RowsInserted, inserted);
         self.stats.count(Counter::OrderConflicts, conflicts);
         self.stats.count(Counter::BatchesCommitted, 1);
-        if let Err(e) = self.stock.clear_pending(&persisted).await {
-            tracing::debug!(error = %e, "clear pending orders; the sweeper will");
+        // Buyers' polls are answered from these markers; a poll of an order whose marker
+        // is missing asks the database, so a failure here costs queries, not answers.
+        if let Err(e) = self.stock.mark_persisted(&persisted).await {
+            tracing::debug!(error = %e, "mark persisted orders; the sweeper clears them from pending");
         }
         true
     }

@@ -37,6 +37,13 @@ pub struct DashboardSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrderSettings {
     pub payment_timeout_secs: u64,
+    /// A seckill order's status as Redis recorded it is trusted this long after it was
+    /// written; then the database answers.
+    pub status_max_age_secs: u64,
+    /// `GET /api/orders/{id}?wait_ms=N` holds a request at most this long.
+    pub long_poll_max_ms: u64,
+    /// Long polls held at once per gateway; one more is 503 `too_many_waiters`.
+    pub long_poll_max_waiters: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

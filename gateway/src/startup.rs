@@ -56,6 +56,11 @@ pub struct AppContext {
     pub body_read_timeout: Duration,
     /// Whether every background task still runs (`/healthz`).
     pub health: Health,
+    /// Held long polls of order status, woken by the status channel.
+    pub order_watch: Arc<crate::order_watch::OrderWatch>,
+    /// How long a status marker in Redis is trusted after it was written.
+    pub status_max_age: Duration,
+    pub long_poll_max: Duration,
 }
 
 #[derive(Debug)]
@@ -68,6 +73,8 @@ pub struct Application {
     tasks: Shutdown,
     /// Watches them: one that stops before shutdown stops the gateway.
     supervisor: Supervisor,
+    /// Released when the server stops, so held long polls do not hold up the drain.
+    order_watch: Arc<crate::order_watch::OrderWatch>,
 }
 
 impl Application {
@@ -138,6 +145,11 @@ impl Application {
                 .context("build the HTTP client")?,
             body_read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
             health: supervisor.health(),
+            order_watch: Arc::new(crate::order_watch::OrderWatch::new(
+                settings.orders.long_poll_max_waiters,
+            )),
+            status_max_age: Duration::from_secs(settings.orders.status_max_age_secs),
+            long_poll_max: Duration::from_millis(settings.orders.long_poll_max_ms),
             deps,
         });
 
@@ -168,6 +180,11 @@ impl Application {
             ),
         );
         supervisor.watch("rate-limit pruner", state.limits.spawn_pruner(tasks.subscribe()));
+        supervisor.spawn(
+            "order status subscription",
+            Arc::clone(&state.order_watch).run(settings.redis.clone(), tasks.subscribe()),
+        );
+        let order_watch = Arc::clone(&state.order_watch);
 
         let address = settings.gateway.address();
         let listener = TcpListener::bind(&address)
@@ -182,11 +199,17 @@ impl Application {
             http: settings.http.clone(),
             tasks,
             supervisor,
+            order_watch,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The long polls this gateway holds (tests and diagnostics).
+    pub fn order_watch(&self) -> Arc<crate::order_watch::OrderWatch> {
+        Arc::clone(&self.order_watch)
     }
 
     /// Whether every background task still runs (what `/healthz` answers).
@@ -211,10 +234,16 @@ impl Application {
         let http_stop = Shutdown::new();
         let stopped = http_stop.subscribe();
         let (listener, router, http) = (self.listener, self.router, self.http);
+        let (order_watch, mut draining) = (self.order_watch, http_stop.subscribe());
         let server = tokio::spawn(async move {
-            crate::serve::serve(listener, router, &http, stopped)
-                .await
-                .context("serve HTTP")
+            let serving = crate::serve::serve(listener, router, &http, stopped);
+            tokio::pin!(serving);
+            tokio::select! {
+                served = &mut serving => return served.context("serve HTTP"),
+                // Draining: held long polls answer now instead of holding the drain up.
+                _ = draining.recv() => order_watch.close(),
+            }
+            serving.await.context("serve HTTP")
         });
         self.supervisor
             .run_with_server(server, &http_stop, &self.tasks, shutdown, Duration::from_secs(10))

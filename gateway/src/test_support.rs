@@ -21,6 +21,8 @@ pub struct TestApp {
     pub shutdown: Shutdown,
     pub handle: JoinHandle<anyhow::Result<()>>,
     pub settings: Settings,
+    /// This gateway's held long polls.
+    pub order_watch: std::sync::Arc<crate::order_watch::OrderWatch>,
 }
 
 /// Limits high enough that only tests about limits meet them.
@@ -62,6 +64,7 @@ impl TestApp {
             .await
             .expect("build the gateway");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let order_watch = app.order_watch();
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
         Self {
@@ -70,6 +73,7 @@ impl TestApp {
             shutdown,
             handle,
             settings,
+            order_watch,
         }
     }
 

@@ -6,6 +6,7 @@ mod bench;
 mod e2e;
 mod faults;
 mod helpers;
+mod order_polls;
 mod pacing;
 mod poison;
 mod post_payment;

@@ -267,6 +267,9 @@ async fn user_transition(
     )
     .await
     .map_err(checkout_error)?;
+    if let Transition::Done(status) = &result {
+        crate::routes::orders::status_changed(state, OrderId(id), *status).await;
+    }
     transition_result(result)
 }
 

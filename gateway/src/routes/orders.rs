@@ -1,13 +1,26 @@
-//! `GET /api/orders/{id}`: the caller's order. `queued` while the accepted reservation waits
-//! in Pulsar, then the database's state. Another user's order is indistinguishable from a
-//! missing one.
+//! `GET /api/orders/{id}`: the caller's order, and the long poll on it (`?wait_ms=N`).
+//!
+//! Every accepted buyer's app polls here until its order leaves `queued`: the flood's second
+//! wave. While the order's sale is current (in this gateway's cache), the answer comes from
+//! Redis alone: `queued` from the reservation and the pending set, then the status marker the
+//! writer records once the order is persisted (and the payment and lifecycle paths move
+//! forward). PostgreSQL answers only for checkout orders, sales that have cooled down (left
+//! the cache), and markers that are missing or older than `orders.status_max_age_secs` (a
+//! marker write a crash skipped is thereby stale for at most that long). Another user's order
+//! is indistinguishable from a missing one.
 
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
 use axum::Json;
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use order_core::domain::ids::OrderId;
+use order_core::domain::lifecycle::OrderStatus;
 use order_core::domain::orders::OrderView;
 use order_core::postgres::orders;
+use order_core::redis::stock::{OrderInRedis, StatusMarker};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
@@ -15,16 +28,26 @@ use crate::extract::PathId;
 use crate::startup::AppState;
 use crate::wire::checkout::OrderViewBody;
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OrderQuery {
+    /// Hold the request until the order's status changes, at most this many milliseconds
+    /// (the gateway's `orders.long_poll_max_ms`, 10000 by default). Counts against the
+    /// per-user rate limit.
+    #[param(minimum = 0, maximum = 10000)]
+    pub wait_ms: Option<u64>,
+}
+
 #[utoipa::path(
     get,
     path = "/api/orders/{id}",
     tag = "orders",
     security(("user_jwt" = [])),
-    params(("id" = i64, Path, description = "numeric id", minimum = 1)),
+    params(("id" = i64, Path, description = "numeric id", minimum = 1), OrderQuery),
     responses(
         (status = 200, body = OrderViewBody),
-        (status = 400, description = "malformed request", body = crate::error::ErrorBody),
+        (status = 400, description = "malformed request (invalid_query: wait_ms above the maximum)", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
         crate::openapi::UserFailures,
     ),
 )]
@@ -32,42 +55,289 @@ pub async fn get_order(
     State(state): State<AppState>,
     PathId(id): PathId,
     user: User,
+    query: Result<Query<OrderQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<OrderViewBody>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let order_id = OrderId(id);
-    if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user.id.get())
+    let not_found = || ApiError::not_found("order_not_found", "no such order");
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0));
+    if wait > state.long_poll_max {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("wait_ms is at most {}", state.long_poll_max.as_millis()),
+        ));
+    }
+    if wait.is_zero() {
+        let order = current(&state, order_id, user.id.get()).await?;
+        return order.map(|o| Json(o.into())).ok_or_else(not_found);
+    }
+    state.limits.check_user(user.id.get())?;
+    let watching = state.order_watch.watch(order_id).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_waiters",
+            e.to_string(),
+        )
+        .retry_after(1)
+    })?;
+    let deadline = tokio::time::Instant::now() + wait;
+    // Registered before the first look, so a change right after it is not missed.
+    let mut change = Box::pin(watching.next_change());
+    let first = current(&state, order_id, user.id.get())
+        .await?
+        .ok_or_else(not_found)?;
+    loop {
+        if state.order_watch.is_closing() {
+            return Ok(Json(first.into()));
+        }
+        tokio::select! {
+            _ = &mut change => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(first.into())),
+        }
+        change = Box::pin(watching.next_change());
+        let Some(now) = current(&state, order_id, user.id.get()).await? else {
+            return Err(not_found());
+        };
+        if now.status != first.status || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(now.into()));
+        }
+    }
+}
+
+/// The order as it stands: from Redis while its sale is current, else from the database.
+async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<Option<OrderView>> {
+    match from_redis(state, order_id, user_id).await? {
+        FromRedis::Order(view) => return Ok(Some(view)),
+        FromRedis::NotTheirs => return Ok(None),
+        FromRedis::AskDatabase => {}
+    }
+    if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user_id)
         .await
         .map_err(|e| ApiError::dependency("read an order", e))?
     {
-        return Ok(Json(order.into()));
+        return Ok(Some(order));
     }
-    let not_found = || ApiError::not_found("order_not_found", "no such order");
-    let promotion_id = state
+    queued_elsewhere(state, order_id, user_id).await
+}
+
+/// What Redis can say of a seckill order without the database.
+enum FromRedis {
+    Order(OrderView),
+    /// Another user's order: answered as missing.
+    NotTheirs,
+    /// Not a seckill order of a current sale, or Redis cannot vouch for it.
+    AskDatabase,
+}
+
+async fn from_redis(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<FromRedis> {
+    let lookup = |e| ApiError::dependency("look up an order in Redis", e);
+    let Some(promotion_id) = state.stock.order_promotion(order_id).await.map_err(lookup)? else {
+        return Ok(FromRedis::AskDatabase);
+    };
+    let Some(entry) = state.cache.get(promotion_id) else {
+        // The sale has cooled down: the database answers.
+        return Ok(FromRedis::AskDatabase);
+    };
+    let seen = state
         .stock
-        .order_promotion(order_id)
+        .order_in_redis(promotion_id, order_id)
         .await
-        .map_err(|e| ApiError::dependency("look up a queued order", e))?
-        .ok_or_else(not_found)?;
-    let reservation = state
-        .stock
-        .reservation(promotion_id, order_id)
-        .await
-        .map_err(|e| ApiError::dependency("look up a queued order", e))?
-        .filter(|r| r.user_id == user.id.get())
-        .ok_or_else(not_found)?;
-    let unit_price = state
-        .cache
-        .get(promotion_id)
-        .map_or(0, |e| e.promotion.price_cents);
-    Ok(Json(OrderViewBody::from(OrderView {
+        .map_err(lookup)?;
+    let unit_price = entry.promotion.price_cents;
+    Ok(judge(
+        &seen,
+        order_id,
+        promotion_id,
+        user_id,
+        unit_price,
+        state.status_max_age,
+    ))
+}
+
+/// Redis' view of one order, judged: the marker when it is the buyer's and fresh, `queued`
+/// while the reservation waits in the pending set, else the database.
+fn judge(
+    seen: &OrderInRedis,
+    order_id: OrderId,
+    promotion_id: i64,
+    user_id: i64,
+    unit_price: i64,
+    max_age: Duration,
+) -> FromRedis {
+    if let Some(marker) = &seen.marker {
+        if marker.user_id != user_id {
+            return FromRedis::NotTheirs;
+        }
+        return match fresh(marker, seen.now_ms, max_age) {
+            true => FromRedis::Order(OrderView {
+                order_id,
+                status: marker.status.as_str().to_owned(),
+                kind: "seckill".to_owned(),
+                promotion_id: Some(promotion_id),
+                total_cents: marker.total_cents,
+                expires_at: marker.expires_at_ms.and_then(at_ms),
+                created_at: at_ms(marker.created_at_ms).unwrap_or_else(Utc::now),
+            }),
+            false => FromRedis::AskDatabase,
+        };
+    }
+    match &seen.reservation {
+        Some(r) if r.user_id != user_id => FromRedis::NotTheirs,
+        Some(r) if seen.pending => FromRedis::Order(queued(
+            order_id,
+            promotion_id,
+            unit_price,
+            r.quantity,
+            r.reserved_at_ms,
+        )),
+        // Persisted without a marker (its write failed), or released: the database knows.
+        _ => FromRedis::AskDatabase,
+    }
+}
+
+/// A marker is trusted for `max_age` after it was written, and an unpaid one not past its
+/// expiry (the canceller may have cancelled it since).
+fn fresh(marker: &StatusMarker, now_ms: i64, max_age: Duration) -> bool {
+    let young = now_ms - marker.written_at_ms <= max_age.as_millis() as i64;
+    let unpaid_expired =
+        marker.status == OrderStatus::PendingPayment && marker.expires_at_ms.is_some_and(|at| now_ms >= at);
+    young && !unpaid_expired
+}
+
+fn at_ms(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+fn queued(
+    order_id: OrderId,
+    promotion_id: i64,
+    unit_price: i64,
+    quantity: u32,
+    reserved_at_ms: i64,
+) -> OrderView {
+    OrderView {
         order_id,
         status: "queued".to_owned(),
         kind: "seckill".to_owned(),
         promotion_id: Some(promotion_id),
-        total_cents: unit_price * i64::from(reservation.quantity),
+        total_cents: unit_price * i64::from(quantity),
         expires_at: None,
-        created_at: Utc
-            .timestamp_millis_opt(reservation.reserved_at_ms)
-            .single()
-            .unwrap_or_else(Utc::now),
-    })))
+        created_at: at_ms(reserved_at_ms).unwrap_or_else(Utc::now),
+    }
+}
+
+/// Not in the database: an accepted order still on its way there, of a sale this gateway's
+/// cache does not hold (yet).
+async fn queued_elsewhere(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<Option<OrderView>> {
+    let lookup = |e| ApiError::dependency("look up a queued order", e);
+    let Some(promotion_id) = state.stock.order_promotion(order_id).await.map_err(lookup)? else {
+        return Ok(None);
+    };
+    let Some(reservation) = state
+        .stock
+        .reservation(promotion_id, order_id)
+        .await
+        .map_err(lookup)?
+        .filter(|r| r.user_id == user_id)
+    else {
+        return Ok(None);
+    };
+    let unit_price = state
+        .cache
+        .get(promotion_id)
+        .map_or(0, |e| e.promotion.price_cents);
+    Ok(Some(queued(
+        order_id,
+        promotion_id,
+        unit_price,
+        reservation.quantity,
+        reservation.reserved_at_ms,
+    )))
+}
+
+/// After a committed status change of an order: move its marker in Redis, so polls answered
+/// from Redis see it (best effort: a marker left behind ages out, see the module doc).
+pub(crate) async fn status_changed(state: &AppState, order_id: OrderId, status: OrderStatus) {
+    let moved = async {
+        match state.stock.order_promotion(order_id).await? {
+            Some(promotion_id) => state.stock.mark_status(promotion_id, order_id, status).await,
+            None => Ok(false),
+        }
+    };
+    if let Err(e) = moved.await {
+        tracing::warn!(%order_id, %status, error = %e, "order status marker not moved; it ages out");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use order_core::domain::reservation::Reservation;
+
+    fn marker(status: OrderStatus, written_at_ms: i64, expires_at_ms: Option<i64>) -> StatusMarker {
+        StatusMarker {
+            status,
+            user_id: 7,
+            total_cents: 300,
+            expires_at_ms,
+            created_at_ms: 1_000,
+            written_at_ms,
+        }
+    }
+
+    fn seen(marker: Option<StatusMarker>, pending: bool, now_ms: i64) -> OrderInRedis {
+        OrderInRedis {
+            reservation: Some(Reservation {
+                order_id: OrderId(5),
+                user_id: 7,
+                quantity: 3,
+                reserved_at_ms: 1_000,
+                request_id: "r".into(),
+            }),
+            pending,
+            marker,
+            now_ms,
+        }
+    }
+
+    fn status(answer: FromRedis) -> Option<String> {
+        match answer {
+            FromRedis::Order(view) => Some(view.status),
+            FromRedis::NotTheirs => Some("not theirs".into()),
+            FromRedis::AskDatabase => None,
+        }
+    }
+
+    #[test]
+    fn redis_answers_queued_then_fresh_markers_and_leaves_the_rest_to_the_database() {
+        let age = Duration::from_secs(60);
+        let judged = |s: &OrderInRedis, user| status(judge(s, OrderId(5), 2, user, 100, age));
+        assert_eq!(judged(&seen(None, true, 2_000), 7), Some("queued".into()));
+        assert_eq!(judged(&seen(None, true, 2_000), 8), Some("not theirs".into()));
+        assert_eq!(
+            judged(&seen(None, false, 2_000), 7),
+            None,
+            "persisted, marker missing"
+        );
+        let paid = marker(OrderStatus::Paid, 2_000, Some(900_000));
+        assert_eq!(
+            judged(&seen(Some(paid.clone()), false, 3_000), 7),
+            Some("paid".into())
+        );
+        assert_eq!(
+            judged(&seen(Some(paid), false, 62_001), 7),
+            None,
+            "older than the max age"
+        );
+        let unpaid = marker(OrderStatus::PendingPayment, 2_000, Some(10_000));
+        assert_eq!(
+            judged(&seen(Some(unpaid.clone()), false, 9_999), 7),
+            Some("pending_payment".into())
+        );
+        assert_eq!(
+            judged(&seen(Some(unpaid), false, 10_000), 7),
+            None,
+            "past its expiry"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use order_core::domain::checkout::CallbackOutcome;
+use order_core::domain::lifecycle::OrderStatus;
 use order_core::postgres::payments::apply_payment;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
@@ -124,7 +125,10 @@ pub async fn payment_callback(
             "order_not_found",
             "no such order; recorded for refund",
         )),
-        CallbackOutcome::Applied => Ok((StatusCode::OK, Json(CallbackReply { result: "applied" }))),
+        CallbackOutcome::Applied => {
+            crate::routes::orders::status_changed(&state, callback.order_id, OrderStatus::Paid).await;
+            Ok((StatusCode::OK, Json(CallbackReply { result: "applied" })))
+        }
         CallbackOutcome::Duplicate => Ok((StatusCode::OK, Json(CallbackReply { result: "duplicate" }))),
         CallbackOutcome::RefundDue => Ok((StatusCode::OK, Json(CallbackReply { result: "refund_due" }))),
     }

@@ -75,6 +75,17 @@ impl OrderStatus {
     }
 
     /// The status after `event`, or why it cannot happen.
+    /// How far along its lifecycle an order is. Every transition moves to a higher rank, so
+    /// of two copies of an order's status the one with the lower rank is the older.
+    pub fn rank(self) -> u8 {
+        match self {
+            OrderStatus::PendingPayment => 1,
+            OrderStatus::Paid | OrderStatus::Cancelled => 2,
+            OrderStatus::Shipped | OrderStatus::RefundRequested => 3,
+            OrderStatus::Completed | OrderStatus::Refunded => 4,
+        }
+    }
+
     pub fn apply(self, event: OrderEventKind) -> Result<OrderStatus, IllegalTransition> {
         use OrderEventKind::*;
         use OrderStatus::*;
@@ -120,6 +131,17 @@ mod tests {
         (Shipped, Complete, Completed),
         (RefundRequested, Refund, Refunded),
     ];
+
+    #[test]
+    fn every_transition_moves_to_a_higher_rank() {
+        for from in ALL_STATUSES {
+            for event in ALL_EVENTS {
+                if let Ok(to) = from.apply(event) {
+                    assert!(to.rank() > from.rank(), "{from} -> {to}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_legal_transition_lands_where_the_diagram_says() {

@@ -123,6 +123,18 @@ struct StoredOrder {
     request_id: String,
     kind: String,
     total_cents: i64,
+    status: String,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+/// What the database holds of an order a batch persisted (inserted now or found identical):
+/// the writer hands it to Redis, which answers buyers' polls from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    pub status: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
 }
 
 impl StoredOrder {
@@ -180,6 +192,8 @@ pub enum Paced {
     /// Written; `db_time` is how long the database took once the rows were cleared to go.
     Written {
         fates: Vec<OrderFate>,
+        /// What the database holds of each order the batch persisted.
+        stored: HashMap<OrderId, StoredState>,
         db_time: Duration,
     },
     /// The database ran the insert more than `LATE_AFTER_GRANT` after the grant (it stalled
@@ -214,6 +228,7 @@ async fn insert(
     if orders.is_empty() {
         return Ok(Paced::Written {
             fates: Vec::new(),
+            stored: HashMap::new(),
             db_time: Duration::ZERO,
         });
     }
@@ -269,7 +284,25 @@ async fn insert(
             }
         })
         .collect::<Result<Vec<OrderFate>, PersistError>>()?;
-    Ok(Paced::Written { fates, db_time })
+    let stored = orders
+        .iter()
+        .zip(&fates)
+        .filter(|(_, fate)| matches!(fate, OrderFate::Inserted | OrderFate::AlreadyStored))
+        .filter_map(|(order, _)| by_id.get(&order.order_id.0))
+        .map(|s| {
+            let state = StoredState {
+                status: s.status.clone(),
+                expires_at: s.expires_at,
+                created_at: s.created_at,
+            };
+            (OrderId(s.id), state)
+        })
+        .collect();
+    Ok(Paced::Written {
+        fates,
+        stored,
+        db_time,
+    })
 }
 
 /// The insert itself; returns the ids it wrote, or `None` when it ran later than
@@ -347,10 +380,11 @@ async fn stored_for(
     sqlx::query_as!(
         StoredOrder,
         r#"SELECT id AS "id!", user_id AS "user_id!", promotion_id, request_id AS "request_id!", kind AS "kind!",
-                  total_cents AS "total_cents!"
+                  total_cents AS "total_cents!", status AS "status!", expires_at, created_at AS "created_at!"
          FROM orders WHERE id = ANY($1)
          UNION
-         SELECT o.id, o.user_id, o.promotion_id, o.request_id, o.kind, o.total_cents
+         SELECT o.id, o.user_id, o.promotion_id, o.request_id, o.kind, o.total_cents, o.status, o.expires_at,
+                o.created_at
          FROM orders o JOIN UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS k(promotion_id, user_id, request_id)
            ON o.kind = 'seckill' AND o.promotion_id = k.promotion_id AND o.user_id = k.user_id
           AND o.request_id = k.request_id"#,
@@ -380,7 +414,8 @@ pub async fn check_stored(
     let ids: Vec<i64> = reserved.iter().map(|(id, _, _)| id.0).collect();
     let rows = sqlx::query_as!(
         StoredOrder,
-        "SELECT id, user_id, promotion_id, request_id, kind, total_cents FROM orders WHERE id = ANY($1)",
+        "SELECT id, user_id, promotion_id, request_id, kind, total_cents, status, expires_at, created_at
+         FROM orders WHERE id = ANY($1)",
         &ids,
     )
     .fetch_all(pool)

@@ -13,6 +13,7 @@ use crate::runtime::settings::RedisSettings;
 
 pub mod clock;
 pub mod global_pace;
+pub mod status_channel;
 pub mod stock;
 pub mod worker_lease;
 

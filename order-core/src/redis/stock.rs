@@ -11,6 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::domain::ids::{OrderId, PromotionId, Quantity, RequestId, UserId};
+use crate::domain::lifecycle::OrderStatus;
 use crate::domain::promotion::Promotion;
 use crate::domain::reservation::Reservation;
 
@@ -24,6 +25,8 @@ pub struct PromotionKeys {
     pub pending: String,
     /// Orders released for good (cancelled or refunded): a repair never restores them.
     pub released: String,
+    /// Status markers of persisted orders (see `order_persisted.lua`).
+    pub orders: String,
 }
 
 impl PromotionKeys {
@@ -36,10 +39,11 @@ impl PromotionKeys {
             reservations: format!("{tag}:reservations"),
             pending: format!("{tag}:pending"),
             released: format!("{tag}:released"),
+            orders: format!("{tag}:orders"),
         }
     }
 
-    fn all(&self) -> [&str; 6] {
+    fn all(&self) -> [&str; 7] {
         [
             &self.meta,
             &self.buyers,
@@ -47,6 +51,7 @@ impl PromotionKeys {
             &self.reservations,
             &self.pending,
             &self.released,
+            &self.orders,
         ]
     }
 }
@@ -153,6 +158,64 @@ pub enum StockError {
     UnexpectedReply { script: &'static str, reply: String },
 }
 
+/// The channel every status marker change is published on (the order id as the message):
+/// each gateway subscribes once and wakes the long polls of that order.
+pub const ORDER_STATUS_CHANNEL: &str = "seckill:order-status";
+
+/// A persisted order as the writer hands it to Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedOrder {
+    pub promotion_id: i64,
+    pub order_id: OrderId,
+    pub status: OrderStatus,
+    pub user_id: i64,
+    pub total_cents: i64,
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// What the database held of an order when its marker was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusMarker {
+    pub status: OrderStatus,
+    pub user_id: i64,
+    pub total_cents: i64,
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    /// On Redis' clock.
+    pub written_at_ms: i64,
+}
+
+/// One seckill order as Redis holds it, with Redis' clock at the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderInRedis {
+    pub reservation: Option<Reservation>,
+    /// Accepted and not yet persisted.
+    pub pending: bool,
+    pub marker: Option<StatusMarker>,
+    pub now_ms: i64,
+}
+
+/// `rank|status|user|total|expires_ms|created_ms|written_ms`.
+fn decode_marker(raw: &str) -> Option<StatusMarker> {
+    let mut parts = raw.split('|');
+    let _rank = parts.next()?;
+    let status = parts.next()?.parse().ok()?;
+    let user_id = parts.next()?.parse().ok()?;
+    let total_cents = parts.next()?.parse().ok()?;
+    let expires_at_ms: i64 = parts.next()?.parse().ok()?;
+    let created_at_ms = parts.next()?.parse().ok()?;
+    let written_at_ms = parts.next()?.parse().ok()?;
+    Some(StatusMarker {
+        status,
+        user_id,
+        total_cents,
+        expires_at_ms: (expires_at_ms > 0).then_some(expires_at_ms),
+        created_at_ms,
+        written_at_ms,
+    })
+}
+
 /// The hash value `reserve.lua` writes for a reservation.
 fn encode_reservation(r: &Reservation) -> String {
     format!(
@@ -209,6 +272,9 @@ struct Scripts {
     sync: Script,
     repair: Script,
     snapshot: Script,
+    order_persisted: Script,
+    order_status: Script,
+    order_view: Script,
 }
 
 impl std::fmt::Debug for StockStore {
@@ -227,6 +293,9 @@ impl StockStore {
                 sync: Script::new(include_str!("../../../lua/sync_promotion.lua")),
                 repair: Script::new(include_str!("../../../lua/repair.lua")),
                 snapshot: Script::new(include_str!("../../../lua/snapshot.lua")),
+                order_persisted: Script::new(include_str!("../../../lua/order_persisted.lua")),
+                order_status: Script::new(include_str!("../../../lua/order_status.lua")),
+                order_view: Script::new(include_str!("../../../lua/order_view.lua")),
             }),
         }
     }
@@ -495,6 +564,88 @@ impl StockStore {
             .query_async(&mut conn)
             .await?;
         Ok(id.and_then(|id| id.parse().ok()))
+    }
+
+    /// Record what the database holds of orders just persisted: their status markers answer
+    /// buyers' polls without the database, and their long polls wake (`order_persisted.lua`).
+    /// The orders leave the pending set.
+    pub async fn mark_persisted(&self, orders: &[PersistedOrder]) -> Result<(), StockError> {
+        let mut by_promotion: HashMap<i64, Vec<&PersistedOrder>> = HashMap::new();
+        for order in orders {
+            by_promotion.entry(order.promotion_id).or_default().push(order);
+        }
+        let mut conn = self.conn.clone();
+        for (promotion_id, orders) in by_promotion {
+            let k = PromotionKeys::new(promotion_id);
+            let mut invocation = self.scripts.order_persisted.key(&k.orders);
+            invocation.key(&k.pending).arg(ORDER_STATUS_CHANNEL);
+            for o in orders {
+                invocation
+                    .arg(o.order_id.0)
+                    .arg(o.status.rank())
+                    .arg(o.status.as_str())
+                    .arg(o.user_id)
+                    .arg(o.total_cents)
+                    .arg(o.expires_at_ms.unwrap_or(0))
+                    .arg(o.created_at_ms);
+            }
+            let _written: i64 = invocation.invoke_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Move a persisted order's marker to a later status after the database committed it
+    /// (`order_status.lua`); `false` when Redis holds no marker or a later one.
+    pub async fn mark_status(
+        &self,
+        promotion_id: i64,
+        order_id: OrderId,
+        status: OrderStatus,
+    ) -> Result<bool, StockError> {
+        let mut conn = self.conn.clone();
+        let moved: i64 = self
+            .scripts
+            .order_status
+            .key(PromotionKeys::new(promotion_id).orders)
+            .arg(ORDER_STATUS_CHANNEL)
+            .arg(order_id.0)
+            .arg(status.rank())
+            .arg(status.as_str())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// What Redis knows of one seckill order, read atomically (`order_view.lua`).
+    pub async fn order_in_redis(
+        &self,
+        promotion_id: i64,
+        order_id: OrderId,
+    ) -> Result<OrderInRedis, StockError> {
+        let k = PromotionKeys::new(promotion_id);
+        let mut conn = self.conn.clone();
+        let (reservation, pending, marker, now_ms): (String, i64, String, i64) = self
+            .scripts
+            .order_view
+            .key(&k.reservations)
+            .key(&k.pending)
+            .key(&k.orders)
+            .arg(order_id.0)
+            .invoke_async(&mut conn)
+            .await?;
+        let marker = match marker.as_str() {
+            "" => None,
+            raw => Some(decode_marker(raw).ok_or_else(|| StockError::UnexpectedReply {
+                script: "order_view.lua",
+                reply: raw.to_owned(),
+            })?),
+        };
+        Ok(OrderInRedis {
+            reservation: decode_reservation(order_id, &reservation),
+            pending: pending == 1,
+            marker,
+            now_ms,
+        })
     }
 
     /// Forget that these orders wait to be persisted (they are in the database now).
