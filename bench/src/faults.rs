@@ -176,7 +176,7 @@ pub struct FaultRow {
 }
 
 /// One gateway or consumers process: its port and the running child.
-struct Instance {
+pub(crate) struct Instance {
     port: u16,
     port_var: &'static str,
     bin: PathBuf,
@@ -235,7 +235,7 @@ fn with_var(env: &[(String, String)], key: &str, value: String) -> Vec<(String, 
 }
 
 /// Gateways and consumers on a private stack, restartable.
-struct Deployment {
+pub(crate) struct Deployment {
     stack: PrivateStack,
     env: Vec<(String, String)>,
     gateways: Vec<Instance>,
@@ -251,7 +251,7 @@ fn secret() -> String {
 }
 
 impl Deployment {
-    async fn start(bins: Binaries, s: &FaultSettings) -> anyhow::Result<(Self, Target)> {
+    pub(crate) async fn start(bins: Binaries, s: &FaultSettings) -> anyhow::Result<(Self, Target)> {
         let stack = tokio::task::spawn_blocking(PrivateStack::start)
             .await
             .context("start the private stack")??;
@@ -362,6 +362,26 @@ impl Deployment {
         )
         .with_gateways(urls);
         Ok((deployment, target))
+    }
+
+    /// One more gateway of this deployment, with `extra` settings on top; its URL once ready.
+    pub(crate) async fn add_gateway(
+        &mut self,
+        bin: &std::path::Path,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let gateway = Instance::start(bin, "APP_GATEWAY__PORT", &env, &self.logs)?;
+        let url = format!("http://127.0.0.1:{}", gateway.port);
+        self.gateways.push(gateway);
+        self.wait_ready().await?;
+        Ok(url)
+    }
+
+    /// The private stack's PostgreSQL URL.
+    pub(crate) fn database_url(&self) -> String {
+        self.stack.database_url()
     }
 
     fn describe(&self) -> String {

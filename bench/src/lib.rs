@@ -10,6 +10,7 @@ pub mod db_insert;
 pub mod faults;
 pub mod flash_sale;
 pub mod loadgen;
+pub mod order_polls;
 pub mod plan;
 pub mod redis_conn;
 pub mod report;

@@ -48,6 +48,10 @@ enum Command {
     /// Flash sales under injected faults (kill -9, restarts, outages) on a private stack,
     /// with the gateway and consumers binaries next to this one; a table of what survived.
     Faults(FaultArgs),
+    /// Buyers polling their order until it leaves `queued`: 1 s polling on the earlier
+    /// (database-first) path against long polls on the Redis path, on a private stack;
+    /// polls per order, poll latency and PostgreSQL transactions per poll.
+    OrderPolls(PollArgs),
     /// EVALSHA of lua/reserve.lua: multiplexed connection vs deadpool-redis pool.
     RedisConn(bench::redis_conn::Args),
     /// Order inserts: the writer's batched statement vs one row per transaction.
@@ -146,6 +150,24 @@ struct FaultArgs {
     /// Deployments to run every fault on, as GATEWAYSxCONSUMERS (e.g. `1x1,3x2`).
     #[arg(long, value_delimiter = ',', value_parser = parse_deployment, default_value = "1x1,3x2")]
     deployments: Vec<(usize, usize)>,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct PollArgs {
+    /// Buyers, each buying one unit of a sale of this size (each way gets its own sale).
+    #[arg(long, default_value_t = 1_000)]
+    buyers: u64,
+    /// The writer's pace (rows/s): the orders stay queued about buyers / pace seconds.
+    #[arg(long, default_value_t = 200.0)]
+    pace: f64,
+    /// Apps placing and polling at once.
+    #[arg(long, default_value_t = 1_000)]
+    concurrency: usize,
+    /// The idle window that measures the background transaction rate (s).
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -306,6 +328,23 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(out.join("suite.json"), serde_json::to_vec_pretty(&result)?)
                 .context("write suite.json")?;
             finish(&out, &runs, &extra)
+        }
+        Command::OrderPolls(args) => {
+            use bench::order_polls::{self, PollSettings};
+            let settings = PollSettings {
+                buyers: args.buyers,
+                writer_rows_per_sec: args.pace,
+                concurrency: args.concurrency,
+                idle: Duration::from_secs(args.idle_secs),
+            };
+            let rows = order_polls::run(bench::faults::Binaries::beside_current_exe()?, &settings).await?;
+            let table = order_polls::table(&rows);
+            println!("{table}");
+            let out = out_dir(args.out.as_ref(), "order-polls");
+            std::fs::create_dir_all(&out).context("create the output directory")?;
+            std::fs::write(out.join("order-polls.md"), &table).context("write order-polls.md")?;
+            println!("table: {}", out.display());
+            Ok(())
         }
         Command::Faults(args) => {
             use bench::faults::{self, FaultSettings, ALL_FAULTS};

@@ -152,7 +152,12 @@ pub async fn gateway_sale(
             redis.reserved_units, promotion.stock
         ));
     }
+    // What a buyer's poll is answered from Redis must be what the database holds.
+    for wrong in poll_answers_against_database(db, stock, seen.promotion_id).await? {
+        v.failures.push(wrong);
+    }
     let allowed = pace_allowance(pace);
+
     if most as f64 > allowed {
         v.failures.push(format!(
             "{most} rows inserted within one second (allowed {allowed:.0}: pace {} rows/s, one batch of {})",
@@ -160,6 +165,43 @@ pub async fn gateway_sale(
         ));
     }
     Ok(v)
+}
+
+/// Orders whose status marker in Redis (what polls are answered from) disagrees with the
+/// database: another buyer, another total, or another status. A missing marker is not a
+/// disagreement: such a poll asks the database.
+async fn poll_answers_against_database(
+    db: &PgPool,
+    stock: &StockStore,
+    promotion_id: i64,
+) -> anyhow::Result<Vec<String>> {
+    let rows: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as("SELECT id, user_id, total_cents, status FROM orders WHERE promotion_id = $1")
+            .bind(promotion_id)
+            .fetch_all(db)
+            .await
+            .context("read the promotion's orders")?;
+    let mut wrong = Vec::new();
+    for (id, user_id, total_cents, status) in rows {
+        let seen = stock
+            .order_in_redis(promotion_id, order_core::domain::ids::OrderId(id))
+            .await
+            .context("read an order's marker")?;
+        // An unpaid marker past its expiry is not served (the canceller may have moved on).
+        let unpaid = order_core::domain::lifecycle::OrderStatus::PendingPayment;
+        let served = seen
+            .marker
+            .filter(|m| !(m.status == unpaid && m.expires_at_ms.is_some_and(|at| seen.now_ms >= at)));
+        if let Some(m) = served {
+            if (m.user_id, m.total_cents, m.status.as_str()) != (user_id, total_cents, status.as_str()) {
+                wrong.push(format!(
+                    "order {id}: a poll would answer {} ({} cents, user {}); the database holds {status} ({total_cents} cents, user {user_id})",
+                    m.status, m.total_cents, m.user_id
+                ));
+            }
+        }
+    }
+    Ok(wrong)
 }
 
 /// The most rows one second may hold under `pace`. The writer's token bucket grants at most

@@ -44,6 +44,18 @@ pub struct OrderSettings {
     pub long_poll_max_ms: u64,
     /// Long polls held at once per gateway; one more is 503 `too_many_waiters`.
     pub long_poll_max_waiters: usize,
+    /// Where a poll of a seckill order is answered first.
+    pub status_source: StatusSource,
+}
+
+/// `redis`: from Redis while the sale is current, the database otherwise (the default).
+/// `database`: the database first for every poll, Redis only for orders not yet stored (the
+/// earlier path, kept to measure against and to fall back to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusSource {
+    Redis,
+    Database,
 }
 
 #[derive(Debug, Clone, Deserialize)]

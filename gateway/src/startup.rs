@@ -61,6 +61,7 @@ pub struct AppContext {
     /// How long a status marker in Redis is trusted after it was written.
     pub status_max_age: Duration,
     pub long_poll_max: Duration,
+    pub status_source: crate::settings::StatusSource,
 }
 
 #[derive(Debug)]
@@ -150,6 +151,7 @@ impl Application {
             )),
             status_max_age: Duration::from_secs(settings.orders.status_max_age_secs),
             long_poll_max: Duration::from_millis(settings.orders.long_poll_max_ms),
+            status_source: settings.orders.status_source,
             deps,
         });
 

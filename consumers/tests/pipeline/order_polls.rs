@@ -15,7 +15,21 @@ async fn order_status(
     order_id: &str,
     wait_ms: Option<u64>,
 ) -> (u16, Value) {
-    let query = wait_ms.map_or(String::new(), |ms| format!("?wait_ms={ms}"));
+    let query = wait_ms.map_or(String::new(), |ms| format!("wait_ms={ms}"));
+    order_status_with(app, user, order_id, &query).await
+}
+
+async fn order_status_with(
+    app: &gateway::test_support::TestApp,
+    user: i64,
+    order_id: &str,
+    query: &str,
+) -> (u16, Value) {
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     let response = app
         .client
         .get(format!("{}/api/orders/{order_id}{query}", app.address))
@@ -112,8 +126,28 @@ async fn a_long_poll_returns_when_the_order_is_persisted_and_at_its_deadline_oth
         (200, Some("pending_payment")),
         "woken by the change, not by the deadline: {persisted}"
     );
-    // Above the maximum: a clear 400.
+    // Past `queued` already: a long poll answers at once; one that names the status the app
+    // knows is held while the order keeps it.
+    let (_, at_once) = order_status(&app, 1, &order_id, Some(10_000)).await;
+    assert_eq!(at_once["status"], "pending_payment");
+    let started = Instant::now();
+    let (status, unchanged) =
+        order_status_with(&app, 1, &order_id, "wait_ms=300&status=pending_payment").await;
+    assert_eq!(
+        (status, unchanged["status"].as_str()),
+        (200, Some("pending_payment"))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "held while pending_payment"
+    );
+    // Above the maximum, or a status that is none: a clear 400.
     let (status, refused) = order_status(&app, 1, &order_id, Some(60_000)).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (status, refused) = order_status_with(&app, 1, &order_id, "wait_ms=300&status=lost").await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (400, Some("invalid_query"))

@@ -1,4 +1,5 @@
-//! `GET /api/orders/{id}`: the caller's order, and the long poll on it (`?wait_ms=N`).
+//! `GET /api/orders/{id}`: the caller's order, and the long poll on it (`?wait_ms=N`, held
+//! while the order's status is the one the app last saw, `?status=`, `queued` by default).
 //!
 //! Every accepted buyer's app polls here until its order leaves `queued`: the flood's second
 //! wave. While the order's sale is current (in this gateway's cache), the answer comes from
@@ -25,6 +26,7 @@ use utoipa::IntoParams;
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
+use crate::settings::StatusSource;
 use crate::startup::AppState;
 use crate::wire::checkout::OrderViewBody;
 
@@ -35,6 +37,12 @@ pub struct OrderQuery {
     /// per-user rate limit.
     #[param(minimum = 0, maximum = 10000)]
     pub wait_ms: Option<u64>,
+    /// With `wait_ms`: the status the app last saw (default `queued`). The answer comes as
+    /// soon as the order's status is another one.
+    #[param(
+        pattern = "^(queued|pending_payment|paid|shipped|completed|cancelled|refund_requested|refunded)$"
+    )]
+    pub status: Option<String>,
 }
 
 #[utoipa::path(
@@ -71,6 +79,13 @@ pub async fn get_order(
         let order = current(&state, order_id, user.id.get()).await?;
         return order.map(|o| Json(o.into())).ok_or_else(not_found);
     }
+    let known = query.status.as_deref().unwrap_or("queued");
+    if known != "queued" && known.parse::<OrderStatus>().is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "status is an order status",
+        ));
+    }
     state.limits.check_user(user.id.get())?;
     let watching = state.order_watch.watch(order_id).map_err(|e| {
         ApiError::new(
@@ -83,33 +98,35 @@ pub async fn get_order(
     let deadline = tokio::time::Instant::now() + wait;
     // Registered before the first look, so a change right after it is not missed.
     let mut change = Box::pin(watching.next_change());
-    let first = current(&state, order_id, user.id.get())
+    let mut latest = current(&state, order_id, user.id.get())
         .await?
         .ok_or_else(not_found)?;
     loop {
-        if state.order_watch.is_closing() {
-            return Ok(Json(first.into()));
+        if latest.status != known || state.order_watch.is_closing() {
+            return Ok(Json(latest.into()));
         }
         tokio::select! {
             _ = &mut change => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok(Json(first.into())),
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(latest.into())),
         }
         change = Box::pin(watching.next_change());
-        let Some(now) = current(&state, order_id, user.id.get()).await? else {
-            return Err(not_found());
-        };
-        if now.status != first.status || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(now.into()));
+        latest = current(&state, order_id, user.id.get())
+            .await?
+            .ok_or_else(not_found)?;
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Json(latest.into()));
         }
     }
 }
 
 /// The order as it stands: from Redis while its sale is current, else from the database.
 async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<Option<OrderView>> {
-    match from_redis(state, order_id, user_id).await? {
-        FromRedis::Order(view) => return Ok(Some(view)),
-        FromRedis::NotTheirs => return Ok(None),
-        FromRedis::AskDatabase => {}
+    if state.status_source == StatusSource::Redis {
+        match from_redis(state, order_id, user_id).await? {
+            FromRedis::Order(view) => return Ok(Some(view)),
+            FromRedis::NotTheirs => return Ok(None),
+            FromRedis::AskDatabase => {}
+        }
     }
     if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user_id)
         .await

@@ -1,0 +1,260 @@
+//! The flood's second wave: every accepted buyer polls its order until it leaves `queued`,
+//! as an app would. Two ways side by side, in one run on one private deployment (one
+//! consumers process, the writer paced so orders stay queued for a while):
+//!
+//! - plain polling once a second against the earlier path (a gateway started with
+//!   `orders.status_source = "database"`: PostgreSQL first for every poll);
+//! - long polling (`?wait_ms=10000`) against a gateway on the default path (Redis while the
+//!   sale is current).
+//!
+//! Each way gets a sale of its own, sold out to `buyers` distinct users. Reported per way:
+//! polls per order until the final status, poll latency p50/p99, and PostgreSQL transactions
+//! per poll: `xact_commit + xact_rollback` of the database over the polling, less the rate
+//! measured over an idle window just before (the services' own periodic queries). The
+//! writer's inserts of that sale's orders fall inside the window of both ways alike.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use hyper::header::HeaderValue;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::faults::{Binaries, Deployment, FaultSettings};
+use crate::target::Target;
+
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    pub buyers: u64,
+    /// The writer's pace: the orders of a sale stay queued about buyers / pace seconds.
+    pub writer_rows_per_sec: f64,
+    /// Concurrent apps placing orders, and polling.
+    pub concurrency: usize,
+    /// The idle window that measures the background transaction rate.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PollRow {
+    pub way: &'static str,
+    pub orders: u64,
+    pub polls: u64,
+    pub polls_per_order: f64,
+    pub max_polls_per_order: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub seconds: f64,
+    pub transactions: i64,
+    pub background: f64,
+    pub transactions_per_poll: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    /// Plain polling once a second, PostgreSQL first.
+    SecondlyOnDatabase,
+    /// Long polls, Redis while the sale is current.
+    LongPollOnRedis,
+}
+
+impl Way {
+    fn name(self) -> &'static str {
+        match self {
+            Way::SecondlyOnDatabase => "1 s polling, database first (earlier path)",
+            Way::LongPollOnRedis => "long poll (wait_ms=10000), Redis first",
+        }
+    }
+}
+
+pub async fn run(bins: Binaries, s: &PollSettings) -> anyhow::Result<Vec<PollRow>> {
+    let fault_settings = FaultSettings {
+        faults: Vec::new(),
+        seeds: Vec::new(),
+        users: s.buyers,
+        stock: s.buyers as i64,
+        rate: 0.0,
+        duration: Duration::ZERO,
+        fault_at: Duration::ZERO,
+        outage: Duration::ZERO,
+        writer_rows_per_sec: s.writer_rows_per_sec,
+        gateways: 1,
+        consumers: 1,
+    };
+    let (mut deployment, target) = Deployment::start(bins.clone(), &fault_settings).await?;
+    let redis_first = target.gateways[0].clone();
+    let database_first = deployment
+        .add_gateway(&bins.gateway, &[("APP_ORDERS__STATUS_SOURCE", "database")])
+        .await?;
+    let db = PgPool::connect(&deployment.database_url())
+        .await
+        .context("connect to the deployment's database")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(s.concurrency)
+        .build()
+        .context("HTTP client")?;
+    let tokens = target.tokens(1..=s.buyers)?;
+    let mut rows = Vec::new();
+    for (way, base) in [
+        (Way::SecondlyOnDatabase, &database_first),
+        (Way::LongPollOnRedis, &redis_first),
+    ] {
+        rows.push(measure(way, base, &target, &client, &tokens, &db, s).await?);
+    }
+    Ok(rows)
+}
+
+/// Transactions of the database so far. A backend reports its counts when it goes idle at
+/// most once a second, and an idle one within 10 s: the read waits that long first, so the
+/// count includes everything before the call. The bench's own reads add a few.
+async fn transactions(db: &PgPool) -> anyhow::Result<i64> {
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(db).await?;
+    sqlx::query_scalar::<_, i64>(
+        "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(db)
+    .await
+    .context("read pg_stat_database")
+}
+
+async fn measure(
+    way: Way,
+    base: &str,
+    target: &Target,
+    client: &reqwest::Client,
+    tokens: &[HeaderValue],
+    db: &PgPool,
+    s: &PollSettings,
+) -> anyhow::Result<PollRow> {
+    let promotion_id = target.create_promotion(s.buyers as i64, 1).await?;
+    // The background: the services' periodic queries, with nothing sold.
+    let idle_from = (Instant::now(), transactions(db).await?);
+    tokio::time::sleep(s.idle).await;
+    let idle_to = (Instant::now(), transactions(db).await?);
+    let background = (idle_to.1 - idle_from.1) as f64 / (idle_to.0 - idle_from.0).as_secs_f64();
+
+    let started = (Instant::now(), transactions(db).await?);
+    let results: Vec<anyhow::Result<(u64, Vec<f64>)>> =
+        futures::stream::iter(tokens.iter().cloned().enumerate())
+            .map(|(n, token)| {
+                let (client, base) = (client.clone(), base.to_owned());
+                async move { buy_and_poll(way, &client, &base, &token, promotion_id, n).await }
+            })
+            .buffer_unordered(s.concurrency)
+            .collect()
+            .await;
+    let ended = (Instant::now(), transactions(db).await?);
+
+    let (mut orders, mut max_polls, mut latencies) = (0u64, 0u64, Vec::new());
+    for result in results {
+        let (polls, mut times) = result?;
+        if polls > 0 {
+            orders += 1;
+            max_polls = max_polls.max(polls);
+        }
+        latencies.append(&mut times);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let polls = latencies.len() as u64;
+    let seconds = (ended.0 - started.0).as_secs_f64();
+    let transactions = ended.1 - started.1;
+    let quantile = |q: f64| {
+        latencies
+            .get(((polls as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(PollRow {
+        way: way.name(),
+        orders,
+        polls,
+        polls_per_order: polls as f64 / orders.max(1) as f64,
+        max_polls_per_order: max_polls,
+        p50_ms: quantile(0.50),
+        p99_ms: quantile(0.99),
+        seconds,
+        transactions,
+        background,
+        transactions_per_poll: (transactions as f64 - background * seconds) / polls.max(1) as f64,
+    })
+}
+
+/// One app: buy once; when accepted, poll until the order leaves `queued`. The number of
+/// polls and each poll's latency in ms (none when the order was not accepted).
+async fn buy_and_poll(
+    way: Way,
+    client: &reqwest::Client,
+    base: &str,
+    token: &HeaderValue,
+    promotion_id: i64,
+    n: usize,
+) -> anyhow::Result<(u64, Vec<f64>)> {
+    let auth = token.to_str().context("token header")?;
+    let placed = client
+        .post(format!("{base}/api/seckill/{promotion_id}/orders"))
+        .header("Authorization", auth)
+        .json(&json!({ "quantity": 1, "request_id": format!("poll-{n}") }))
+        .send()
+        .await
+        .context("place an order")?;
+    if placed.status().as_u16() != 202 {
+        return Ok((0, Vec::new()));
+    }
+    let order_id = placed.json::<Value>().await?["order_id"]
+        .as_str()
+        .context("an order id")?
+        .to_owned();
+    let url = match way {
+        Way::SecondlyOnDatabase => format!("{base}/api/orders/{order_id}"),
+        Way::LongPollOnRedis => format!("{base}/api/orders/{order_id}?wait_ms=10000"),
+    };
+    let mut times = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let asked = Instant::now();
+        let answer = client.get(&url).header("Authorization", auth).send().await;
+        times.push(asked.elapsed().as_secs_f64() * 1000.0);
+        let status = match answer {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await?["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            _ => String::new(),
+        };
+        if status != "queued" && !status.is_empty() {
+            return Ok((times.len() as u64, times));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "order {order_id} still {status:?} after 300 s"
+        );
+        if matches!(way, Way::SecondlyOnDatabase) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+pub fn table(rows: &[PollRow]) -> String {
+    let mut out = String::from(
+        "| way | orders | polls | polls per order | most polls of one order | poll p50 ms | poll p99 ms | seconds | PostgreSQL transactions | background per s | transactions per poll |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.4} |\n",
+            r.way,
+            r.orders,
+            r.polls,
+            r.polls_per_order,
+            r.max_polls_per_order,
+            r.p50_ms,
+            r.p99_ms,
+            r.seconds,
+            r.transactions,
+            r.background,
+            r.transactions_per_poll
+        ));
+    }
+    out
+}
