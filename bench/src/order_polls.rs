@@ -8,10 +8,11 @@
 //!   sale is current).
 //!
 //! Each way gets a sale of its own, sold out to `buyers` distinct users. Reported per way:
-//! polls per order until the final status, poll latency p50/p99, and PostgreSQL transactions
-//! per poll: `xact_commit + xact_rollback` of the database over the polling, less the rate
-//! measured over an idle window just before (the services' own periodic queries). The
-//! writer's inserts of that sale's orders fall inside the window of both ways alike.
+//! polls per order until the order leaves `queued`, poll latency p50/p99, and PostgreSQL
+//! transactions per poll: `xact_commit + xact_rollback` of the database over the polling,
+//! less the rate measured over an idle window just before (the services' own periodic
+//! queries), and then also less the sale's own transactions (the writer's batches), measured
+//! by a first sale whose buyers never poll.
 
 use std::time::{Duration, Instant};
 
@@ -48,10 +49,14 @@ pub struct PollRow {
     pub transactions: i64,
     pub background: f64,
     pub transactions_per_poll: f64,
+    /// Per poll, less the sale's own transactions (the unpolled run's, background removed).
+    pub poll_transactions_per_poll: f64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
+    /// Buyers who never poll: the sale's own transactions (the writer's batches).
+    Unpolled,
     /// Plain polling once a second, PostgreSQL first.
     SecondlyOnDatabase,
     /// Long polls, Redis while the sale is current.
@@ -61,6 +66,7 @@ enum Way {
 impl Way {
     fn name(self) -> &'static str {
         match self {
+            Way::Unpolled => "no polling (the sale's own transactions)",
             Way::SecondlyOnDatabase => "1 s polling, database first (earlier path)",
             Way::LongPollOnRedis => "long poll (wait_ms=10000), Redis first",
         }
@@ -94,12 +100,31 @@ pub async fn run(bins: Binaries, s: &PollSettings) -> anyhow::Result<Vec<PollRow
         .build()
         .context("HTTP client")?;
     let tokens = target.tokens(1..=s.buyers)?;
-    let mut rows = Vec::new();
+    let store = order_core::redis::stock::StockStore::new(
+        order_core::redis::connect(&target.redis)
+            .await
+            .context("connect to Redis")?,
+    );
+    let mut rows: Vec<PollRow> = Vec::new();
     for (way, base) in [
+        (Way::Unpolled, &redis_first),
         (Way::SecondlyOnDatabase, &database_first),
         (Way::LongPollOnRedis, &redis_first),
     ] {
-        rows.push(measure(way, base, &target, &client, &tokens, &db, s).await?);
+        let measuring = Measuring {
+            target: &target,
+            client: &client,
+            tokens: &tokens,
+            db: &db,
+            store: &store,
+        };
+        let mut row = measure(way, base, &measuring, s).await?;
+        let sale_own = rows.first().map_or(0.0, |unpolled| {
+            unpolled.transactions as f64 - unpolled.background * unpolled.seconds
+        });
+        row.poll_transactions_per_poll =
+            (row.transactions as f64 - row.background * row.seconds - sale_own) / row.polls.max(1) as f64;
+        rows.push(row);
     }
     Ok(rows)
 }
@@ -118,33 +143,42 @@ async fn transactions(db: &PgPool) -> anyhow::Result<i64> {
     .context("read pg_stat_database")
 }
 
-async fn measure(
-    way: Way,
-    base: &str,
-    target: &Target,
-    client: &reqwest::Client,
-    tokens: &[HeaderValue],
-    db: &PgPool,
-    s: &PollSettings,
-) -> anyhow::Result<PollRow> {
-    let promotion_id = target.create_promotion(s.buyers as i64, 1).await?;
+/// What every way is measured with.
+struct Measuring<'a> {
+    target: &'a Target,
+    client: &'a reqwest::Client,
+    tokens: &'a [HeaderValue],
+    db: &'a PgPool,
+    store: &'a order_core::redis::stock::StockStore,
+}
+
+async fn measure(way: Way, base: &str, m: &Measuring<'_>, s: &PollSettings) -> anyhow::Result<PollRow> {
+    let promotion_id = m.target.create_promotion(s.buyers as i64, 1).await?;
     // The background: the services' periodic queries, with nothing sold.
-    let idle_from = (Instant::now(), transactions(db).await?);
+    let idle_from = (Instant::now(), transactions(m.db).await?);
     tokio::time::sleep(s.idle).await;
-    let idle_to = (Instant::now(), transactions(db).await?);
+    let idle_to = (Instant::now(), transactions(m.db).await?);
     let background = (idle_to.1 - idle_from.1) as f64 / (idle_to.0 - idle_from.0).as_secs_f64();
 
-    let started = (Instant::now(), transactions(db).await?);
+    let started = (Instant::now(), transactions(m.db).await?);
     let results: Vec<anyhow::Result<(u64, Vec<f64>)>> =
-        futures::stream::iter(tokens.iter().cloned().enumerate())
+        futures::stream::iter(m.tokens.iter().cloned().enumerate())
             .map(|(n, token)| {
-                let (client, base) = (client.clone(), base.to_owned());
+                let (client, base) = (m.client.clone(), base.to_owned());
                 async move { buy_and_poll(way, &client, &base, &token, promotion_id, n).await }
             })
             .buffer_unordered(s.concurrency)
             .collect()
             .await;
-    let ended = (Instant::now(), transactions(db).await?);
+    if way == Way::Unpolled {
+        // Nobody polls: wait in Redis (no database query) until the writer stored them all.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while m.store.pending_count(promotion_id).await? > 0 {
+            anyhow::ensure!(Instant::now() < deadline, "orders still queued after 300 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ended = (Instant::now(), transactions(m.db).await?);
 
     let (mut orders, mut max_polls, mut latencies) = (0u64, 0u64, Vec::new());
     for result in results {
@@ -177,6 +211,7 @@ async fn measure(
         transactions,
         background,
         transactions_per_poll: (transactions as f64 - background * seconds) / polls.max(1) as f64,
+        poll_transactions_per_poll: f64::NAN,
     })
 }
 
@@ -206,6 +241,7 @@ async fn buy_and_poll(
         .context("an order id")?
         .to_owned();
     let url = match way {
+        Way::Unpolled => return Ok((1, Vec::new())), // accepted; never asks
         Way::SecondlyOnDatabase => format!("{base}/api/orders/{order_id}"),
         Way::LongPollOnRedis => format!("{base}/api/orders/{order_id}?wait_ms=10000"),
     };
@@ -237,12 +273,16 @@ async fn buy_and_poll(
 
 pub fn table(rows: &[PollRow]) -> String {
     let mut out = String::from(
-        "| way | orders | polls | polls per order | most polls of one order | poll p50 ms | poll p99 ms | seconds | PostgreSQL transactions | background per s | transactions per poll |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| way | orders | polls | polls per order | most polls of one order | poll p50 ms | poll p99 ms | seconds | PostgreSQL transactions | background per s | transactions per poll | less the sale's own |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let per_poll = |v: f64| match r.polls {
+            0 => "n/a".to_owned(),
+            _ => format!("{v:.4}"),
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.4} |\n",
+            "| {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} |\n",
             r.way,
             r.orders,
             r.polls,
@@ -253,7 +293,8 @@ pub fn table(rows: &[PollRow]) -> String {
             r.seconds,
             r.transactions,
             r.background,
-            r.transactions_per_poll
+            per_poll(r.transactions_per_poll),
+            per_poll(r.poll_transactions_per_poll)
         ));
     }
     out
