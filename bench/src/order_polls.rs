@@ -8,13 +8,14 @@
 //!   sale is current).
 //!
 //! Each way gets a sale of its own, sold out to `buyers` distinct users. Reported per way:
-//! polls per order until the order leaves `queued`, poll latency p50/p99, and PostgreSQL
+//! polls per order until the order leaves `queued`, poll latency p50/p99, how long after its
+//! row was written each buyer learned its order was stored, and PostgreSQL
 //! transactions per poll: `xact_commit + xact_rollback` of the database over the polling,
 //! less the rate measured over an idle window just before (the services' own periodic
 //! queries), and then also less the sale's own transactions (the writer's batches), measured
 //! by a first sale whose buyers never poll.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -45,6 +46,9 @@ pub struct PollRow {
     pub max_polls_per_order: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// From the order's row written to the answer that told its buyer (ms).
+    pub learned_p50_ms: f64,
+    pub learned_p99_ms: f64,
     pub seconds: f64,
     pub transactions: i64,
     pub background: f64,
@@ -161,15 +165,14 @@ async fn measure(way: Way, base: &str, m: &Measuring<'_>, s: &PollSettings) -> a
     let background = (idle_to.1 - idle_from.1) as f64 / (idle_to.0 - idle_from.0).as_secs_f64();
 
     let started = (Instant::now(), transactions(m.db).await?);
-    let results: Vec<anyhow::Result<(u64, Vec<f64>)>> =
-        futures::stream::iter(m.tokens.iter().cloned().enumerate())
-            .map(|(n, token)| {
-                let (client, base) = (m.client.clone(), base.to_owned());
-                async move { buy_and_poll(way, &client, &base, &token, promotion_id, n).await }
-            })
-            .buffer_unordered(s.concurrency)
-            .collect()
-            .await;
+    let results: Vec<anyhow::Result<Polled>> = futures::stream::iter(m.tokens.iter().cloned().enumerate())
+        .map(|(n, token)| {
+            let (client, base) = (m.client.clone(), base.to_owned());
+            async move { buy_and_poll(way, &client, &base, &token, promotion_id, n).await }
+        })
+        .buffer_unordered(s.concurrency)
+        .collect()
+        .await;
     if way == Way::Unpolled {
         // Nobody polls: wait in Redis (no database query) until the writer stored them all.
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -181,14 +184,35 @@ async fn measure(way: Way, base: &str, m: &Measuring<'_>, s: &PollSettings) -> a
     let ended = (Instant::now(), transactions(m.db).await?);
 
     let (mut orders, mut max_polls, mut latencies) = (0u64, 0u64, Vec::new());
+    let mut answered = std::collections::HashMap::new();
     for result in results {
-        let (polls, mut times) = result?;
-        if polls > 0 {
+        let mut polled = result?;
+        if polled.polls > 0 {
             orders += 1;
-            max_polls = max_polls.max(polls);
+            max_polls = max_polls.max(polled.polls);
         }
-        latencies.append(&mut times);
+        latencies.append(&mut polled.latencies_ms);
+        answered.extend(polled.answered);
     }
+    // How long after its row was written each buyer learned the order was stored (one
+    // machine, one clock: the database's clock_timestamp() and the bench's).
+    let stored: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT id, extract(epoch FROM updated_at)::FLOAT8 FROM orders WHERE promotion_id = $1",
+    )
+    .bind(promotion_id)
+    .fetch_all(m.db)
+    .await
+    .context("read when the orders were stored")?;
+    let mut learned: Vec<f64> = stored
+        .iter()
+        .filter_map(|(id, at)| answered.get(id).map(|answer| (answer - at) * 1000.0))
+        .collect();
+    learned.sort_by(|a, b| a.total_cmp(b));
+    let nth = |v: &[f64], q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     latencies.sort_by(|a, b| a.total_cmp(b));
     let polls = latencies.len() as u64;
     let seconds = (ended.0 - started.0).as_secs_f64();
@@ -207,12 +231,23 @@ async fn measure(way: Way, base: &str, m: &Measuring<'_>, s: &PollSettings) -> a
         max_polls_per_order: max_polls,
         p50_ms: quantile(0.50),
         p99_ms: quantile(0.99),
+        learned_p50_ms: nth(&learned, 0.50),
+        learned_p99_ms: nth(&learned, 0.99),
         seconds,
         transactions,
         background,
         transactions_per_poll: (transactions as f64 - background * seconds) / polls.max(1) as f64,
         poll_transactions_per_poll: f64::NAN,
     })
+}
+
+/// What one app saw.
+#[derive(Debug, Default)]
+struct Polled {
+    polls: u64,
+    latencies_ms: Vec<f64>,
+    /// The order, and when (Unix seconds) the answer past `queued` arrived.
+    answered: Option<(i64, f64)>,
 }
 
 /// One app: buy once; when accepted, poll until the order leaves `queued`. The number of
@@ -224,7 +259,7 @@ async fn buy_and_poll(
     token: &HeaderValue,
     promotion_id: i64,
     n: usize,
-) -> anyhow::Result<(u64, Vec<f64>)> {
+) -> anyhow::Result<Polled> {
     let auth = token.to_str().context("token header")?;
     let placed = client
         .post(format!("{base}/api/seckill/{promotion_id}/orders"))
@@ -234,14 +269,20 @@ async fn buy_and_poll(
         .await
         .context("place an order")?;
     if placed.status().as_u16() != 202 {
-        return Ok((0, Vec::new()));
+        return Ok(Polled::default());
     }
     let order_id = placed.json::<Value>().await?["order_id"]
         .as_str()
         .context("an order id")?
         .to_owned();
     let url = match way {
-        Way::Unpolled => return Ok((1, Vec::new())), // accepted; never asks
+        // Accepted; never asks.
+        Way::Unpolled => {
+            return Ok(Polled {
+                polls: 1,
+                ..Polled::default()
+            })
+        }
         Way::SecondlyOnDatabase => format!("{base}/api/orders/{order_id}"),
         Way::LongPollOnRedis => format!("{base}/api/orders/{order_id}?wait_ms=10000"),
     };
@@ -259,7 +300,13 @@ async fn buy_and_poll(
             _ => String::new(),
         };
         if status != "queued" && !status.is_empty() {
-            return Ok((times.len() as u64, times));
+            let at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+            let id: i64 = order_id.parse().context("a numeric order id")?;
+            return Ok(Polled {
+                polls: times.len() as u64,
+                latencies_ms: times,
+                answered: Some((id, at)),
+            });
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -273,8 +320,8 @@ async fn buy_and_poll(
 
 pub fn table(rows: &[PollRow]) -> String {
     let mut out = String::from(
-        "| way | orders | polls | polls per order | most polls of one order | poll p50 ms | poll p99 ms | seconds | PostgreSQL transactions | background per s | transactions per poll | less the sale's own |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| way | orders | polls | polls per order | most polls of one order | poll p50 ms | poll p99 ms | learned after stored p50 ms | p99 ms | seconds | PostgreSQL transactions | background per s | transactions per poll | less the sale's own |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let per_poll = |v: f64| match r.polls {
@@ -282,7 +329,7 @@ pub fn table(rows: &[PollRow]) -> String {
             _ => format!("{v:.4}"),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} |\n",
+            "| {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} |\n",
             r.way,
             r.orders,
             r.polls,
@@ -290,6 +337,8 @@ pub fn table(rows: &[PollRow]) -> String {
             r.max_polls_per_order,
             r.p50_ms,
             r.p99_ms,
+            r.learned_p50_ms,
+            r.learned_p99_ms,
             r.seconds,
             r.transactions,
             r.background,

@@ -7,8 +7,9 @@
 //! writer records once the order is persisted (and the payment and lifecycle paths move
 //! forward). PostgreSQL answers only for checkout orders, sales that have cooled down (left
 //! the cache), and markers that are missing or older than `orders.status_max_age_secs` (a
-//! marker write a crash skipped is thereby stale for at most that long). Another user's order
-//! is indistinguishable from a missing one.
+//! marker write a crash skipped is thereby stale for at most that long; a writer that died
+//! before its Redis step leaves `queued` until the sweeper takes the stored order out of the
+//! pending set). Another user's order is indistinguishable from a missing one.
 
 use std::time::Duration;
 

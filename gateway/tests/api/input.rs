@@ -201,6 +201,33 @@ async fn per_user_limits_answer_429_with_retry_after_and_rotating_request_ids_do
     assert_eq!(status, 202);
 }
 
+/// Long polls count against the per-user limit: a script holding many of them does not get
+/// around it, and ordinary polls stay free of it.
+#[tokio::test]
+async fn long_polls_count_against_the_per_user_limit() {
+    let app = TestApp::spawn_with(
+        order_core::test_support::local_source()
+            .with_var("APP_RATE_LIMIT__PER_USER__PER_SECOND", "0.01")
+            .with_var("APP_RATE_LIMIT__PER_USER__BURST", "2"),
+    )
+    .await;
+    let promotion_id = app.create_promotion(100, 5, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let (status, body) = app.place(promotion_id, 7, "mine", 1).await;
+    assert_eq!(status, 202, "{body}");
+    let order_id = body["order_id"].as_str().expect("id").to_owned();
+    let poll = |query: &'static str| {
+        let url = format!("{}/api/orders/{order_id}{query}", app.address);
+        let request = app.client.get(url).bearer_auth(app.token(7));
+        async move { request.send().await.expect("poll").status().as_u16() }
+    };
+    // The order took one token of two; one long poll more, then 429.
+    assert_eq!(poll("?wait_ms=50").await, 200);
+    assert_eq!(poll("?wait_ms=50").await, 429);
+    assert_eq!(poll("").await, 200, "a plain poll is not limited per user");
+}
+
 #[tokio::test]
 async fn per_ip_limit_applies_across_users() {
     let app = TestApp::spawn_with(
