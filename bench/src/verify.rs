@@ -188,10 +188,7 @@ async fn poll_answers_against_database(
             .await
             .context("read an order's marker")?;
         // An unpaid marker past its expiry is not served (the canceller may have moved on).
-        let unpaid = order_core::domain::lifecycle::OrderStatus::PendingPayment;
-        let served = seen
-            .marker
-            .filter(|m| !(m.status == unpaid && m.expires_at_ms.is_some_and(|at| seen.now_ms >= at)));
+        let served = seen.marker.filter(|m| !m.unpaid_past_expiry(seen.now_ms));
         if let Some(m) = served {
             if (m.user_id, m.total_cents, m.status.as_str()) != (user_id, total_cents, status.as_str()) {
                 wrong.push(format!(

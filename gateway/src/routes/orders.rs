@@ -122,11 +122,17 @@ pub async fn get_order(
 
 /// The order as it stands: from Redis while its sale is current, else from the database.
 async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<Option<OrderView>> {
+    // The order's sale from the order index, read at most once per answer.
+    let mut sale = None;
     if state.status_source == StatusSource::Redis {
-        match from_redis(state, order_id, user_id).await? {
-            FromRedis::Order(view) => return Ok(Some(view)),
-            FromRedis::NotTheirs => return Ok(None),
-            FromRedis::AskDatabase => {}
+        let promotion_id = sale_of(state, order_id).await?;
+        sale = Some(promotion_id);
+        if let Some(promotion_id) = promotion_id {
+            match from_redis(state, order_id, promotion_id, user_id).await? {
+                FromRedis::Order(view) => return Ok(Some(view)),
+                FromRedis::NotTheirs => return Ok(None),
+                FromRedis::AskDatabase => {}
+            }
         }
     }
     if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user_id)
@@ -135,7 +141,23 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
     {
         return Ok(Some(order));
     }
-    queued_elsewhere(state, order_id, user_id).await
+    let promotion_id = match sale {
+        Some(known) => known,
+        None => sale_of(state, order_id).await?,
+    };
+    match promotion_id {
+        Some(promotion_id) => queued_elsewhere(state, order_id, promotion_id, user_id).await,
+        None => Ok(None),
+    }
+}
+
+/// The sale a seckill order belongs to (`None`: not a seckill order, or its index expired).
+async fn sale_of(state: &AppState, order_id: OrderId) -> ApiResult<Option<i64>> {
+    state
+        .stock
+        .order_promotion(order_id)
+        .await
+        .map_err(|e| ApiError::dependency("look up an order in Redis", e))
 }
 
 /// What Redis can say of a seckill order without the database.
@@ -147,11 +169,13 @@ enum FromRedis {
     AskDatabase,
 }
 
-async fn from_redis(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<FromRedis> {
+async fn from_redis(
+    state: &AppState,
+    order_id: OrderId,
+    promotion_id: i64,
+    user_id: i64,
+) -> ApiResult<FromRedis> {
     let lookup = |e| ApiError::dependency("look up an order in Redis", e);
-    let Some(promotion_id) = state.stock.order_promotion(order_id).await.map_err(lookup)? else {
-        return Ok(FromRedis::AskDatabase);
-    };
     let Some(entry) = state.cache.get(promotion_id) else {
         // The sale has cooled down: the database answers.
         return Ok(FromRedis::AskDatabase);
@@ -217,9 +241,7 @@ fn judge(
 /// expiry (the canceller may have cancelled it since).
 fn fresh(marker: &StatusMarker, now_ms: i64, max_age: Duration) -> bool {
     let young = now_ms - marker.written_at_ms <= max_age.as_millis() as i64;
-    let unpaid_expired =
-        marker.status == OrderStatus::PendingPayment && marker.expires_at_ms.is_some_and(|at| now_ms >= at);
-    young && !unpaid_expired
+    young && !marker.unpaid_past_expiry(now_ms)
 }
 
 fn at_ms(ms: i64) -> Option<DateTime<Utc>> {
@@ -246,11 +268,13 @@ fn queued(
 
 /// Not in the database: an accepted order still on its way there, of a sale this gateway's
 /// cache does not hold (yet).
-async fn queued_elsewhere(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<Option<OrderView>> {
+async fn queued_elsewhere(
+    state: &AppState,
+    order_id: OrderId,
+    promotion_id: i64,
+    user_id: i64,
+) -> ApiResult<Option<OrderView>> {
     let lookup = |e| ApiError::dependency("look up a queued order", e);
-    let Some(promotion_id) = state.stock.order_promotion(order_id).await.map_err(lookup)? else {
-        return Ok(None);
-    };
     let Some(reservation) = state
         .stock
         .reservation(promotion_id, order_id)

@@ -186,6 +186,14 @@ pub struct StatusMarker {
     pub written_at_ms: i64,
 }
 
+impl StatusMarker {
+    /// Unpaid and past its expiry: the canceller may have cancelled it since, so the marker
+    /// no longer answers for the order.
+    pub fn unpaid_past_expiry(&self, now_ms: i64) -> bool {
+        self.status == OrderStatus::PendingPayment && self.expires_at_ms.is_some_and(|at| now_ms >= at)
+    }
+}
+
 /// One seckill order as Redis holds it, with Redis' clock at the read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderInRedis {
