@@ -1,8 +1,10 @@
 # Entry points; the scripts in scripts/ do the work and install what they need.
-.PHONY: run test check setup stack stop status fmt
+.PHONY: run demo test check setup stack stop status fmt
 
 run:        ## set up, start the stack, run gateway + consumers
 	scripts/run.sh
+demo:       ## a small flash sale to watch on the dashboard (uses `make run` if it is up)
+	scripts/demo.sh
 test:       ## set up, start the stack, fmt + clippy + all tests
 	scripts/test.sh
 check:      ## fmt + clippy + unit and property tests, no stack needed (quick)

@@ -30,6 +30,7 @@ export APP_PAYMENTS__CALLBACK_SECRET="fuzz-callback-$(secret)"
 export APP_PULSAR__SECKILL_ORDERS_TOPIC="fuzz-$(date +%s)" APP_LOG__FILTER=error
 export APP_RATE_LIMIT__PER_IP__PER_SECOND=1000000 APP_RATE_LIMIT__PER_IP__BURST=1000000
 export APP_RATE_LIMIT__PER_USER__PER_SECOND=1000000 APP_RATE_LIMIT__PER_USER__BURST=1000000
+export APP_SALE_TOKENS__PER_USER__PER_SECOND=1000000 APP_SALE_TOKENS__PER_USER__BURST=1000000
 port=18280
 out=$ROOT/target/api-fuzz
 mkdir -p "$out"
@@ -39,12 +40,13 @@ trap 'kill $gateway_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || die "gateway not ready; see $out/gateway.log"
 
-# Something for the generated requests to find: a running sale and a catalog item.
+# Something for the generated requests to find: a running sale (without sale tokens, so
+# generated orders reach the order path past the token check) and a catalog item.
 admin() { curl -sf -H "Authorization: Bearer $APP_AUTH__ADMIN_KEY" -H 'Content-Type: application/json' "$@" >/dev/null; }
 start=$(date -u -d '-2 seconds' +%Y-%m-%dT%H:%M:%SZ)
 end=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
 admin -X POST "http://127.0.0.1:$port/admin/promotions" \
-  -d "{\"sku_id\":\"fuzz\",\"title\":\"fuzz\",\"price_cents\":100,\"stock\":1000,\"per_user_limit\":1,\"starts_at\":\"$start\",\"ends_at\":\"$end\"}"
+  -d "{\"sku_id\":\"fuzz\",\"title\":\"fuzz\",\"price_cents\":100,\"stock\":1000,\"per_user_limit\":1,\"requires_token\":false,\"starts_at\":\"$start\",\"ends_at\":\"$end\"}"
 admin -X POST "http://127.0.0.1:$port/admin/skus" -d '{"id":"fuzz-sku","title":"fuzz","price_cents":500,"stock":1000}'
 target/debug/bench mint-tokens --count 1 --out "$out/token.txt"
 

@@ -16,7 +16,7 @@ target/release/gateway &
 gateway_pid=$!
 stop() { kill -TERM "$gateway_pid" "$consumers_pid" 2>/dev/null || true; }
 trap stop INT TERM
-say "gateway on http://127.0.0.1:${APP_GATEWAY__PORT:-8080} (try /readyz), consumers health on :${APP_CONSUMERS__PORT:-8081}; Ctrl-C stops"
+say "gateway on http://127.0.0.1:${APP_GATEWAY__PORT:-8080} (dashboard /admin/, try /readyz), consumers health on :${APP_CONSUMERS__PORT:-8081}; \`make demo\` in another terminal runs a sale; Ctrl-C stops"
 status=0
 wait "$gateway_pid" || status=$?
 wait "$consumers_pid" || status=$?

@@ -23,3 +23,5 @@ else
 fi
 say "API fuzzing over the OpenAPI spec (schemathesis, zero 5xx)"
 "$ROOT/scripts/api-fuzz.sh" 25
+say "make demo, as a newcomer runs it (on the debug build)"
+DEMO_PROFILE=debug "$ROOT/scripts/demo.sh"

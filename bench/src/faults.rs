@@ -58,8 +58,8 @@ pub enum Fault {
     /// SIGSTOP PostgreSQL (postmaster and backends) for the outage, then SIGCONT.
     PostgresPause,
     /// Operators steer the running sale through every gateway in turn: add stock, pause
-    /// (held for the outage) and resume, edit the title, warm up, reconcile, repair, add
-    /// stock again. Nothing may create or lose a unit (oversold counts against the stock
+    /// (held for the outage) and resume, edit the title and switch the challenge to proof of
+    /// work, warm up, reconcile, repair, add stock again. Nothing may create or lose a unit (oversold counts against the stock
     /// configured at the end).
     AdminActions,
 }
@@ -530,8 +530,13 @@ async fn operate_mid_sale(target: &Target, promotion_id: i64, outage: Duration) 
     target
         .operate(2, Method::POST, &format!("{sale}/resume"), None)
         .await?;
-    let title = Some(serde_json::json!({ "title": "bench flash sale (renamed)" }));
-    target.operate(0, Method::PATCH, &sale, title).await?;
+    // A new title, and bots are met with proof of work from now on: the apps' tokens,
+    // handed out before, stay good for their retries.
+    let edit = Some(serde_json::json!({
+        "title": "bench flash sale (renamed)",
+        "challenge": { "kind": "proof_of_work", "difficulty": 16 },
+    }));
+    target.operate(0, Method::PATCH, &sale, edit).await?;
     target
         .operate(1, Method::POST, &format!("{sale}/warmup"), None)
         .await?;

@@ -21,6 +21,9 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use crate::loadgen::{self, LoadSpec, Outcome, Pace, Workload};
+
+/// The header an order carries its sale token in.
+const SALE_TOKEN: &str = "x-sale-token";
 use crate::plan::{Plan, PlanSettings};
 use crate::report::{PipelineReport, RunReport};
 use crate::target::Target;
@@ -63,6 +66,8 @@ pub enum System {
 pub struct SaleWorkload {
     plan: Plan,
     tokens: Vec<HeaderValue>,
+    /// Each buyer's sale token (same order as `tokens`), when the sale requires them.
+    sale_tokens: Option<Vec<HeaderValue>>,
     path: String,
     /// Request ids are `<tag>-<user>-<try>`, unique per run.
     tag: String,
@@ -80,7 +85,12 @@ struct Accepted<'a> {
 }
 
 impl SaleWorkload {
-    pub fn new(plan: Plan, tokens: Vec<HeaderValue>, promotion_id: i64) -> Self {
+    pub fn new(
+        plan: Plan,
+        tokens: Vec<HeaderValue>,
+        sale_tokens: Option<Vec<HeaderValue>>,
+        promotion_id: i64,
+    ) -> Self {
         let tag = format!(
             "b{}",
             SystemTime::now()
@@ -90,6 +100,7 @@ impl SaleWorkload {
         Self {
             plan,
             tokens,
+            sale_tokens,
             path: format!("/api/seckill/{promotion_id}/orders"),
             tag,
             answers: Mutex::new(HashMap::new()),
@@ -148,14 +159,15 @@ impl SaleWorkload {
             }
             let calls = open.into_iter().enumerate().map(|(i, (user, request_id))| {
                 let gateway = &gateways[(round + i) % gateways.len()];
-                let token = self
-                    .tokens
-                    .get(usize::try_from(user - 1).unwrap_or(usize::MAX))
-                    .cloned();
-                let request = client
+                let index = usize::try_from(user - 1).unwrap_or(usize::MAX);
+                let token = self.tokens.get(index).cloned();
+                let mut request = client
                     .post(format!("{gateway}{}", self.path))
                     .header(CONTENT_TYPE, "application/json")
                     .body(format!(r#"{{"quantity":1,"request_id":"{request_id}"}}"#));
+                if let Some(sale_token) = self.sale_token(index) {
+                    request = request.header(SALE_TOKEN, sale_token);
+                }
                 async move {
                     let request = match token {
                         Some(token) => request.header(AUTHORIZATION, token),
@@ -179,6 +191,10 @@ impl SaleWorkload {
         sent
     }
 
+    fn sale_token(&self, index: usize) -> Option<HeaderValue> {
+        self.sale_tokens.as_ref()?.get(index).cloned()
+    }
+
     fn request_id(&self, k: u64) -> Option<(u64, String)> {
         let a = self.plan.get(k)?;
         Some((a.user, format!("{}-{}-{}", self.tag, a.user, a.request)))
@@ -200,13 +216,16 @@ impl Workload for SaleWorkload {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((user, request_id.clone()));
-        let token = self.tokens.get(usize::try_from(user - 1).ok()?)?.clone();
+        let index = usize::try_from(user - 1).ok()?;
+        let token = self.tokens.get(index)?.clone();
         let body = format!(r#"{{"quantity":1,"request_id":"{request_id}"}}"#);
-        Request::post(self.path.as_str())
+        let mut request = Request::post(self.path.as_str())
             .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, token)
-            .body(Full::new(Bytes::from(body)))
-            .ok()
+            .header(AUTHORIZATION, token);
+        if let Some(sale_token) = self.sale_token(index) {
+            request = request.header(SALE_TOKEN, sale_token);
+        }
+        request.body(Full::new(Bytes::from(body))).ok()
     }
 
     fn outcome(&self, k: u64, status: StatusCode, body: &[u8]) -> Outcome {
@@ -256,7 +275,19 @@ impl FlashSale {
             len,
         );
         let tokens = target.tokens(1..=self.users)?;
-        let workload = std::sync::Arc::new(SaleWorkload::new(plan, tokens, promotion_id));
+        // Apps fetch their sale tokens before the load, as they do during the countdown
+        // (only buyers who take part; the baseline has no tokens).
+        let sale_tokens = match system {
+            System::Gateway => {
+                let buyers = (0..plan.len() as u64)
+                    .filter_map(|k| plan.get(k).map(|a| a.user))
+                    .max()
+                    .unwrap_or(0);
+                target.sale_tokens(promotion_id, 1..=buyers).await?
+            }
+            System::Baseline(_) => None,
+        };
+        let workload = std::sync::Arc::new(SaleWorkload::new(plan, tokens, sale_tokens, promotion_id));
         let started_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .context("clock before 1970")?

@@ -7,6 +7,7 @@
 
 pub mod baseline;
 pub mod db_insert;
+pub mod demo;
 pub mod faults;
 pub mod flash_sale;
 pub mod loadgen;
@@ -14,6 +15,7 @@ pub mod order_polls;
 pub mod plan;
 pub mod redis_conn;
 pub mod report;
+pub mod sale_tokens;
 pub mod scenarios;
 pub mod svg;
 pub mod target;

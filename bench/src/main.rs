@@ -56,6 +56,8 @@ enum Command {
     RedisConn(bench::redis_conn::Args),
     /// Order inserts: the writer's batched statement vs one row per transaction.
     DbInsert(bench::db_insert::Args),
+    /// The anti-bot checks' CPU cost (sale token, puzzle solution) and solving puzzles.
+    SaleTokens(bench::sale_tokens::Args),
     /// Serve a handler that does nothing but answer like the seckill endpoint.
     TrivialServer {
         #[arg(long, default_value = "127.0.0.1:18090")]
@@ -65,6 +67,20 @@ enum Command {
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:18091")]
         addr: SocketAddr,
+    },
+    /// A small flash sale to watch on the dashboard (`make demo`): a sale that starts in a few
+    /// seconds, buyers who fetch sale tokens and buy at the start, then the outcome.
+    Demo {
+        /// The gateway's base URL (`make run` serves on :8080).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        #[arg(long, default_value_t = 1_000)]
+        buyers: u64,
+        #[arg(long, default_value_t = 200)]
+        stock: i64,
+        /// Seconds until the sale starts.
+        #[arg(long, default_value_t = 8)]
+        starts_in: u64,
     },
     /// Write `count` user tokens (sub = 1..=count), one per line, for other load generators.
     MintTokens {
@@ -387,6 +403,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RedisConn(args) => bench::redis_conn::run(args).await,
         Command::DbInsert(args) => bench::db_insert::run(args).await,
+        Command::SaleTokens(args) => bench::sale_tokens::run(args),
         Command::TrivialServer { addr } => trivial_server(addr).await,
         Command::BaselineServer { addr } => {
             let target = Target::from_env("http://unused")?;
@@ -394,6 +411,21 @@ async fn main() -> anyhow::Result<()> {
             bench::baseline::serve(addr, db, target.jwt_secret()).await
         }
         Command::MintTokens { count, out } => mint_tokens(count, &out),
+        Command::Demo {
+            gateway,
+            buyers,
+            stock,
+            starts_in,
+        } => {
+            let target = Target::from_env(&gateway)?;
+            let demo = bench::demo::Demo {
+                buyers,
+                stock,
+                starts_in: Duration::from_secs(starts_in),
+            };
+            anyhow::ensure!(demo.run(&target).await?, "the demo sale broke an invariant");
+            Ok(())
+        }
     }
 }
 

@@ -261,9 +261,11 @@ async fn buy_and_poll(
     n: usize,
 ) -> anyhow::Result<Polled> {
     let auth = token.to_str().context("token header")?;
+    let sale_token = crate::target::fetch_sale_token(client, base, token, promotion_id).await?;
     let placed = client
         .post(format!("{base}/api/seckill/{promotion_id}/orders"))
         .header("Authorization", auth)
+        .header("X-Sale-Token", sale_token)
         .json(&json!({ "quantity": 1, "request_id": format!("poll-{n}") }))
         .send()
         .await

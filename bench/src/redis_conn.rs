@@ -46,6 +46,7 @@ fn promotion(stock: i64) -> Promotion {
         created_at: now,
         updated_at: now,
         revision: 1,
+        access: Default::default(),
     }
 }
 

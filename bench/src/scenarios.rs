@@ -69,7 +69,7 @@ pub async fn http_ceiling(
         },
         (duration.as_secs_f64() * 400_000.0) as usize,
     );
-    let workload = Arc::new(SaleWorkload::new(plan, target.tokens(1..=users)?, 1));
+    let workload = Arc::new(SaleWorkload::new(plan, target.tokens(1..=users)?, None, 1));
     let spec = LoadSpec::new(&server.base, connections, Pace::Max, duration).await?;
     let recording = loadgen::run(&spec, workload, "ceiling-http").await?;
     Ok(RunReport::new(

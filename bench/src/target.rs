@@ -156,15 +156,28 @@ impl Target {
 
     /// A sale running from now for an hour; returns its id.
     pub async fn create_promotion(&self, stock: i64, per_user_limit: u32) -> anyhow::Result<i64> {
-        let now = chrono::Utc::now();
+        let starts_at = chrono::Utc::now() - chrono::Duration::seconds(2);
+        self.create_sale("bench flash sale", stock, per_user_limit, starts_at)
+            .await
+    }
+
+    /// A sale from `starts_at` for an hour, with the admin API's defaults otherwise (sale
+    /// tokens required, no challenge); returns its id.
+    pub async fn create_sale(
+        &self,
+        title: &str,
+        stock: i64,
+        per_user_limit: u32,
+        starts_at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<i64> {
         let body = self
             .admin(
                 "/admin/promotions",
                 json!({
-                    "sku_id": "bench", "title": "bench flash sale", "price_cents": 100,
+                    "sku_id": "bench", "title": title, "price_cents": 100,
                     "stock": stock, "per_user_limit": per_user_limit,
-                    "starts_at": (now - chrono::Duration::seconds(2)).to_rfc3339(),
-                    "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+                    "starts_at": starts_at.to_rfc3339(),
+                    "ends_at": (starts_at + chrono::Duration::hours(1)).to_rfc3339(),
                 }),
             )
             .await
@@ -181,6 +194,45 @@ impl Target {
         .await
         .context("create the checkout item")
         .map(|_| ())
+    }
+
+    /// The sale tokens of `users` (in order), fetched as apps fetch theirs while the countdown
+    /// runs: the sale's challenge, answered, then the token; spread over the deployment's
+    /// gateways, 128 at a time. `None` when the sale does not require tokens.
+    pub async fn sale_tokens(
+        &self,
+        promotion_id: i64,
+        users: std::ops::RangeInclusive<u64>,
+    ) -> anyhow::Result<Option<Vec<HeaderValue>>> {
+        use futures::StreamExt;
+        let sale: Value = self
+            .http
+            .get(format!("{}/api/promotions/{promotion_id}", self.base))
+            .send()
+            .await
+            .context("read the sale")?
+            .json()
+            .await
+            .context("the sale as JSON")?;
+        if sale["requires_token"] != Value::Bool(true) {
+            return Ok(None);
+        }
+        let auths = self.tokens(users)?;
+        let spinner = crate::report::spinner("sale tokens");
+        let fetched: Vec<anyhow::Result<HeaderValue>> = futures::stream::iter(auths.into_iter().enumerate())
+            .map(|(i, auth)| {
+                let base = self.gateways[i % self.gateways.len()].clone();
+                let http = self.http.clone();
+                async move {
+                    let token = fetch_sale_token(&http, &base, &auth, promotion_id).await?;
+                    HeaderValue::from_str(&token).context("a sale token header")
+                }
+            })
+            .buffered(128)
+            .collect()
+            .await;
+        spinner.finish_and_clear();
+        fetched.into_iter().collect::<anyhow::Result<Vec<_>>>().map(Some)
     }
 
     /// `Authorization` values for `users`, as the platform's login service would issue them.
@@ -208,4 +260,66 @@ pub fn mint_tokens(
             HeaderValue::from_str(&format!("Bearer {token}")).context("token header")
         })
         .collect()
+}
+
+/// One app getting its sale token: ask for the challenge, answer it (a proof-of-work puzzle is
+/// solved here, as a phone would), and ask for the token. A sale behind an external verifier
+/// (a captcha) cannot be answered by a bench.
+pub async fn fetch_sale_token(
+    http: &reqwest::Client,
+    base: &str,
+    auth: &HeaderValue,
+    promotion_id: i64,
+) -> anyhow::Result<String> {
+    let auth = auth.to_str().context("an Authorization header")?;
+    let challenge = with_app_retries(|| {
+        http.get(format!("{base}/api/seckill/{promotion_id}/challenge"))
+            .header("Authorization", auth)
+    })
+    .await
+    .context("ask for the challenge")?;
+    let answer = match challenge["kind"].as_str() {
+        Some("none") => json!({}),
+        Some("proof_of_work") => {
+            let puzzle = challenge["puzzle"].as_str().context("a puzzle")?;
+            let nonce =
+                order_core::domain::sale_access::solve_puzzle(puzzle).context("an unsolvable puzzle")?;
+            json!({ "puzzle": puzzle, "solution": nonce.to_string() })
+        }
+        other => anyhow::bail!("a challenge the bench cannot answer: {other:?}"),
+    };
+    let body = with_app_retries(|| {
+        http.post(format!("{base}/api/seckill/{promotion_id}/token"))
+            .header("Authorization", auth)
+            .json(&answer)
+    })
+    .await
+    .context("ask for a sale token")?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("a token in the answer")
+}
+
+/// Send like an app: a 429 or 503 is tried again after its Retry-After (up to ten times);
+/// anything else that is not a success is an error naming the status and body.
+async fn with_app_retries(request: impl Fn() -> reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    for _ in 0..10 {
+        let response = request().send().await?;
+        let status = response.status();
+        let wait = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(1);
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        if status.as_u16() != 429 && status.as_u16() != 503 {
+            anyhow::bail!("{status} {body}");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    }
+    anyhow::bail!("still refused after ten tries")
 }

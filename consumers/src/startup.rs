@@ -1,6 +1,6 @@
-//! Building the consumers process: connect dependencies, migrate, subscribe, and run the
-//! order writer, the recovery sweeper and the payment-timeout canceller next to the health
-//! and status endpoints.
+//! Building the consumers process: bind, connect dependencies, migrate (when configured),
+//! subscribe, and run the order writer, the recovery sweeper and the payment-timeout
+//! canceller next to the health and status endpoints.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
-use order_core::postgres::MIGRATOR;
+use order_core::redis::deployment::{DeploymentStore, Role};
 use order_core::redis::global_pace::GlobalPace;
 use order_core::redis::stock::StockStore;
 use order_core::runtime::readiness::{Dependencies, DependencySettings, ReadinessReport};
@@ -47,6 +47,9 @@ pub struct Application {
     shipments: ShipmentRelay,
     backlog: BrokerBacklog,
     supervisor: Supervisor,
+    /// `host:port`, as the dashboard lists this writer.
+    instance_name: String,
+    deployment: DeploymentStore,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +70,14 @@ struct StatusBody {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The port first: a second copy started by mistake fails here, before it connects,
+        // migrates or subscribes as an order writer.
+        let address = settings.consumers.address();
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("bind the consumers' health listener to {address}"))?;
+        let port = listener.local_addr().context("read the bound address")?.port();
+        let instance_name = order_core::redis::deployment::instance_name(&settings.consumers.host, port);
         let deps = Dependencies::connect(DependencySettings {
             redis: &settings.redis,
             database: &settings.database,
@@ -75,9 +86,9 @@ impl Application {
             probe_timeout: Duration::from_millis(settings.startup.readiness_timeout_ms),
         })
         .await?;
-        // Both binaries migrate at start; sqlx serialises concurrent runs with an advisory lock.
-        MIGRATOR
-            .run(&deps.db)
+        // Only when configured (development); sqlx serialises concurrent runs with an
+        // advisory lock.
+        order_core::postgres::migrate_at_start(&deps.db, settings.startup.migrate)
             .await
             .context("apply database migrations")?;
 
@@ -207,18 +218,14 @@ impl Application {
             interval: Duration::from_millis(post.shipment_interval_ms),
             order_events_topic: pulsar.order_events_topic.clone(),
         };
-
-        let address = settings.consumers.address();
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("bind the consumers' health listener to {address}"))?;
-        let port = listener.local_addr().context("read the bound address")?.port();
         let backlog = BrokerBacklog::new(
             &settings.writer.broker_metrics_url,
             &pulsar.topic(&pulsar.seckill_orders_topic),
             &settings.writer.subscription,
         )
         .context("build the broker metrics client")?;
+        let deployment =
+            DeploymentStore::new(deps.redis.clone(), &pulsar.topic(&pulsar.seckill_orders_topic));
         Ok(Self {
             listener,
             deps,
@@ -231,6 +238,8 @@ impl Application {
             shipments,
             backlog,
             supervisor: Supervisor::default(),
+            instance_name,
+            deployment,
         })
     }
 
@@ -277,6 +286,16 @@ impl Application {
         for worker in self.event_workers {
             supervisor.spawn(worker.name(), worker.run(workers.subscribe()));
         }
+        supervisor.spawn(
+            "writer heartbeat",
+            // The dashboard lists this writer; it has no counts of its own to add.
+            self.deployment.heartbeat_until_shutdown(
+                Role::Writer,
+                self.instance_name,
+                workers.subscribe(),
+                || async { Ok(()) },
+            ),
+        );
         let router = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))

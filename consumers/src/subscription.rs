@@ -67,7 +67,7 @@ impl Subscription {
                 // a broker restart (nothing is in flight when next() waits, so nothing is
                 // orphaned). On an idle topic this costs a resubscribe.
                 tracing::debug!(topic = %self.spec.topic, "no message for {IDLE_REOPEN:?}; subscribing afresh");
-                self.reopen().await;
+                self.reopen(Reopen::Idle).await;
                 continue;
             };
             match next {
@@ -78,14 +78,14 @@ impl Subscription {
                     }
                     failed += 1;
                     if failed >= MAX_FAILED_RECEIVES {
-                        self.reopen().await;
+                        self.reopen(Reopen::Failing).await;
                         failed = 0;
                     } else {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
                 None => {
-                    self.reopen().await;
+                    self.reopen(Reopen::Ended).await;
                     failed = 0;
                 }
             }
@@ -100,13 +100,38 @@ impl Subscription {
         self.consumer.nack(msg).await.map_err(Into::into)
     }
 
-    async fn reopen(&mut self) {
-        tracing::info!(topic = %self.spec.topic, subscription = %self.spec.subscription, "subscribing again");
+    /// Replace the consumer. The routine refresh of an idle subscription is logged at debug
+    /// (an idle topic would otherwise log every 20 s); a stream that ended or kept failing is
+    /// a broker problem and logged as one.
+    async fn reopen(&mut self, why: Reopen) {
+        let (topic, subscription) = (&self.spec.topic, &self.spec.subscription);
+        match why {
+            Reopen::Idle => tracing::debug!(%topic, %subscription, "subscribing afresh"),
+            Reopen::Ended => {
+                tracing::warn!(%topic, %subscription, "the subscription's stream ended; subscribing again")
+            }
+            Reopen::Failing => {
+                tracing::warn!(%topic, %subscription, "receives keep failing; subscribing again")
+            }
+        }
         if let Ok(consumer) = build_with_backoff(&self.client, &self.spec, None).await {
-            tracing::info!(topic = %self.spec.topic, "subscribed again");
+            if why == Reopen::Idle {
+                tracing::debug!(%topic, "subscribed afresh");
+            } else {
+                tracing::info!(%topic, "subscribed again");
+            }
             self.consumer = consumer;
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reopen {
+    /// Nothing arrived for `IDLE_REOPEN` (routine).
+    Idle,
+    /// The consumer's stream ended (the client gave up on the broker).
+    Ended,
+    Failing,
 }
 
 /// Subscribe, retrying with backoff (100 ms doubling to 5 s) until it works or, when given,

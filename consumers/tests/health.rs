@@ -1,5 +1,6 @@
 //! The consumers process: it connects to all three dependencies, reports readiness, and
-//! stops when shutdown fires.
+//! stops when shutdown fires; its binary answers --help and --version, and a second copy
+//! fails on the port before it touches anything.
 
 use std::time::Duration;
 
@@ -112,4 +113,42 @@ async fn a_worker_that_panics_fails_health_and_stops_the_process() {
         .expect("task");
     let error = format!("{:#}", stopped.expect_err("a worker died: the process fails"));
     assert!(error.contains("injected"), "{error}");
+}
+
+async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let limit = Duration::from_secs(20);
+    order_core::test_support::run_to_exit(env!("CARGO_BIN_EXE_consumers"), args, env, limit).await
+}
+
+#[tokio::test]
+async fn a_second_copy_fails_on_its_port_before_it_subscribes_to_anything() {
+    // The health port is held (by this test, as a running copy would hold it).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("address").port().to_string();
+    // Dependencies nobody listens on: a copy that tried them first would wait 30 s.
+    let env = [
+        ("APP_CONSUMERS__PORT", port.as_str()),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere"),
+        ("PULSAR_URL", "pulsar://127.0.0.1:1"),
+    ];
+    let started = std::time::Instant::now();
+    let output = run_binary(&[], &env).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("bind the consumers' health listener"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+
+    let help = run_binary(&["--help"], &env).await;
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: consumers"));
+    let version = run_binary(&["--version"], &env).await;
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("consumers {}", env!("CARGO_PKG_VERSION"))
+    );
 }

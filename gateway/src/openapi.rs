@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "seckill gateway", description = "Flash-sale gateway: seckill, checkout, payments, admin"),
-    paths(crate::routes::dashboard::page, crate::routes::dashboard::pipeline, crate::routes::health::healthz, crate::routes::health::readyz, crate::routes::health::metrics, crate::routes::health::openapi, crate::routes::seckill::place_seckill_order, crate::routes::orders::get_order, crate::routes::promotions::get_promotion, crate::routes::checkout::list_orders, crate::routes::checkout::pay, crate::routes::checkout::cancel, crate::routes::checkout::request_refund, crate::routes::checkout::preview, crate::routes::checkout::place, crate::routes::checkout::my_coupons, crate::routes::payments::payment_callback, crate::routes::admin::create_promotion, crate::routes::admin::list_promotions, crate::routes::admin::get_promotion, crate::routes::admin::patch_promotion, crate::routes::admin::delete_promotion, crate::routes::admin::pause_promotion, crate::routes::admin::resume_promotion, crate::routes::admin::add_stock, crate::routes::admin::warmup_promotion, crate::routes::admin::promotion_stats, crate::routes::admin::reconcile_promotion, crate::routes::catalog::create_sku, crate::routes::catalog::get_sku, crate::routes::catalog::patch_sku, crate::routes::catalog::create_coupon, crate::routes::catalog::grant_coupon, crate::routes::catalog::approve_refund, crate::routes::catalog::complete_order),
+    paths(crate::routes::dashboard::page, crate::routes::dashboard::pipeline, crate::routes::health::healthz, crate::routes::health::readyz, crate::routes::health::metrics, crate::routes::health::openapi, crate::routes::seckill::place_seckill_order, crate::routes::sale_tokens::get_challenge, crate::routes::sale_tokens::issue_sale_token, crate::routes::orders::get_order, crate::routes::promotions::get_promotion, crate::routes::checkout::list_orders, crate::routes::checkout::pay, crate::routes::checkout::cancel, crate::routes::checkout::request_refund, crate::routes::checkout::preview, crate::routes::checkout::place, crate::routes::checkout::my_coupons, crate::routes::payments::payment_callback, crate::routes::admin::create_promotion, crate::routes::admin::list_promotions, crate::routes::admin::get_promotion, crate::routes::admin::patch_promotion, crate::routes::admin::delete_promotion, crate::routes::admin::pause_promotion, crate::routes::admin::resume_promotion, crate::routes::admin::add_stock, crate::routes::admin::warmup_promotion, crate::routes::admin::promotion_stats, crate::routes::admin::reconcile_promotion, crate::routes::catalog::create_sku, crate::routes::catalog::get_sku, crate::routes::catalog::patch_sku, crate::routes::catalog::create_coupon, crate::routes::catalog::grant_coupon, crate::routes::catalog::approve_refund, crate::routes::catalog::complete_order),
     modifiers(&Security, &ClosedVariants)
 )]
 struct ApiDoc;
@@ -39,7 +39,7 @@ impl Modify for Security {
 /// Bodies that are internally tagged enums refusing unknown fields. utoipa marks a struct
 /// with `deny_unknown_fields` as closed (`additionalProperties: false`) but not the variants
 /// of such an enum, so without this the spec would allow fields the server refuses.
-const CLOSED_TAGGED_BODIES: [&str; 1] = ["CouponTemplateInput"];
+const CLOSED_TAGGED_BODIES: [&str; 2] = ["CouponTemplateInput", "Challenge"];
 
 struct ClosedVariants;
 

@@ -20,6 +20,7 @@ pub struct Settings {
     pub pulsar: PulsarSettings,
     pub auth: AuthSettings,
     pub seckill: SeckillSettings,
+    pub sale_tokens: SaleTokenSettings,
     pub rate_limit: RateLimitSettings,
     pub orders: OrderSettings,
     pub checkout: CheckoutSettings,
@@ -86,12 +87,30 @@ pub struct SeckillSettings {
     pub warmup_lead_secs: u64,
 }
 
+/// Sale tokens (anti-bot): when they are handed out, how long they last, and how often one
+/// buyer may ask.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaleTokenSettings {
+    /// Tokens are handed out from this long before a sale starts (until it ends).
+    pub lead_secs: u64,
+    /// A token is good for this long.
+    pub ttl_secs: u64,
+    /// A proof-of-work puzzle must be solved within this.
+    pub puzzle_ttl_secs: u64,
+    /// An external verifier that takes longer is treated as unavailable (503).
+    pub verifier_timeout_ms: u64,
+    /// Token requests per buyer.
+    pub per_user: crate::rate_limit::Limit,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
     /// HS256 key for app users' JWTs (issued by the platform's login service).
     pub jwt_secret: SecretString,
     /// Bearer key of the admin API.
     pub admin_key: SecretString,
+    /// HMAC-SHA256 key of sale tokens and proof-of-work puzzles, the same on every gateway.
+    pub sale_token_secret: SecretString,
     /// Checked against the `iss` claim only when set.
     #[serde(default)]
     pub jwt_issuer: Option<String>,
@@ -104,6 +123,14 @@ impl Validate for Settings {
         self.pulsar.validate()?;
         require_secret("auth.jwt_secret", &self.auth.jwt_secret, 32)?;
         require_secret("auth.admin_key", &self.auth.admin_key, 16)?;
+        require_secret("auth.sale_token_secret", &self.auth.sale_token_secret, 32)?;
+        self.sale_tokens.per_user.quota("sale_tokens.per_user")?;
+        if self.sale_tokens.ttl_secs == 0 || self.sale_tokens.puzzle_ttl_secs == 0 {
+            return Err(SettingsError::invalid(
+                "sale_tokens.ttl_secs",
+                "tokens and puzzles must last at least a second",
+            ));
+        }
         if self.seckill.worker_id.is_some_and(|id| id > MAX_WORKER_ID) {
             return Err(SettingsError::invalid(
                 "seckill.worker_id",

@@ -8,7 +8,6 @@ use anyhow::Context;
 use axum::Router;
 use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
-use order_core::postgres::MIGRATOR;
 use order_core::redis::stock::StockStore;
 use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};
 use order_core::runtime::readiness::{Dependencies, DependencySettings};
@@ -40,7 +39,11 @@ pub struct AppContext {
     pub ids: Arc<WorkerLease>,
     pub promotions: PromotionRepo,
     pub warmup_lead: Duration,
-    pub rejections: crate::rejections::Rejections,
+    /// This gateway's per-sale counts, added to the deployment's totals every second.
+    pub counters: Arc<crate::sale_counters::SaleCounters>,
+    /// The deployment's totals and the live gateways and writers (Redis).
+    pub deployment: order_core::redis::deployment::DeploymentStore,
+    pub sale_tokens: crate::sale_tokens::SaleTokens,
     /// Normal checkout's own pool and concurrency limit (isolation from the seckill flood).
     pub checkout_db: sqlx::PgPool,
     pub checkout_slots: tokio::sync::Semaphore,
@@ -79,9 +82,17 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connect to Redis, PostgreSQL and Pulsar (waiting up to the configured start-up
-    /// deadline), apply migrations and bind the listener. Port 0 picks a free port.
+    /// Bind the listener (port 0 picks a free port), then connect to Redis, PostgreSQL and
+    /// Pulsar (waiting up to the configured start-up deadline), apply migrations when
+    /// `startup.migrate` is on, and start the background tasks.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The port first: a second copy started by mistake fails here, before it connects,
+        // migrates, leases a worker id or subscribes to anything.
+        let address = settings.gateway.address();
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("bind the gateway to {address}"))?;
+        let port = listener.local_addr().context("read the bound address")?.port();
         let deps = Dependencies::connect(DependencySettings {
             redis: &settings.redis,
             database: &settings.database,
@@ -90,8 +101,7 @@ impl Application {
             probe_timeout: Duration::from_millis(settings.startup.readiness_timeout_ms),
         })
         .await?;
-        MIGRATOR
-            .run(&deps.db)
+        order_core::postgres::migrate_at_start(&deps.db, settings.startup.migrate)
             .await
             .context("apply database migrations")?;
         order_core::runtime::metrics::install();
@@ -129,7 +139,16 @@ impl Application {
             ids,
             promotions: PromotionRepo::new(deps.db.clone()),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
-            rejections: Default::default(),
+            counters: Default::default(),
+            deployment: order_core::redis::deployment::DeploymentStore::new(
+                deps.redis.clone(),
+                &settings.pulsar.topic(&settings.pulsar.seckill_orders_topic),
+            ),
+            sale_tokens: crate::sale_tokens::SaleTokens::new(
+                &settings.auth.sale_token_secret,
+                &settings.sale_tokens,
+            )
+            .context("set up sale tokens")?,
             checkout_db: order_core::postgres::lazy_pool(&order_core::runtime::settings::DatabaseSettings {
                 max_connections: settings.checkout.max_connections,
                 ..settings.database.clone()
@@ -187,12 +206,14 @@ impl Application {
             Arc::clone(&state.order_watch).run(settings.redis.clone(), tasks.subscribe()),
         );
         let order_watch = Arc::clone(&state.order_watch);
-
-        let address = settings.gateway.address();
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("bind the gateway to {address}"))?;
-        let port = listener.local_addr().context("read the bound address")?.port();
+        supervisor.watch(
+            "sale counters publisher",
+            state.counters.spawn_publisher(
+                state.deployment.clone(),
+                order_core::redis::deployment::instance_name(&settings.gateway.host, port),
+                tasks.subscribe(),
+            ),
+        );
         let router = routes::router(state);
         Ok(Self {
             listener,

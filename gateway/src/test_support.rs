@@ -126,6 +126,18 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// A valid sale token for the buyer, signed with the deployment's key as
+    /// `POST /api/seckill/{id}/token` would sign it (tests of the token endpoint use the
+    /// endpoint; this is for tests about everything after it).
+    pub fn sale_token(&self, promotion_id: i64, user_id: i64) -> String {
+        let key = order_core::domain::sale_access::SaleKey::new(
+            self.settings.auth.sale_token_secret.expose_secret().as_bytes(),
+        );
+        let expires_ms = Utc::now().timestamp_millis() + 3_600_000;
+        key.mint_token(promotion_id, user_id, expires_ms)
+    }
+
+    /// An app's order, with the buyer's sale token.
     pub async fn place(
         &self,
         promotion_id: i64,
@@ -137,6 +149,7 @@ impl TestApp {
             .client
             .post(format!("{}/api/seckill/{promotion_id}/orders", self.address))
             .bearer_auth(self.token(user_id))
+            .header("X-Sale-Token", self.sale_token(promotion_id, user_id))
             .json(&json!({ "quantity": quantity, "request_id": request_id }))
             .send()
             .await

@@ -29,13 +29,36 @@ pub fn local_source() -> SettingsSource {
     )
 }
 
+/// Run one of the workspace's binaries to its exit with the repository's config (at most
+/// `limit`, else the test fails); its output. No backtraces: errors read as an operator
+/// sees them.
+pub async fn run_to_exit(
+    binary: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(args)
+        .env("APP_CONFIG_DIR", workspace_root().join("config"))
+        .env_remove("RUST_BACKTRACE")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{binary} {args:?} did not exit within {limit:?}"))
+        .unwrap_or_else(|e| panic!("run {binary}: {e}"))
+}
+
 /// A name no other test (or earlier run) uses: `prefix-<uuid>`.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Create an empty database next to the configured one and run the migrations on it.
-pub async fn fresh_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
+/// Create an empty database (no schema) next to the configured one.
+pub async fn empty_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
     let name = unique("test").replace('-', "_");
     let mut admin = PgConnection::connect_with(&base.connect_options()?)
         .await
@@ -44,7 +67,12 @@ pub async fn fresh_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseS
         .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
         .await
         .context("create a test database")?;
-    let settings = base.with_database_name(&name);
+    Ok(base.with_database_name(&name))
+}
+
+/// Create an empty database next to the configured one and run the migrations on it.
+pub async fn fresh_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
+    let settings = empty_database(base).await?;
     let mut conn = PgConnection::connect_with(&settings.connect_options()?).await?;
     MIGRATOR
         .run(&mut conn)

@@ -28,6 +28,7 @@ fn promotion(stock: i64, per_user_limit: i32) -> Promotion {
         created_at: now,
         updated_at: now,
         revision: 1,
+        access: Default::default(),
     }
 }
 

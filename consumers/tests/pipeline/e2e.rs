@@ -54,7 +54,7 @@ async fn every_accepted_order_becomes_exactly_one_row() {
     );
     assert_eq!(stats["reserved"].as_i64(), Some(STOCK));
     assert!(
-        stats["rejections_this_gateway"]["sold_out"]
+        stats["this_gateway"]["rejections"]["sold_out"]
             .as_u64()
             .expect("count")
             > 0

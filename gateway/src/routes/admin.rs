@@ -44,6 +44,10 @@ fn invalid(e: PromotionError) -> ApiError {
     }
 }
 
+fn invalid_challenge(e: order_core::domain::sale_access::ChallengeError) -> ApiError {
+    ApiError::unprocessable("invalid_challenge", e.to_string())
+}
+
 fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::dependency("promotion database call", e)
 }
@@ -176,7 +180,7 @@ pub async fn create_promotion(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<NewPromotionBody>,
 ) -> ApiResult<(StatusCode, Json<AdminPromotion>)> {
-    let fields = PromotionFields::parse(input.into_domain()).map_err(invalid)?;
+    let fields = PromotionFields::parse(input.into_domain().map_err(invalid_challenge)?).map_err(invalid)?;
     if fields.ends_at <= state.cache.clock.now() {
         return Err(ApiError::unprocessable(
             "invalid_window",
@@ -295,7 +299,9 @@ pub async fn patch_promotion(
 ) -> ApiResult<Json<AdminPromotion>> {
     let current = load(&state, id).await?;
     let now = state.cache.clock.now();
-    let fields = current.patched(patch.into_domain(), now).map_err(invalid)?;
+    let fields = current
+        .patched(patch.into_domain().map_err(invalid_challenge)?, now)
+        .map_err(invalid)?;
     let edit_conflict = || {
         ApiError::conflict(
             "edit_conflict",
@@ -543,11 +549,77 @@ pub struct PromotionStats {
     pub cancelled: i64,
     #[schema(value_type = Object)]
     pub orders_by_status: HashMap<String, i64>,
-    /// Requests accepted by the gateway that answers, since it started.
-    pub accepted_this_gateway: u64,
-    /// Counted by the gateway that answers, since it started.
+    /// The sale's requests on every gateway of the deployment: each adds its counts to
+    /// Redis once a second (this gateway's are current).
+    pub deployment: SaleTraffic,
+    /// The sale's requests on the gateway that answers, since it started.
+    pub this_gateway: SaleTraffic,
+    /// Gateways and order writers heard from in the last hour, most recent first.
+    pub instances: Vec<InstanceBody>,
+}
+
+/// A sale's requests by outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SaleTraffic {
+    pub accepted: u64,
+    /// Refused by the rate limits before the sale was asked (429).
+    pub shed: u64,
+    pub tokens_issued: u64,
+    /// Token requests refused (challenge failed, too early, rate limited).
+    pub tokens_refused: u64,
+    /// Refusals by code (`sold_out`, `limit_exceeded`, `not_started`, `ended`, `paused`,
+    /// `sale_token_required`, `sale_token_invalid`, `sale_token_expired`).
     #[schema(value_type = Object)]
-    pub rejections_this_gateway: std::collections::BTreeMap<&'static str, u64>,
+    pub rejections: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl SaleTraffic {
+    fn from_counts(mut counts: crate::sale_counters::Counts) -> Self {
+        let mut take = |name| counts.remove(name).unwrap_or(0);
+        let (accepted, shed, tokens_issued, tokens_refused) = (
+            take("accepted"),
+            take("shed"),
+            take("tokens_issued"),
+            take("tokens_refused"),
+        );
+        Self {
+            accepted,
+            shed,
+            tokens_issued,
+            tokens_refused,
+            rejections: counts,
+        }
+    }
+}
+
+/// A gateway or order writer as the deployment last heard from it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceBody {
+    /// `gateway` or `writer`.
+    pub role: String,
+    /// Its listening address (`host:port`).
+    pub name: String,
+    /// Since its last heartbeat (each sends one a second), on Redis' clock.
+    pub seconds_since_heartbeat: f64,
+    /// Heard from in the last 5 seconds.
+    pub live: bool,
+}
+
+/// A heartbeat older than this means the instance stopped or hangs.
+const LIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The deployment's totals: what Redis holds plus what this gateway has not flushed yet.
+async fn deployment_traffic(state: &AppState, id: i64) -> Result<SaleTraffic, ApiError> {
+    let published = state.deployment.counts(id).await.map_err(deployment_error)?;
+    let mut counts = state.counters.unpublished(id);
+    for (name, n) in counts.iter_mut() {
+        *n += published.get(*name).copied().unwrap_or(0);
+    }
+    Ok(SaleTraffic::from_counts(counts))
+}
+
+fn deployment_error(e: redis::RedisError) -> ApiError {
+    ApiError::dependency("read the deployment's counters", e)
 }
 
 #[utoipa::path(
@@ -593,8 +665,21 @@ pub async fn promotion_stats(
         paid: count("paid"),
         cancelled: count("cancelled"),
         orders_by_status: counts,
-        accepted_this_gateway: state.rejections.accepted(id),
-        rejections_this_gateway: state.rejections.snapshot(id),
+        deployment: deployment_traffic(&state, id).await?,
+        this_gateway: SaleTraffic::from_counts(state.counters.snapshot(id)),
+        instances: state
+            .deployment
+            .instances()
+            .await
+            .map_err(deployment_error)?
+            .into_iter()
+            .map(|i| InstanceBody {
+                live: i.silent_for <= LIVE_WITHIN,
+                seconds_since_heartbeat: i.silent_for.as_secs_f64(),
+                role: i.role,
+                name: i.name,
+            })
+            .collect(),
     }))
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod health;
 pub(crate) mod orders;
 pub mod payments;
 pub(crate) mod promotions;
+pub(crate) mod sale_tokens;
 pub mod seckill;
 
 use std::net::{IpAddr, SocketAddr};
@@ -56,6 +57,14 @@ fn app_routes() -> Routes {
         .at(
             "/api/seckill/{promotion_id}/orders",
             vec![("post", post(seckill::place_seckill_order))],
+        )
+        .at(
+            "/api/seckill/{promotion_id}/challenge",
+            vec![("get", get(sale_tokens::get_challenge))],
+        )
+        .at(
+            "/api/seckill/{promotion_id}/token",
+            vec![("post", post(sale_tokens::issue_sale_token))],
         )
         .at("/api/orders", vec![("get", get(checkout::list_orders))])
         .at("/api/orders/{id}", vec![("get", get(orders::get_order))])

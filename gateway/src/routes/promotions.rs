@@ -24,6 +24,11 @@ pub struct PublicPromotion {
     pub state: PromotionStateBody,
     /// Approximate (refreshed about twice a second).
     pub remaining: i64,
+    /// Orders need a sale token (`POST /api/seckill/{id}/token`).
+    pub requires_token: bool,
+    /// What the app passes before it gets a token: `none`, `proof_of_work` or `webhook`.
+    #[schema(pattern = "^(none|proof_of_work|webhook)$")]
+    pub challenge: &'static str,
 }
 
 impl PublicPromotion {
@@ -39,6 +44,8 @@ impl PublicPromotion {
             ends_at: p.ends_at,
             state: entry.state(now).into(),
             remaining: entry.remaining(),
+            requires_token: p.access.requires_token,
+            challenge: p.access.challenge.kind(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `POST /api/seckill/{promotion_id}/orders`: the hot path.
 //!
-//! limits → local cache (no I/O) → one Lua reserve in Redis → publish to Pulsar → 202.
+//! limits → local cache (no I/O) → sale token (an HMAC, no I/O) → one Lua reserve in Redis
+//! → publish to Pulsar → 202.
 //! PostgreSQL is never touched per request (a sale the cache has not seen wakes its
 //! refresher early, at most every 100 ms).
 //!
@@ -14,7 +15,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId};
 use order_core::domain::promotion::{Promotion, PromotionState};
@@ -27,7 +28,7 @@ use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::promotion_cache::LocalDecision;
-use crate::rejections::SaleRejection;
+use crate::sale_counters::{SaleEvent, SaleRejection};
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -113,13 +114,16 @@ fn retry_later(code: &'static str, message: String) -> ApiError {
     path = "/api/seckill/{promotion_id}/orders",
     tag = "seckill",
     security(("user_jwt" = [])),
-    params(("promotion_id" = i64, Path, description = "numeric id", minimum = 1)),
+    params(
+        ("promotion_id" = i64, Path, description = "numeric id", minimum = 1),
+        ("X-Sale-Token" = Option<String>, Header, description = "the buyer's sale token (`POST /api/seckill/{promotion_id}/token`); required when the sale has `requires_token`"),
+    ),
     request_body = SeckillOrderRequest,
     responses(
         (status = 202, body = Queued),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody),
-        (status = 403, description = "sale not open (not_started, ended, paused)", body = crate::error::ErrorBody),
+        (status = 403, description = "sale not open (`not_started`, `ended`, `paused`), or the sale needs a sale token: `sale_token_required` (none sent), `sale_token_invalid` (not this buyer's for this sale), `sale_token_expired` (get a new one)", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "sold_out, limit_exceeded", body = crate::error::ErrorBody),
         (status = 413, description = "body too large", body = crate::error::ErrorBody),
@@ -134,22 +138,28 @@ pub async fn place_seckill_order(
     State(state): State<AppState>,
     PathId(promotion_id): PathId,
     user: User,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<SeckillOrderRequest>,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
     let promotion =
         PromotionId::parse(promotion_id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let (outcome, result) = match place(&state, promotion, user, body).await {
+    let (outcome, result) = match place(&state, promotion, user, &headers, body).await {
         Ok(accepted) => {
-            state.rejections.accept(promotion_id);
+            state.counters.count(promotion_id, SaleEvent::Accepted);
             ("accepted", Ok(accepted))
         }
         Err(Refusal::Sale(reason)) => {
             if state.cache.get(promotion_id).is_some() {
-                state.rejections.rejected(promotion_id, reason);
+                state.counters.count(promotion_id, SaleEvent::Rejected(reason));
             }
             (reason.code(), Err(reason.into()))
         }
-        Err(Refusal::Other(e)) => (other_outcome(&e), Err(e)),
+        Err(Refusal::Other(e)) => {
+            if e.status == StatusCode::TOO_MANY_REQUESTS && state.cache.get(promotion_id).is_some() {
+                state.counters.count(promotion_id, SaleEvent::Shed);
+            }
+            (other_outcome(&e), Err(e))
+        }
     };
     metrics::counter!("seckill_orders_total", "outcome" => outcome).increment(1);
     result
@@ -168,6 +178,7 @@ async fn place(
     state: &AppState,
     promotion: PromotionId,
     user: User,
+    headers: &HeaderMap,
     body: SeckillOrderRequest,
 ) -> Result<(StatusCode, Json<Queued>), Refusal> {
     let promotion_id = promotion.get();
@@ -194,6 +205,13 @@ async fn place(
         };
     };
     let now = state.cache.clock.now();
+    // A bot without a token is refused before it costs a Redis call; so is a retry whose
+    // token expired meanwhile (the app fetches a new one and retries with the same request id).
+    if entry.promotion.access.requires_token {
+        state
+            .sale_tokens
+            .check_order(headers, promotion_id, user.id.get(), now.timestamp_millis())?;
+    }
     // Nobody can hold an order before the start, and most of a closed sale's flood holds
     // none: both are refused without I/O. A user who may hold one goes on to Redis, which
     // answers a retry with its order id whatever the sale's state.

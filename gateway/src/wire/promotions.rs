@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use order_core::domain::promotion::{Promotion, PromotionInput, PromotionPatch, PromotionState};
+use order_core::domain::sale_access::{Challenge, ChallengeError, SaleAccess};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,6 +23,9 @@ pub struct PromotionBody {
     pub updated_at: DateTime<Utc>,
     /// Bumped by every write to the row; Redis ignores a revision older than the one it has.
     pub revision: i64,
+    /// Orders need a sale token (`X-Sale-Token`, from `POST /api/seckill/{id}/token`).
+    pub requires_token: bool,
+    pub challenge: ChallengeBody,
 }
 
 impl From<&Promotion> for PromotionBody {
@@ -39,6 +43,50 @@ impl From<&Promotion> for PromotionBody {
             created_at: p.created_at,
             updated_at: p.updated_at,
             revision: p.revision,
+            requires_token: p.access.requires_token,
+            challenge: ChallengeBody::from(&p.access.challenge),
+        }
+    }
+}
+
+/// What an app passes before it gets a sale token: nothing, a proof-of-work puzzle of
+/// `difficulty` leading zero bits (about 2^difficulty hashes), or an external verifier (a
+/// captcha service's check, answering `{"success": bool}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Challenge)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChallengeBody {
+    None,
+    ProofOfWork {
+        #[schema(minimum = 1, maximum = 28)]
+        difficulty: u8,
+    },
+    Webhook {
+        /// http:// or https://, at most 500 characters; the gateway POSTs
+        /// `{"promotion_id", "user_id", "solution"}` to it.
+        #[schema(min_length = 8, max_length = 500, pattern = "^https?://\\S+$")]
+        url: String,
+    },
+}
+
+impl From<&Challenge> for ChallengeBody {
+    fn from(c: &Challenge) -> Self {
+        match c {
+            Challenge::None => Self::None,
+            Challenge::ProofOfWork { difficulty } => Self::ProofOfWork {
+                difficulty: *difficulty,
+            },
+            Challenge::Webhook { url } => Self::Webhook { url: url.clone() },
+        }
+    }
+}
+
+impl ChallengeBody {
+    pub fn into_domain(self) -> Result<Challenge, ChallengeError> {
+        match self {
+            Self::None => Ok(Challenge::None),
+            Self::ProofOfWork { difficulty } => Challenge::proof_of_work(difficulty),
+            Self::Webhook { url } => Challenge::webhook(&url),
         }
     }
 }
@@ -85,15 +133,30 @@ pub struct NewPromotionBody {
     pub starts_at: DateTime<Utc>,
     /// After `starts_at`, and in the future (else 422 `invalid_window`).
     pub ends_at: DateTime<Utc>,
+    /// Orders need a sale token (default on; `false` lets any signed-in user order).
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub requires_token: bool,
+    #[serde(default = "no_challenge")]
+    #[schema(default = json!({"kind": "none"}))]
+    pub challenge: ChallengeBody,
 }
 
 fn default_per_user_limit() -> i32 {
     1
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn no_challenge() -> ChallengeBody {
+    ChallengeBody::None
+}
+
 impl NewPromotionBody {
-    pub fn into_domain(self) -> PromotionInput {
-        PromotionInput {
+    pub fn into_domain(self) -> Result<PromotionInput, ChallengeError> {
+        Ok(PromotionInput {
             sku_id: self.sku_id,
             title: self.title,
             price_cents: self.price_cents,
@@ -101,7 +164,11 @@ impl NewPromotionBody {
             per_user_limit: self.per_user_limit,
             starts_at: self.starts_at,
             ends_at: self.ends_at,
-        }
+            access: SaleAccess {
+                requires_token: self.requires_token,
+                challenge: self.challenge.into_domain()?,
+            },
+        })
     }
 }
 
@@ -126,11 +193,14 @@ pub struct PromotionPatchBody {
     /// After `starts_at`, and in the future once the sale has started (else 422
     /// `invalid_window`).
     pub ends_at: Option<DateTime<Utc>>,
+    /// May change until the sale ends (operators turn anti-bot rules on mid-sale).
+    pub requires_token: Option<bool>,
+    pub challenge: Option<ChallengeBody>,
 }
 
 impl PromotionPatchBody {
-    pub fn into_domain(self) -> PromotionPatch {
-        PromotionPatch {
+    pub fn into_domain(self) -> Result<PromotionPatch, ChallengeError> {
+        Ok(PromotionPatch {
             sku_id: self.sku_id,
             title: self.title,
             price_cents: self.price_cents,
@@ -138,6 +208,8 @@ impl PromotionPatchBody {
             per_user_limit: self.per_user_limit,
             starts_at: self.starts_at,
             ends_at: self.ends_at,
-        }
+            requires_token: self.requires_token,
+            challenge: self.challenge.map(ChallengeBody::into_domain).transpose()?,
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! The real `gateway` binary: it starts with the layered config, stops cleanly on SIGTERM,
 //! refuses invalid config naming the key, never prints its secrets, and its JSON logs carry
-//! the request id and order id.
+//! the request id and order id. Its command line: `--help` and `--version` answer and exit,
+//! `migrate` applies the schema and exits, and a second copy fails on the port before it
+//! connects to anything.
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,7 @@ impl Binary {
         let mut cmd = tokio::process::Command::new(GATEWAY);
         cmd.env("APP_CONFIG_DIR", config_dir())
             .env("APP_GATEWAY__PORT", "0")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -118,9 +121,11 @@ impl Binary {
 async fn sigterm_stops_the_binary_gracefully_and_secrets_stay_out_of_the_log() {
     let jwt_secret = "binary-test-jwt-secret-abcdefghijklmnopqrstuvwxyz";
     let admin_key = "binary-test-admin-key-0123456789";
+    let sale_token_secret = "binary-test-sale-token-secret-abcdefghijklmnopqrstuvwxyz";
     let binary = Binary::start(&[
         ("APP_AUTH__JWT_SECRET", jwt_secret),
         ("APP_AUTH__ADMIN_KEY", admin_key),
+        ("APP_AUTH__SALE_TOKEN_SECRET", sale_token_secret),
         ("RUST_LOG", "debug"),
     ])
     .await;
@@ -129,7 +134,7 @@ async fn sigterm_stops_the_binary_gracefully_and_secrets_stay_out_of_the_log() {
     assert!(status.success(), "clean exit after SIGTERM: {status:?}\n{log}");
     assert!(log.contains("gateway stopped"), "logs its shutdown: {log}");
     assert!(
-        !log.contains(jwt_secret) && !log.contains(admin_key),
+        !log.contains(jwt_secret) && !log.contains(admin_key) && !log.contains(sale_token_secret),
         "secrets leaked: {log}"
     );
 }
@@ -172,7 +177,7 @@ async fn json_logs_carry_the_request_id_and_order_id_on_every_line_of_a_request(
         .bearer_auth(admin_key)
         .header("x-request-id", "admin-req-1")
         .json(&serde_json::json!({ "sku_id": "s", "title": "t", "price_cents": 100, "stock": 5, "per_user_limit": 1,
-                                   "starts_at": now - chrono::Duration::seconds(1), "ends_at": now + chrono::Duration::hours(1) }))
+                                   "requires_token": false, "starts_at": now - chrono::Duration::seconds(1), "ends_at": now + chrono::Duration::hours(1) }))
         .send()
         .await
         .expect("create")
@@ -221,4 +226,111 @@ async fn json_logs_carry_the_request_id_and_order_id_on_every_line_of_a_request(
         .collect();
     assert_eq!(created.len(), 1);
     assert_eq!(created[0]["span"]["request_id"], "admin-req-1");
+}
+
+async fn run_to_exit(args: &[&str], env: &[(&str, &str)], limit: Duration) -> std::process::Output {
+    order_core::test_support::run_to_exit(GATEWAY, args, env, limit).await
+}
+
+/// Dependencies nobody listens on: a binary that tried them would wait out its start-up
+/// deadline (30 s) before failing.
+const NOWHERE: [(&str, &str); 3] = [
+    ("REDIS_URL", "redis://127.0.0.1:1"),
+    ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere"),
+    ("PULSAR_URL", "pulsar://127.0.0.1:1"),
+];
+
+#[tokio::test]
+async fn help_and_version_answer_and_exit_without_starting_anything() {
+    let help = run_to_exit(&["--help"], &NOWHERE, Duration::from_secs(10)).await;
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for expected in [
+        "Usage: gateway",
+        "migrate",
+        "--config",
+        "APP_AUTH__SALE_TOKEN_SECRET",
+        "DATABASE_URL",
+    ] {
+        assert!(text.contains(expected), "--help mentions {expected}: {text}");
+    }
+    let version = run_to_exit(&["--version"], &NOWHERE, Duration::from_secs(10)).await;
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+    let typo = run_to_exit(&["--hepl"], &NOWHERE, Duration::from_secs(10)).await;
+    assert_eq!(typo.status.code(), Some(2), "a usage error");
+}
+
+#[tokio::test]
+async fn a_second_copy_fails_on_the_port_before_it_connects_to_anything() {
+    let first = Binary::start(&[]).await;
+    let port = first.port.to_string();
+    let mut env = NOWHERE.to_vec();
+    env.push(("APP_GATEWAY__PORT", &port));
+    let started = std::time::Instant::now();
+    let second = run_to_exit(&[], &env, Duration::from_secs(20)).await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(stderr.contains("bind the gateway"), "fails on the port: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    let (status, _) = first.stop().await;
+    assert!(status.success(), "the first copy runs on untouched");
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema_to_an_empty_database_and_exits() {
+    let base: gateway::settings::Settings =
+        order_core::test_support::local_source().load().expect("settings");
+    let empty = order_core::test_support::empty_database(&base.database)
+        .await
+        .expect("an empty database");
+    let url = secrecy::ExposeSecret::expose_secret(&empty.url).to_owned();
+    let env = [
+        ("APP_DATABASE__URL", url.as_str()),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("PULSAR_URL", "pulsar://127.0.0.1:1"),
+    ];
+    let first = run_to_exit(&["migrate"], &env, Duration::from_secs(60)).await;
+    let log = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let applied = order_core::postgres::MIGRATOR.iter().count();
+    assert!(log.contains(&format!("applied={applied}")), "{log}");
+    let db = order_core::postgres::lazy_pool(&empty).expect("pool");
+    let promotions: i64 = sqlx::query_scalar("SELECT count(*) FROM promotions")
+        .fetch_one(&db)
+        .await
+        .expect("the schema exists");
+    assert_eq!(promotions, 0);
+    let again = run_to_exit(&["migrate"], &env, Duration::from_secs(60)).await;
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("applied=0"),
+        "nothing left to apply"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_start_logs_no_warning() {
+    let binary = Binary::start(&[("APP_PULSAR__SECKILL_ORDERS_TOPIC", &unique("quiet"))]).await;
+    binary.wait_ready(&reqwest::Client::new()).await;
+    let started = binary.output.lock().expect("lock").clone();
+    let noisy: Vec<&str> = started
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(noisy.is_empty(), "a clean start warned: {noisy:#?}");
+    assert!(started.contains("gateway listening"), "{started}");
+    let (status, _) = binary.stop().await;
+    assert!(status.success());
 }

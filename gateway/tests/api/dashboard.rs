@@ -1,7 +1,9 @@
-//! The live sale dashboard in a real headless Chromium (through ChromeDriver): log in with
-//! the admin key, watch a flash sale driven by the load bench change the numbers, pause it
-//! from the page, and see the gateway answer `paused` (to the bench and to a buyer).
-//! A screenshot is kept in target/test-artifacts/.
+//! The live sale dashboard in a real headless Chromium (through ChromeDriver) at 1280×800,
+//! on a deployment of two gateways: log in with the admin key, watch a flash sale driven by
+//! the load bench over both gateways change the numbers, pause it from the page, see the
+//! gateway answer `paused` (to the bench and to a buyer), and find the page's totals equal
+//! to what the bench saw on both gateways together. A screenshot is kept in
+//! target/test-artifacts/dashboard.png.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -43,18 +45,22 @@ async fn text_of(browser: &fantoccini::Client, css: &str) -> Option<String> {
 #[tokio::test]
 async fn operators_watch_a_sale_live_and_pause_it_from_the_dashboard() {
     let app = TestApp::spawn().await;
-    let target = Arc::new(Target::new(
-        &app.address,
-        app.settings.auth.admin_key.clone(),
-        app.settings.auth.jwt_secret.clone(),
-        None,
-        app.settings.database.clone(),
-        app.settings.redis.clone(),
-        WriterPace {
-            max_rows_per_sec: 20_000.0,
-            batch_size: 500,
-        },
-    ));
+    let other = app.spawn_beside(|_| {}).await;
+    let target = Arc::new(
+        Target::new(
+            &app.address,
+            app.settings.auth.admin_key.clone(),
+            app.settings.auth.jwt_secret.clone(),
+            None,
+            app.settings.database.clone(),
+            app.settings.redis.clone(),
+            WriterPace {
+                max_rows_per_sec: 20_000.0,
+                batch_size: 500,
+            },
+        )
+        .with_gateways(vec![app.address.clone(), other.address.clone()]),
+    );
     let promotion_id = target
         .create_promotion(100_000, 1)
         .await
@@ -68,7 +74,7 @@ async fn operators_watch_a_sale_live_and_pause_it_from_the_dashboard() {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1500,900", format!("--user-data-dir={}", profile.display())],
+                     "--window-size=1280,800", format!("--user-data-dir={}", profile.display())],
         }),
     );
     let browser = ClientBuilder::native()
@@ -166,9 +172,59 @@ async fn operators_watch_a_sale_live_and_pause_it_from_the_dashboard() {
     );
     assert_eq!(report.outcome(Outcome::Error), 0, "{:?}", report.outcomes);
 
+    // The page adds up both gateways: its accepted and refused totals reach what the bench
+    // was answered by the two together (each gateway flushes its counts once a second).
+    let accepted = format!("tr[data-promotion='{promotion_id}'] .accepted");
+    let refused = format!("tr[data-promotion='{promotion_id}'] .rejected");
+    let answered_by_sale = report.outcome(Outcome::Accepted);
+    // The bench's refusals, and the buyer's `paused` above.
+    let refused_by_sale = 1
+        + report.outcome(Outcome::Closed)
+        + report.outcome(Outcome::SoldOut)
+        + report.outcome(Outcome::LimitExceeded)
+        + report.outcome(Outcome::RateLimited);
+    let numbers = |css: String| {
+        let browser = &browser;
+        async move { text_of(browser, &css).await?.parse::<u64>().ok() }
+    };
+    poll_until(
+        Duration::from_secs(20),
+        "the page's totals to equal both gateways' answers",
+        || async {
+            let shown = (numbers(accepted.clone()).await?, numbers(refused.clone()).await?);
+            (shown == (answered_by_sale, refused_by_sale)).then_some(())
+        },
+    )
+    .await;
+    let live_gateways = browser
+        .find_all(Locator::Css("#instances li.gateway.live"))
+        .await
+        .expect("the deployment list");
+    assert_eq!(live_gateways.len(), 2, "both gateways listed as live");
+    // Everything fits 1280×800: the last button of the row is inside the window.
+    let fits = browser
+        .execute(
+            &format!(
+                "const button = document.querySelector(\"tr[data-promotion='{promotion_id}'] button.reconcile\"); \
+                 const b = button.getBoundingClientRect(); \
+                 const seen = document.elementFromPoint((b.left + b.right) / 2, (b.top + b.bottom) / 2); \
+                 const cell = button.closest('td').getBoundingClientRect(); \
+                 return seen === button && b.right <= cell.right && b.right <= window.innerWidth && b.bottom <= window.innerHeight \
+                     && document.documentElement.scrollWidth <= window.innerWidth;"
+            ),
+            vec![],
+        )
+        .await
+        .expect("measure the page");
     let png = browser.screenshot().await.expect("screenshot");
     let dir = workspace_root().join("target/test-artifacts");
     std::fs::create_dir_all(&dir).expect("artifact dir");
     std::fs::write(dir.join("dashboard.png"), png).expect("save the screenshot");
+    assert_eq!(
+        fits,
+        json!(true),
+        "the table and its Reconcile button fit 1280x800"
+    );
+
     browser.close().await.expect("close the browser");
 }

@@ -178,6 +178,7 @@ async fn per_user_limits_answer_429_with_retry_after_and_rotating_request_ids_do
             .client
             .post(format!("{}/api/seckill/{promotion_id}/orders", app.address))
             .bearer_auth(app.token(7))
+            .header("X-Sale-Token", app.sale_token(promotion_id, 7))
             .json(&json!({ "quantity": 1, "request_id": format!("rotating-{i}") }))
             .send()
             .await

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod publish_failure;
 mod readiness;
+mod sale_tokens;
 mod scale_out;
 mod seckill;
 mod stock_conservation;

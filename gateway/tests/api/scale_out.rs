@@ -1,8 +1,8 @@
 //! Several gateways of one deployment, and gray failures between them: a sale created on one
 //! gateway is sold at once by another, a paused broker with the app retrying on another
 //! gateway still gives one order per request id, a gateway paused past its worker-id lease
-//! never mints an id another gateway minted, and a gateway whose clock is off by minutes
-//! judges sale windows by Redis' clock.
+//! never mints an id another gateway minted, a gateway whose clock is off by minutes
+//! judges sale windows by Redis' clock, and the stats add up every gateway's counts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -120,6 +120,7 @@ async fn flood(
         let request = client
             .post(gateway.url(&format!("/api/seckill/{promotion_id}/orders")))
             .bearer_auth(app.token(user))
+            .header("X-Sale-Token", app.sale_token(promotion_id, user))
             .json(&serde_json::json!({ "quantity": 1, "request_id": format!("r{user}") }));
         async move {
             let response = request.send().await.expect("the gateway answers");
@@ -203,6 +204,7 @@ async fn a_gateway_whose_clock_is_ten_minutes_behind_judges_the_sale_by_redis_cl
     let response = client
         .post(behind.url(&format!("/api/seckill/{promotion_id}/orders")))
         .bearer_auth(app.token(1))
+        .header("X-Sale-Token", app.sale_token(promotion_id, 1))
         .json(&serde_json::json!({ "quantity": 1, "request_id": "early-clock" }))
         .send()
         .await
@@ -235,4 +237,81 @@ async fn a_retry_long_after_the_sale_ended_still_gets_its_order() {
     assert_eq!(order_id(&retry), order_id(&first));
     let (status, body) = b.place(promotion_id, 2, "too-late", 1).await;
     assert_eq!((status, error_code(&body)), (404, "promotion_not_found"));
+}
+
+async fn stats_of(app: &TestApp, promotion_id: i64) -> Option<Value> {
+    app.admin(
+        reqwest::Method::GET,
+        &format!("/admin/promotions/{promotion_id}/stats"),
+    )
+    .send()
+    .await
+    .ok()?
+    .json()
+    .await
+    .ok()
+}
+
+fn listed(stats: &Value, address: &str) -> Option<Value> {
+    let name = address.trim_start_matches("http://");
+    stats["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["role"] == "gateway" && i["name"] == name)
+        .cloned()
+}
+
+#[tokio::test]
+async fn the_stats_add_up_every_gateway_and_list_the_live_ones() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_beside(|_| {}).await;
+    let c = a.spawn_beside(|_| {}).await;
+    let promotion_id = a.create_promotion(6, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    // Two orders on each gateway sell the stock; then three refusals on each.
+    for (g, gateway) in [&a, &b, &c].into_iter().enumerate() {
+        for k in 0..2 {
+            let user = (g * 10 + k) as i64 + 1;
+            let (status, body) = gateway.place(promotion_id, user, &format!("buy-{user}"), 1).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    for (g, gateway) in [&a, &b, &c].into_iter().enumerate() {
+        for k in 0..3 {
+            let user = (g * 10 + k) as i64 + 100;
+            let (status, body) = gateway
+                .place(promotion_id, user, &format!("late-{user}"), 1)
+                .await;
+            assert_eq!((status, error_code(&body)), (409, "sold_out"));
+        }
+    }
+    let stats = poll_until(
+        Duration::from_secs(10),
+        "B to show the deployment's totals",
+        || async {
+            let stats = stats_of(&b, promotion_id).await?;
+            let d = &stats["deployment"];
+            (d["accepted"] == 6 && d["rejections"]["sold_out"] == 9).then_some(stats)
+        },
+    )
+    .await;
+    assert_eq!(stats["this_gateway"]["accepted"], 2, "B's own share: {stats}");
+    assert_eq!(stats["this_gateway"]["rejections"]["sold_out"], 3);
+    for gateway in [&a, &b, &c] {
+        let listed =
+            listed(&stats, &gateway.address).unwrap_or_else(|| panic!("{} listed: {stats}", gateway.address));
+        assert_eq!(listed["live"], true, "{listed}");
+    }
+
+    // A gateway that stops leaves the list; the totals keep its share.
+    let c_address = c.address.clone();
+    c.shutdown.trigger();
+    let _ = c.handle.await;
+    let stats = poll_until(Duration::from_secs(10), "C to leave the list", || async {
+        let stats = stats_of(&a, promotion_id).await?;
+        listed(&stats, &c_address).is_none().then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["deployment"]["accepted"], 6, "{stats}");
 }

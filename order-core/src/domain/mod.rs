@@ -16,3 +16,4 @@ pub mod pricing;
 pub mod promotion;
 pub mod reconcile;
 pub mod reservation;
+pub mod sale_access;

@@ -8,6 +8,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::sale_access::SaleAccess;
+
 pub const MAX_STOCK: i64 = 10_000_000;
 pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 pub const MAX_PER_USER_LIMIT: i32 = 100;
@@ -28,6 +30,8 @@ pub struct Promotion {
     pub updated_at: DateTime<Utc>,
     /// Bumped by every write to the row; Redis ignores a revision older than the one it has.
     pub revision: i64,
+    /// Sale tokens and the challenge before them (anti-bot).
+    pub access: SaleAccess,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +132,7 @@ pub struct PromotionInput {
     pub per_user_limit: i32,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
+    pub access: SaleAccess,
 }
 
 /// Fields of a promotion that passed validation.
@@ -140,6 +145,7 @@ pub struct PromotionFields {
     pub per_user_limit: i32,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
+    pub access: SaleAccess,
 }
 
 impl PromotionFields {
@@ -152,6 +158,7 @@ impl PromotionFields {
             per_user_limit: input.per_user_limit,
             starts_at: input.starts_at,
             ends_at: input.ends_at,
+            access: input.access,
         };
         fields.check()?;
         Ok(fields)
@@ -189,6 +196,9 @@ pub struct PromotionPatch {
     pub per_user_limit: Option<i32>,
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,
+    /// May change at any time before the end: operators turn anti-bot rules on mid-sale.
+    pub requires_token: Option<bool>,
+    pub challenge: Option<crate::domain::sale_access::Challenge>,
 }
 
 impl Promotion {
@@ -201,6 +211,7 @@ impl Promotion {
             per_user_limit: self.per_user_limit,
             starts_at: self.starts_at,
             ends_at: self.ends_at,
+            access: self.access.clone(),
         }
     }
 
@@ -250,6 +261,12 @@ impl Promotion {
         next.per_user_limit = patch.per_user_limit.unwrap_or(next.per_user_limit);
         next.starts_at = patch.starts_at.unwrap_or(next.starts_at);
         next.ends_at = patch.ends_at.unwrap_or(next.ends_at);
+        if let Some(requires_token) = patch.requires_token {
+            next.access.requires_token = requires_token;
+        }
+        if let Some(challenge) = patch.challenge {
+            next.access.challenge = challenge;
+        }
         next.check()?;
         Ok(next)
     }
@@ -270,6 +287,7 @@ mod tests {
             per_user_limit: 1,
             starts_at: start,
             ends_at: start + Duration::hours(1),
+            access: SaleAccess::default(),
         }
     }
 
@@ -288,6 +306,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             revision: 1,
+            access: SaleAccess::default(),
         }
     }
 
@@ -355,6 +374,21 @@ mod tests {
         };
         let f = p.patched(same_stock, now).expect("title and end may change");
         assert_eq!(f.title, "New title");
+    }
+
+    #[test]
+    fn a_running_sale_may_turn_sale_tokens_and_a_challenge_on() {
+        let p = promotion(-Duration::minutes(1));
+        let patch = PromotionPatch {
+            requires_token: Some(true),
+            challenge: Some(crate::domain::sale_access::Challenge::ProofOfWork { difficulty: 18 }),
+            ..Default::default()
+        };
+        let f = p
+            .patched(patch, Utc::now())
+            .expect("anti-bot rules may change mid-sale");
+        assert!(f.access.requires_token);
+        assert_eq!(f.access.challenge.difficulty(), Some(18));
     }
 
     #[test]

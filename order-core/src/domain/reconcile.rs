@@ -179,6 +179,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             revision: 1,
+            access: Default::default(),
         }
     }
 

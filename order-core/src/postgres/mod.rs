@@ -33,3 +33,38 @@ pub fn lazy_pool(settings: &DatabaseSettings) -> Result<PgPool, SettingsError> {
         .acquire_timeout(settings.acquire_timeout())
         .connect_lazy_with(settings.connect_options()?))
 }
+
+/// Apply the migrations the database lacks (`<binary> migrate`, or at start when
+/// `startup.migrate` is on); returns how many were applied. Concurrent runs are serialised by
+/// sqlx's advisory lock.
+pub async fn migrate(db: &PgPool) -> Result<usize, sqlx::migrate::MigrateError> {
+    let applied_before = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM pg_catalog.pg_tables WHERE tablename = '_sqlx_migrations'"#
+    )
+    .fetch_one(db)
+    .await?;
+    let before = if applied_before > 0 {
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM _sqlx_migrations WHERE success"#)
+            .fetch_one(db)
+            .await?
+    } else {
+        0
+    };
+    MIGRATOR.run(db).await?;
+    Ok(MIGRATOR
+        .iter()
+        .count()
+        .saturating_sub(usize::try_from(before).unwrap_or(0)))
+}
+
+/// At start, when `startup.migrate` is on (development): apply what is missing and say how
+/// much, once.
+pub async fn migrate_at_start(db: &PgPool, enabled: bool) -> Result<(), sqlx::migrate::MigrateError> {
+    if enabled {
+        let applied = migrate(db).await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrations applied");
+        }
+    }
+    Ok(())
+}

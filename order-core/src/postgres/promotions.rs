@@ -5,6 +5,59 @@ use chrono::Utc;
 use sqlx::PgPool;
 
 use crate::domain::promotion::{Promotion, PromotionFields, MAX_STOCK};
+use crate::domain::sale_access::{Challenge, SaleAccess};
+
+/// A `promotions` row as stored: the challenge spans three columns.
+struct PromotionRow {
+    id: i64,
+    sku_id: String,
+    title: String,
+    price_cents: i64,
+    stock: i64,
+    per_user_limit: i32,
+    starts_at: chrono::DateTime<Utc>,
+    ends_at: chrono::DateTime<Utc>,
+    paused: bool,
+    created_at: chrono::DateTime<Utc>,
+    updated_at: chrono::DateTime<Utc>,
+    revision: i64,
+    requires_token: bool,
+    challenge: String,
+    pow_difficulty: Option<i16>,
+    verifier_url: Option<String>,
+}
+
+impl TryFrom<PromotionRow> for Promotion {
+    type Error = sqlx::Error;
+
+    fn try_from(r: PromotionRow) -> Result<Self, Self::Error> {
+        // The table's CHECK constraints admit only what `Challenge::parse` accepts.
+        let challenge = Challenge::parse(&r.challenge, r.pow_difficulty, r.verifier_url.as_deref())
+            .map_err(|e| sqlx::Error::Decode(format!("promotion {}: {e}", r.id).into()))?;
+        Ok(Promotion {
+            id: r.id,
+            sku_id: r.sku_id,
+            title: r.title,
+            price_cents: r.price_cents,
+            stock: r.stock,
+            per_user_limit: r.per_user_limit,
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            paused: r.paused,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            revision: r.revision,
+            access: SaleAccess {
+                requires_token: r.requires_token,
+                challenge,
+            },
+        })
+    }
+}
+
+fn promotion(row: Option<PromotionRow>) -> sqlx::Result<Option<Promotion>> {
+    row.map(Promotion::try_from).transpose()
+}
 
 /// The `promotions` table.
 #[derive(Debug, Clone)]
@@ -19,11 +72,12 @@ impl PromotionRepo {
 
     pub async fn insert(&self, f: &PromotionFields) -> sqlx::Result<Promotion> {
         sqlx::query_as!(
-            Promotion,
-            "INSERT INTO promotions (sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            PromotionRow,
+            "INSERT INTO promotions (sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at,
+                                     requires_token, challenge, pow_difficulty, verifier_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
             f.sku_id,
             f.title,
             f.price_cents,
@@ -31,48 +85,60 @@ impl PromotionRepo {
             f.per_user_limit,
             f.starts_at,
             f.ends_at,
+            f.access.requires_token,
+            f.access.challenge.kind(),
+            f.access.challenge.difficulty().map(i16::from),
+            f.access.challenge.url(),
         )
         .fetch_one(&self.pool)
-        .await
+        .await?
+        .try_into()
     }
 
     pub async fn get(&self, id: i64) -> sqlx::Result<Option<Promotion>> {
         sqlx::query_as!(
-            Promotion,
+            PromotionRow,
             "SELECT id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                    created_at, updated_at, revision
+                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url
              FROM promotions WHERE id = $1",
             id,
         )
         .fetch_optional(&self.pool)
         .await
+        .and_then(promotion)
     }
 
     /// Newest first, keyset-paginated by id.
     pub async fn list(&self, before_id: Option<i64>, limit: i64) -> sqlx::Result<Vec<Promotion>> {
         sqlx::query_as!(
-            Promotion,
+            PromotionRow,
             "SELECT id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                    created_at, updated_at, revision
+                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url
              FROM promotions WHERE ($1::BIGINT IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
             before_id,
             limit,
         )
         .fetch_all(&self.pool)
-        .await
+        .await?
+        .into_iter()
+        .map(Promotion::try_from)
+        .collect()
     }
 
     /// Promotions that have not ended long ago: what gateways keep in their local cache.
     pub async fn list_current(&self, ended_within: chrono::Duration) -> sqlx::Result<Vec<Promotion>> {
         sqlx::query_as!(
-            Promotion,
+            PromotionRow,
             "SELECT id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                    created_at, updated_at, revision
+                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url
              FROM promotions WHERE ends_at > $1 ORDER BY id",
             Utc::now() - ended_within,
         )
         .fetch_all(&self.pool)
-        .await
+        .await?
+        .into_iter()
+        .map(Promotion::try_from)
+        .collect()
     }
 
     /// Store edited fields, guarded by the revision the edit was based on (any concurrent
@@ -84,12 +150,13 @@ impl PromotionRepo {
         seen_revision: i64,
     ) -> sqlx::Result<Option<Promotion>> {
         sqlx::query_as!(
-            Promotion,
+            PromotionRow,
             "UPDATE promotions SET sku_id = $2, title = $3, price_cents = $4, stock = $5, per_user_limit = $6,
-                 starts_at = $7, ends_at = $8, updated_at = now(), revision = revision + 1
+                 starts_at = $7, ends_at = $8, requires_token = $10, challenge = $11, pow_difficulty = $12,
+                 verifier_url = $13, updated_at = now(), revision = revision + 1
              WHERE id = $1 AND revision = $9
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
             id,
             f.sku_id,
             f.title,
@@ -99,40 +166,47 @@ impl PromotionRepo {
             f.starts_at,
             f.ends_at,
             seen_revision,
+            f.access.requires_token,
+            f.access.challenge.kind(),
+            f.access.challenge.difficulty().map(i16::from),
+            f.access.challenge.url(),
         )
         .fetch_optional(&self.pool)
         .await
+        .and_then(promotion)
     }
 
     pub async fn set_paused(&self, id: i64, paused: bool) -> sqlx::Result<Option<Promotion>> {
         sqlx::query_as!(
-            Promotion,
+            PromotionRow,
             "UPDATE promotions SET paused = $2, updated_at = now(), revision = revision + 1
              WHERE id = $1
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
             id,
             paused,
         )
         .fetch_optional(&self.pool)
         .await
+        .and_then(promotion)
     }
 
     /// Add units to the configured stock (`None`: no such promotion, or the sum would pass
     /// `MAX_STOCK`).
     pub async fn add_stock(&self, id: i64, units: i64) -> sqlx::Result<Option<Promotion>> {
         sqlx::query_as!(
-            Promotion,
+            PromotionRow,
             "UPDATE promotions SET stock = stock + $2, updated_at = now(), revision = revision + 1
              WHERE id = $1 AND stock + $2 <= $3
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
             id,
             units,
             MAX_STOCK,
         )
         .fetch_optional(&self.pool)
         .await
+        .and_then(promotion)
     }
 
     /// Delete a promotion that has no orders. Returns whether a row went.

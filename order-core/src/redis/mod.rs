@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 use crate::runtime::settings::RedisSettings;
 
 pub mod clock;
+pub mod deployment;
 pub mod global_pace;
 pub mod status_channel;
 pub mod stock;

@@ -1,7 +1,8 @@
-//! What a process needs around the domain and the adapters: layered settings, logging,
+//! What a process needs around the domain and the adapters: its command line, layered settings, logging,
 //! metrics, readiness probes, graceful shutdown, supervised tasks, the transient/bug split
 //! of failures, and the order writer's adaptive pace.
 
+pub mod cli;
 pub mod metrics;
 pub mod pacing;
 pub mod readiness;

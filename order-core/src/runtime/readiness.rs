@@ -51,12 +51,7 @@ impl Dependencies {
         let redis = retry_until(deadline, "Redis", || crate::redis::connect(settings.redis))
             .await
             .context("connect to Redis")?;
-        let db = crate::postgres::lazy_pool(settings.database)?;
-        retry_until(deadline, "PostgreSQL", || async {
-            sqlx::query!("SELECT 1 AS alive").fetch_one(&db).await.map(|_| ())
-        })
-        .await
-        .context("connect to PostgreSQL")?;
+        let db = connect_database(settings.database, deadline).await?;
         let pulsar = retry_until(deadline, "Pulsar", || bus::connect(settings.pulsar))
             .await
             .context("connect to Pulsar")?;
@@ -110,6 +105,17 @@ impl Dependencies {
             latency_ms: started.elapsed().as_millis() as u64,
         }
     }
+}
+
+/// A pool that has answered once, retrying until `deadline`.
+pub async fn connect_database(settings: &DatabaseSettings, deadline: Instant) -> anyhow::Result<PgPool> {
+    let db = crate::postgres::lazy_pool(settings)?;
+    retry_until(deadline, "PostgreSQL", || async {
+        sqlx::query!("SELECT 1 AS alive").fetch_one(&db).await.map(|_| ())
+    })
+    .await
+    .context("connect to PostgreSQL")?;
+    Ok(db)
 }
 
 async fn retry_until<T, E, F, Fut>(deadline: Instant, what: &str, mut attempt: F) -> Result<T, E>

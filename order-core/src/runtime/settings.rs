@@ -114,6 +114,17 @@ impl SettingsSource {
         self.environment
     }
 
+    /// Read the layers from another directory (`--config`).
+    pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = dir.into();
+        self
+    }
+
+    pub fn with_environment(mut self, environment: Environment) -> Self {
+        self.environment = environment;
+        self
+    }
+
     /// Replace or add one variable (tests: `APP_GATEWAY__PORT=0`).
     pub fn with_var(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.vars.insert(key.into(), value.into());
@@ -318,6 +329,10 @@ pub struct StartupSettings {
     pub dependency_timeout_secs: u64,
     /// Per-probe deadline for `/readyz`.
     pub readiness_timeout_ms: u64,
+    /// Apply pending migrations at start. Off by default: a deployment runs `<binary> migrate`
+    /// once before it rolls out new versions; `config/local.toml` turns it on for development.
+    #[serde(default)]
+    pub migrate: bool,
 }
 
 /// Require a secret of at least `min_len` bytes (a short HMAC key is guessable).
