@@ -4,6 +4,7 @@
 # services when the sale is over. Prints the dashboard URL and the local admin key, drives a
 # thousand buyers through `bench demo`, and prints the outcome.
 #   DEMO_PROFILE=debug  use the debug build (the test suite runs the demo this way)
+#   DEMO_USE_RUNNING=0  never use a gateway already running (start its own)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -17,13 +18,15 @@ flag=()
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/stack.sh" start
 eval "$("$ROOT/scripts/stack.sh" env)"
-cargo build "${flag[@]}" --locked --bin gateway --bin consumers --bin bench
+cargo build ${flag[@]+"${flag[@]}"} --locked --bin gateway --bin consumers --bin bench
 bin=$ROOT/target/$profile
 
 pids=()
 stop() { [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT
-if curl -sf -o /dev/null "$gateway/readyz"; then
+ready() { curl -sf --max-time 2 -o /dev/null "$gateway/readyz"; }
+alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done; }
+if [ "${DEMO_USE_RUNNING:-1}" = 1 ] && ready; then
   say "using the gateway already running on $gateway"
 else
   logs=$ROOT/target/demo
@@ -34,11 +37,12 @@ else
   "$bin/gateway" >"$logs/gateway.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 120); do
-    curl -sf -o /dev/null "$gateway/readyz" && break
-    kill -0 "${pids[@]}" 2>/dev/null || die "a service stopped; see target/demo/*.log"
+    ready && break
+    alive || die "a service stopped; see target/demo/*.log"
     sleep 0.5
   done
-  curl -sf -o /dev/null "$gateway/readyz" || die "the gateway did not become ready; see target/demo/gateway.log"
+  ready || die "the gateway did not become ready; see target/demo/gateway.log"
+  alive || die "a service stopped; see target/demo/*.log"
 fi
 
 # The development key from config/local.toml (or the environment's).

@@ -23,5 +23,6 @@ else
 fi
 say "API fuzzing over the OpenAPI spec (schemathesis, zero 5xx)"
 "$ROOT/scripts/api-fuzz.sh" 25
-say "make demo, as a newcomer runs it (on the debug build)"
-DEMO_PROFILE=debug "$ROOT/scripts/demo.sh"
+say "make demo, as a newcomer runs it (on the debug build, its own services and ports)"
+DEMO_PROFILE=debug DEMO_USE_RUNNING=0 APP_GATEWAY__PORT=18380 APP_CONSUMERS__PORT=18381 \
+  "$ROOT/scripts/demo.sh"

@@ -1,7 +1,7 @@
 //! `bench demo`: a small flash sale a newcomer can watch on the dashboard. A sale that
-//! starts in a few seconds, a thousand buyers who fetch their sale tokens during the
-//! countdown and buy at the start (some retrying, some trying twice), then the outcome:
-//! sold, persisted, oversold, lost.
+//! starts in a few seconds, a thousand buyers who fetch their sale tokens and buy at the
+//! start (some retrying, some trying twice), then the outcome: sold, persisted, oversold,
+//! lost.
 
 use std::time::Duration;
 

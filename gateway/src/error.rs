@@ -121,15 +121,6 @@ impl ApiError {
         }
     }
 
-    /// Attach what failed and why to a 5xx built by hand (logged by `log_failures`).
-    pub fn with_cause(mut self, context: &'static str, error: impl std::fmt::Display) -> Self {
-        self.cause = Some(Failure {
-            context,
-            error: format!("{error:#}"),
-        });
-        self
-    }
-
     /// A bug: retrying cannot help, so no Retry-After.
     pub fn internal(context: &'static str, error: impl std::fmt::Display) -> Self {
         Self {

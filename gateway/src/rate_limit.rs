@@ -1,4 +1,5 @@
-//! Layered token buckets (governor): per client IP, per user, then global.
+//! Layered token buckets (governor): per client IP, per user, then global; and sale-token
+//! requests per buyer (`sale_tokens.per_user`), all per gateway.
 //!
 //! Per-IP comes first so one noisy client cannot drain the per-user or global budget; the
 //! global bucket is last so only traffic that passed the others spends it. Keyed buckets are
@@ -49,15 +50,21 @@ pub struct RateLimits {
     global: DefaultDirectRateLimiter,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_user: DefaultKeyedRateLimiter<i64>,
+    /// Sale-token requests per buyer (a script asking in a loop).
+    sale_tokens: DefaultKeyedRateLimiter<i64>,
     pub trust_forwarded_for: bool,
 }
 
 impl RateLimits {
-    pub fn new(settings: &RateLimitSettings) -> Result<Self, order_core::runtime::settings::SettingsError> {
+    pub fn new(
+        settings: &RateLimitSettings,
+        sale_tokens: &Limit,
+    ) -> Result<Self, order_core::runtime::settings::SettingsError> {
         Ok(Self {
             global: governor::RateLimiter::direct(settings.global.quota("rate_limit.global")?),
             per_ip: governor::RateLimiter::keyed(settings.per_ip.quota("rate_limit.per_ip")?),
             per_user: governor::RateLimiter::keyed(settings.per_user.quota("rate_limit.per_user")?),
+            sale_tokens: governor::RateLimiter::keyed(sale_tokens.quota("sale_tokens.per_user")?),
             trust_forwarded_for: settings.trust_forwarded_for,
         })
     }
@@ -77,12 +84,21 @@ impl RateLimits {
         self.global.check().map_err(|n| too_many(n.wait_time_from(now())))
     }
 
+    /// A buyer's sale-token request, after `check_user`.
+    pub fn check_token_request(&self, user_id: i64) -> Result<(), ApiError> {
+        self.sale_tokens
+            .check_key(&user_id)
+            .map_err(|n| too_many(n.wait_time_from(DefaultClock::default().now())))
+    }
+
     /// Drop buckets of clients that have been quiet long enough to be full again.
     pub fn prune(&self) {
         self.per_ip.retain_recent();
         self.per_user.retain_recent();
+        self.sale_tokens.retain_recent();
         self.per_ip.shrink_to_fit();
         self.per_user.shrink_to_fit();
+        self.sale_tokens.shrink_to_fit();
     }
 
     pub fn spawn_pruner(

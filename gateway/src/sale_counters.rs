@@ -1,6 +1,6 @@
-//! What happened to a sale's requests on this gateway (accepted, refused by reason, shed by
-//! the rate limits, sale tokens issued and refused), counted per promotion on the hot path
-//! with atomics, and added to the deployment's totals in Redis once a second
+//! What happened to a sale's requests on this gateway (answered 202, refused by reason, shed
+//! by the rate limits, sale tokens issued and refused), counted per promotion on the hot path
+//! with atomics, and written to Redis as this process's running totals once a second
 //! (`redis::deployment`), so the dashboard shows all gateways, not the one it asked.
 //!
 //! `SaleRejection` is the one place that gives each refusal its code, status, message and
@@ -74,10 +74,12 @@ impl SaleRejection {
             SaleRejection::Ended => "the sale has ended",
             SaleRejection::Paused => "the sale is paused",
             SaleRejection::TokenRequired => {
-                "this sale needs a sale token: POST /api/seckill/{promotion_id}/token, then send it as X-Sale-Token"
+                "this sale needs a sale token: POST /api/seckill/{promotion_id}/token, then send it as X-Sale-Token (retry with the same request_id)"
             }
-            SaleRejection::TokenInvalid => "the sale token is not valid for this buyer and sale",
-            SaleRejection::TokenExpired => "the sale token has expired; get a new one",
+            SaleRejection::TokenInvalid => {
+                "the sale token is not valid for this buyer and sale; get a new one and retry with the same request_id"
+            }
+            SaleRejection::TokenExpired => "the sale token has expired; get a new one and retry with the same request_id",
         }
     }
 
@@ -149,11 +151,23 @@ impl SaleEvent {
 /// per rejection code (all present, zero when nothing happened).
 pub type Counts = BTreeMap<&'static str, u64>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SaleCounters {
+    /// This process among the deployment's: its totals are one field each in Redis.
+    source: String,
     counts: RwLock<HashMap<i64, Arc<[AtomicU64; SLOTS]>>>,
-    /// What has been added to the deployment's totals, per sale.
+    /// The totals last written to Redis, per sale (unchanged ones are not sent again).
     published: Mutex<HashMap<i64, [u64; SLOTS]>>,
+}
+
+impl Default for SaleCounters {
+    fn default() -> Self {
+        Self {
+            source: uuid::Uuid::new_v4().simple().to_string(),
+            counts: RwLock::default(),
+            published: Mutex::default(),
+        }
+    }
 }
 
 impl SaleCounters {
@@ -202,25 +216,19 @@ impl SaleCounters {
         Self::named(self.load(promotion_id))
     }
 
-    /// What this gateway counted and has not added to the deployment's totals yet.
-    pub fn unpublished(&self, promotion_id: i64) -> Counts {
-        let now = self.load(promotion_id);
-        let published = self
-            .published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&promotion_id)
-            .copied()
-            .unwrap_or([0; SLOTS]);
-        let mut delta = [0; SLOTS];
-        for slot in 0..SLOTS {
-            delta[slot] = now[slot].saturating_sub(published[slot]);
+    /// The deployment's totals for a sale: every other process's, as last written to Redis,
+    /// and this gateway's as they are now.
+    pub async fn deployment(&self, store: &DeploymentStore, promotion_id: i64) -> redis::RedisResult<Counts> {
+        let others = store.counts(promotion_id, &self.source).await?;
+        let mut counts = self.snapshot(promotion_id);
+        for (name, n) in counts.iter_mut() {
+            *n += others.get(*name).copied().unwrap_or(0);
         }
-        Self::named(delta)
+        Ok(counts)
     }
 
-    /// Add what was counted since the last flush to the deployment's totals. On failure
-    /// nothing is marked published: the next flush adds it.
+    /// Write this gateway's totals that changed since the last flush. A write that failed,
+    /// or whose reply was lost, is simply written again: totals, not increments.
     pub async fn flush(&self, store: &DeploymentStore) -> redis::RedisResult<()> {
         let ids: Vec<i64> = self
             .counts
@@ -236,13 +244,13 @@ impl SaleCounters {
             let now = self.load(id);
             let before = published.get(&id).copied().unwrap_or([0; SLOTS]);
             for slot in 0..SLOTS {
-                if now[slot] > before[slot] {
-                    batch.push((id, SaleEvent::name_of_slot(slot), now[slot] - before[slot]));
+                if now[slot] != before[slot] {
+                    batch.push((id, SaleEvent::name_of_slot(slot), now[slot]));
                 }
             }
             next.push((id, now));
         }
-        store.add_counts(&batch).await?;
+        store.set_counts(&self.source, &batch).await?;
         // Only this task flushes, so nothing else moved `published` in between.
         self.published
             .lock()
@@ -251,8 +259,8 @@ impl SaleCounters {
         Ok(())
     }
 
-    /// Flush once a second before this gateway's heartbeat, until shutdown (then a last
-    /// flush, and the gateway leaves the list of live instances).
+    /// Flush once a second with this gateway's heartbeat, until shutdown (then a last flush,
+    /// and the gateway leaves the list of live instances).
     pub fn spawn_publisher(
         self: &Arc<Self>,
         store: DeploymentStore,
@@ -302,7 +310,6 @@ mod tests {
             );
         }
         assert_eq!(snapshot["accepted"], SaleRejection::ALL.len() as u64 + 1);
-        assert_eq!(counters.unpublished(7), snapshot, "nothing published yet");
         assert_eq!(counters.snapshot(8).values().sum::<u64>(), 0);
     }
 }

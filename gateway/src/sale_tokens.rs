@@ -9,8 +9,6 @@
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use governor::clock::{Clock, DefaultClock};
-use governor::DefaultKeyedRateLimiter;
 use order_core::domain::promotion::Promotion;
 use order_core::domain::sale_access::{AccessRefusal, Challenge, SaleKey};
 use secrecy::ExposeSecret;
@@ -60,8 +58,11 @@ pub struct SaleTokens {
     lead: chrono::Duration,
     ttl_ms: i64,
     puzzle_ttl_ms: i64,
-    per_user: DefaultKeyedRateLimiter<i64>,
     verifier: reqwest::Client,
+    /// Calls to external verifiers in flight (a countdown crowd must not open a socket each).
+    verifier_calls: tokio::sync::Semaphore,
+    /// Whether the last verifier call failed (failures are logged once per streak).
+    verifier_failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SaleTokens {
@@ -84,10 +85,13 @@ impl SaleTokens {
             lead: chrono::Duration::seconds(i64::try_from(settings.lead_secs).unwrap_or(i64::MAX / 1000)),
             ttl_ms: ms(settings.ttl_secs),
             puzzle_ttl_ms: ms(settings.puzzle_ttl_secs),
-            per_user: governor::RateLimiter::keyed(settings.per_user.quota("sale_tokens.per_user")?),
+            // A verifier answers; it does not send the buyer's data on elsewhere.
             verifier: reqwest::Client::builder()
                 .timeout(Duration::from_millis(settings.verifier_timeout_ms))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
+            verifier_calls: tokio::sync::Semaphore::new(settings.max_verifier_calls),
+            verifier_failing: Default::default(),
         })
     }
 
@@ -128,17 +132,6 @@ impl SaleTokens {
         Ok(())
     }
 
-    /// Issuance per buyer: a script asking in a loop is refused (429).
-    fn limit(&self, user_id: i64) -> Result<(), ApiError> {
-        self.per_user.check_key(&user_id).map_err(|n| {
-            ApiError::rate_limited(
-                n.wait_time_from(DefaultClock::default().now())
-                    .as_secs_f64()
-                    .ceil() as u64,
-            )
-        })
-    }
-
     /// What this buyer must pass to get a token for this sale.
     pub fn challenge(
         &self,
@@ -172,7 +165,6 @@ impl SaleTokens {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<IssuedToken, ApiError> {
         self.open_for_tokens(promotion, now)?;
-        self.limit(user_id)?;
         let now_ms = now.timestamp_millis();
         match &promotion.access.challenge {
             Challenge::None => {}
@@ -221,7 +213,9 @@ impl SaleTokens {
     }
 
     /// POST the answer to the sale's verifier; it says yes or no. Slow, down or answering
-    /// anything else: 503 `verifier_unavailable` (the buyer may try again).
+    /// anything else: 503 `verifier_unavailable` (the buyer may try again), logged once per
+    /// streak and without the URL (it may carry the service's key); too many calls in
+    /// flight: 503 `verifier_busy`. Redirects are not followed.
     async fn ask_verifier(
         &self,
         url: &str,
@@ -229,34 +223,57 @@ impl SaleTokens {
         user_id: i64,
         solution: &str,
     ) -> Result<bool, ApiError> {
-        let unavailable = |e: String| {
-            ApiError::new(
+        let Ok(_slot) = self.verifier_calls.try_acquire() else {
+            return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "verifier_unavailable",
-                "the challenge could not be checked right now; try again",
+                "verifier_busy",
+                "too many challenges are being checked right now; try again",
             )
-            .retry_after(1)
-            .with_cause("ask the sale's challenge verifier", e)
+            .retry_after(1));
         };
-        let response = self
-            .verifier
-            .post(url)
-            .json(&VerifierQuestion {
-                promotion_id,
-                user_id,
-                solution,
-            })
-            .send()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(unavailable(format!("answered {}", response.status())));
+        let asked = async {
+            let response = self
+                .verifier
+                .post(url)
+                .json(&VerifierQuestion {
+                    promotion_id,
+                    user_id,
+                    solution,
+                })
+                .send()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("answered {}", response.status()));
+            }
+            response
+                .json::<VerifierAnswer>()
+                .await
+                .map_err(|e| format!("not a {{\"success\": bool}} answer: {}", e.without_url()))
+        };
+        let answer = asked.await;
+        let was_failing = self
+            .verifier_failing
+            .swap(answer.is_err(), std::sync::atomic::Ordering::Relaxed);
+        match answer {
+            Ok(answer) => {
+                if was_failing {
+                    tracing::info!(promotion_id, "the sale's challenge verifier answers again");
+                }
+                Ok(answer.success)
+            }
+            Err(e) => {
+                if !was_failing {
+                    tracing::warn!(promotion_id, error = %e, "the sale's challenge verifier failed; buyers are asked to retry");
+                }
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "verifier_unavailable",
+                    "the challenge could not be checked right now; try again",
+                )
+                .retry_after(1))
+            }
         }
-        let answer: VerifierAnswer = response
-            .json()
-            .await
-            .map_err(|e| unavailable(format!("not a {{\"success\": bool}} answer: {e}")))?;
-        Ok(answer.success)
     }
 }
 

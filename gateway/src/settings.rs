@@ -91,7 +91,8 @@ pub struct SeckillSettings {
 /// buyer may ask.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SaleTokenSettings {
-    /// Tokens are handed out from this long before a sale starts (until it ends).
+    /// Tokens are handed out from this long before a sale starts, and for as long as the
+    /// sale is current (a retry after its end may need a fresh one).
     pub lead_secs: u64,
     /// A token is good for this long.
     pub ttl_secs: u64,
@@ -99,7 +100,9 @@ pub struct SaleTokenSettings {
     pub puzzle_ttl_secs: u64,
     /// An external verifier that takes longer is treated as unavailable (503).
     pub verifier_timeout_ms: u64,
-    /// Token requests per buyer.
+    /// Calls to external verifiers in flight at once, per gateway; one more is 503.
+    pub max_verifier_calls: usize,
+    /// Token requests per buyer, per gateway.
     pub per_user: crate::rate_limit::Limit,
 }
 
@@ -124,11 +127,28 @@ impl Validate for Settings {
         require_secret("auth.jwt_secret", &self.auth.jwt_secret, 32)?;
         require_secret("auth.admin_key", &self.auth.admin_key, 16)?;
         require_secret("auth.sale_token_secret", &self.auth.sale_token_secret, 32)?;
-        self.sale_tokens.per_user.quota("sale_tokens.per_user")?;
-        if self.sale_tokens.ttl_secs == 0 || self.sale_tokens.puzzle_ttl_secs == 0 {
+        let tokens = &self.sale_tokens;
+        for (key, value, max) in [
+            ("sale_tokens.lead_secs", tokens.lead_secs, 7 * 24 * 3600),
+            ("sale_tokens.ttl_secs", tokens.ttl_secs, 24 * 3600),
+            ("sale_tokens.puzzle_ttl_secs", tokens.puzzle_ttl_secs, 24 * 3600),
+            (
+                "sale_tokens.verifier_timeout_ms",
+                tokens.verifier_timeout_ms,
+                60_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(SettingsError::invalid(
+                    key,
+                    format!("must be between 1 and {max}"),
+                ));
+            }
+        }
+        if tokens.max_verifier_calls == 0 {
             return Err(SettingsError::invalid(
-                "sale_tokens.ttl_secs",
-                "tokens and puzzles must last at least a second",
+                "sale_tokens.max_verifier_calls",
+                "must be at least 1",
             ));
         }
         if self.seckill.worker_id.is_some_and(|id| id > MAX_WORKER_ID) {
@@ -155,7 +175,7 @@ impl Validate for Settings {
                 "must be at least 1",
             ));
         }
-        RateLimits::new(&self.rate_limit)?;
+        RateLimits::new(&self.rate_limit, &self.sale_tokens.per_user)?;
         require_secret("payments.callback_secret", &self.payments.callback_secret, 32)?;
         if self.checkout.max_connections == 0 || self.checkout.max_concurrency == 0 {
             return Err(SettingsError::invalid(

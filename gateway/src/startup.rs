@@ -131,7 +131,10 @@ impl Application {
         let mut supervisor = Supervisor::default();
         let state = Arc::new(AppContext {
             auth: Arc::new(Authenticator::new(&settings.auth)),
-            limits: Arc::new(RateLimits::new(&settings.rate_limit)?),
+            limits: Arc::new(RateLimits::new(
+                &settings.rate_limit,
+                &settings.sale_tokens.per_user,
+            )?),
             cache: Arc::new(PromotionCache::default()),
             stock: StockStore::new(deps.redis.clone()),
             publisher: Arc::new(publisher),

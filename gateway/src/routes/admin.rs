@@ -561,6 +561,7 @@ pub struct PromotionStats {
 /// A sale's requests by outcome.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SaleTraffic {
+    /// Requests answered 202 (a retry that got its order again included).
     pub accepted: u64,
     /// Refused by the rate limits before the sale was asked (429).
     pub shed: u64,
@@ -608,13 +609,13 @@ pub struct InstanceBody {
 /// A heartbeat older than this means the instance stopped or hangs.
 const LIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The deployment's totals: what Redis holds plus what this gateway has not flushed yet.
+/// The deployment's totals: the other gateways' as last written to Redis, this one's now.
 async fn deployment_traffic(state: &AppState, id: i64) -> Result<SaleTraffic, ApiError> {
-    let published = state.deployment.counts(id).await.map_err(deployment_error)?;
-    let mut counts = state.counters.unpublished(id);
-    for (name, n) in counts.iter_mut() {
-        *n += published.get(*name).copied().unwrap_or(0);
-    }
+    let counts = state
+        .counters
+        .deployment(&state.deployment, id)
+        .await
+        .map_err(deployment_error)?;
     Ok(SaleTraffic::from_counts(counts))
 }
 

@@ -138,9 +138,9 @@ pub async fn get_challenge(
         (status = 413, description = "body too large", body = crate::error::ErrorBody),
         (status = 415, description = "not JSON", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field (`invalid_solution`: not a decimal nonce)", body = crate::error::ErrorBody),
-        (status = 429, description = "rate limited: a buyer may ask `sale_tokens.per_user` times (Retry-After)", body = crate::error::ErrorBody),
+        (status = 429, description = "rate limited: a buyer may ask `sale_tokens.per_user` times on each gateway (Retry-After)", body = crate::error::ErrorBody),
         (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody),
-        (status = 503, description = "`verifier_unavailable` (the sale's external verifier did not answer), `unavailable`; retry after Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "`verifier_unavailable` (the sale's external verifier did not answer), `verifier_busy` (too many checks in flight), `unavailable`; retry after Retry-After", body = crate::error::ErrorBody),
     ),
 )]
 pub async fn issue_sale_token(
@@ -150,6 +150,15 @@ pub async fn issue_sale_token(
     ApiJson(body): ApiJson<SaleTokenRequest>,
 ) -> ApiResult<Json<SaleToken>> {
     let entry = sale(&state, promotion_id).await?;
+    let limited = state
+        .limits
+        .check_user(user.id.get())
+        .and_then(|()| state.limits.check_token_request(user.id.get()));
+    if let Err(e) = limited {
+        state.counters.count(promotion_id, SaleEvent::TokenRefused);
+        metrics::counter!("sale_tokens_total", "outcome" => e.code).increment(1);
+        return Err(e);
+    }
     let answer = ChallengeAnswer {
         puzzle: body.puzzle,
         solution: body.solution,

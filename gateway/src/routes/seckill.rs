@@ -123,7 +123,7 @@ fn retry_later(code: &'static str, message: String) -> ApiError {
         (status = 202, body = Queued),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 401, description = "missing or invalid credentials", body = crate::error::ErrorBody),
-        (status = 403, description = "sale not open (`not_started`, `ended`, `paused`), or the sale needs a sale token: `sale_token_required` (none sent), `sale_token_invalid` (not this buyer's for this sale), `sale_token_expired` (get a new one)", body = crate::error::ErrorBody),
+        (status = 403, description = "sale not open (`not_started`, `ended`, `paused`), or the sale needs a sale token: `sale_token_required` (none sent), `sale_token_invalid` (not this buyer's for this sale), `sale_token_expired`; for these three, get a token and retry with the same request id (a retry of an order already held with a lapsed token gets its order)", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "sold_out, limit_exceeded", body = crate::error::ErrorBody),
         (status = 413, description = "body too large", body = crate::error::ErrorBody),
@@ -205,12 +205,28 @@ async fn place(
         };
     };
     let now = state.cache.clock.now();
-    // A bot without a token is refused before it costs a Redis call; so is a retry whose
-    // token expired meanwhile (the app fetches a new one and retries with the same request id).
+    // A bot without a genuine token is refused before it costs a Redis call. A buyer whose
+    // genuine token lapsed may be retrying an order it holds: that retry still gets its
+    // order (one Redis read); anything else asks for a fresh token (403, retryable with the
+    // same request id).
     if entry.promotion.access.requires_token {
-        state
-            .sale_tokens
-            .check_order(headers, promotion_id, user.id.get(), now.timestamp_millis())?;
+        let checked =
+            state
+                .sale_tokens
+                .check_order(headers, promotion_id, user.id.get(), now.timestamp_millis());
+        if let Err(refusal) = checked {
+            if refusal == SaleRejection::TokenExpired {
+                let held = state
+                    .stock
+                    .order_for_request(promotion_id, user.id.get(), request_id.as_str())
+                    .await
+                    .map_err(|e| ApiError::dependency("look up a request id", e))?;
+                if let Some(order_id) = held {
+                    return Ok(queued(order_id));
+                }
+            }
+            return Err(refusal.into());
+        }
     }
     // Nobody can hold an order before the start, and most of a closed sale's flood holds
     // none: both are refused without I/O. A user who may hold one goes on to Redis, which

@@ -285,7 +285,7 @@ async fn a_second_copy_fails_on_the_port_before_it_connects_to_anything() {
 }
 
 #[tokio::test]
-async fn migrate_applies_the_schema_to_an_empty_database_and_exits() {
+async fn migrate_applies_the_schema_and_serving_an_unmigrated_database_is_refused() {
     let base: gateway::settings::Settings =
         order_core::test_support::local_source().load().expect("settings");
     let empty = order_core::test_support::empty_database(&base.database)
@@ -297,6 +297,17 @@ async fn migrate_applies_the_schema_to_an_empty_database_and_exits() {
         ("REDIS_URL", "redis://127.0.0.1:1"),
         ("PULSAR_URL", "pulsar://127.0.0.1:1"),
     ];
+    // Without startup.migrate, serving on a schema this build does not expect is refused.
+    let serve_env = [
+        ("APP_DATABASE__URL", url.as_str()),
+        ("APP_STARTUP__MIGRATE", "false"),
+        ("APP_GATEWAY__PORT", "0"),
+    ];
+    let refused = run_to_exit(&[], &serve_env, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("run `gateway migrate`"), "{stderr}");
+
     let first = run_to_exit(&["migrate"], &env, Duration::from_secs(60)).await;
     let log = String::from_utf8_lossy(&first.stdout);
     assert!(

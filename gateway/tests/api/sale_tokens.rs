@@ -373,11 +373,42 @@ async fn tokens_are_handed_out_from_the_lead_before_the_start_expire_and_are_lim
         .as_i64()
         .expect("id");
     let token = fetch_token(&app, open, 2).await;
+    let (status, held) = order(&app, open, 2, "held", Some(&token)).await;
+    assert_eq!(status, 202, "{held}");
+    // While the token lasts a second try is over the buyer's limit; once it lapsed, refused
+    // for the token.
     poll_until(Duration::from_secs(10), "the token to expire", || async {
-        let (status, body) = order(&app, open, 2, "late-token", Some(&token)).await;
+        let (status, body) = order(&app, open, 2, "another", Some(&token)).await;
         (status == 403 && error_code(&body) == "sale_token_expired").then_some(())
     })
     .await;
+    // A retry of the order the buyer holds still gets it with the lapsed token (a 202 is a
+    // promise, and the first answer may have been lost).
+    let (status, again) = order(&app, open, 2, "held", Some(&token)).await;
+    assert_eq!((status, &again["order_id"]), (202, &held["order_id"]), "{again}");
+
+    // Tokens are handed out after the end too (a retry may need a fresh one).
+    let now = chrono::Utc::now();
+    let short = create_sale(
+        &app,
+        10,
+        -Span::seconds(1),
+        json!({ "ends_at": now + Span::seconds(2) }),
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    poll_until(Duration::from_secs(10), "the short sale to end", || async {
+        let view: Value = app
+            .get(&format!("/api/promotions/{short}"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (view["state"] == "ended").then_some(())
+    })
+    .await;
+    assert_eq!(ask_token(&app, short, 3, json!({})).await.0, 200);
 
     // Burst 3 per buyer, then 429 (another buyer is not affected).
     let ask = |user| ask_token(&app, open, user, json!({}));

@@ -200,8 +200,8 @@ impl SaleKey {
         else {
             return Err(AccessRefusal::Forged);
         };
-        let expires_ms: i64 = expires.parse().map_err(|_| AccessRefusal::Forged)?;
-        let difficulty: u8 = difficulty.parse().map_err(|_| AccessRefusal::Forged)?;
+        let expires_ms: i64 = canonical_number(expires).ok_or(AccessRefusal::Forged)?;
+        let difficulty: u8 = canonical_number(difficulty).ok_or(AccessRefusal::Forged)?;
         let mac = decode_mac(mac_hex).ok_or(AccessRefusal::Forged)?;
         let want = self.mac("pow", promotion_id, user_id, expires_ms, &difficulty.to_string());
         if !bool::from(want.ct_eq(&mac)) || difficulty < min_difficulty {
@@ -221,10 +221,25 @@ impl SaleKey {
 fn split_signed(text: &str, prefix: &str) -> Option<(i64, [u8; MAC_BYTES])> {
     let rest = text.strip_prefix(prefix)?.strip_prefix('.')?;
     let (expires, mac_hex) = rest.split_once('.')?;
-    Some((expires.parse().ok()?, decode_mac(mac_hex)?))
+    Some((canonical_number(expires)?, decode_mac(mac_hex)?))
 }
 
+/// A decimal number written the one way this module writes it (no sign, no leading zero),
+/// so each token and puzzle has exactly one spelling.
+fn canonical_number<T: std::str::FromStr>(text: &str) -> Option<T> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = text.len() > 1 && text.starts_with('0');
+    (digits && !leading_zero).then(|| text.parse().ok()).flatten()
+}
+
+/// Lower-case hex of exactly `MAC_BYTES` bytes.
 fn decode_mac(mac_hex: &str) -> Option<[u8; MAC_BYTES]> {
+    if !mac_hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
     let bytes = hex::decode(mac_hex).ok()?;
     bytes.try_into().ok()
 }

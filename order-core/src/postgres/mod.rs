@@ -34,37 +34,49 @@ pub fn lazy_pool(settings: &DatabaseSettings) -> Result<PgPool, SettingsError> {
         .connect_lazy_with(settings.connect_options()?))
 }
 
-/// Apply the migrations the database lacks (`<binary> migrate`, or at start when
-/// `startup.migrate` is on); returns how many were applied. Concurrent runs are serialised by
-/// sqlx's advisory lock.
-pub async fn migrate(db: &PgPool) -> Result<usize, sqlx::migrate::MigrateError> {
-    let applied_before = sqlx::query_scalar!(
+/// Migrations this database has applied successfully (0 on an empty database).
+async fn applied_migrations(db: &PgPool) -> Result<usize, sqlx::Error> {
+    let has_table = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM pg_catalog.pg_tables WHERE tablename = '_sqlx_migrations'"#
     )
     .fetch_one(db)
     .await?;
-    let before = if applied_before > 0 {
-        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM _sqlx_migrations WHERE success"#)
-            .fetch_one(db)
-            .await?
-    } else {
-        0
-    };
-    MIGRATOR.run(db).await?;
-    Ok(MIGRATOR
-        .iter()
-        .count()
-        .saturating_sub(usize::try_from(before).unwrap_or(0)))
+    if has_table == 0 {
+        return Ok(0);
+    }
+    let applied = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM _sqlx_migrations WHERE success"#)
+        .fetch_one(db)
+        .await?;
+    Ok(usize::try_from(applied).unwrap_or(0))
 }
 
-/// At start, when `startup.migrate` is on (development): apply what is missing and say how
-/// much, once.
-pub async fn migrate_at_start(db: &PgPool, enabled: bool) -> Result<(), sqlx::migrate::MigrateError> {
+/// Apply the migrations the database lacks (`<binary> migrate`, or at start when
+/// `startup.migrate` is on); returns how many were applied. Concurrent runs are serialised by
+/// sqlx's advisory lock.
+pub async fn migrate(db: &PgPool) -> Result<usize, sqlx::migrate::MigrateError> {
+    let before = applied_migrations(db).await?;
+    MIGRATOR.run(db).await?;
+    Ok(MIGRATOR.iter().count().saturating_sub(before))
+}
+
+/// At start: with `startup.migrate` on (development), apply what is missing and say how
+/// much, once; with it off (production), refuse to run on a schema this build does not
+/// expect, naming the command that fixes it.
+pub async fn migrate_at_start(db: &PgPool, enabled: bool) -> anyhow::Result<()> {
     if enabled {
         let applied = migrate(db).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
+        return Ok(());
     }
+    let pending = MIGRATOR
+        .iter()
+        .count()
+        .saturating_sub(applied_migrations(db).await?);
+    anyhow::ensure!(
+        pending == 0,
+        "the database lacks {pending} migration(s) this build needs: run `gateway migrate` (or `consumers migrate`) first, or set startup.migrate"
+    );
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! What the whole deployment did, not one process: per-sale counters every gateway adds its
 //! share to, and the heartbeats of the gateways and order writers that run.
 //!
-//! A gateway counts locally (atomics on the hot path) and adds what it counted since its last
-//! flush to `{promo:<id>}:counters` once a second, so the totals survive a gateway that
-//! stops, and three gateways show the whole sale instead of a third of it. Heartbeats are
+//! A gateway counts locally (atomics on the hot path) and writes its running totals to
+//! `{promo:<id>}:counters` once a second, one field per process and counter, so the totals
+//! survive a gateway that stops, a lost reply counts nothing twice, and three gateways show
+//! the whole sale instead of a third of it. Heartbeats are
 //! stamped with Redis' clock (`heartbeat.lua`) in `seckill:instances:<scope>`.
 
 use std::collections::BTreeMap;
@@ -97,10 +98,10 @@ impl DeploymentStore {
             .await
     }
 
-    /// Once a second: `report` (what this instance adds to the deployment's totals; nothing
-    /// for a writer), then this instance's heartbeat; until shutdown, then `report` once more
-    /// and leave the list. A Redis outage is logged once per streak; what `report` could not
-    /// add waits for the next round.
+    /// Once a second: `report` (this instance's totals; nothing for a writer) and this
+    /// instance's heartbeat; until shutdown, then `report` once more and leave the list. A
+    /// Redis outage is logged once per streak; what `report` could not write is written
+    /// next second.
     pub async fn heartbeat_until_shutdown<F, Fut>(
         self,
         role: Role,
@@ -119,10 +120,10 @@ impl DeploymentStore {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => break,
             }
-            let sent = match report().await {
-                Ok(()) => self.heartbeat(role, &name).await,
-                Err(e) => Err(e),
-            };
+            // The heartbeat goes out whatever `report` does: an instance whose counts cannot
+            // be written is still alive.
+            let reported = report().await;
+            let sent = self.heartbeat(role, &name).await.and(reported);
             match sent {
                 Ok(()) if failing => {
                     failing = false;
@@ -130,7 +131,7 @@ impl DeploymentStore {
                 }
                 Err(e) if !failing => {
                     failing = true;
-                    tracing::warn!(role = role.as_str(), error = %e, "heartbeat or counts not sent to Redis; kept for the next try");
+                    tracing::warn!(role = role.as_str(), error = %e, "heartbeat or counts not sent to Redis; sent again next second");
                 }
                 _ => {}
             }
@@ -148,11 +149,10 @@ impl DeploymentStore {
         let mut conn = self.conn.clone();
         let ((secs, micros), members): ((i64, i64), Vec<(String, i64)>) = redis::pipe()
             .cmd("TIME")
-            .cmd("ZRANGE")
+            .cmd("ZREVRANGE")
             .arg(&self.instances)
             .arg(0)
             .arg(-1)
-            .arg("REV")
             .arg("WITHSCORES")
             .query_async(&mut conn)
             .await?;
@@ -170,30 +170,46 @@ impl DeploymentStore {
             .collect())
     }
 
-    /// Add `(promotion, counter, n)` to the deployment's totals (one round trip).
-    pub async fn add_counts(&self, counts: &[(i64, &'static str, u64)]) -> redis::RedisResult<()> {
+    /// Record `source`'s running totals `(promotion, counter, total)` (one round trip). Each
+    /// field holds one process's total (`<source>|<counter>`), so sending the same figures
+    /// twice (a reply lost, a retry) counts nothing twice.
+    pub async fn set_counts(
+        &self,
+        source: &str,
+        counts: &[(i64, &'static str, u64)],
+    ) -> redis::RedisResult<()> {
         if counts.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (promotion_id, counter, n) in counts {
-            pipe.cmd("HINCRBY")
+        for (promotion_id, counter, total) in counts {
+            pipe.cmd("HSET")
                 .arg(counters_key(*promotion_id))
-                .arg(*counter)
-                .arg(*n)
+                .arg(format!("{source}|{counter}"))
+                .arg(*total)
                 .ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async(&mut conn).await
     }
 
-    /// The deployment's totals for a sale, by counter.
-    pub async fn counts(&self, promotion_id: i64) -> redis::RedisResult<BTreeMap<String, u64>> {
+    /// A sale's totals by counter, added up over every process but `except` (the caller,
+    /// who adds its own current figures).
+    pub async fn counts(&self, promotion_id: i64, except: &str) -> redis::RedisResult<BTreeMap<String, u64>> {
         let mut conn = self.conn.clone();
-        redis::cmd("HGETALL")
+        let fields: BTreeMap<String, u64> = redis::cmd("HGETALL")
             .arg(counters_key(promotion_id))
             .query_async(&mut conn)
-            .await
+            .await?;
+        let mut totals = BTreeMap::new();
+        for (field, n) in fields {
+            if let Some((source, counter)) = field.rsplit_once('|') {
+                if source != except {
+                    *totals.entry(counter.to_owned()).or_insert(0) += n;
+                }
+            }
+        }
+        Ok(totals)
     }
 }
 
