@@ -575,8 +575,10 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
             };
             let label = format!("{} #{seed}", fault.name());
             let promotion = target.create_promotion(s.stock, 1).await?;
+            // The apps fetch their sale tokens first; the fault's clock starts with the load.
+            let ready = sale.prepare(&target, &System::Gateway, Some(promotion)).await?;
             let (report, injected) = tokio::join!(
-                sale.run(&target, &label, &System::Gateway, Some(promotion)),
+                sale.run_prepared(&target, &label, &System::Gateway, ready),
                 async {
                     tokio::time::sleep(s.fault_at).await;
                     deployment.inject(fault, s.outage, &target, promotion).await

@@ -236,6 +236,15 @@ impl Workload for SaleWorkload {
     }
 }
 
+/// A sale `FlashSale::prepare` readied: its promotion, where its traffic goes, and its
+/// requests with the apps' tokens.
+#[derive(Debug)]
+pub struct ReadySale {
+    pub promotion_id: i64,
+    bases: Vec<String>,
+    workload: std::sync::Arc<SaleWorkload>,
+}
+
 impl FlashSale {
     /// Run the sale on `system`; the promotion is created unless given.
     pub async fn run(
@@ -245,6 +254,19 @@ impl FlashSale {
         system: &System,
         promotion: Option<i64>,
     ) -> anyhow::Result<RunReport> {
+        let ready = self.prepare(target, system, promotion).await?;
+        self.run_prepared(target, name, system, ready).await
+    }
+
+    /// Everything before the load: the promotion (created unless given), the plan, and the
+    /// apps' sale tokens, fetched as apps fetch theirs during the countdown. A caller that
+    /// times something against the load (a fault) starts its clock after this.
+    pub async fn prepare(
+        &self,
+        target: &Target,
+        system: &System,
+        promotion: Option<i64>,
+    ) -> anyhow::Result<ReadySale> {
         let base = match system {
             System::Gateway => target.base.clone(),
             System::Baseline(url) => url.clone(),
@@ -260,7 +282,6 @@ impl FlashSale {
             System::Gateway => target.gateways.clone(),
             System::Baseline(_) => vec![base],
         };
-        let spec = LoadSpec::spread(&bases, self.connections, self.pace, self.duration).await?;
         let len = self
             .pace
             .planned(self.duration)
@@ -288,6 +309,27 @@ impl FlashSale {
             System::Baseline(_) => None,
         };
         let workload = std::sync::Arc::new(SaleWorkload::new(plan, tokens, sale_tokens, promotion_id));
+        Ok(ReadySale {
+            promotion_id,
+            bases,
+            workload,
+        })
+    }
+
+    /// The load, the apps' retries and the checks, for a sale `prepare` readied.
+    pub async fn run_prepared(
+        &self,
+        target: &Target,
+        name: &str,
+        system: &System,
+        ready: ReadySale,
+    ) -> anyhow::Result<RunReport> {
+        let ReadySale {
+            promotion_id,
+            bases,
+            workload,
+        } = ready;
+        let spec = LoadSpec::spread(&bases, self.connections, self.pace, self.duration).await?;
         let started_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .context("clock before 1970")?

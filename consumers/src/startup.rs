@@ -12,9 +12,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
-use order_core::redis::deployment::{DeploymentStore, Role};
+use order_core::redis::deployment::{DeploymentStore, Role, WriterFigures};
 use order_core::redis::global_pace::GlobalPace;
 use order_core::redis::stock::StockStore;
+use order_core::runtime::cli::ReservedPort;
 use order_core::runtime::readiness::{Dependencies, DependencySettings, ReadinessReport};
 use order_core::runtime::shutdown::{Shutdown, ShutdownListener};
 use order_core::runtime::supervisor::{Health, HealthReport, Supervisor};
@@ -71,12 +72,12 @@ struct StatusBody {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // The port first: a second copy started by mistake fails here, before it connects,
-        // migrates or subscribes as an order writer.
+        // migrates or subscribes as an order writer (until the workers are built it closes connections at once).
         let address = settings.consumers.address();
-        let listener = TcpListener::bind(&address)
+        let reserved = ReservedPort::bind(&address)
             .await
             .with_context(|| format!("bind the consumers' health listener to {address}"))?;
-        let port = listener.local_addr().context("read the bound address")?.port();
+        let port = reserved.port();
         let instance_name = order_core::redis::deployment::instance_name(&settings.consumers.host, port);
         let deps = Dependencies::connect(DependencySettings {
             redis: &settings.redis,
@@ -224,6 +225,11 @@ impl Application {
             &settings.writer.subscription,
         )
         .context("build the broker metrics client")?;
+        // Ready: from here health checks are answered (before, connections were closed at once).
+        let listener = reserved
+            .ready()
+            .await
+            .with_context(|| format!("serve on {address}"))?;
         let deployment =
             DeploymentStore::new(deps.redis.clone(), &pulsar.topic(&pulsar.seckill_orders_topic));
         Ok(Self {
@@ -288,13 +294,30 @@ impl Application {
         }
         supervisor.spawn(
             "writer heartbeat",
-            // The dashboard lists this writer; it has no counts of its own to add.
-            self.deployment.heartbeat_until_shutdown(
-                Role::Writer,
-                self.instance_name,
-                workers.subscribe(),
-                || async { Ok(()) },
-            ),
+            // The dashboard lists this writer and adds up the writers' pace and rows.
+            {
+                let (store, name, stats) = (
+                    self.deployment.clone(),
+                    self.instance_name.clone(),
+                    Arc::clone(&self.stats),
+                );
+                self.deployment.heartbeat_until_shutdown(
+                    Role::Writer,
+                    self.instance_name,
+                    workers.subscribe(),
+                    move || {
+                        let (store, name, stats) = (store.clone(), name.clone(), Arc::clone(&stats));
+                        async move {
+                            let report = stats.report();
+                            let figures = WriterFigures {
+                                rows_per_sec: report.writer_rows_per_sec,
+                                rows_inserted: report.get("rows_inserted"),
+                            };
+                            store.set_writer_figures(&name, figures).await
+                        }
+                    },
+                )
+            },
         );
         let router = Router::new()
             .route("/healthz", get(healthz))

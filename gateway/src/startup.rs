@@ -10,6 +10,7 @@ use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::stock::StockStore;
 use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};
+use order_core::runtime::cli::ReservedPort;
 use order_core::runtime::readiness::{Dependencies, DependencySettings};
 use order_core::runtime::shutdown::{Shutdown, ShutdownListener};
 use order_core::runtime::supervisor::{Health, Supervisor};
@@ -87,12 +88,13 @@ impl Application {
     /// `startup.migrate` is on, and start the background tasks.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // The port first: a second copy started by mistake fails here, before it connects,
-        // migrates, leases a worker id or subscribes to anything.
+        // migrates, leases a worker id or subscribes to anything. Until it can serve, it
+        // closes every connection at once rather than leave clients waiting.
         let address = settings.gateway.address();
-        let listener = TcpListener::bind(&address)
+        let reserved = ReservedPort::bind(&address)
             .await
             .with_context(|| format!("bind the gateway to {address}"))?;
-        let port = listener.local_addr().context("read the bound address")?.port();
+        let port = reserved.port();
         let deps = Dependencies::connect(DependencySettings {
             redis: &settings.redis,
             database: &settings.database,
@@ -218,6 +220,11 @@ impl Application {
             ),
         );
         let router = routes::router(state);
+        // Ready: from here connections are served (before, they were closed at once).
+        let listener = reserved
+            .ready()
+            .await
+            .with_context(|| format!("serve on {address}"))?;
         Ok(Self {
             listener,
             router,

@@ -178,6 +178,32 @@ async fn three_writers_together_keep_the_deployment_pace() {
         busy.iter().filter(|n| **n > 0).count() >= 2,
         "the writers shared the work: {busy:?}"
     );
+    // The operator's stats list the three writers live, and their rows add up to the sale.
+    poll_until(
+        Duration::from_secs(10),
+        "the stats to add up the writers",
+        || async {
+            let stats: serde_json::Value = app
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/admin/promotions/{promotion_id}/stats"),
+                )
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let writers: Vec<&serde_json::Value> = stats["instances"]
+                .as_array()?
+                .iter()
+                .filter(|i| i["role"] == "writer" && i["live"] == true)
+                .collect();
+            let rows: u64 = writers.iter().filter_map(|w| w["rows_inserted"].as_u64()).sum();
+            (writers.len() == 3 && rows == ORDERS as u64).then_some(())
+        },
+    )
+    .await;
     for writer in writers {
         writer.stop().await;
     }

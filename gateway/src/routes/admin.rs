@@ -604,6 +604,12 @@ pub struct InstanceBody {
     pub seconds_since_heartbeat: f64,
     /// Heard from in the last 5 seconds.
     pub live: bool,
+    /// An order writer's pace at its last heartbeat (writers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_per_sec: Option<f64>,
+    /// Rows the writer inserted since it started (writers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_inserted: Option<u64>,
 }
 
 /// A heartbeat older than this means the instance stopped or hangs.
@@ -677,6 +683,8 @@ pub async fn promotion_stats(
             .map(|i| InstanceBody {
                 live: i.silent_for <= LIVE_WITHIN,
                 seconds_since_heartbeat: i.silent_for.as_secs_f64(),
+                rows_per_sec: i.writer.map(|w| w.rows_per_sec),
+                rows_inserted: i.writer.map(|w| w.rows_inserted),
                 role: i.role,
                 name: i.name,
             })

@@ -345,3 +345,50 @@ async fn a_clean_start_logs_no_warning() {
     let (status, _) = binary.stop().await;
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn a_starting_gateway_holds_its_port_and_turns_clients_away_until_it_can_serve() {
+    let port = order_core::test_support::free_port().to_string();
+    // Redis unreachable: the gateway waits for it (up to 30 s) with its port bound.
+    let mut starting = tokio::process::Command::new(GATEWAY)
+        .env("APP_CONFIG_DIR", config_dir())
+        .env("APP_GATEWAY__PORT", &port)
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the gateway binary");
+    let mut lines = BufReader::new(starting.stdout.take().expect("stdout")).lines();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Redis not reachable yet") {
+                return;
+            }
+        }
+        panic!("the gateway stopped before waiting for Redis");
+    })
+    .await
+    .expect("the gateway waits for Redis");
+    // A client is turned away at once (the connection closes), not left waiting.
+    let asked = std::time::Instant::now();
+    let answer = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    assert!(answer.is_err(), "no answer while starting: {answer:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "turned away at once: {:?}",
+        asked.elapsed()
+    );
+    let second = run_to_exit(&[], &[("APP_GATEWAY__PORT", &port)], Duration::from_secs(20)).await;
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("Address already in use"),
+        "the port is held: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    starting.start_kill().expect("stop the starting gateway");
+}

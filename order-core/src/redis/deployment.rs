@@ -41,7 +41,20 @@ pub struct Instance {
     pub name: String,
     /// Since its last heartbeat, on Redis' clock.
     pub silent_for: Duration,
+    /// An order writer's figures as of its last heartbeat.
+    pub writer: Option<WriterFigures>,
 }
+
+/// What an order writer reports with its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriterFigures {
+    /// Its current pace.
+    pub rows_per_sec: f64,
+    /// Rows it inserted since it started.
+    pub rows_inserted: u64,
+}
+
+impl Eq for WriterFigures {}
 
 fn counters_key(promotion_id: i64) -> String {
     format!("{{promo:{promotion_id}}}:counters")
@@ -52,6 +65,8 @@ pub struct DeploymentStore {
     conn: ConnectionManager,
     /// `seckill:instances:<scope>`: deployments that share a Redis keep separate lists.
     instances: String,
+    /// `seckill:writers:<scope>`: each order writer's figures (`rows_per_sec|rows_inserted`).
+    writers: String,
     heartbeat: std::sync::Arc<Script>,
 }
 
@@ -68,6 +83,7 @@ impl DeploymentStore {
         Self {
             conn,
             instances: format!("seckill:instances:{scope}"),
+            writers: format!("seckill:writers:{scope}"),
             heartbeat: std::sync::Arc::new(Script::new(include_str!("../../../lua/heartbeat.lua"))),
         }
     }
@@ -91,9 +107,26 @@ impl DeploymentStore {
     /// A process that stops cleanly leaves the list at once.
     pub async fn leave(&self, role: Role, name: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("ZREM")
+        redis::pipe()
+            .cmd("ZREM")
             .arg(&self.instances)
             .arg(Self::member(role, name))
+            .ignore()
+            .cmd("HDEL")
+            .arg(&self.writers)
+            .arg(name)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// An order writer's figures, sent with its heartbeat (the dashboard adds them up).
+    pub async fn set_writer_figures(&self, name: &str, figures: WriterFigures) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HSET")
+            .arg(&self.writers)
+            .arg(name)
+            .arg(format!("{}|{}", figures.rows_per_sec, figures.rows_inserted))
             .query_async(&mut conn)
             .await
     }
@@ -147,21 +180,32 @@ impl DeploymentStore {
     /// Every process heard from in the last hour, most recent first.
     pub async fn instances(&self) -> redis::RedisResult<Vec<Instance>> {
         let mut conn = self.conn.clone();
-        let ((secs, micros), members): ((i64, i64), Vec<(String, i64)>) = redis::pipe()
+        type Reply = ((i64, i64), Vec<(String, i64)>, BTreeMap<String, String>);
+        let ((secs, micros), members, writers): Reply = redis::pipe()
             .cmd("TIME")
             .cmd("ZREVRANGE")
             .arg(&self.instances)
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
+            .cmd("HGETALL")
+            .arg(&self.writers)
             .query_async(&mut conn)
             .await?;
         let now_ms = secs * 1000 + micros / 1000;
+        let figures = |name: &str| {
+            let (rate, rows) = writers.get(name)?.split_once('|')?;
+            Some(WriterFigures {
+                rows_per_sec: rate.parse().ok()?,
+                rows_inserted: rows.parse().ok()?,
+            })
+        };
         Ok(members
             .into_iter()
             .filter_map(|(member, at_ms)| {
                 let (role, name) = member.split_once(':')?;
                 Some(Instance {
+                    writer: (role == Role::Writer.as_str()).then(|| figures(name)).flatten(),
                     role: role.to_owned(),
                     name: name.to_owned(),
                     silent_for: Duration::from_millis(u64::try_from(now_ms - at_ms).unwrap_or(0)),

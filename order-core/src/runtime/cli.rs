@@ -86,3 +86,48 @@ where
         ServiceCommand::Serve => serve().await,
     }
 }
+
+/// A service's port, taken before anything else starts: listening (so a second copy fails
+/// here, before it connects, migrates or subscribes to anything), and closing every
+/// connection at once while the service starts (so a client or load balancer learns it
+/// cannot be served yet, instead of waiting in the backlog). `ready` hands the listener to
+/// the server.
+#[derive(Debug)]
+pub struct ReservedPort {
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    turning_away: tokio::task::JoinHandle<tokio::net::TcpListener>,
+}
+
+impl ReservedPort {
+    /// Bind `address` (`host:port`; port 0 picks a free one).
+    pub async fn bind(address: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let port = listener.local_addr()?.port();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let turning_away = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return listener,
+                    // Accepted and dropped: the client sees the connection close.
+                    accepted = listener.accept() => drop(accepted),
+                }
+            }
+        });
+        Ok(Self {
+            port,
+            stop,
+            turning_away,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop turning connections away; the listener, for the server.
+    pub async fn ready(self) -> std::io::Result<tokio::net::TcpListener> {
+        let _ = self.stop.send(());
+        self.turning_away.await.map_err(std::io::Error::other)
+    }
+}
