@@ -98,6 +98,20 @@ impl TestApp {
             .bearer_auth(self.settings.auth.admin_key.expose_secret())
     }
 
+    /// A sale's admin stats; `None` when the call fails (for polling with a deadline).
+    pub async fn stats(&self, promotion_id: i64) -> Option<Value> {
+        self.admin(
+            reqwest::Method::GET,
+            &format!("/admin/promotions/{promotion_id}/stats"),
+        )
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+    }
+
     /// A promotion through the admin API; `starts_in` may be negative (already running).
     pub async fn create_promotion(&self, stock: i64, per_user_limit: i32, starts_in: Duration) -> Value {
         let starts_at = Utc::now() + starts_in;

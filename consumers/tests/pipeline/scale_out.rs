@@ -183,17 +183,7 @@ async fn three_writers_together_keep_the_deployment_pace() {
         Duration::from_secs(10),
         "the stats to add up the writers",
         || async {
-            let stats: serde_json::Value = app
-                .admin(
-                    reqwest::Method::GET,
-                    &format!("/admin/promotions/{promotion_id}/stats"),
-                )
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let stats = app.stats(promotion_id).await?;
             let writers: Vec<&serde_json::Value> = stats["instances"]
                 .as_array()?
                 .iter()

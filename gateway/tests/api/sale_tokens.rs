@@ -147,25 +147,11 @@ async fn a_script_without_tokens_is_refused_while_apps_with_tokens_buy_everythin
     )
     .await;
     assert_eq!((status, error_code(&body)), (409, "sold_out"));
-    let stats: Value = a
-        .admin(reqwest::Method::GET, &format!("/admin/promotions/{id}/stats"))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = a.stats(id).await.expect("stats");
     assert_eq!(stats["remaining"], json!(0));
     // Both gateways' refusals, added up (each flushes once a second).
     poll_until(Duration::from_secs(10), "the deployment's totals", || async {
-        let stats: Value = a
-            .admin(reqwest::Method::GET, &format!("/admin/promotions/{id}/stats"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let stats = a.stats(id).await?;
         let d = &stats["deployment"];
         (d["accepted"] == json!(stock)
             && d["rejections"]["sale_token_required"] == json!(40)

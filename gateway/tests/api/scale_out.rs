@@ -239,19 +239,6 @@ async fn a_retry_long_after_the_sale_ended_still_gets_its_order() {
     assert_eq!((status, error_code(&body)), (404, "promotion_not_found"));
 }
 
-async fn stats_of(app: &TestApp, promotion_id: i64) -> Option<Value> {
-    app.admin(
-        reqwest::Method::GET,
-        &format!("/admin/promotions/{promotion_id}/stats"),
-    )
-    .send()
-    .await
-    .ok()?
-    .json()
-    .await
-    .ok()
-}
-
 fn listed(stats: &Value, address: &str) -> Option<Value> {
     let name = address.trim_start_matches("http://");
     stats["instances"]
@@ -290,7 +277,7 @@ async fn the_stats_add_up_every_gateway_and_list_the_live_ones() {
         Duration::from_secs(10),
         "B to show the deployment's totals",
         || async {
-            let stats = stats_of(&b, promotion_id).await?;
+            let stats = b.stats(promotion_id).await?;
             let d = &stats["deployment"];
             (d["accepted"] == 6 && d["rejections"]["sold_out"] == 9).then_some(stats)
         },
@@ -309,7 +296,7 @@ async fn the_stats_add_up_every_gateway_and_list_the_live_ones() {
     c.shutdown.trigger();
     let _ = c.handle.await;
     let stats = poll_until(Duration::from_secs(10), "C to leave the list", || async {
-        let stats = stats_of(&a, promotion_id).await?;
+        let stats = a.stats(promotion_id).await?;
         listed(&stats, &c_address).is_none().then_some(stats)
     })
     .await;
