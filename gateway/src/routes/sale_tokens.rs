@@ -8,14 +8,13 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use order_core::domain::ids::PromotionId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::User;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, PathId};
-use crate::promotion_cache::CachedPromotion;
+use crate::routes::promotions::current_sale;
 use crate::sale_counters::SaleEvent;
 use crate::sale_tokens::{ChallengeAnswer, ChallengeView};
 use crate::startup::AppState;
@@ -58,16 +57,6 @@ pub struct SaleToken {
     pub expires_at: DateTime<Utc>,
 }
 
-async fn sale(state: &AppState, promotion_id: i64) -> Result<std::sync::Arc<CachedPromotion>, ApiError> {
-    PromotionId::parse(promotion_id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    state
-        .cache
-        .find(promotion_id)
-        .await
-        .map_err(|e| ApiError::unavailable("look up a promotion", e))?
-        .ok_or_else(|| ApiError::not_found("promotion_not_found", "no such promotion"))
-}
-
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
@@ -93,7 +82,7 @@ pub async fn get_challenge(
     user: User,
 ) -> ApiResult<Json<ChallengeOffer>> {
     state.limits.check_user(user.id.get())?;
-    let entry = sale(&state, promotion_id).await?;
+    let entry = current_sale(&state, promotion_id).await?;
     let view = state
         .sale_tokens
         .challenge(&entry.promotion, user.id.get(), state.cache.clock.now())?;
@@ -149,24 +138,22 @@ pub async fn issue_sale_token(
     user: User,
     ApiJson(body): ApiJson<SaleTokenRequest>,
 ) -> ApiResult<Json<SaleToken>> {
-    let entry = sale(&state, promotion_id).await?;
-    let limited = state
-        .limits
-        .check_user(user.id.get())
-        .and_then(|()| state.limits.check_token_request(user.id.get()));
-    if let Err(e) = limited {
-        state.counters.count(promotion_id, SaleEvent::TokenRefused);
-        metrics::counter!("sale_tokens_total", "outcome" => e.code).increment(1);
-        return Err(e);
+    let entry = current_sale(&state, promotion_id).await?;
+    let issued = async {
+        state.limits.check_user(user.id.get())?;
+        state.limits.check_token_request(user.id.get())?;
+        let answer = ChallengeAnswer {
+            puzzle: body.puzzle,
+            solution: body.solution,
+        };
+        let now = state.cache.clock.now();
+        state
+            .sale_tokens
+            .issue(&entry.promotion, user.id.get(), answer, now)
+            .await
     }
-    let answer = ChallengeAnswer {
-        puzzle: body.puzzle,
-        solution: body.solution,
-    };
-    let issued = state
-        .sale_tokens
-        .issue(&entry.promotion, user.id.get(), answer, state.cache.clock.now())
-        .await;
+    .await;
+    // Every refusal the buyer caused (rate limits included) is counted against the sale.
     let outcome = match &issued {
         Ok(_) => {
             state.counters.count(promotion_id, SaleEvent::TokenIssued);

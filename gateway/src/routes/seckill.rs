@@ -194,12 +194,7 @@ async fn place(
         .map_err(|e| ApiError::unavailable("look up a promotion", e))?
     else {
         // Not a current sale: it may have ended long ago, and a retry still gets its order.
-        return match state
-            .stock
-            .order_for_request(promotion_id, user.id.get(), request_id.as_str())
-            .await
-            .map_err(|e| ApiError::dependency("look up a request id", e))?
-        {
+        return match held_order(state, promotion_id, &user, &request_id).await? {
             Some(order_id) => Ok(queued(order_id)),
             None => Err(ApiError::not_found("promotion_not_found", "no such promotion").into()),
         };
@@ -216,12 +211,7 @@ async fn place(
                 .check_order(headers, promotion_id, user.id.get(), now.timestamp_millis());
         if let Err(refusal) = checked {
             if refusal == SaleRejection::TokenExpired {
-                let held = state
-                    .stock
-                    .order_for_request(promotion_id, user.id.get(), request_id.as_str())
-                    .await
-                    .map_err(|e| ApiError::dependency("look up a request id", e))?;
-                if let Some(order_id) = held {
+                if let Some(order_id) = held_order(state, promotion_id, &user, &request_id).await? {
                     return Ok(queued(order_id));
                 }
             }
@@ -326,6 +316,21 @@ async fn place(
         }
         ReserveOutcome::NotLoaded => Err(not_loaded(promotion_id).into()),
     }
+}
+
+/// The order this buyer's request id already holds, if any (a retry's answer when the usual
+/// path cannot give it).
+async fn held_order(
+    state: &AppState,
+    promotion_id: i64,
+    user: &User,
+    request_id: &RequestId,
+) -> Result<Option<OrderId>, ApiError> {
+    state
+        .stock
+        .order_for_request(promotion_id, user.id.get(), request_id.as_str())
+        .await
+        .map_err(|e| ApiError::dependency("look up a request id", e))
 }
 
 /// Publish an accepted order and wait for the broker's receipt. On failure the
