@@ -32,6 +32,18 @@ bench_prepare() {
   export APP_RATE_LIMIT__PER_USER__PER_SECOND=100000 APP_RATE_LIMIT__PER_USER__BURST=100000
 }
 
+# bench_processes NAME=PID... : those and the stack's Redis, PostgreSQL and broker as
+# BENCH_PROCESSES for the bench's CPU figures.
+bench_processes() {
+  local list=("$@") part pidfile
+  for part in redis postgres pulsar; do
+    # The stack's own parts, though their URLs are in the environment by now.
+    pidfile=$(REDIS_URL='' DATABASE_URL='' PULSAR_URL='' scripts/stack.sh pidfile "$part")
+    [ -f "$pidfile" ] && list+=("$([ $part = pulsar ] && echo broker || echo $part)=$(head -n1 "$pidfile")")
+  done
+  echo "${list[*]}"
+}
+
 # wait_ready URL... : every /readyz answers 200 within 30 s.
 wait_ready() {
   for _ in $(seq 1 300); do

@@ -3,6 +3,8 @@
 # gateway and consumers on a database and topics of their own, then `bench <scenario>`.
 #   bench/run.sh suite                          # everything, the figures for BENCHMARKS.md
 #   bench/run.sh flash-sale --rate 0:20000      # a ramp; see `target/release/bench --help`
+# Each run reports the CPU time of every process per request (gateway, consumers, Redis,
+# PostgreSQL with its backends, the broker, the load generator).
 # BENCH_PACE sets the order writer's pace (rows/s, default 5000). Reports go to
 # bench/results/<scenario>-<time>/.
 set -euo pipefail
@@ -21,4 +23,6 @@ APP_CONSUMERS__PORT=18081 target/release/consumers >"$out/consumers.log" 2>&1 &
 consumers_pid=$!
 trap 'kill $gateway_pid $consumers_pid 2>/dev/null || true' EXIT
 wait_ready http://127.0.0.1:18080/readyz http://127.0.0.1:18081/readyz
+BENCH_PROCESSES="$(bench_processes gateway=$gateway_pid consumers=$consumers_pid)"
+export BENCH_PROCESSES
 target/release/bench "$@" --gateway http://127.0.0.1:18080 --out "$out"

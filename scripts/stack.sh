@@ -7,7 +7,7 @@
 #   scripts/stack.sh kill [part ...]    SIGKILL (fault tests: a crash, not a clean stop)
 #   scripts/stack.sh pause|resume [part ...]   SIGSTOP / SIGCONT (fault tests: a part that
 #                                       hangs without dying, then comes back)
-#   scripts/stack.sh status | wait | env
+#   scripts/stack.sh status | wait | env | pidfile [part ...]   (pidfile: where each part's pid is)
 #
 # A part whose URL is given from outside (REDIS_URL, DATABASE_URL, PULSAR_URL) is not started;
 # `env` prints the URLs the apps should use.
@@ -208,6 +208,7 @@ case $cmd in
     done
     ;;
   wait) for part in "${parts[@]}"; do external "$part" || wait_part "$part"; done ;;
+  pidfile) for part in "${parts[@]}"; do external "$part" || pidfile_of "$part"; done ;;
   status)
     for part in "${parts[@]}"; do
       if external "$part"; then state="external"; elif "wait_$part"; then state="up"; else state="down"; fi
@@ -219,5 +220,5 @@ case $cmd in
     echo "export DATABASE_URL=$(database_url)"
     echo "export PULSAR_URL=$(pulsar_url)"
     ;;
-  *) die "usage: stack.sh start|stop|restart|kill|pause|resume|status|wait|env [redis|postgres|pulsar ...]" ;;
+  *) die "usage: stack.sh start|stop|restart|kill|pause|resume|status|wait|env|pidfile [redis|postgres|pulsar ...]" ;;
 esac

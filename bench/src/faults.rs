@@ -168,6 +168,8 @@ pub struct FaultRow {
     pub duplicated: u64,
     /// Requests that failed (connection refused while a part was down, 503s).
     pub errors: u64,
+    /// Orders a gateway shed as `overloaded` before any work (503; nothing reserved).
+    pub shed: u64,
     /// Sent again by the apps after the load, same request id, another gateway.
     pub app_retries: u64,
     /// The slowest answer: how long the fault held requests up.
@@ -598,6 +600,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 lost: v.lost,
                 duplicated: v.duplicated,
                 errors: report.outcomes.get(Outcome::Error.name()).copied().unwrap_or(0),
+                shed: report.outcomes.get(Outcome::Shed.name()).copied().unwrap_or(0),
                 app_retries: report.app_retries,
                 max_latency_ms: report.latency_ms.max,
                 failures: v.failures,
@@ -610,12 +613,12 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
 
 pub fn table(rows: &[FaultRow]) -> String {
     let mut out = String::from(
-        "| fault | deployment | seed | requests | accepted | persisted | oversold | lost | duplicated | failed requests | app retries | slowest answer ms |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | deployment | seed | requests | accepted | persisted | oversold | lost | duplicated | failed requests | shed | app retries | slowest answer ms |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             r.fault,
             r.deployment,
             r.seed,
@@ -626,6 +629,7 @@ pub fn table(rows: &[FaultRow]) -> String {
             r.lost,
             r.duplicated,
             r.errors,
+            r.shed,
             r.app_retries,
             r.max_latency_ms
         ));

@@ -334,13 +334,22 @@ impl FlashSale {
             .duration_since(UNIX_EPOCH)
             .context("clock before 1970")?
             .as_secs_f64();
+        let cpu_start = target.processes.sample();
         let recording = loadgen::run(&spec, std::sync::Arc::clone(&workload), name).await?;
         let load_ended = tokio::time::Instant::now();
+        let cpu_load_end = target.processes.sample();
         let target_name = match system {
             System::Gateway => "gateway",
             System::Baseline(_) => "baseline",
         };
         let mut report = RunReport::new(name, target_name, &spec, &recording);
+        report.cpu = crate::cpu::run_figures(
+            &cpu_start,
+            &cpu_load_end,
+            None,
+            recording.total(),
+            recording.count(Outcome::Accepted),
+        );
         if let Some(patience) = self.app_retries {
             report.app_retries = workload.retry_unsettled(&bases, patience).await;
         }
@@ -369,6 +378,16 @@ impl FlashSale {
             System::Gateway => {
                 let distinct = answers.values().collect::<std::collections::HashSet<_>>().len() as i64;
                 let drained = drain(&db, promotion_id, distinct, self.drain_timeout).await?;
+                if drained.is_some() {
+                    let cpu_drained = target.processes.sample();
+                    report.cpu = crate::cpu::run_figures(
+                        &cpu_start,
+                        &cpu_load_end,
+                        Some(&cpu_drained),
+                        recording.total(),
+                        distinct as u64,
+                    );
+                }
                 let drain_secs = drained.map_or(f64::NAN, |at| (at - load_ended).as_secs_f64());
                 let store = order_core::redis::stock::StockStore::new(
                     order_core::redis::connect(&target.redis)

@@ -6,6 +6,7 @@
 //! one-transaction-per-order architecture (`baseline`) and the machine's ceiling (`ceiling`).
 
 pub mod baseline;
+pub mod cpu;
 pub mod db_insert;
 pub mod demo;
 pub mod faults;
@@ -17,6 +18,7 @@ pub mod redis_conn;
 pub mod report;
 pub mod sale_tokens;
 pub mod scenarios;
+pub mod seed_day;
 pub mod svg;
 pub mod target;
 pub mod verify;

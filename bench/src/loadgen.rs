@@ -86,17 +86,21 @@ pub enum Outcome {
     Closed,
     /// Any other 4xx.
     Rejected,
-    /// 5xx, a broken connection or a timeout.
+    /// 503 `overloaded`: shed by the gateway's adaptive limit before any work (nothing
+    /// reserved).
+    Shed,
+    /// Any other 5xx, a broken connection or a timeout.
     Error,
 }
 
-pub const OUTCOMES: [Outcome; 7] = [
+pub const OUTCOMES: [Outcome; 8] = [
     Outcome::Accepted,
     Outcome::SoldOut,
     Outcome::LimitExceeded,
     Outcome::RateLimited,
     Outcome::Closed,
     Outcome::Rejected,
+    Outcome::Shed,
     Outcome::Error,
 ];
 
@@ -109,6 +113,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::Closed => "closed",
             Outcome::Rejected => "rejected",
+            Outcome::Shed => "shed",
             Outcome::Error => "error",
         }
     }
@@ -136,6 +141,10 @@ impl Outcome {
                 _ => Outcome::Rejected,
             },
             400..=499 => Outcome::Rejected,
+            503 => match serde_json::from_slice::<ErrorBody>(body).map(|b| b.error.code) {
+                Ok("overloaded") => Outcome::Shed,
+                _ => Outcome::Error,
+            },
             _ => Outcome::Error,
         }
     }
@@ -373,6 +382,12 @@ async fn connection<W: Workload>(
         if outcome == Outcome::Error {
             // A refused connection fails at once; do not spin on it.
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if outcome == Outcome::Shed && spec.pace == Pace::Max {
+            // Closed loop, an app's way: a shed order waits its Retry-After (1 s) before the
+            // next, rather than spinning the gateway on rejections. (Open loop models
+            // arrivals, which a shed answer does not slow.)
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

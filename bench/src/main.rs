@@ -34,6 +34,18 @@ enum Command {
         #[arg(long, default_value_t = 100.0)]
         checkout_rate: f64,
     },
+    /// The seed's day: the normal mix (checkout, order queries, payments, refunds) at a steady
+    /// rate, idle and then while a flash sale offers twice what the gateway can serve; p50/p99
+    /// per endpoint, what the sale accepted and shed, and the invariant checks.
+    SeedDay {
+        #[command(flatten)]
+        common: Common,
+        /// Requests per second of the normal mix.
+        #[arg(long, default_value_t = 200.0)]
+        mix_rate: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// The ceiling: a trivial HTTP handler and a Redis EVALSHA loop on this machine.
     Ceiling(Common),
     /// Everything in one run, compared with the targets; the figures for BENCHMARKS.md.
@@ -42,6 +54,9 @@ enum Command {
         common: Common,
         #[arg(long, default_value_t = 100.0)]
         checkout_rate: f64,
+        /// Requests per second of the seed-day normal mix.
+        #[arg(long, default_value_t = 200.0)]
+        mix_rate: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -264,6 +279,15 @@ fn finish(out: &std::path::Path, runs: &[&RunReport], extra: &str) -> anyhow::Re
     for r in runs {
         print!("{}", report::pipeline_lines(r));
     }
+    let cpu: Vec<(&str, &[bench::cpu::ProcessCpu])> = runs
+        .iter()
+        .filter(|r| !r.cpu.is_empty())
+        .map(|r| (r.name.as_str(), r.cpu.as_slice()))
+        .collect();
+    if !cpu.is_empty() {
+        println!("CPU time per process (front over the load; consumers and postgres until the drain ended):");
+        println!("{}", bench::cpu::table(&cpu));
+    }
     print!("{extra}");
     report::write(out, runs)?;
     println!("report and charts: {}", out.display());
@@ -318,9 +342,31 @@ async fn main() -> anyhow::Result<()> {
                 &format!("Redis EVALSHA reserve loop (256 in flight): {redis:.0}/s\n"),
             )
         }
+        Command::SeedDay {
+            common,
+            mix_rate,
+            seed,
+        } => {
+            let target = Target::from_env(&common.gateway)?;
+            let settings = bench::seed_day::SeedDaySettings {
+                rate: mix_rate,
+                duration: Duration::from_secs(common.seconds),
+                connections: common.connections,
+                drain_timeout: Duration::from_secs(common.drain_timeout_secs),
+                seed,
+            };
+            let result = bench::seed_day::run(&target, &settings).await?;
+            let out = common.out_dir("seed-day");
+            std::fs::create_dir_all(&out).context("create the output directory")?;
+            std::fs::write(out.join("seed-day.json"), serde_json::to_vec_pretty(&result)?)
+                .context("write seed-day.json")?;
+            let extra = format!("{}\n{}", result.table(), result.summary());
+            finish(&out, &[&result.capacity, &result.flood], &extra)
+        }
         Command::Suite {
             common,
             checkout_rate,
+            mix_rate,
             seed,
         } => {
             let target = Target::from_env(&common.gateway)?;
@@ -328,16 +374,22 @@ async fn main() -> anyhow::Result<()> {
                 connections: common.connections,
                 duration: Duration::from_secs(common.seconds),
                 checkout_rate,
+                mix_rate,
                 drain_timeout: Duration::from_secs(common.drain_timeout_secs),
                 seed,
             };
             let result = scenarios::suite(&target, &settings).await?;
             let out = common.out_dir("suite");
+            std::fs::create_dir_all(&out).context("create the output directory")?;
             let targets = scenarios::targets_table(&result.targets);
             let extra = format!(
-                "Redis EVALSHA reserve loop: {:.0}/s\n\n{targets}",
-                result.redis_evalsha_per_sec
+                "Redis EVALSHA reserve loop: {:.0}/s\n\n{}\n{}\nCapacity (CPU cores per unit of load):\n{}\n{targets}",
+                result.redis_evalsha_per_sec,
+                result.seed_day.table(),
+                result.seed_day.summary(),
+                result.capacity_table,
             );
+            std::fs::write(out.join("capacity.md"), &result.capacity_table).context("write capacity.md")?;
             let runs: Vec<&RunReport> = result.runs.iter().collect();
             std::fs::create_dir_all(&out).context("create the output directory")?;
             std::fs::write(out.join("targets.md"), &targets).context("write targets.md")?;

@@ -98,6 +98,9 @@ pub struct RunReport {
     pub pipeline: Option<PipelineReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// CPU time of each process over the run (see `cpu`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu: Vec<crate::cpu::ProcessCpu>,
 }
 
 impl RunReport {
@@ -135,6 +138,7 @@ impl RunReport {
             app_retries: 0,
             pipeline: None,
             verification: None,
+            cpu: Vec::new(),
         }
     }
 
@@ -146,12 +150,12 @@ impl RunReport {
 /// The summary table (Markdown, so it pastes into BENCHMARKS.md).
 pub fn table(reports: &[&RunReport]) -> String {
     let mut out = String::from(
-        "| run | target | pace | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | accepted | sold out | limit | 429 | closed | other 4xx | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | target | pace | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | accepted | sold out | limit | 429 | closed | other 4xx | shed | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             r.target,
             r.pace,
@@ -166,6 +170,7 @@ pub fn table(reports: &[&RunReport]) -> String {
             r.outcome(Outcome::RateLimited),
             r.outcome(Outcome::Closed),
             r.outcome(Outcome::Rejected),
+            r.outcome(Outcome::Shed),
             r.outcome(Outcome::Error),
         ));
     }

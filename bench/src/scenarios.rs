@@ -22,6 +22,7 @@ use crate::target::Target;
 /// the gateway: its CPU is not the load generator's. Killed on drop.
 #[derive(Debug)]
 pub struct ChildServer {
+    _measured: Option<crate::cpu::ChildMeasured>,
     _child: tokio::process::Child,
     pub base: String,
 }
@@ -44,7 +45,14 @@ impl ChildServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let name = subcommand
+            .strip_suffix("-server")
+            .unwrap_or(subcommand)
+            .replace('-', " ");
         Ok(Self {
+            _measured: child
+                .id()
+                .map(|pid| crate::cpu::measure_child(&format!("{name} server"), pid)),
             _child: child,
             base: format!("http://{addr}"),
         })
@@ -71,13 +79,12 @@ pub async fn http_ceiling(
     );
     let workload = Arc::new(SaleWorkload::new(plan, target.tokens(1..=users)?, None, 1));
     let spec = LoadSpec::new(&server.base, connections, Pace::Max, duration).await?;
+    let before = target.processes.sample();
     let recording = loadgen::run(&spec, workload, "ceiling-http").await?;
-    Ok(RunReport::new(
-        "ceiling-http",
-        "trivial handler",
-        &spec,
-        &recording,
-    ))
+    let after = target.processes.sample();
+    let mut report = RunReport::new("ceiling-http", "trivial handler", &spec, &recording);
+    report.cpu = crate::cpu::run_figures(&before, &after, None, recording.total(), 0);
+    Ok(report)
 }
 
 /// Normal checkout requests (`POST /api/checkout`), each user buying one item.
@@ -144,8 +151,13 @@ pub async fn mixed(
         })
     };
     let spec = LoadSpec::new(&target.base, 64, Pace::Fixed(checkout_rate), duration).await?;
+    let before = target.processes.sample();
     let idle = loadgen::run(&spec, checkout("idle"), "checkout-idle").await?;
-    let idle = RunReport::new("checkout-idle", "gateway", &spec, &idle);
+    let after = target.processes.sample();
+    let mut idle_report = RunReport::new("checkout-idle", "gateway", &spec, &idle);
+    idle_report.cpu =
+        crate::cpu::run_figures(&before, &after, None, idle.total(), idle.count(Outcome::Accepted));
+    let idle = idle_report;
 
     let flood_sale = FlashSale {
         duration: duration + Duration::from_secs(4),
@@ -183,6 +195,9 @@ pub struct TargetCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct SuiteResult {
     pub runs: Vec<RunReport>,
+    pub seed_day: crate::seed_day::SeedDayResult,
+    /// CPU cores per unit of load, per component (Markdown).
+    pub capacity_table: String,
     pub redis_evalsha_per_sec: f64,
     pub mixed_p99_ratio: f64,
     pub targets: Vec<TargetCheck>,
@@ -193,6 +208,8 @@ pub struct SuiteSettings {
     pub connections: usize,
     pub duration: Duration,
     pub checkout_rate: f64,
+    /// Requests per second of the seed-day normal mix.
+    pub mix_rate: f64,
     pub drain_timeout: Duration,
     pub seed: u64,
 }
@@ -264,7 +281,31 @@ pub async fn suite(target: &Target, s: &SuiteSettings) -> anyhow::Result<SuiteRe
     )
     .await?;
 
+    let seed_day = crate::seed_day::run(
+        target,
+        &crate::seed_day::SeedDaySettings {
+            rate: s.mix_rate,
+            duration: s.duration,
+            connections: s.connections,
+            drain_timeout: s.drain_timeout,
+            seed: s.seed,
+        },
+    )
+    .await?;
+    eprintln!("{}", seed_day.summary());
+
     let ratio = |a: f64, b: f64| a / b.max(1e-9);
+    let cpu_of = |run: &RunReport, process: &str| run.cpu.iter().find(|c| c.process == process).cloned();
+    let per_request =
+        |run: &RunReport, process: &str| cpu_of(run, process).map_or(f64::NAN, |c| c.us_per_request);
+    let gateway_vs_trivial = ratio(
+        per_request(&sold_out, "gateway"),
+        per_request(&ceiling, "trivial server"),
+    );
+    let redis_per_order = cpu_of(&reserve, "redis")
+        .and_then(|c| c.us_per_accepted)
+        .unwrap_or(f64::NAN);
+    let capacity_table = capacity_table(&ceiling, &sold_out, &reserve, &mixed.idle);
     let mut targets = vec![
         TargetCheck {
             what: "sold-out rejections vs trivial handler".into(),
@@ -304,12 +345,62 @@ pub async fn suite(target: &Target, s: &SuiteSettings) -> anyhow::Result<SuiteRe
             ),
             met: mixed.p99_ratio <= 2.0,
         },
+        TargetCheck {
+            what: "seed-day: normal-mix p99 during a 2× flood vs idle".into(),
+            wanted: "≤ 2×".into(),
+            measured: format!(
+                "{:.2}× ({:.2} vs {:.2} ms; flood offered {:.0} req/s = 2 × {:.0})",
+                seed_day.p99_ratio(),
+                seed_day.flood_p99_ms,
+                seed_day.idle_p99_ms,
+                seed_day.flood_rate,
+                seed_day.capacity_rps
+            ),
+            met: seed_day.p99_ratio() <= 2.0,
+        },
+        TargetCheck {
+            what: "seed-day: nothing but seckill orders shed".into(),
+            wanted: "0 normal requests answered 429 or 503 overloaded".into(),
+            measured: format!(
+                "{} normal; {} seckill orders shed",
+                seed_day.normal_shed(),
+                seed_day.flood.outcome(crate::loadgen::Outcome::Shed)
+            ),
+            met: seed_day.normal_shed() == 0,
+        },
+        TargetCheck {
+            what: "gateway CPU per sold-out rejection vs trivial handler's per request".into(),
+            wanted: "≤ 1.3×".into(),
+            measured: format!(
+                "{gateway_vs_trivial:.2}× ({:.1} vs {:.1} µs)",
+                per_request(&sold_out, "gateway"),
+                per_request(&ceiling, "trivial server")
+            ),
+            met: gateway_vs_trivial <= 1.3,
+        },
+        TargetCheck {
+            what: "Redis CPU per accepted order (reserve run)".into(),
+            wanted: "≤ 15 µs".into(),
+            measured: format!("{redis_per_order:.1} µs"),
+            met: redis_per_order <= 15.0,
+        },
+        TargetCheck {
+            what: "accepted orders/s vs baseline (issue 18)".into(),
+            wanted: "≥ 15×".into(),
+            measured: format!(
+                "{:.1}×",
+                ratio(reserve.accepted_per_sec, baseline.accepted_per_sec)
+            ),
+            met: ratio(reserve.accepted_per_sec, baseline.accepted_per_sec) >= 15.0,
+        },
     ];
     runs.extend([ceiling, sold_out, reserve, baseline, half, realistic]);
     runs.extend([
         mixed.idle.clone(),
         mixed.during_flood.clone(),
         mixed.flood.clone(),
+        seed_day.capacity.clone(),
+        seed_day.flood.clone(),
     ]);
     let busiest = runs
         .iter()
@@ -329,10 +420,57 @@ pub async fn suite(target: &Target, s: &SuiteSettings) -> anyhow::Result<SuiteRe
     });
     Ok(SuiteResult {
         runs,
+        seed_day,
+        capacity_table,
         redis_evalsha_per_sec: redis,
         mixed_p99_ratio: mixed.p99_ratio,
         targets,
     })
+}
+
+/// CPU cores each component needs per unit of load, from this run's CPU per request:
+/// per 100k sold-out rejections/s, per 10k accepted orders/s (pipeline parts until the drain
+/// ended), per 1k checkouts/s.
+pub fn capacity_table(
+    ceiling: &RunReport,
+    sold_out: &RunReport,
+    reserve: &RunReport,
+    checkout: &RunReport,
+) -> String {
+    let mut processes: Vec<String> = Vec::new();
+    for run in [ceiling, sold_out, reserve, checkout] {
+        for c in &run.cpu {
+            if !processes.contains(&c.process) {
+                processes.push(c.process.clone());
+            }
+        }
+    }
+    let cores = |run: &RunReport, process: &str, per: f64, accepted: bool| {
+        run.cpu
+            .iter()
+            .find(|c| c.process == process)
+            .and_then(|c| {
+                if accepted {
+                    c.us_per_accepted
+                } else {
+                    Some(c.us_per_request)
+                }
+            })
+            .map_or_else(|| "–".to_owned(), |us| format!("{:.2}", us * per / 1e6))
+    };
+    let mut out = String::from(
+        "| process | cores per 100k sold-out rejections/s | cores per 10k accepted orders/s | cores per 1k checkouts/s | cores per 100k trivial requests/s |\n|---|---|---|---|---|\n",
+    );
+    for p in &processes {
+        out.push_str(&format!(
+            "| {p} | {} | {} | {} | {} |\n",
+            cores(sold_out, p, 100_000.0, false),
+            cores(reserve, p, 10_000.0, true),
+            cores(checkout, p, 1_000.0, false),
+            cores(ceiling, p, 100_000.0, false),
+        ));
+    }
+    out
 }
 
 pub fn targets_table(targets: &[TargetCheck]) -> String {

@@ -15,9 +15,18 @@ use serde_json::{json, Value};
 #[derive(Debug, Deserialize)]
 struct BenchSettings {
     auth: AuthSecrets,
+    #[serde(default)]
+    payments: Option<PaymentSecrets>,
     database: DatabaseSettings,
     redis: RedisSettings,
     writer: WriterPace,
+}
+
+/// The payment provider's side: `seed-day` signs callbacks as the provider does.
+#[derive(Debug, Deserialize)]
+struct PaymentSecrets {
+    #[serde(default)]
+    callback_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +62,10 @@ pub struct Target {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub writer: WriterPace,
+    /// The deployment's processes, for CPU time per request (`BENCH_PROCESSES`).
+    pub processes: crate::cpu::Processes,
+    /// Signs payment callbacks as the provider would (`seed-day`).
+    callback_secret: Option<SecretString>,
     admin_key: SecretString,
     jwt_secret: SecretString,
     jwt_issuer: Option<String>,
@@ -65,7 +78,7 @@ impl Target {
         let settings: BenchSettings = SettingsSource::from_process_env()?
             .load()
             .context("load the bench settings (auth, database, redis, writer)")?;
-        Ok(Self::new(
+        let mut target = Self::new(
             base,
             settings.auth.admin_key,
             settings.auth.jwt_secret,
@@ -73,7 +86,10 @@ impl Target {
             settings.database,
             settings.redis,
             settings.writer,
-        ))
+        );
+        target.processes = crate::cpu::Processes::from_env()?;
+        target.callback_secret = settings.payments.and_then(|p| p.callback_secret);
+        Ok(target)
     }
 
     pub fn new(
@@ -92,6 +108,8 @@ impl Target {
             database,
             redis,
             writer,
+            processes: crate::cpu::Processes::default(),
+            callback_secret: None,
             admin_key,
             jwt_secret,
             jwt_issuer,
@@ -109,6 +127,10 @@ impl Target {
                 .collect();
         }
         self
+    }
+
+    pub fn callback_secret(&self) -> Option<&SecretString> {
+        self.callback_secret.as_ref()
     }
 
     pub fn jwt_secret(&self) -> &SecretString {

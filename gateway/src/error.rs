@@ -82,6 +82,18 @@ impl ApiError {
         )
     }
 
+    /// 503 `overloaded`: the gateway shed a seckill order before doing anything for it.
+    /// Nothing was reserved; the same request id may be sent again after Retry-After.
+    /// Not logged per request (a flood would log every one; the metrics count them).
+    pub fn overloaded() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the sale is busy right now; retry with the same request_id",
+        )
+        .retry_after(1)
+    }
+
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs.max(1)),

@@ -16,6 +16,7 @@ pub mod sale_counters;
 pub mod sale_tokens;
 pub mod serve;
 pub mod settings;
+pub mod shedding;
 pub mod startup;
 pub mod wire;
 

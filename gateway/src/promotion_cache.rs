@@ -242,6 +242,9 @@ impl Default for PromotionCache {
     }
 }
 
+/// How far outside a sale's window an order id of that sale may be stamped.
+pub const MINT_MARGIN: Duration = Duration::from_secs(600);
+
 impl PromotionCache {
     pub fn get(&self, id: i64) -> Option<Arc<CachedPromotion>> {
         self.read().get(&id).cloned()
@@ -272,6 +275,24 @@ impl PromotionCache {
                 _ => return Err(LookupUnavailable),
             }
         }
+    }
+
+    /// The cached sales an order id minted at `at_ms` (Unix ms) can belong to: those whose
+    /// window, widened by `MINT_MARGIN`, contains it (the clocks of minting and of the sale
+    /// window are both Redis'; the margin covers borrowed milliseconds and edits).
+    pub fn sales_around(&self, at_ms: i64) -> Vec<i64> {
+        let margin = MINT_MARGIN.as_millis() as i64;
+        let mut ids: Vec<i64> = self
+            .read()
+            .values()
+            .filter(|e| {
+                e.promotion.starts_at.timestamp_millis() - margin <= at_ms
+                    && at_ms <= e.promotion.ends_at.timestamp_millis() + margin
+            })
+            .map(|e| e.promotion.id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Insert or replace after an admin change on this gateway (others see it on refresh).

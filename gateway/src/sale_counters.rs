@@ -116,13 +116,15 @@ pub enum SaleEvent {
     Rejected(SaleRejection),
     /// Refused by the rate limits before the sale was asked (429).
     Shed,
+    /// Shed by the gateway's adaptive seckill limit before any work (503 `overloaded`).
+    Overloaded,
     TokenIssued,
     /// A token request refused (challenge failed, too early, rate limited).
     TokenRefused,
 }
 
 const REJECTIONS: usize = SaleRejection::ALL.len();
-const SLOTS: usize = REJECTIONS + 4;
+const SLOTS: usize = REJECTIONS + 5;
 
 impl SaleEvent {
     fn slot(self) -> usize {
@@ -132,6 +134,7 @@ impl SaleEvent {
             SaleEvent::Shed => REJECTIONS + 1,
             SaleEvent::TokenIssued => REJECTIONS + 2,
             SaleEvent::TokenRefused => REJECTIONS + 3,
+            SaleEvent::Overloaded => REJECTIONS + 4,
         }
     }
 
@@ -142,12 +145,13 @@ impl SaleEvent {
             s if s == REJECTIONS => "accepted",
             s if s == REJECTIONS + 1 => "shed",
             s if s == REJECTIONS + 2 => "tokens_issued",
-            _ => "tokens_refused",
+            s if s == REJECTIONS + 3 => "tokens_refused",
+            _ => "overloaded",
         }
     }
 }
 
-/// A sale's counts by name: `accepted`, `shed`, `tokens_issued`, `tokens_refused` and one
+/// A sale's counts by name: `accepted`, `shed`, `overloaded`, `tokens_issued`, `tokens_refused` and one
 /// per rejection code (all present, zero when nothing happened).
 pub type Counts = BTreeMap<&'static str, u64>;
 
@@ -291,6 +295,7 @@ mod tests {
             .chain([
                 SaleEvent::Accepted,
                 SaleEvent::Shed,
+                SaleEvent::Overloaded,
                 SaleEvent::TokenIssued,
                 SaleEvent::TokenRefused,
             ])

@@ -22,6 +22,7 @@ pub struct Settings {
     pub seckill: SeckillSettings,
     pub sale_tokens: SaleTokenSettings,
     pub rate_limit: RateLimitSettings,
+    pub shedding: crate::shedding::SheddingSettings,
     pub orders: OrderSettings,
     pub checkout: CheckoutSettings,
     pub payments: PaymentSettings,
@@ -176,6 +177,9 @@ impl Validate for Settings {
             ));
         }
         RateLimits::new(&self.rate_limit, &self.sale_tokens.per_user)?;
+        self.shedding
+            .validate()
+            .map_err(|e| SettingsError::invalid("shedding", e.to_string()))?;
         require_secret("payments.callback_secret", &self.payments.callback_secret, 32)?;
         if self.checkout.max_connections == 0 || self.checkout.max_concurrency == 0 {
             return Err(SettingsError::invalid(

@@ -31,6 +31,8 @@ pub struct AppContext {
     pub deps: Dependencies,
     pub auth: Arc<Authenticator>,
     pub limits: Arc<RateLimits>,
+    /// The seckill order route's adaptive concurrency limit (load shedding).
+    pub seckill_limiter: Arc<crate::shedding::SeckillLimiter>,
     pub cache: Arc<PromotionCache>,
     pub stock: StockStore,
     pub publisher: Arc<JsonProducer>,
@@ -80,6 +82,7 @@ pub struct Application {
     supervisor: Supervisor,
     /// Released when the server stops, so held long polls do not hold up the drain.
     order_watch: Arc<crate::order_watch::OrderWatch>,
+    seckill_limiter: Arc<crate::shedding::SeckillLimiter>,
 }
 
 impl Application {
@@ -137,6 +140,7 @@ impl Application {
                 &settings.rate_limit,
                 &settings.sale_tokens.per_user,
             )?),
+            seckill_limiter: Arc::new(crate::shedding::SeckillLimiter::new(&settings.shedding)),
             cache: Arc::new(PromotionCache::default()),
             stock: StockStore::new(deps.redis.clone()),
             publisher: Arc::new(publisher),
@@ -211,6 +215,7 @@ impl Application {
             Arc::clone(&state.order_watch).run(settings.redis.clone(), tasks.subscribe()),
         );
         let order_watch = Arc::clone(&state.order_watch);
+        let seckill_limiter = Arc::clone(&state.seckill_limiter);
         supervisor.watch(
             "sale counters publisher",
             state.counters.spawn_publisher(
@@ -233,6 +238,7 @@ impl Application {
             tasks,
             supervisor,
             order_watch,
+            seckill_limiter,
         })
     }
 
@@ -243,6 +249,11 @@ impl Application {
     /// The long polls this gateway holds (tests and diagnostics).
     pub fn order_watch(&self) -> Arc<crate::order_watch::OrderWatch> {
         Arc::clone(&self.order_watch)
+    }
+
+    /// The seckill route's adaptive limit (tests and diagnostics).
+    pub fn seckill_limiter(&self) -> Arc<crate::shedding::SeckillLimiter> {
+        Arc::clone(&self.seckill_limiter)
     }
 
     /// Whether every background task still runs (what `/healthz` answers).

@@ -23,6 +23,8 @@ pub struct TestApp {
     pub settings: Settings,
     /// This gateway's held long polls.
     pub order_watch: std::sync::Arc<crate::order_watch::OrderWatch>,
+    /// This gateway's seckill concurrency limit.
+    pub seckill_limiter: std::sync::Arc<crate::shedding::SeckillLimiter>,
 }
 
 /// Limits high enough that only tests about limits meet them.
@@ -65,6 +67,7 @@ impl TestApp {
             .expect("build the gateway");
         let address = format!("http://127.0.0.1:{}", app.port());
         let order_watch = app.order_watch();
+        let seckill_limiter = app.seckill_limiter();
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
         Self {
@@ -74,6 +77,7 @@ impl TestApp {
             handle,
             settings,
             order_watch,
+            seckill_limiter,
         }
     }
 
@@ -151,6 +155,21 @@ impl TestApp {
         key.mint_token(promotion_id, user_id, expires_ms)
     }
 
+    /// `place` as a request that can run on its own task.
+    pub fn place_request(
+        &self,
+        promotion_id: i64,
+        user_id: i64,
+        request_id: &str,
+        quantity: i64,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/api/seckill/{promotion_id}/orders", self.address))
+            .bearer_auth(self.token(user_id))
+            .header("X-Sale-Token", self.sale_token(promotion_id, user_id))
+            .json(&json!({ "quantity": quantity, "request_id": request_id }))
+    }
+
     /// An app's order, with the buyer's sale token.
     pub async fn place(
         &self,
@@ -160,16 +179,32 @@ impl TestApp {
         quantity: i64,
     ) -> (u16, Value) {
         let response = self
-            .client
-            .post(format!("{}/api/seckill/{promotion_id}/orders", self.address))
-            .bearer_auth(self.token(user_id))
-            .header("X-Sale-Token", self.sale_token(promotion_id, user_id))
-            .json(&json!({ "quantity": quantity, "request_id": request_id }))
+            .place_request(promotion_id, user_id, request_id, quantity)
             .send()
             .await
             .expect("request reaches the gateway");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `place` as an app does it: an order shed as `overloaded` is sent again, same request
+    /// id, after its Retry-After, until it gets another answer (at most 60 s).
+    pub async fn place_as_app(
+        &self,
+        promotion_id: i64,
+        user_id: i64,
+        request_id: &str,
+        quantity: i64,
+    ) -> (u16, Value) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let answer = self.place(promotion_id, user_id, request_id, quantity).await;
+            let shed = answer.0 == 503 && answer.1["error"]["code"] == "overloaded";
+            if !shed || tokio::time::Instant::now() >= deadline {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 
     pub async fn stock_store(&self) -> StockStore {

@@ -148,7 +148,8 @@ pub async fn flash_sale(app: &Arc<TestApp>, promotion_id: i64, buyers: i64) -> H
         tasks.push(tokio::spawn(async move {
             (
                 user,
-                app.place(promotion_id, user, &format!("req-{user}"), 1).await,
+                app.place_as_app(promotion_id, user, &format!("req-{user}"), 1)
+                    .await,
             )
         }));
     }

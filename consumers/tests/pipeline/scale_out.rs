@@ -374,7 +374,9 @@ async fn a_retry_on_another_gateway_at_sell_out_gets_its_order_even_with_postgre
         tasks.push(tokio::spawn(async move {
             (
                 user,
-                gateway.place(promotion_id, user, &format!("req-{user}"), 1).await,
+                gateway
+                    .place_as_app(promotion_id, user, &format!("req-{user}"), 1)
+                    .await,
             )
         }));
     }

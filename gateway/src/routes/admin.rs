@@ -565,6 +565,8 @@ pub struct SaleTraffic {
     pub accepted: u64,
     /// Refused by the rate limits before the sale was asked (429).
     pub shed: u64,
+    /// Shed by a gateway's adaptive seckill limit, overloaded, before any work (503).
+    pub overloaded: u64,
     pub tokens_issued: u64,
     /// Token requests refused (challenge failed, too early, rate limited).
     pub tokens_refused: u64,
@@ -577,15 +579,17 @@ pub struct SaleTraffic {
 impl SaleTraffic {
     fn from_counts(mut counts: crate::sale_counters::Counts) -> Self {
         let mut take = |name| counts.remove(name).unwrap_or(0);
-        let (accepted, shed, tokens_issued, tokens_refused) = (
+        let (accepted, shed, overloaded, tokens_issued, tokens_refused) = (
             take("accepted"),
             take("shed"),
+            take("overloaded"),
             take("tokens_issued"),
             take("tokens_refused"),
         );
         Self {
             accepted,
             shed,
+            overloaded,
             tokens_issued,
             tokens_refused,
             rejections: counts,

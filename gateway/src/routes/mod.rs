@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 
@@ -181,9 +181,44 @@ pub fn router(state: AppState) -> Router {
             (state.body_read_timeout, MAX_BODY_BYTES),
             crate::serve::read_body_within_deadline,
         ))
+        // Before the body is read: a shed seckill request costs as little as it can.
+        .layer(middleware::from_fn_with_state(state.clone(), shed_seckill_orders))
         .layer(middleware::from_fn(crate::error::log_failures))
         .layer(middleware::from_fn(crate::request_id::with_request_id))
         .with_state(state)
+}
+
+/// The sale of `POST /api/seckill/{id}/orders`, from the raw path (no routing yet); `None`
+/// for every other request.
+fn seckill_order_sale<'p>(method: &axum::http::Method, path: &'p str) -> Option<&'p str> {
+    if method != axum::http::Method::POST {
+        return None;
+    }
+    path.strip_prefix("/api/seckill/")?.strip_suffix("/orders")
+}
+
+/// Seckill orders over the adaptive concurrency limit get 503 `overloaded` before anything
+/// else runs (see `shedding`); every other route passes untouched.
+async fn shed_seckill_orders(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(sale) = seckill_order_sale(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    match state.seckill_limiter.admit() {
+        Some(_admitted) => next.run(request).await,
+        None => {
+            if let Some(id) = sale
+                .parse::<i64>()
+                .ok()
+                .filter(|id| state.cache.get(*id).is_some())
+            {
+                state
+                    .counters
+                    .count(id, crate::sale_counters::SaleEvent::Overloaded);
+            }
+            metrics::counter!("seckill_orders_total", "outcome" => "overloaded").increment(1);
+            ApiError::overloaded().into_response()
+        }
+    }
 }
 
 async fn limit_per_ip(

@@ -122,18 +122,26 @@ pub async fn get_order(
 
 /// The order as it stands: from Redis while its sale is current, else from the database.
 async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult<Option<OrderView>> {
-    // The order's sale from the order index, read at most once per answer.
-    let mut sale = None;
+    // What the current sales hold of the order, read at most once per answer.
+    let mut in_redis = None;
     if state.status_source == StatusSource::Redis {
-        let promotion_id = sale_of(state, order_id).await?;
-        sale = Some(promotion_id);
-        if let Some(promotion_id) = promotion_id {
-            match from_redis(state, order_id, promotion_id, user_id).await? {
+        let found = held_by_current_sale(state, order_id).await?;
+        if let Some((entry, seen)) = &found {
+            let judged = judge(
+                seen,
+                order_id,
+                entry.promotion.id,
+                user_id,
+                entry.promotion.price_cents,
+                state.status_max_age,
+            );
+            match judged {
                 FromRedis::Order(view) => return Ok(Some(view)),
                 FromRedis::NotTheirs => return Ok(None),
                 FromRedis::AskDatabase => {}
             }
         }
+        in_redis = Some(found);
     }
     if let Some(order) = orders::find_for_user(&state.deps.db, order_id, user_id)
         .await
@@ -141,23 +149,65 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
     {
         return Ok(Some(order));
     }
-    let promotion_id = match sale {
-        Some(known) => known,
-        None => sale_of(state, order_id).await?,
+    // Not in the database: an accepted order still on its way there.
+    let found = match in_redis {
+        Some(found) => found,
+        None => held_by_current_sale(state, order_id).await?,
     };
-    match promotion_id {
-        Some(promotion_id) => queued_elsewhere(state, order_id, promotion_id, user_id).await,
-        None => Ok(None),
+    if let Some((entry, seen)) = found {
+        return Ok(seen.reservation.filter(|r| r.user_id == user_id).map(|r| {
+            queued(
+                order_id,
+                entry.promotion.id,
+                entry.promotion.price_cents,
+                r.quantity,
+                r.reserved_at_ms,
+            )
+        }));
     }
+    // Of a sale this gateway does not hold: created a moment ago on another gateway, or
+    // over for a while.
+    let sales = sales_in_database_around(state, order_id)
+        .await
+        .map_err(|e| ApiError::dependency("look up an order's sale", e))?;
+    for promotion_id in sales {
+        if let Some(view) = queued_elsewhere(state, order_id, promotion_id, user_id).await? {
+            return Ok(Some(view));
+        }
+    }
+    Ok(None)
 }
 
-/// The sale a seckill order belongs to (`None`: not a seckill order, or its index expired).
-async fn sale_of(state: &AppState, order_id: OrderId) -> ApiResult<Option<i64>> {
-    state
+/// The current sale (in this gateway's cache) that holds the order in Redis, with what it
+/// holds: looked up in the sales that ran when the order id was minted (usually one).
+async fn held_by_current_sale(
+    state: &AppState,
+    order_id: OrderId,
+) -> ApiResult<
+    Option<(
+        std::sync::Arc<crate::promotion_cache::CachedPromotion>,
+        OrderInRedis,
+    )>,
+> {
+    let candidates = state.cache.sales_around(order_id.minted_at_ms());
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let found = state
         .stock
-        .order_promotion(order_id)
+        .find_order(&candidates, order_id)
         .await
-        .map_err(|e| ApiError::dependency("look up an order in Redis", e))
+        .map_err(|e| ApiError::dependency("look up an order in Redis", e))?;
+    Ok(found.and_then(|(id, seen)| state.cache.get(id).map(|entry| (entry, seen))))
+}
+
+/// Every sale, current or not, that ran when the order id was minted.
+async fn sales_in_database_around(state: &AppState, order_id: OrderId) -> sqlx::Result<Vec<i64>> {
+    let Some(minted) = at_ms(order_id.minted_at_ms()) else {
+        return Ok(Vec::new());
+    };
+    let margin = chrono::Duration::from_std(crate::promotion_cache::MINT_MARGIN).unwrap_or_default();
+    state.promotions.ids_running_around(minted, margin).await
 }
 
 /// What Redis can say of a seckill order without the database.
@@ -167,33 +217,6 @@ enum FromRedis {
     NotTheirs,
     /// Not a seckill order of a current sale, or Redis cannot vouch for it.
     AskDatabase,
-}
-
-async fn from_redis(
-    state: &AppState,
-    order_id: OrderId,
-    promotion_id: i64,
-    user_id: i64,
-) -> ApiResult<FromRedis> {
-    let lookup = |e| ApiError::dependency("look up an order in Redis", e);
-    let Some(entry) = state.cache.get(promotion_id) else {
-        // The sale has cooled down: the database answers.
-        return Ok(FromRedis::AskDatabase);
-    };
-    let seen = state
-        .stock
-        .order_in_redis(promotion_id, order_id)
-        .await
-        .map_err(lookup)?;
-    let unit_price = entry.promotion.price_cents;
-    Ok(judge(
-        &seen,
-        order_id,
-        promotion_id,
-        user_id,
-        unit_price,
-        state.status_max_age,
-    ))
 }
 
 /// Redis' view of one order, judged: the marker when it is the buyer's and fresh, `queued`
@@ -300,11 +323,19 @@ async fn queued_elsewhere(
 /// After a committed status change of an order: move its marker in Redis, so polls answered
 /// from Redis see it (best effort: a marker left behind ages out, see the module doc).
 pub(crate) async fn status_changed(state: &AppState, order_id: OrderId, status: OrderStatus) {
+    // The marker lives with the order's sale; a sale that ran when the order id was minted
+    // and holds no marker for it moves nothing (checkout orders have none).
     let moved = async {
-        match state.stock.order_promotion(order_id).await? {
-            Some(promotion_id) => state.stock.mark_status(promotion_id, order_id, status).await,
-            None => Ok(false),
+        let mut sales = state.cache.sales_around(order_id.minted_at_ms());
+        if sales.is_empty() {
+            sales = sales_in_database_around(state, order_id).await?;
         }
+        for promotion_id in sales {
+            if state.stock.mark_status(promotion_id, order_id, status).await? {
+                break;
+            }
+        }
+        anyhow::Ok(())
     };
     if let Err(e) = moved.await {
         tracing::warn!(%order_id, %status, error = %e, "order status marker not moved; it ages out");

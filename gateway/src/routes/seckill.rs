@@ -1,6 +1,6 @@
 //! `POST /api/seckill/{promotion_id}/orders`: the hot path.
 //!
-//! limits → local cache (no I/O) → sale token (an HMAC, no I/O) → one Lua reserve in Redis
+//! shed when overloaded (`shedding`, before the body is read) → limits → local cache (no I/O) → sale token (an HMAC, no I/O) → one Lua reserve in Redis
 //! → publish to Pulsar → 202.
 //! PostgreSQL is never touched per request (a sale the cache has not seen wakes its
 //! refresher early, at most every 100 ms).
@@ -131,7 +131,7 @@ fn retry_later(code: &'static str, message: String) -> ApiError {
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
         (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody),
-        (status = 503, description = "retry with the same request id (Retry-After): `order_unconfirmed` (the order is held but the queue did not confirm it yet), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody),
+        (status = 503, description = "retry with the same request id (Retry-After): `overloaded` (shed before any work: this gateway is saturated), `order_unconfirmed` (the order is held but the queue did not confirm it yet), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody),
     ),
 )]
 pub async fn place_seckill_order(
@@ -275,15 +275,9 @@ async fn place(
                 reserved_at_ms: state.cache.clock.now_ms(),
                 request_id: request_id.into_string(),
             };
-            let (published, indexed) = tokio::join!(
-                publish(state, &entry.promotion, &reservation),
-                state.stock.index_order(order_id, promotion_id)
-            );
-            if let Err(e) = indexed {
-                tracing::warn!(%order_id, error = %e, "order index not written; polling sees it once persisted");
-            }
+            // One Redis call per accepted order: polls find the order through its sale.
             tracing::debug!(promotion_id, remaining, "reserved; publishing");
-            published?;
+            publish(state, &entry.promotion, &reservation).await?;
             Ok(queued(order_id))
         }
         ReserveOutcome::Duplicate {

@@ -17,4 +17,5 @@ mod readiness;
 mod sale_tokens;
 mod scale_out;
 mod seckill;
+mod shedding;
 mod stock_conservation;

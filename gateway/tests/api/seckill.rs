@@ -12,6 +12,7 @@ use order_core::redis::stock::ReleaseOutcome;
 use order_core::test_support::poll_until;
 use pulsar::consumer::Consumer;
 use pulsar::TokioExecutor;
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::helpers::{error_code, TestApp};
@@ -92,7 +93,7 @@ async fn a_flood_of_buyers_gets_exactly_the_stock_and_retries_get_their_order_id
         for (request_id, kind) in attempts {
             let app = Arc::clone(&app);
             tasks.push(tokio::spawn(async move {
-                let (status, body) = app.place(promotion_id, user, &request_id, 1).await;
+                let (status, body) = app.place_as_app(promotion_id, user, &request_id, 1).await;
                 (user, kind, status, body)
             }));
         }
@@ -355,4 +356,59 @@ async fn a_persisted_order_shows_its_database_state() {
     assert_eq!(view["status"], "pending_payment");
     assert_eq!(view["order_id"], order_id.to_string());
     assert!(view["expires_at"].is_string());
+}
+
+#[tokio::test]
+async fn an_accepted_order_writes_only_its_sale_keys_and_a_poll_still_finds_it() {
+    // No consumers: the orders stay queued, so only Redis can answer for them.
+    let app = TestApp::spawn().await;
+    let first = app.create_promotion(10, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    // A second sale running at the same time: a poll must find the order in the right one.
+    let second = app.create_promotion(10, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let mut orders = Vec::new();
+    for (promotion_id, user) in [(first, 31), (second, 32)] {
+        let (status, body) = app.place(promotion_id, user, "one-call", 1).await;
+        assert_eq!(status, 202, "{body}");
+        let order_id: OrderId = body["order_id"].as_str().expect("id").parse().expect("numeric");
+        orders.push((promotion_id, user, order_id));
+    }
+
+    let client = redis::Client::open(app.settings.redis.url.expose_secret()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    for (promotion_id, user, order_id) in &orders {
+        // Nothing per order outside the sale's hash tag (the reserve script is the one call).
+        let indexed: i64 = redis::cmd("EXISTS")
+            .arg(format!("seckill:order:{order_id}"))
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        assert_eq!(indexed, 0, "no order index key");
+        let poll = app
+            .client
+            .get(format!("{}/api/orders/{order_id}", app.address))
+            .bearer_auth(app.token(*user))
+            .send()
+            .await
+            .expect("poll");
+        assert_eq!(poll.status().as_u16(), 200);
+        let view: Value = poll.json().await.expect("json");
+        assert_eq!(view["status"], "queued", "{view}");
+        assert_eq!(view["promotion_id"], *promotion_id, "{view}");
+        // Another buyer's poll of it is a 404 like any missing order.
+        let stranger = app
+            .client
+            .get(format!("{}/api/orders/{order_id}", app.address))
+            .bearer_auth(app.token(99))
+            .send()
+            .await
+            .expect("poll");
+        assert_eq!(stranger.status().as_u16(), 404);
+    }
 }

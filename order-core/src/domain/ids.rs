@@ -22,6 +22,14 @@ const MAX_SEQUENCE: u64 = (1 << SEQUENCE_BITS) - 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrderId(pub i64);
 
+impl OrderId {
+    /// When the id was minted (Unix ms): the minting gateway's reading of Redis' clock, give
+    /// or take the milliseconds a busy generator borrows ahead.
+    pub fn minted_at_ms(self) -> i64 {
+        ((self.0 as u64) >> (WORKER_BITS + SEQUENCE_BITS)) as i64 + EPOCH_MS as i64
+    }
+}
+
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -272,6 +280,17 @@ mod tests {
         let earlier = OrderIdGenerator::new(3).next_at(floor - 1);
         for now in [floor - 5_000, floor - 1, floor] {
             assert!(gen.next_at(now) > earlier);
+        }
+    }
+
+    #[test]
+    fn an_id_tells_when_it_was_minted() {
+        let t = EPOCH_MS + 123_456_789;
+        let gen = OrderIdGenerator::new(MAX_WORKER_ID);
+        for _ in 0..5000 {
+            let id = gen.next_at(t);
+            // 4096 per millisecond: the 4097th borrows the next one.
+            assert!((t as i64..=t as i64 + 1).contains(&id.minted_at_ms()), "{id}");
         }
     }
 

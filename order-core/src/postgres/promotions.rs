@@ -1,7 +1,7 @@
 //! The `promotions` table: every write bumps `revision`, and edits are guarded by the
 //! revision they were based on.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::domain::promotion::{Promotion, PromotionFields, MAX_STOCK};
@@ -139,6 +139,22 @@ impl PromotionRepo {
         .into_iter()
         .map(Promotion::try_from)
         .collect()
+    }
+
+    /// The sales whose window, widened by `margin` on both sides, contains `at`: where an
+    /// order id minted at `at` can belong.
+    pub async fn ids_running_around(
+        &self,
+        at: DateTime<Utc>,
+        margin: chrono::Duration,
+    ) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar!(
+            "SELECT id FROM promotions WHERE starts_at <= $1 AND ends_at >= $2 ORDER BY id",
+            at + margin,
+            at - margin,
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Store edited fields, guarded by the revision the edit was based on (any concurrent

@@ -56,13 +56,6 @@ impl PromotionKeys {
     }
 }
 
-/// Which order a promotion's order id belongs to, for `GET /api/orders/{id}` before the order
-/// is persisted. Outside the promotion's hash tag on purpose: it is looked up by order id.
-fn order_index_key(order_id: OrderId) -> String {
-    format!("seckill:order:{order_id}")
-}
-const ORDER_INDEX_TTL_SECS: u64 = 7 * 24 * 3600;
-
 /// What `reserve.lua` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveOutcome {
@@ -656,6 +649,25 @@ impl StockStore {
         })
     }
 
+    /// Which of `promotion_ids` holds `order_id` (a reservation or a status marker), and what
+    /// it holds, looked up in each at once (one pipelined round trip). There is no index from
+    /// order id to sale: accepting an order costs one Redis call, and a poll looks in the few
+    /// sales that ran when the id was minted.
+    pub async fn find_order(
+        &self,
+        promotion_ids: &[i64],
+        order_id: OrderId,
+    ) -> Result<Option<(i64, OrderInRedis)>, StockError> {
+        let views =
+            futures::future::try_join_all(promotion_ids.iter().map(|id| self.order_in_redis(*id, order_id)))
+                .await?;
+        Ok(promotion_ids
+            .iter()
+            .zip(views)
+            .find(|(_, seen)| seen.reservation.is_some() || seen.marker.is_some() || seen.pending)
+            .map(|(id, seen)| (*id, seen)))
+    }
+
     /// Forget that these orders wait to be persisted (they are in the database now).
     pub async fn clear_pending(&self, orders: &[(i64, OrderId)]) -> Result<(), StockError> {
         if orders.is_empty() {
@@ -787,27 +799,6 @@ impl StockStore {
             .query_async(&mut conn)
             .await?;
         Ok(held.unwrap_or(0))
-    }
-
-    /// Remember which promotion an accepted order belongs to (see `order_index_key`).
-    pub async fn index_order(&self, order_id: OrderId, promotion_id: i64) -> Result<(), StockError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(order_index_key(order_id))
-            .arg(promotion_id)
-            .arg("EX")
-            .arg(ORDER_INDEX_TTL_SECS)
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn order_promotion(&self, order_id: OrderId) -> Result<Option<i64>, StockError> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("GET")
-            .arg(order_index_key(order_id))
-            .query_async(&mut conn)
-            .await?)
     }
 
     /// Drop every key of a promotion (it was deleted before any order existed).

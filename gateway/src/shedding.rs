@@ -1,0 +1,304 @@
+//! Priority load shedding: an adaptive concurrency limit on the seckill order route, so a
+//! flood cannot take the CPU that checkout, order queries, payments and admin need.
+//!
+//! Why adaptive: the right number of seckill requests in flight depends on the machine, the
+//! other load on it and the state of Redis and the broker, so no fixed number stays right.
+//! The limit follows measured latency instead (the gradient idea of Netflix's
+//! concurrency-limits): each request's time inside the gateway is a sample; over each window
+//! the limit is multiplied by `2 × floor latency / recent latency` (at most 1) and given a
+//! small headroom (`√limit`). When requests queue for CPU or for a slow Redis their latency
+//! rises past twice its floor and the limit falls until they stop queueing; when latency is
+//! back near its floor the headroom grows the limit again. The floor is the fastest window
+//! seen, drifting up only slowly (about a minute to follow a lasting slowdown), so a sale's
+//! overload is read as congestion, not as the new normal.
+//!
+//! A request over the limit is refused before anything else (no token check, no JSON, no
+//! Redis): 503 `overloaded` with Retry-After, retryable with the same request id (nothing
+//! was reserved). Only the seckill order route is limited: nothing else is ever shed because
+//! of seckill load.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// `[shedding]`: bounds of the adaptive limit; the limit itself is not configured.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SheddingSettings {
+    pub enabled: bool,
+    /// The limit never falls below this (seckill always makes progress).
+    pub min_limit: usize,
+    /// Nor rises above this.
+    pub max_limit: usize,
+    /// Where the limit starts.
+    pub initial_limit: usize,
+    /// Samples are averaged over windows this long (ms).
+    pub window_ms: u64,
+}
+
+impl SheddingSettings {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            1 <= self.min_limit
+                && self.min_limit <= self.initial_limit
+                && self.initial_limit <= self.max_limit,
+            "shedding: need 1 <= min_limit <= initial_limit <= max_limit"
+        );
+        anyhow::ensure!(
+            (10..=10_000).contains(&self.window_ms),
+            "shedding.window_ms must be within 10..=10000"
+        );
+        Ok(())
+    }
+}
+
+/// A window ends once it has this many samples (a quiet gateway's windows run longer).
+const MIN_SAMPLES: u64 = 8;
+
+/// How far above its floor latency may go before the limit falls.
+const TOLERANCE: f64 = 2.0;
+
+/// The latency-driven limit itself: pure arithmetic over samples, no clock of its own.
+#[derive(Debug, Clone)]
+pub struct Gradient {
+    limit: f64,
+    min_limit: f64,
+    max_limit: f64,
+    /// Slow average of window latencies (µs): the no-load latency estimate.
+    long_us: Option<f64>,
+}
+
+impl Gradient {
+    pub fn new(initial: usize, min: usize, max: usize) -> Self {
+        Self {
+            limit: initial as f64,
+            min_limit: min as f64,
+            max_limit: max as f64,
+            long_us: None,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit as usize
+    }
+
+    /// One window's mean latency (µs), and the most requests that were in flight in it.
+    pub fn update(&mut self, short_us: f64, peak_in_flight: usize) {
+        let short_us = short_us.max(1.0);
+        let long = match self.long_us {
+            // A faster window is the new floor at once; a slower one moves it up by 0.2 %
+            // (a slowdown that lasts about a minute at 100 ms windows becomes the new normal).
+            Some(long) if short_us > long => long + (short_us - long) * 0.002,
+            _ => short_us,
+        };
+        self.long_us = Some(long);
+        // A limit the traffic did not reach says nothing about the latency at that limit:
+        // grow only when requests were pressing against it.
+        let pressing = peak_in_flight as f64 >= self.limit / 2.0;
+        // Latency may reach twice the floor before the limit falls (noise, short queues).
+        let gradient = (TOLERANCE * long / short_us).clamp(0.5, 1.0);
+        // Headroom only while latency is near its floor: a congested gateway just shrinks.
+        let headroom = if pressing && gradient >= 0.9 {
+            self.limit.sqrt()
+        } else {
+            0.0
+        };
+        let target = self.limit * gradient + headroom;
+        let next = self.limit * 0.8 + target * 0.2;
+        self.limit = next.clamp(self.min_limit, self.max_limit);
+    }
+}
+
+/// The seckill route's limiter, shared by every request of one gateway.
+#[derive(Debug)]
+pub struct SeckillLimiter {
+    enabled: bool,
+    in_flight: AtomicUsize,
+    limit: AtomicUsize,
+    window: Duration,
+    state: Mutex<Window>,
+    shed: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Window {
+    gradient: Gradient,
+    started: Instant,
+    samples: u64,
+    total_us: u64,
+    peak_in_flight: usize,
+}
+
+/// A request let through; dropping it records its latency and frees its place.
+#[derive(Debug)]
+pub struct Admitted<'a> {
+    limiter: &'a SeckillLimiter,
+    started: Instant,
+    in_flight: usize,
+}
+
+impl SeckillLimiter {
+    pub fn new(settings: &SheddingSettings) -> Self {
+        let gradient = Gradient::new(settings.initial_limit, settings.min_limit, settings.max_limit);
+        Self {
+            enabled: settings.enabled,
+            in_flight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(gradient.limit()),
+            window: Duration::from_millis(settings.window_ms),
+            state: Mutex::new(Window {
+                gradient,
+                started: Instant::now(),
+                samples: 0,
+                total_us: 0,
+                peak_in_flight: 0,
+            }),
+            shed: AtomicU64::new(0),
+        }
+    }
+
+    /// A place for one seckill request, or `None`: shed it.
+    pub fn admit(&self) -> Option<Admitted<'_>> {
+        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.enabled && in_flight > self.limit.load(Ordering::Relaxed) {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Admitted {
+            limiter: self,
+            started: Instant::now(),
+            in_flight,
+        })
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests shed since start.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, latency: Duration, in_flight: usize) {
+        let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        w.samples += 1;
+        w.total_us += latency.as_micros() as u64;
+        w.peak_in_flight = w.peak_in_flight.max(in_flight);
+        // A window of a few requests says little (one quick request would set the floor).
+        if w.started.elapsed() < self.window || w.samples < MIN_SAMPLES {
+            return;
+        }
+        let mean = w.total_us as f64 / w.samples as f64;
+        let peak = w.peak_in_flight;
+        w.gradient.update(mean, peak);
+        self.limit.store(w.gradient.limit(), Ordering::Relaxed);
+        metrics::gauge!("seckill_concurrency_limit").set(w.gradient.limit() as f64);
+        w.started = Instant::now();
+        w.samples = 0;
+        w.total_us = 0;
+        w.peak_in_flight = 0;
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.limiter.record(self.started.elapsed(), self.in_flight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(min: usize, initial: usize, max: usize) -> SheddingSettings {
+        SheddingSettings {
+            enabled: true,
+            min_limit: min,
+            max_limit: max,
+            initial_limit: initial,
+            window_ms: 100,
+        }
+    }
+
+    #[test]
+    fn the_limit_falls_when_latency_rises_and_recovers_when_it_falls_back() {
+        let mut g = Gradient::new(100, 4, 1000);
+        for _ in 0..20 {
+            g.update(1_000.0, 100);
+        }
+        let steady = g.limit();
+        assert!(
+            steady >= 100,
+            "a steady latency under pressure grows the limit: {steady}"
+        );
+        for _ in 0..20 {
+            g.update(20_000.0, steady);
+        }
+        let congested = g.limit();
+        assert!(
+            congested < steady / 4,
+            "latency ×20 must cut the limit: {steady} → {congested}"
+        );
+        for _ in 0..60 {
+            g.update(1_000.0, g.limit());
+        }
+        assert!(
+            g.limit() > congested * 2,
+            "back at the floor it grows: {} vs {congested}",
+            g.limit()
+        );
+    }
+
+    #[test]
+    fn the_limit_stays_within_its_bounds() {
+        let mut g = Gradient::new(10, 4, 50);
+        for _ in 0..200 {
+            g.update(500.0, 1_000);
+        }
+        assert_eq!(g.limit(), 50);
+        // Five seconds of 100 ms windows far above the floor.
+        for _ in 0..50 {
+            g.update(1e9, 1_000);
+        }
+        assert_eq!(g.limit(), 4);
+    }
+
+    #[test]
+    fn an_idle_limit_does_not_grow() {
+        let mut g = Gradient::new(20, 4, 1000);
+        for _ in 0..100 {
+            g.update(1_000.0, 1);
+        }
+        assert!(g.limit() <= 20, "{}", g.limit());
+    }
+
+    #[test]
+    fn past_the_limit_requests_are_shed_and_a_finished_one_frees_its_place() {
+        let limiter = SeckillLimiter::new(&settings(2, 2, 2));
+        let a = limiter.admit().expect("first");
+        let _b = limiter.admit().expect("second");
+        assert!(limiter.admit().is_none(), "third is over the limit");
+        assert_eq!(limiter.shed(), 1);
+        drop(a);
+        assert!(limiter.admit().is_some(), "a place was freed");
+        assert_eq!(limiter.in_flight(), 1);
+    }
+
+    #[test]
+    fn disabled_sheds_nothing() {
+        let limiter = SeckillLimiter::new(&SheddingSettings {
+            enabled: false,
+            ..settings(1, 1, 1)
+        });
+        let held: Vec<_> = (0..10).map(|_| limiter.admit()).collect();
+        assert!(held.iter().all(Option::is_some));
+    }
+}
