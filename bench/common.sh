@@ -33,7 +33,7 @@ bench_prepare() {
 }
 
 # bench_processes NAME=PID... : those and the stack's Redis, PostgreSQL and broker as
-# BENCH_PROCESSES for the bench's CPU figures.
+# BENCH_PROCESSES for the bench's CPU figures (bench_prepare always runs the stack's own).
 bench_processes() {
   local list=("$@") part pidfile
   for part in redis postgres pulsar; do

@@ -49,12 +49,9 @@ impl Processes {
             .chain(&self.roots)
             .map(|(name, pid)| (name.clone(), table.tree_ticks(*pid)))
             .collect();
-        // The load generator alone: its child servers are measured as themselves.
-        let children: Vec<u32> = children.iter().map(|(_, pid)| *pid).collect();
-        ticks.push((
-            "load generator".to_owned(),
-            table.tree_ticks_without(std::process::id(), &children),
-        ));
+        // The load generator alone: its own time only (a child server it reaped would land
+        // in its children's time; live ones are measured as themselves).
+        ticks.push(("load generator".to_owned(), table.own_ticks(std::process::id())));
         Sample { ticks }
     }
 }
@@ -150,13 +147,13 @@ impl ProcTable {
         Self { stats }
     }
 
-    /// The tree's ticks: the root's own and reaped children's, plus every live descendant's.
-    fn tree_ticks(&self, root: u32) -> Option<u64> {
-        self.tree_ticks_without(root, &[])
+    /// One process' own ticks (all its threads), without its children.
+    fn own_ticks(&self, pid: u32) -> Option<u64> {
+        self.stats.get(&pid).map(|(_, own, _)| *own)
     }
 
-    /// `tree_ticks` less the subtrees rooted at `skip`.
-    fn tree_ticks_without(&self, root: u32, skip: &[u32]) -> Option<u64> {
+    /// The tree's ticks: the root's own and reaped children's, plus every live descendant's.
+    fn tree_ticks(&self, root: u32) -> Option<u64> {
         let (_, own, reaped) = *self.stats.get(&root)?;
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for (pid, (ppid, _, _)) in &self.stats {
@@ -165,9 +162,6 @@ impl ProcTable {
         let mut total = own + reaped;
         let mut stack = children.get(&root).cloned().unwrap_or_default();
         while let Some(pid) = stack.pop() {
-            if skip.contains(&pid) {
-                continue;
-            }
             if let Some((_, own, reaped)) = self.stats.get(&pid) {
                 total += own + reaped;
             }
@@ -182,7 +176,7 @@ impl ProcTable {
 /// (parent pid, utime + stime, cutime + cstime) from one `/proc/<pid>/stat` line. The command
 /// name may hold spaces and parentheses, so fields are counted after its last `)`.
 fn parse_stat(line: &str) -> Option<(u32, u64, u64)> {
-    let rest = &line[line.rfind(')')? + 2..];
+    let rest = line.get(line.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
     let num = |i: usize| fields.get(i)?.parse::<u64>().ok();
@@ -267,6 +261,7 @@ mod tests {
     fn a_stat_line_with_a_name_holding_spaces_and_parentheses() {
         let line = "4242 (my (odd) name) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 4 0 12345";
         assert_eq!(parse_stat(line), Some((17, 300, 10)));
+        assert_eq!(parse_stat("12 (x)"), None, "a cut line is no reading");
     }
 
     #[test]

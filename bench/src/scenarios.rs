@@ -163,13 +163,15 @@ pub async fn mixed(
         duration: duration + Duration::from_secs(4),
         ..flood.clone()
     };
+    // The buyers' tokens first, so the checkouts meet the flood itself.
+    let ready = flood_sale.prepare(target, &System::Gateway, None).await?;
     let during = async {
         // Let the flood reach full speed first.
         tokio::time::sleep(Duration::from_secs(2)).await;
         loadgen::run(&spec, checkout("flood"), "checkout-flood").await
     };
     let (flood, during) = tokio::join!(
-        flood_sale.run(target, "mixed-flood", &System::Gateway, None),
+        flood_sale.run_prepared(target, "mixed-flood", &System::Gateway, ready),
         during
     );
     let during = RunReport::new("checkout-during-flood", "gateway", &spec, &during?);
@@ -360,7 +362,7 @@ pub async fn suite(target: &Target, s: &SuiteSettings) -> anyhow::Result<SuiteRe
         },
         TargetCheck {
             what: "seed-day: nothing but seckill orders shed".into(),
-            wanted: "0 normal requests answered 429 or 503 overloaded".into(),
+            wanted: "0 normal requests answered 429, 5xx or not at all".into(),
             measured: format!(
                 "{} normal; {} seckill orders shed",
                 seed_day.normal_shed(),

@@ -113,7 +113,12 @@ impl Target {
             admin_key,
             jwt_secret,
             jwt_issuer,
-            http: reqwest::Client::new(),
+            // A gateway closes a keep-alive connection idle for its header read timeout
+            // (10 s); reusing one it just closed fails the admin call, so none is kept long.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
         }
     }
 

@@ -243,7 +243,7 @@ impl Default for PromotionCache {
 }
 
 /// How far outside a sale's window an order id of that sale may be stamped.
-pub const MINT_MARGIN: Duration = Duration::from_secs(600);
+pub const MINT_MARGIN: Duration = Duration::from_secs(60);
 
 impl PromotionCache {
     pub fn get(&self, id: i64) -> Option<Arc<CachedPromotion>> {
@@ -279,7 +279,8 @@ impl PromotionCache {
 
     /// The cached sales an order id minted at `at_ms` (Unix ms) can belong to: those whose
     /// window, widened by `MINT_MARGIN`, contains it (the clocks of minting and of the sale
-    /// window are both Redis'; the margin covers borrowed milliseconds and edits).
+    /// window are both Redis', as gateways read it; the margin covers their reading errors
+    /// and borrowed milliseconds).
     pub fn sales_around(&self, at_ms: i64) -> Vec<i64> {
         let margin = MINT_MARGIN.as_millis() as i64;
         let mut ids: Vec<i64> = self

@@ -12,13 +12,14 @@
 //! seen, drifting up only slowly (about a minute to follow a lasting slowdown), so a sale's
 //! overload is read as congestion, not as the new normal.
 //!
-//! A request over the limit is refused before anything else (no token check, no JSON, no
-//! Redis): 503 `overloaded` with Retry-After, retryable with the same request id (nothing
-//! was reserved). Only the seckill order route is limited: nothing else is ever shed because
+//! A request over the limit is refused before anything else (no body read, no token check,
+//! no JSON, no Redis): 503 `overloaded` with Retry-After, retryable with the same request id
+//! (nothing was reserved). A request takes its place only once its body is in, so slow
+//! bodies hold none, and only requests that reach Redis are timed (see `WorkedOn`). Only the seckill order route is limited: nothing else is ever shed because
 //! of seckill load.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -130,12 +131,30 @@ struct Window {
     peak_in_flight: usize,
 }
 
-/// A request let through; dropping it records its latency and frees its place.
+/// A request let through; dropping it frees its place and, when it reached Redis, records its
+/// latency.
 #[derive(Debug)]
 pub struct Admitted<'a> {
     limiter: &'a SeckillLimiter,
     started: Instant,
     in_flight: usize,
+    worked: WorkedOn,
+}
+
+/// Set by the handler when a request went past the local checks to Redis: only those
+/// requests' latency says how loaded the gateway and its dependencies are (a refusal without
+/// I/O takes microseconds, and would set the floor so low that every real order looks slow).
+#[derive(Debug, Clone, Default)]
+pub struct WorkedOn(Arc<AtomicBool>);
+
+impl WorkedOn {
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl SeckillLimiter {
@@ -157,6 +176,17 @@ impl SeckillLimiter {
         }
     }
 
+    /// Whether a request arriving now would be shed: the cheap look before its body is read
+    /// (the place itself is taken after, so a slow body holds none).
+    pub fn is_full(&self) -> bool {
+        self.enabled && self.in_flight.load(Ordering::Relaxed) >= self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Count a request shed without `admit`.
+    pub fn count_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A place for one seckill request, or `None`: shed it.
     pub fn admit(&self) -> Option<Admitted<'_>> {
         let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
@@ -169,6 +199,7 @@ impl SeckillLimiter {
             limiter: self,
             started: Instant::now(),
             in_flight,
+            worked: WorkedOn::default(),
         })
     }
 
@@ -207,10 +238,19 @@ impl SeckillLimiter {
     }
 }
 
+impl Admitted<'_> {
+    /// The flag the handler sets when the request reaches Redis.
+    pub fn worked_on(&self) -> WorkedOn {
+        self.worked.clone()
+    }
+}
+
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.limiter.record(self.started.elapsed(), self.in_flight);
+        if self.worked.marked() {
+            self.limiter.record(self.started.elapsed(), self.in_flight);
+        }
     }
 }
 

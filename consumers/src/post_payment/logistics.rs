@@ -105,7 +105,7 @@ impl ShipmentRelay {
             )
             .await?
             {
-                Transition::Done(_) => {}
+                Transition::Done { .. } => {}
                 other => tracing::info!(order_id, ?other, "handed over an order that can no longer ship"),
             }
             sqlx::query!(

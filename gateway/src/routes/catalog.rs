@@ -210,8 +210,8 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
     )
     .await
     .map_err(crate::routes::checkout::checkout_error)?;
-    if let Transition::Done(status) = &result {
-        crate::routes::orders::status_changed(state, OrderId(id), *status).await;
+    if let Transition::Done { status, promotion_id } = &result {
+        crate::routes::orders::status_changed(state, OrderId(id), *promotion_id, *status).await;
     }
     transition_result(result)
 }

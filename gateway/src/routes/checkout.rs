@@ -243,7 +243,7 @@ pub struct NewStatus {
 
 pub(crate) fn transition_result(result: Transition) -> ApiResult<Json<NewStatus>> {
     match result {
-        Transition::Done(status) => Ok(Json(NewStatus {
+        Transition::Done { status, .. } => Ok(Json(NewStatus {
             status: status.as_str(),
         })),
         Transition::NotFound => Err(ApiError::not_found("order_not_found", "no such order")),
@@ -267,8 +267,8 @@ async fn user_transition(
     )
     .await
     .map_err(checkout_error)?;
-    if let Transition::Done(status) = &result {
-        crate::routes::orders::status_changed(state, OrderId(id), *status).await;
+    if let Transition::Done { status, promotion_id } = &result {
+        crate::routes::orders::status_changed(state, OrderId(id), *promotion_id, *status).await;
     }
     transition_result(result)
 }

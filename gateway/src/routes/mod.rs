@@ -177,12 +177,20 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(track_requests))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A seckill order takes its place in the limit once its body is in…
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admit_seckill_orders,
+        ))
         .layer(middleware::from_fn_with_state(
             (state.body_read_timeout, MAX_BODY_BYTES),
             crate::serve::read_body_within_deadline,
         ))
-        // Before the body is read: a shed seckill request costs as little as it can.
-        .layer(middleware::from_fn_with_state(state.clone(), shed_seckill_orders))
+        // …and one that would be shed anyway is refused before its body is read.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            shed_full_seckill_orders,
+        ))
         .layer(middleware::from_fn(crate::error::log_failures))
         .layer(middleware::from_fn(crate::request_id::with_request_id))
         .with_state(state)
@@ -197,28 +205,48 @@ fn seckill_order_sale<'p>(method: &axum::http::Method, path: &'p str) -> Option<
     path.strip_prefix("/api/seckill/")?.strip_suffix("/orders")
 }
 
-/// Seckill orders over the adaptive concurrency limit get 503 `overloaded` before anything
-/// else runs (see `shedding`); every other route passes untouched.
-async fn shed_seckill_orders(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Seckill orders over the adaptive concurrency limit get 503 `overloaded` before their body
+/// is read (see `shedding`); every other route passes untouched.
+async fn shed_full_seckill_orders(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match seckill_order_sale(request.method(), request.uri().path()) {
+        Some(sale) if state.seckill_limiter.is_full() => {
+            state.seckill_limiter.count_shed();
+            overloaded(&state, sale)
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// A seckill order's place in the limit, held until its answer; the handler marks it when it
+/// reaches Redis (`shedding::WorkedOn`).
+async fn admit_seckill_orders(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(sale) = seckill_order_sale(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
     match state.seckill_limiter.admit() {
-        Some(_admitted) => next.run(request).await,
+        Some(admitted) => {
+            request.extensions_mut().insert(admitted.worked_on());
+            next.run(request).await
+        }
         None => {
-            if let Some(id) = sale
-                .parse::<i64>()
-                .ok()
-                .filter(|id| state.cache.get(*id).is_some())
-            {
-                state
-                    .counters
-                    .count(id, crate::sale_counters::SaleEvent::Overloaded);
-            }
-            metrics::counter!("seckill_orders_total", "outcome" => "overloaded").increment(1);
-            ApiError::overloaded().into_response()
+            let sale = sale.to_owned();
+            overloaded(&state, &sale)
         }
     }
+}
+
+fn overloaded(state: &AppState, sale: &str) -> Response {
+    if let Some(id) = sale
+        .parse::<i64>()
+        .ok()
+        .filter(|id| state.cache.get(*id).is_some())
+    {
+        state
+            .counters
+            .count(id, crate::sale_counters::SaleEvent::Overloaded);
+    }
+    metrics::counter!("seckill_orders_total", "outcome" => "overloaded").increment(1);
+    ApiError::overloaded().into_response()
 }
 
 async fn limit_per_ip(

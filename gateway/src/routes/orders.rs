@@ -321,23 +321,18 @@ async fn queued_elsewhere(
 }
 
 /// After a committed status change of an order: move its marker in Redis, so polls answered
-/// from Redis see it (best effort: a marker left behind ages out, see the module doc).
-pub(crate) async fn status_changed(state: &AppState, order_id: OrderId, status: OrderStatus) {
-    // The marker lives with the order's sale; a sale that ran when the order id was minted
-    // and holds no marker for it moves nothing (checkout orders have none).
-    let moved = async {
-        let mut sales = state.cache.sales_around(order_id.minted_at_ms());
-        if sales.is_empty() {
-            sales = sales_in_database_around(state, order_id).await?;
-        }
-        for promotion_id in sales {
-            if state.stock.mark_status(promotion_id, order_id, status).await? {
-                break;
-            }
-        }
-        anyhow::Ok(())
+/// from Redis see it (best effort: a marker left behind ages out, see the module doc). Only a
+/// seckill order (`promotion_id`, from its row) has a marker.
+pub(crate) async fn status_changed(
+    state: &AppState,
+    order_id: OrderId,
+    promotion_id: Option<i64>,
+    status: OrderStatus,
+) {
+    let Some(promotion_id) = promotion_id else {
+        return;
     };
-    if let Err(e) = moved.await {
+    if let Err(e) = state.stock.mark_status(promotion_id, order_id, status).await {
         tracing::warn!(%order_id, %status, error = %e, "order status marker not moved; it ages out");
     }
 }

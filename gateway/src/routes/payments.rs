@@ -125,8 +125,9 @@ pub async fn payment_callback(
             "order_not_found",
             "no such order; recorded for refund",
         )),
-        CallbackOutcome::Applied => {
-            crate::routes::orders::status_changed(&state, callback.order_id, OrderStatus::Paid).await;
+        CallbackOutcome::Applied { promotion_id } => {
+            crate::routes::orders::status_changed(&state, callback.order_id, promotion_id, OrderStatus::Paid)
+                .await;
             Ok((StatusCode::OK, Json(CallbackReply { result: "applied" })))
         }
         CallbackOutcome::Duplicate => Ok((StatusCode::OK, Json(CallbackReply { result: "duplicate" }))),

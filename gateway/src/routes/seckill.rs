@@ -139,11 +139,13 @@ pub async fn place_seckill_order(
     PathId(promotion_id): PathId,
     user: User,
     headers: HeaderMap,
+    worked_on: Option<axum::Extension<crate::shedding::WorkedOn>>,
     ApiJson(body): ApiJson<SeckillOrderRequest>,
 ) -> ApiResult<(StatusCode, Json<Queued>)> {
     let promotion =
         PromotionId::parse(promotion_id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let (outcome, result) = match place(&state, promotion, user, &headers, body).await {
+    let worked_on = worked_on.map(|w| w.0);
+    let (outcome, result) = match place(&state, promotion, user, &headers, body, worked_on.as_ref()).await {
         Ok(accepted) => {
             state.counters.count(promotion_id, SaleEvent::Accepted);
             ("accepted", Ok(accepted))
@@ -180,6 +182,7 @@ async fn place(
     user: User,
     headers: &HeaderMap,
     body: SeckillOrderRequest,
+    worked_on: Option<&crate::shedding::WorkedOn>,
 ) -> Result<(StatusCode, Json<Queued>), Refusal> {
     let promotion_id = promotion.get();
     state.limits.check_user(user.id.get())?;
@@ -235,6 +238,10 @@ async fn place(
             "this gateway is renewing its order-id lease; retry with the same request_id".into(),
         )
     })?;
+    // From here the request costs Redis and the broker: its latency drives the limit.
+    if let Some(worked_on) = worked_on {
+        worked_on.mark();
+    }
     let reserve = || {
         order_core::runtime::metrics::timed(
             "redis",

@@ -132,8 +132,10 @@ pub struct PaymentCallback {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackOutcome {
-    /// The order is now paid.
-    Applied,
+    /// The order is now paid; a seckill order names its sale.
+    Applied {
+        promotion_id: Option<i64>,
+    },
     /// This payment id was processed before; nothing changed.
     Duplicate,
     /// Money arrived for an order that cannot take it (cancelled, already paid): refund.
@@ -145,7 +147,7 @@ pub enum CallbackOutcome {
 impl CallbackOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            CallbackOutcome::Applied => "applied",
+            CallbackOutcome::Applied { .. } => "applied",
             CallbackOutcome::Duplicate => "duplicate",
             CallbackOutcome::RefundDue => "refund_due",
             CallbackOutcome::AmountMismatch => "amount_mismatch",
@@ -157,7 +159,11 @@ impl CallbackOutcome {
 /// What a lifecycle change by a user or an operator found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    Done(OrderStatus),
+    /// The order's new status; a seckill order names its sale.
+    Done {
+        status: OrderStatus,
+        promotion_id: Option<i64>,
+    },
     NotFound,
     Illegal(IllegalTransition),
 }

@@ -54,12 +54,17 @@ pub async fn apply_payment(
             .parse::<OrderStatus>()
             .map(|s| s.apply(OrderEventKind::Pay))
         {
-            Ok(Ok(_)) => (CallbackOutcome::Applied, None),
+            Ok(Ok(_)) => (
+                CallbackOutcome::Applied {
+                    promotion_id: order.promotion_id,
+                },
+                None,
+            ),
             Ok(Err(e)) if e.from == OrderStatus::Cancelled => refund("late_payment"),
             _ => refund("duplicate_payment"),
         },
     };
-    if let (Some(order), CallbackOutcome::Applied) = (&order, outcome) {
+    if let (Some(order), CallbackOutcome::Applied { .. }) = (&order, outcome) {
         sqlx::query!(
             "UPDATE orders SET status = 'paid', paid_at = now(), payment_id = $2, updated_at = now()
              WHERE id = $1 AND status = 'pending_payment'",

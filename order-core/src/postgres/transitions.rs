@@ -112,5 +112,8 @@ pub async fn transition(
         }
     }
     tx.commit().await?;
-    Ok(Transition::Done(to))
+    Ok(Transition::Done {
+        status: to,
+        promotion_id,
+    })
 }
