@@ -12,6 +12,10 @@ use bench::scenarios::{self, ChildServer, SuiteSettings};
 use bench::target::Target;
 use clap::{Args, Parser, Subcommand};
 
+/// The allocator the gateway uses, so the trivial handler it is compared with pays the same.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "seckill load bench: drives a deployment over HTTP, checks the invariants after")]
 struct Cli {

@@ -10,6 +10,10 @@ use consumers::startup::Application;
 use order_core::runtime::cli::{ConfigArgs, ServiceCommand, ENVIRONMENT_HELP};
 use order_core::runtime::shutdown::Shutdown;
 
+/// The same allocator as the gateway (see there).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The seckill consumers: the order writer (seckill-orders → PostgreSQL at a paced rate), the
 /// recovery sweeper, the payment-timeout canceller and the post-payment workers, with health
 /// and status on their own port.

@@ -8,9 +8,10 @@
 //! the limit is multiplied by `2 × floor latency / recent latency` (at most 1) and given a
 //! small headroom (`√limit`). When requests queue for CPU or for a slow Redis their latency
 //! rises past twice its floor and the limit falls until they stop queueing; when latency is
-//! back near its floor the headroom grows the limit again. The floor is the fastest window
-//! seen, drifting up only slowly (about a minute to follow a lasting slowdown), so a sale's
-//! overload is read as congestion, not as the new normal.
+//! back near its floor the headroom grows the limit again. The floor is the latency of a
+//! window with few requests in flight (what an unqueued request costs right now); with many
+//! in flight it only falls, or drifts up slowly, so a sale's overload is read as congestion,
+//! not as the new normal.
 //!
 //! A request over the limit is refused before anything else (no body read, no token check,
 //! no JSON, no Redis): 503 `overloaded` with Retry-After, retryable with the same request id
@@ -87,9 +88,13 @@ impl Gradient {
     /// One window's mean latency (µs), and the most requests that were in flight in it.
     pub fn update(&mut self, short_us: f64, peak_in_flight: usize) {
         let short_us = short_us.max(1.0);
+        // What few requests in flight see is the floor itself: then the floor follows the
+        // window (up or down), so a limit held low by a slow dependency or a busy machine
+        // finds its way back up; with many in flight a slower window is read as queueing,
+        // and moves the floor up only by 0.2 % of the gap (about a minute at 100 ms).
+        let few_in_flight = peak_in_flight as f64 <= 2.0 * self.min_limit;
         let long = match self.long_us {
-            // A faster window is the new floor at once; a slower one moves it up by 0.2 %
-            // (a slowdown that lasts about a minute at 100 ms windows becomes the new normal).
+            Some(long) if short_us > long && few_in_flight => long + (short_us - long) * 0.2,
             Some(long) if short_us > long => long + (short_us - long) * 0.002,
             _ => short_us,
         };
@@ -298,6 +303,22 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_held_low_by_a_slower_dependency_finds_its_way_back_up() {
+        let mut g = Gradient::new(64, 8, 1000);
+        // A quiet moment sets a fast floor.
+        g.update(200.0, 4);
+        // Then every request costs 5 ms whatever the concurrency (a slower broker): not
+        // queueing in this gateway, so the limit must not stay at its minimum.
+        let mut lowest = g.limit();
+        for _ in 0..240 {
+            g.update(5_000.0, g.limit());
+            lowest = lowest.min(g.limit());
+        }
+        assert!(lowest <= 16, "first read as congestion: {lowest}");
+        assert!(g.limit() >= 64, "then the floor follows: {}", g.limit());
+    }
+
+    #[test]
     fn the_limit_stays_within_its_bounds() {
         let mut g = Gradient::new(10, 4, 50);
         for _ in 0..200 {
@@ -330,6 +351,28 @@ mod tests {
         drop(a);
         assert!(limiter.admit().is_some(), "a place was freed");
         assert_eq!(limiter.in_flight(), 1);
+    }
+
+    #[test]
+    fn only_requests_that_reached_redis_move_the_limit() {
+        let limiter = SeckillLimiter::new(&SheddingSettings {
+            window_ms: 10,
+            ..settings(2, 64, 64)
+        });
+        // Refusals without I/O: however many, the limit stays where it was.
+        for _ in 0..100 {
+            drop(limiter.admit().expect("room"));
+        }
+        let state = limiter.state.lock().expect("lock");
+        assert_eq!((state.samples, state.gradient.long_us), (0, None));
+        drop(state);
+        // Orders that reached Redis are timed.
+        for _ in 0..3 {
+            let admitted = limiter.admit().expect("room");
+            admitted.worked_on().mark();
+        }
+        assert_eq!(limiter.state.lock().expect("lock").samples, 3);
+        assert_eq!(limiter.in_flight(), 0);
     }
 
     #[test]
