@@ -16,8 +16,12 @@
 //! A request over the limit is refused before anything else (no body read, no token check,
 //! no JSON, no Redis): 503 `overloaded` with Retry-After, retryable with the same request id
 //! (nothing was reserved). A request takes its place only once its body is in, so slow
-//! bodies hold none, and only requests that reach Redis are timed (see `WorkedOn`). Only the seckill order route is limited: nothing else is ever shed because
-//! of seckill load.
+//! bodies hold none, and only requests that reach Redis are timed (see `WorkedOn`).
+//!
+//! Only the seckill order route is limited: nothing else is ever shed because of seckill
+//! load. The normal routes' latency (checkout, order queries, payments; long polls excepted)
+//! is a second signal: when it passes twice its own floor the seckill limit falls as if
+//! seckill itself were slow, since that latency is what the flood must not move.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +73,8 @@ pub struct Gradient {
     max_limit: f64,
     /// Slow average of window latencies (µs): the no-load latency estimate.
     long_us: Option<f64>,
+    /// The same floor for the normal routes' latency (checkout, order queries, payments).
+    normal_floor_us: Option<f64>,
 }
 
 impl Gradient {
@@ -78,6 +84,7 @@ impl Gradient {
             min_limit: min as f64,
             max_limit: max as f64,
             long_us: None,
+            normal_floor_us: None,
         }
     }
 
@@ -85,8 +92,9 @@ impl Gradient {
         self.limit as usize
     }
 
-    /// One window's mean latency (µs), and the most requests that were in flight in it.
-    pub fn update(&mut self, short_us: f64, peak_in_flight: usize) {
+    /// One window's mean latency (µs), the most requests that were in flight in it, and the
+    /// normal routes' mean latency over it (`None`: too few to say).
+    pub fn update(&mut self, short_us: f64, peak_in_flight: usize, normal_us: Option<f64>) {
         let short_us = short_us.max(1.0);
         // What few requests in flight see is the floor itself: then the floor follows the
         // window (up or down), so a limit held low by a slow dependency or a busy machine
@@ -103,7 +111,22 @@ impl Gradient {
         // grow only when requests were pressing against it.
         let pressing = peak_in_flight as f64 >= self.limit / 2.0;
         // Latency may reach twice the floor before the limit falls (noise, short queues).
-        let gradient = (TOLERANCE * long / short_us).clamp(0.5, 1.0);
+        let own = (TOLERANCE * long / short_us).clamp(0.5, 1.0);
+        // The promise is about normal traffic: when its latency passes twice its floor, the
+        // seckill limit falls too. While the seckill limit is already near its minimum, a
+        // slower normal route is not the flood's doing, and its floor follows.
+        let normal = normal_us.map_or(1.0, |n| {
+            let n = n.max(1.0);
+            let held_low = self.limit <= 2.0 * self.min_limit;
+            let floor = match self.normal_floor_us {
+                Some(f) if n > f && held_low => f + (n - f) * 0.2,
+                Some(f) if n > f => f + (n - f) * 0.002,
+                _ => n,
+            };
+            self.normal_floor_us = Some(floor);
+            (TOLERANCE * floor / n).clamp(0.5, 1.0)
+        });
+        let gradient = own.min(normal);
         // Headroom only while latency is near its floor: a congested gateway just shrinks.
         let headroom = if pressing && gradient >= 0.9 {
             self.limit.sqrt()
@@ -125,6 +148,9 @@ pub struct SeckillLimiter {
     window: Duration,
     state: Mutex<Window>,
     shed: AtomicU64,
+    /// The normal routes' latency since the last window (µs, and how many).
+    normal_total_us: AtomicU64,
+    normal_samples: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -178,7 +204,26 @@ impl SeckillLimiter {
                 peak_in_flight: 0,
             }),
             shed: AtomicU64::new(0),
+            normal_total_us: AtomicU64::new(0),
+            normal_samples: AtomicU64::new(0),
         }
+    }
+
+    /// A normal request's latency (checkout, order queries, payments; not long polls).
+    pub fn record_normal(&self, latency: Duration) {
+        self.normal_total_us
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        self.normal_samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The normal routes' mean latency since the last call, when there were enough of them.
+    fn take_normal(&self) -> Option<f64> {
+        if self.normal_samples.load(Ordering::Relaxed) < MIN_SAMPLES {
+            return None;
+        }
+        let samples = self.normal_samples.swap(0, Ordering::Relaxed);
+        let total = self.normal_total_us.swap(0, Ordering::Relaxed);
+        (samples > 0).then(|| total as f64 / samples as f64)
     }
 
     /// Whether a request arriving now would be shed: the cheap look before its body is read
@@ -233,7 +278,8 @@ impl SeckillLimiter {
         }
         let mean = w.total_us as f64 / w.samples as f64;
         let peak = w.peak_in_flight;
-        w.gradient.update(mean, peak);
+        let normal = self.take_normal();
+        w.gradient.update(mean, peak, normal);
         self.limit.store(w.gradient.limit(), Ordering::Relaxed);
         metrics::gauge!("seckill_concurrency_limit").set(w.gradient.limit() as f64);
         w.started = Instant::now();
@@ -277,7 +323,7 @@ mod tests {
     fn the_limit_falls_when_latency_rises_and_recovers_when_it_falls_back() {
         let mut g = Gradient::new(100, 4, 1000);
         for _ in 0..20 {
-            g.update(1_000.0, 100);
+            g.update(1_000.0, 100, None);
         }
         let steady = g.limit();
         assert!(
@@ -285,7 +331,7 @@ mod tests {
             "a steady latency under pressure grows the limit: {steady}"
         );
         for _ in 0..20 {
-            g.update(20_000.0, steady);
+            g.update(20_000.0, steady, None);
         }
         let congested = g.limit();
         assert!(
@@ -293,7 +339,7 @@ mod tests {
             "latency ×20 must cut the limit: {steady} → {congested}"
         );
         for _ in 0..60 {
-            g.update(1_000.0, g.limit());
+            g.update(1_000.0, g.limit(), None);
         }
         assert!(
             g.limit() > congested * 2,
@@ -306,12 +352,12 @@ mod tests {
     fn a_limit_held_low_by_a_slower_dependency_finds_its_way_back_up() {
         let mut g = Gradient::new(64, 8, 1000);
         // A quiet moment sets a fast floor.
-        g.update(200.0, 4);
+        g.update(200.0, 4, None);
         // Then every request costs 5 ms whatever the concurrency (a slower broker): not
         // queueing in this gateway, so the limit must not stay at its minimum.
         let mut lowest = g.limit();
         for _ in 0..240 {
-            g.update(5_000.0, g.limit());
+            g.update(5_000.0, g.limit(), None);
             lowest = lowest.min(g.limit());
         }
         assert!(lowest <= 16, "first read as congestion: {lowest}");
@@ -319,15 +365,30 @@ mod tests {
     }
 
     #[test]
+    fn slower_normal_routes_cut_the_seckill_limit() {
+        let mut g = Gradient::new(256, 8, 1000);
+        for _ in 0..10 {
+            g.update(1_000.0, 256, Some(2_000.0));
+        }
+        let calm = g.limit();
+        assert!(calm >= 256, "{calm}");
+        // Seckill's own latency unchanged, checkout five times slower: the flood yields.
+        for _ in 0..20 {
+            g.update(1_000.0, g.limit(), Some(10_000.0));
+        }
+        assert!(g.limit() < calm / 4, "{} vs {calm}", g.limit());
+    }
+
+    #[test]
     fn the_limit_stays_within_its_bounds() {
         let mut g = Gradient::new(10, 4, 50);
         for _ in 0..200 {
-            g.update(500.0, 1_000);
+            g.update(500.0, 1_000, None);
         }
         assert_eq!(g.limit(), 50);
         // Five seconds of 100 ms windows far above the floor.
         for _ in 0..50 {
-            g.update(1e9, 1_000);
+            g.update(1e9, 1_000, None);
         }
         assert_eq!(g.limit(), 4);
     }
@@ -336,7 +397,7 @@ mod tests {
     fn an_idle_limit_does_not_grow() {
         let mut g = Gradient::new(20, 4, 1000);
         for _ in 0..100 {
-            g.update(1_000.0, 1);
+            g.update(1_000.0, 1, None);
         }
         assert!(g.limit() <= 20, "{}", g.limit());
     }

@@ -174,7 +174,7 @@ pub fn router(state: AppState) -> Router {
         .merge(limited)
         .merge(other_routes().router)
         // After routing, so the route template is known (unmatched paths are not counted).
-        .route_layer(middleware::from_fn(track_requests))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track_requests))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A seckill order takes its place in the limit once its body is in…
@@ -279,7 +279,7 @@ async fn limit_per_ip(
 /// `seckill_http_requests_total{route, method, status}` and
 /// `seckill_http_request_duration_seconds{route, method}`, by route template (fixed
 /// cardinality).
-async fn track_requests(request: Request, next: Next) -> Response {
+async fn track_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -289,8 +289,16 @@ async fn track_requests(request: Request, next: Next) -> Response {
             |p| p.as_str().replace('{', ":").replace('}', ""),
         );
     let method = request.method().as_str().to_owned();
+    // Normal traffic, whose latency the seckill limit protects: the app routes but seckill's,
+    // long polls excepted (they wait on purpose).
+    let normal = route.starts_with("/api/")
+        && !route.starts_with("/api/seckill/")
+        && !request.uri().query().is_some_and(|q| q.contains("wait_ms"));
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    if normal {
+        state.seckill_limiter.record_normal(started.elapsed());
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!("seckill_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
         .increment(1);
