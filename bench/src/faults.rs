@@ -55,6 +55,9 @@ pub enum Fault {
     BrokerPause,
     /// SIGSTOP Redis for the outage, then SIGCONT.
     RedisPause,
+    /// The same, with the sale's requests on 1,024 connections instead of 32: orders pile up
+    /// in the gateways past their seckill limits, which shed the rest (503 `overloaded`).
+    RedisPauseFlood,
     /// SIGSTOP PostgreSQL (postmaster and backends) for the outage, then SIGCONT.
     PostgresPause,
     /// Operators steer the running sale through every gateway in turn: add stock, pause
@@ -65,7 +68,7 @@ pub enum Fault {
 }
 
 /// Every fault, the control row excepted.
-pub const ALL_FAULTS: [Fault; 13] = [
+pub const ALL_FAULTS: [Fault; 14] = [
     Fault::GatewayKill,
     Fault::ConsumersKill,
     Fault::BrokerKill,
@@ -77,6 +80,7 @@ pub const ALL_FAULTS: [Fault; 13] = [
     Fault::ConsumersPause,
     Fault::BrokerPause,
     Fault::RedisPause,
+    Fault::RedisPauseFlood,
     Fault::PostgresPause,
     Fault::AdminActions,
 ];
@@ -96,6 +100,7 @@ impl Fault {
             Fault::ConsumersPause => "consumers paused",
             Fault::BrokerPause => "broker paused",
             Fault::RedisPause => "redis paused",
+            Fault::RedisPauseFlood => "redis paused under a flood",
             Fault::PostgresPause => "postgres paused",
             Fault::AdminActions => "admin actions mid-sale",
         }
@@ -483,7 +488,7 @@ impl Deployment {
             }
             Fault::ConsumersPause => self.consumers[0].pause(outage).await?,
             Fault::BrokerPause => self.pause("pulsar", outage).await?,
-            Fault::RedisPause => self.pause("redis", outage).await?,
+            Fault::RedisPause | Fault::RedisPauseFlood => self.pause("redis", outage).await?,
             Fault::PostgresPause => self.pause("postgres", outage).await?,
             Fault::AdminActions => operate_mid_sale(target, promotion_id, outage).await?,
         }
@@ -564,7 +569,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 users: s.users,
                 stock: s.stock,
                 per_user_limit: 1,
-                connections: 32,
+                connections: if fault == Fault::RedisPauseFlood { 1024 } else { 32 },
                 pace: Pace::Fixed(s.rate),
                 duration: s.duration,
                 retry_fraction: 0.03,

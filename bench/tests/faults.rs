@@ -2,7 +2,8 @@
 //! and two consumers processes on a private stack, the sale's traffic spread over the
 //! gateways, apps retrying on another gateway. One small sale per fault: a gateway killed,
 //! paused and paused past its worker-id lease; consumers killed; the broker killed and
-//! paused; Redis and PostgreSQL paused; operators pressing every stock button mid-sale.
+//! paused; Redis and PostgreSQL paused, Redis also under a flood that the gateways shed;
+//! operators pressing every stock button mid-sale.
 //! Every accepted order ends up persisted once, nothing is oversold, Redis' remaining +
 //! reserved units equal the stock configured at the end.
 //! Needs the workspace's gateway and consumers binaries (the test command builds them).
@@ -21,6 +22,7 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
         Fault::BrokerKill,
         Fault::BrokerPause,
         Fault::RedisPause,
+        Fault::RedisPauseFlood,
         Fault::PostgresPause,
         Fault::AdminActions,
     ];
@@ -64,5 +66,11 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
     }
     // The gateway's outage must have been felt, or the fault did not land mid-sale.
     assert!(rows[0].errors > 0, "{table}");
+    // Orders piled up behind the paused Redis past the gateways' limits: the rest were shed.
+    let flood = rows
+        .iter()
+        .find(|r| r.fault == Fault::RedisPauseFlood.name())
+        .expect("the flood row");
+    assert!(flood.shed > 0, "{table}");
     eprintln!("{table}");
 }
