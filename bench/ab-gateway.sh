@@ -5,6 +5,7 @@
 # gateway's CPU time per request (user + system, from /proc), which moves far less with
 # the machine's noise than req/s.
 #   bench/ab-gateway.sh /path/to/baseline/gateway [rounds]
+#   AB_STOCK=0 AB_USERS=20000 bench/ab-gateway.sh …   # the sold-out path (every order refused)
 # Build a baseline from an earlier commit in a worktree, e.g.
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && scripts/patch-pulsar.sh &&
 #     CARGO_TARGET_DIR=/tmp/base-target cargo build --release -p gateway)
@@ -36,7 +37,7 @@ run_one() {
   local before after
   before=$(cpu_ticks "$pid")
   target/release/bench flash-sale --gateway http://127.0.0.1:18080 --rate max \
-    --users 200000 --stock 10000000 --per-user-limit 100 --retry-fraction 0 --again-fraction 0 \
+    --users "${AB_USERS:-200000}" --stock "${AB_STOCK:-10000000}" --per-user-limit 100 --retry-fraction 0 --again-fraction 0 \
     --seconds 10 --no-verify --out "$dir" >"$dir/bench.log" 2>&1
   after=$(cpu_ticks "$pid")
   kill "$pid"
