@@ -198,33 +198,12 @@ pub async fn run(target: &Target, s: &SeedDaySettings) -> anyhow::Result<SeedDay
     eprintln!("seed-day: placing the orders that pay, callbacks and refunds need");
     let mut phases = Vec::new();
     for phase in ["idle", "flood"] {
-        let pay = place_orders(
-            target,
-            &users,
-            &sku,
-            per_phase(share(Endpoint::Pay)),
-            phase,
-            "pay",
-        )
-        .await?;
-        let callback = place_orders(
-            target,
-            &users,
-            &sku,
-            per_phase(share(Endpoint::PaymentCallback)),
-            phase,
-            "cb",
-        )
-        .await?;
-        let refund = place_orders(
-            target,
-            &users,
-            &sku,
-            per_phase(share(Endpoint::Refund)),
-            phase,
-            "rf",
-        )
-        .await?;
+        let place = |endpoint: Endpoint, what: &'static str| {
+            place_orders(target, &users, &sku, per_phase(share(endpoint)), phase, what)
+        };
+        let pay = place(Endpoint::Pay, "pay").await?;
+        let callback = place(Endpoint::PaymentCallback, "cb").await?;
+        let refund = place(Endpoint::Refund, "rf").await?;
         for (_, order_id, total) in &refund {
             let (status, body) = send_callback(target, &secret, *order_id, *total).await?;
             anyhow::ensure!(

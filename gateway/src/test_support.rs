@@ -170,6 +170,16 @@ impl TestApp {
             .json(&json!({ "quantity": quantity, "request_id": request_id }))
     }
 
+    /// `GET path` as the app of `user_id`.
+    pub async fn get_as(&self, user_id: i64, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(self.token(user_id))
+            .send()
+            .await
+            .expect("request reaches the gateway")
+    }
+
     /// An app's order, with the buyer's sale token.
     pub async fn place(
         &self,

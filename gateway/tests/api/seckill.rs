@@ -390,25 +390,13 @@ async fn an_accepted_order_writes_only_its_sale_keys_and_a_poll_still_finds_it()
             .await
             .expect("EXISTS");
         assert_eq!(indexed, 0, "no order index key");
-        let poll = app
-            .client
-            .get(format!("{}/api/orders/{order_id}", app.address))
-            .bearer_auth(app.token(*user))
-            .send()
-            .await
-            .expect("poll");
+        let poll = app.get_as(*user, &format!("/api/orders/{order_id}")).await;
         assert_eq!(poll.status().as_u16(), 200);
         let view: Value = poll.json().await.expect("json");
         assert_eq!(view["status"], "queued", "{view}");
         assert_eq!(view["promotion_id"], *promotion_id, "{view}");
         // Another buyer's poll of it is a 404 like any missing order.
-        let stranger = app
-            .client
-            .get(format!("{}/api/orders/{order_id}", app.address))
-            .bearer_auth(app.token(99))
-            .send()
-            .await
-            .expect("poll");
+        let stranger = app.get_as(99, &format!("/api/orders/{order_id}")).await;
         assert_eq!(stranger.status().as_u16(), 404);
     }
 }

@@ -67,13 +67,7 @@ async fn seckill_orders_past_the_limit_are_shed_and_nothing_else_is() {
         )
         .await;
     assert_eq!(status, 201, "checkout is not shed: {list}");
-    let orders = app
-        .client
-        .get(format!("{}/api/orders", app.address))
-        .bearer_auth(app.token(5))
-        .send()
-        .await
-        .expect("order list answers");
+    let orders = app.get_as(5, "/api/orders").await;
     assert_eq!(orders.status().as_u16(), 200, "order queries are not shed");
     let admin = app
         .admin(Method::GET, "/admin/promotions")
