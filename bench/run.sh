@@ -16,6 +16,9 @@ bench_prepare "$1" gateway consumers bench
 pace=${BENCH_PACE:-5000}
 export APP_WRITER__MAX_ROWS_PER_SEC=$pace APP_WRITER__INITIAL_ROWS_PER_SEC=$pace
 export APP_POST_PAYMENT__ANALYTICS_DIR=$out/analytics
+# Paid orders stay `paid` for the run (a warehouse's pick-up delay), so seed-day's refunds
+# are refunds, not refused transitions on orders shipped the moment they were paid.
+export APP_POST_PAYMENT__HANDOVER_AFTER_SECS=3600
 
 APP_GATEWAY__PORT=18080 target/release/gateway >"$out/gateway.log" 2>&1 &
 gateway_pid=$!

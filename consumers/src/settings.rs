@@ -39,6 +39,8 @@ pub struct PostPaymentSettings {
     /// is given up; after `max_redeliveries` given-up deliveries the event is dead-lettered.
     pub handler_attempts: u32,
     pub shipment_interval_ms: u64,
+    /// A shipment waits this long after payment before it is handed over.
+    pub handover_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -217,6 +217,7 @@ impl Application {
             endpoint: post.logistics_endpoint.clone(),
             attempts: post.http_attempts,
             interval: Duration::from_millis(post.shipment_interval_ms),
+            handover_after: Duration::from_secs(post.handover_after_secs),
             order_events_topic: pulsar.order_events_topic.clone(),
         };
         let backlog = BrokerBacklog::new(

@@ -1,6 +1,8 @@
 //! Logistics hand-off: a shipment record per paid order (exactly once), then a relay that
 //! POSTs each new shipment to the logistics endpoint (retries, timeouts, idempotency key =
-//! order id) and, once accepted, marks the order shipped (`order.shipped`).
+//! order id) and, once accepted, marks the order shipped (`order.shipped`). A shipment waits
+//! `post_payment.handover_after_secs` after payment first (a warehouse does not ship the
+//! second an order is paid; until then the buyer may still ask for a refund).
 
 use std::time::Duration;
 
@@ -54,6 +56,8 @@ pub struct ShipmentRelay {
     pub endpoint: String,
     pub attempts: u32,
     pub interval: Duration,
+    /// How long after payment a shipment is handed over (the warehouse's pick-up delay).
+    pub handover_after: Duration,
     pub order_events_topic: String,
 }
 
@@ -65,7 +69,9 @@ impl ShipmentRelay {
     pub async fn run_once(&self) -> anyhow::Result<()> {
         let pending = sqlx::query!(
             "SELECT s.order_id, o.user_id FROM shipments s JOIN orders o ON o.id = s.order_id
-             WHERE s.status = 'created' ORDER BY s.created_at LIMIT 100",
+             WHERE s.status = 'created' AND s.created_at <= now() - make_interval(secs => $1)
+             ORDER BY s.created_at LIMIT 100",
+            self.handover_after.as_secs_f64(),
         )
         .fetch_all(&self.db)
         .await?;

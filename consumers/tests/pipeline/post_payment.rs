@@ -439,3 +439,60 @@ async fn an_event_its_handler_keeps_failing_is_dead_lettered_and_the_next_is_han
         .expect("stops")
         .expect("task");
 }
+
+#[tokio::test]
+async fn a_paid_order_waits_for_its_handover_and_can_be_refunded_meanwhile() {
+    let app = spawn_gateway(local_source()).await;
+    app.create_sku("gift", 1000, 100).await;
+    let source = consumers_source(&app, local_source())
+        .with_var("APP_POST_PAYMENT__SHIPMENT_INTERVAL_MS", "100")
+        .with_var("APP_POST_PAYMENT__HANDOVER_AFTER_SECS", "5");
+    let consumers = spawn_consumers(source).await;
+    let pool = app.pool();
+    let refunded = pay_new_order(&app).await;
+    let shipped = pay_new_order(&app).await;
+    poll_until(Duration::from_secs(30), "both shipments recorded", || async {
+        let recorded = count(
+            &pool,
+            "SELECT count(*) FROM shipments WHERE order_id = $1",
+            &refunded,
+        )
+        .await
+            + count(
+                &pool,
+                "SELECT count(*) FROM shipments WHERE order_id = $1",
+                &shipped,
+            )
+            .await;
+        (recorded == 2).then_some(())
+    })
+    .await;
+    // Within the hand-over delay the buyer may still ask for a refund.
+    let (status, body) = app
+        .post_as(1, &format!("/api/orders/{refunded}/refund"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("refund_requested")),
+        "{body}"
+    );
+    // The other one ships, but not before the delay.
+    poll_until(Duration::from_secs(30), "the paid order shipped", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(shipped.parse::<i64>().expect("id"))
+            .fetch_one(&pool)
+            .await
+            .expect("status");
+        (status == "shipped").then_some(())
+    })
+    .await;
+    let waited: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM handed_over_at - created_at)::float8 FROM shipments WHERE order_id = $1",
+    )
+    .bind(shipped.parse::<i64>().expect("id"))
+    .fetch_one(&pool)
+    .await
+    .expect("hand-over time");
+    assert!(waited >= 5.0, "handed over {waited} s after payment");
+    consumers.stop().await;
+}
