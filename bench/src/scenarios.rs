@@ -98,13 +98,7 @@ struct CheckoutWorkload {
 impl Workload for CheckoutWorkload {
     fn request(&self, k: u64) -> Option<Request<Full<Bytes>>> {
         let token = self.tokens[(k % self.tokens.len() as u64) as usize].clone();
-        let body = serde_json::json!({
-            "items": [{ "sku_id": self.sku, "quantity": 1 }],
-            "shipping": { "method": "standard", "address": {
-                "name": "Bench", "line1": "1 Load Road", "city": "Hangzhou", "postal_code": "310000",
-                "phone": "13800000000" } },
-            "request_id": format!("{}-{k}", self.tag),
-        });
+        let body = crate::seed_day::basket(&self.sku, &format!("{}-{k}", self.tag));
         Request::post("/api/checkout")
             .header(CONTENT_TYPE, "application/json")
             .header(AUTHORIZATION, token)

@@ -352,7 +352,8 @@ fn merged(runs: &[(Endpoint, Recording)]) -> (f64, f64) {
     })
 }
 
-fn basket(sku: &str, request_id: &str) -> serde_json::Value {
+/// A checkout body: one unit of `sku`, shipped to the bench's address.
+pub(crate) fn basket(sku: &str, request_id: &str) -> serde_json::Value {
     serde_json::json!({
         "items": [{ "sku_id": sku, "quantity": 1 }],
         "shipping": { "method": "standard", "address": {

@@ -281,19 +281,19 @@ impl PromotionCache {
     /// window, widened by `MINT_MARGIN`, contains it (the clocks of minting and of the sale
     /// window are both Redis', as gateways read it; the margin covers their reading errors
     /// and borrowed milliseconds).
-    pub fn sales_around(&self, at_ms: i64) -> Vec<i64> {
+    pub fn sales_around(&self, at_ms: i64) -> Vec<Arc<CachedPromotion>> {
         let margin = MINT_MARGIN.as_millis() as i64;
-        let mut ids: Vec<i64> = self
+        let mut sales: Vec<Arc<CachedPromotion>> = self
             .read()
             .values()
             .filter(|e| {
                 e.promotion.starts_at.timestamp_millis() - margin <= at_ms
                     && at_ms <= e.promotion.ends_at.timestamp_millis() + margin
             })
-            .map(|e| e.promotion.id)
+            .cloned()
             .collect();
-        ids.sort_unstable();
-        ids
+        sales.sort_unstable_by_key(|e| e.promotion.id);
+        sales
     }
 
     /// Insert or replace after an admin change on this gateway (others see it on refresh).

@@ -65,13 +65,30 @@ const MIN_SAMPLES: u64 = 8;
 /// How far above its floor latency may go before the limit falls.
 const TOLERANCE: f64 = 2.0;
 
+/// A latency floor after one window's mean `sample`: a faster window is the floor at once; a
+/// slower one moves it up by 20 % of the gap when `follow` (the window saw the floor itself),
+/// else by 0.2 % (read as queueing; about a minute to follow at 100 ms windows).
+fn follow_floor(floor: Option<f64>, sample: f64, follow: bool) -> f64 {
+    match floor {
+        Some(f) if sample > f && follow => f + (sample - f) * 0.2,
+        Some(f) if sample > f => f + (sample - f) * 0.002,
+        _ => sample,
+    }
+}
+
+/// What a latency `sample` against its `floor` does to the limit: 1 (no cut) up to twice the
+/// floor (noise, short queues), down to 0.5 beyond.
+fn gradient_of(floor: f64, sample: f64) -> f64 {
+    (TOLERANCE * floor / sample).clamp(0.5, 1.0)
+}
+
 /// The latency-driven limit itself: pure arithmetic over samples, no clock of its own.
 #[derive(Debug, Clone)]
 pub struct Gradient {
     limit: f64,
     min_limit: f64,
     max_limit: f64,
-    /// Slow average of window latencies (µs): the no-load latency estimate.
+    /// Seckill's floor latency (µs): what an unqueued order costs now (see `follow_floor`).
     long_us: Option<f64>,
     /// The same floor for the normal routes' latency (checkout, order queries, payments).
     normal_floor_us: Option<f64>,
@@ -101,30 +118,21 @@ impl Gradient {
         // finds its way back up; with many in flight a slower window is read as queueing,
         // and moves the floor up only by 0.2 % of the gap (about a minute at 100 ms).
         let few_in_flight = peak_in_flight as f64 <= 2.0 * self.min_limit;
-        let long = match self.long_us {
-            Some(long) if short_us > long && few_in_flight => long + (short_us - long) * 0.2,
-            Some(long) if short_us > long => long + (short_us - long) * 0.002,
-            _ => short_us,
-        };
+        let long = follow_floor(self.long_us, short_us, few_in_flight);
         self.long_us = Some(long);
         // A limit the traffic did not reach says nothing about the latency at that limit:
         // grow only when requests were pressing against it.
         let pressing = peak_in_flight as f64 >= self.limit / 2.0;
-        // Latency may reach twice the floor before the limit falls (noise, short queues).
-        let own = (TOLERANCE * long / short_us).clamp(0.5, 1.0);
+        let own = gradient_of(long, short_us);
         // The promise is about normal traffic: when its latency passes twice its floor, the
         // seckill limit falls too. While the seckill limit is already near its minimum, a
         // slower normal route is not the flood's doing, and its floor follows.
         let normal = normal_us.map_or(1.0, |n| {
             let n = n.max(1.0);
             let held_low = self.limit <= 2.0 * self.min_limit;
-            let floor = match self.normal_floor_us {
-                Some(f) if n > f && held_low => f + (n - f) * 0.2,
-                Some(f) if n > f => f + (n - f) * 0.002,
-                _ => n,
-            };
+            let floor = follow_floor(self.normal_floor_us, n, held_low);
             self.normal_floor_us = Some(floor);
-            (TOLERANCE * floor / n).clamp(0.5, 1.0)
+            gradient_of(floor, n)
         });
         let gradient = own.min(normal);
         // Headroom only while latency is near its floor: a congested gateway just shrinks.
@@ -251,11 +259,6 @@ impl SeckillLimiter {
             in_flight,
             worked: WorkedOn::default(),
         })
-    }
-
-    /// The current limit.
-    pub fn limit(&self) -> usize {
-        self.limit.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {

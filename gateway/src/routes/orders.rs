@@ -189,16 +189,17 @@ async fn held_by_current_sale(
         OrderInRedis,
     )>,
 > {
-    let candidates = state.cache.sales_around(order_id.minted_at_ms());
+    let mut candidates = state.cache.sales_around(order_id.minted_at_ms());
     if candidates.is_empty() {
         return Ok(None);
     }
+    let ids: Vec<i64> = candidates.iter().map(|e| e.promotion.id).collect();
     let found = state
         .stock
-        .find_order(&candidates, order_id)
+        .find_order(&ids, order_id)
         .await
         .map_err(|e| ApiError::dependency("look up an order in Redis", e))?;
-    Ok(found.and_then(|(id, seen)| state.cache.get(id).map(|entry| (entry, seen))))
+    Ok(found.map(|(index, seen)| (candidates.swap_remove(index), seen)))
 }
 
 /// Every sale, current or not, that ran when the order id was minted.

@@ -649,23 +649,23 @@ impl StockStore {
         })
     }
 
-    /// Which of `promotion_ids` holds `order_id` (a reservation or a status marker), and what
-    /// it holds, looked up in each at once (one pipelined round trip). There is no index from
+    /// Which of `promotion_ids` holds `order_id` (a reservation or a status marker), as its
+    /// index in the slice, and what it holds, looked up in each at once (one pipelined round
+    /// trip). There is no index from
     /// order id to sale: accepting an order costs one Redis call, and a poll looks in the few
     /// sales that ran when the id was minted.
     pub async fn find_order(
         &self,
         promotion_ids: &[i64],
         order_id: OrderId,
-    ) -> Result<Option<(i64, OrderInRedis)>, StockError> {
+    ) -> Result<Option<(usize, OrderInRedis)>, StockError> {
         let views =
             futures::future::try_join_all(promotion_ids.iter().map(|id| self.order_in_redis(*id, order_id)))
                 .await?;
-        Ok(promotion_ids
-            .iter()
-            .zip(views)
-            .find(|(_, seen)| seen.reservation.is_some() || seen.marker.is_some() || seen.pending)
-            .map(|(id, seen)| (*id, seen)))
+        Ok(views
+            .into_iter()
+            .enumerate()
+            .find(|(_, seen)| seen.reservation.is_some() || seen.marker.is_some() || seen.pending))
     }
 
     /// Forget that these orders wait to be persisted (they are in the database now).
