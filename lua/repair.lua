@@ -12,7 +12,9 @@
 -- released set: the database cancelled them after the caller read it); dead orders lose
 -- theirs. Both get their request id mapped again, so a retry returns the original order.
 -- Reservations the database does not hold yet (in flight) are kept. Buyers and remaining are
--- then recounted: remaining = stock - reserved units. When Redis already reflects a newer
+-- then recounted: remaining = stock - reserved units, where a shard of a sharded sale counts
+-- as stock its share plus the units it took in less those it lent (receive.lua, lend.lua:
+-- moves survive a repair). When Redis already reflects a newer
 -- revision of the row (stock added meanwhile), its stock and rules win over the caller's.
 -- Loads the sale when Redis lost it: the one path that may load a started sale.
 --
@@ -21,10 +23,10 @@
 -- when the stock is below the units live orders hold (reconcile reports it).
 
 local meta = KEYS[1]
-local m = redis.call('HMGET', meta, 'stock', 'revision', 'identity')
+local m = redis.call('HMGET', meta, 'stock', 'revision', 'identity', 'got_total', 'lent_total')
 if m[3] and m[3] ~= ARGV[6] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-  m = {false, false, false}
+  m = {false, false, false, false, false}
 end
 if not m[3] then
   -- A new copy: its epoch starts at Redis' clock (µs), unlike any copy before it.
@@ -72,7 +74,7 @@ for _, payload in ipairs(redis.call('HVALS', KEYS[4])) do
   reserved = reserved + tonumber(quantity)
   redis.call('HINCRBY', KEYS[2], user, quantity)
 end
-local remaining = stock - reserved
+local remaining = stock + tonumber(m[4] or '0') - tonumber(m[5] or '0') - reserved
 redis.call('HSET', meta, 'remaining', remaining, 'stock', stock)
 redis.call('HINCRBY', meta, 'epoch', 1)
 return {remaining, restored, released, requests, conflicts}

@@ -7,7 +7,9 @@ cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/stack.sh" start
+"$ROOT/scripts/stack.sh" start redis-cluster
 eval "$("$ROOT/scripts/stack.sh" env)"
+cluster_nodes=$("$ROOT/scripts/stack.sh" env redis-cluster | sed -n 's/^export REDIS_CLUSTER_NODES=//p')
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -15,12 +17,19 @@ say "SQL checked against the schema (.sqlx/ matches the code)"
 "$ROOT/scripts/sqlx-prepare.sh" --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-say "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast "$@"
-else
-  cargo test --workspace --locked --no-fail-fast "$@"
-fi
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
+  else
+    cargo test --workspace --locked --no-fail-fast "$@"
+  fi
+}
+say "tests, on a single Redis node"
+run_tests "$@"
+# The same suite with every Redis call on the three-node Redis Cluster (tests that start a
+# private stack start a private cluster: its Redis faults hit cluster nodes).
+say "tests, on the Redis Cluster ($cluster_nodes)"
+(export REDIS_CLUSTER_NODES=$cluster_nodes && run_tests "$@")
 say "API fuzzing over the OpenAPI spec (schemathesis, zero 5xx)"
 "$ROOT/scripts/api-fuzz.sh" 25
 say "make demo, as a newcomer runs it (on the debug build, its own services and ports)"

@@ -55,6 +55,9 @@ pub enum Fault {
     BrokerPause,
     /// SIGSTOP Redis for the outage, then SIGCONT.
     RedisPause,
+    /// Stop the Redis Cluster node that holds the sale's first shard cleanly, start it again
+    /// from its append-only file after the outage (cluster deployments only).
+    RedisNodeRestart,
     /// The same, with the sale's requests on 1,024 connections instead of 32: orders pile up
     /// in the gateways past their seckill limits, which shed the rest (503 `overloaded`).
     RedisPauseFlood,
@@ -100,6 +103,7 @@ impl Fault {
             Fault::ConsumersPause => "consumers paused",
             Fault::BrokerPause => "broker paused",
             Fault::RedisPause => "redis paused",
+            Fault::RedisNodeRestart => "redis cluster node restart",
             Fault::RedisPauseFlood => "redis paused under a flood",
             Fault::PostgresPause => "postgres paused",
             Fault::AdminActions => "admin actions mid-sale",
@@ -124,6 +128,10 @@ pub struct FaultSettings {
     /// Gateways and consumers processes of the deployment (faults hit the first of each).
     pub gateways: usize,
     pub consumers: usize,
+    /// Redis is a three-node cluster of the private stack's own.
+    pub redis_cluster: bool,
+    /// Redis shards of each sale.
+    pub shards: i64,
 }
 
 /// The binaries under test (`target/<profile>/gateway`, `…/consumers`).
@@ -253,13 +261,22 @@ pub(crate) struct Deployment {
     logs: PathBuf,
 }
 
+/// The private cluster's node (as a stack part) that holds the sale's first shard: the
+/// stack's cluster gives each of its three nodes an equal third of the slots.
+fn node_of_first_shard(target: &Target, promotion_id: i64) -> anyhow::Result<String> {
+    let sale = order_core::domain::shards::SaleShards::new(promotion_id, target.shards)?;
+    let slot = order_core::domain::shards::key_slot(format!("{{{}}}", sale.shard(0).tag()).as_bytes());
+    Ok(format!("redis-cluster-{}", usize::from(slot) * 3 / 16_384))
+}
+
 fn secret() -> String {
     format!("{}-{}", unique("fault-secret"), unique("x"))
 }
 
 impl Deployment {
     pub(crate) async fn start(bins: Binaries, s: &FaultSettings) -> anyhow::Result<(Self, Target)> {
-        let stack = tokio::task::spawn_blocking(PrivateStack::start)
+        let cluster = s.redis_cluster;
+        let stack = tokio::task::spawn_blocking(move || PrivateStack::start_on(cluster))
             .await
             .context("start the private stack")??;
         let (jwt, admin, callback) = (secret(), secret(), secret());
@@ -269,6 +286,7 @@ impl Deployment {
         let env: Vec<(String, String)> = [
             ("APP_CONFIG_DIR", bins.config_dir.display().to_string()),
             ("APP_REDIS__URL", stack.redis_url()),
+            ("APP_REDIS__CLUSTER_NODES", stack.cluster_nodes()),
             ("APP_DATABASE__URL", stack.database_url()),
             ("APP_PULSAR__URL", stack.pulsar_url()),
             ("APP_PULSAR__SECKILL_ORDERS_TOPIC", topic.clone()),
@@ -345,6 +363,7 @@ impl Deployment {
         };
         let redis = RedisSettings {
             url: SecretString::from(deployment.stack.redis_url()),
+            cluster_nodes: SecretString::from(deployment.stack.cluster_nodes()),
             connect_timeout_ms: 2000,
             response_timeout_ms: 2000,
         };
@@ -367,7 +386,8 @@ impl Deployment {
                 batch_size: 50,
             },
         )
-        .with_gateways(urls);
+        .with_gateways(urls)
+        .with_shards(s.shards);
         Ok((deployment, target))
     }
 
@@ -403,20 +423,23 @@ impl Deployment {
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        for port in self.gateways.iter().chain(&self.consumers).map(|i| i.port) {
+        let instances = self.gateways.iter().map(|g| ("gateway", g)).enumerate();
+        let instances = instances.chain(self.consumers.iter().map(|c| ("consumers", c)).enumerate());
+        for (n, (role, port)) in instances.map(|(n, (role, i))| (n, (role, i.port))) {
             loop {
-                let ok = client
+                let answer = client
                     .get(format!("http://127.0.0.1:{port}/readyz"))
                     .timeout(Duration::from_secs(2))
                     .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    break;
-                }
+                    .await;
+                let last = match answer {
+                    Ok(r) if r.status().is_success() => break,
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
                 anyhow::ensure!(
                     tokio::time::Instant::now() < deadline,
-                    "port {port} not ready within 90 s (logs in {})",
+                    "{role} {n} (port {port}) not ready within 90 s: {last} (logs in {})",
                     self.logs.display()
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -489,6 +512,14 @@ impl Deployment {
             Fault::ConsumersPause => self.consumers[0].pause(outage).await?,
             Fault::BrokerPause => self.pause("pulsar", outage).await?,
             Fault::RedisPause | Fault::RedisPauseFlood => self.pause("redis", outage).await?,
+            Fault::RedisNodeRestart => {
+                anyhow::ensure!(
+                    self.stack.has_cluster(),
+                    "redis-node-restart needs --redis-cluster"
+                );
+                let part = node_of_first_shard(target, promotion_id)?;
+                self.outage(PrivateStack::stop_part, &part, outage).await?
+            }
             Fault::PostgresPause => self.pause("postgres", outage).await?,
             Fault::AdminActions => operate_mid_sale(target, promotion_id, outage).await?,
         }
@@ -508,6 +539,7 @@ fn spawn(bin: &std::path::Path, env: &[(String, String)], logs: &std::path::Path
     let mut cmd = Command::new(bin);
     cmd.envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("REDIS_URL")
+        .env_remove("REDIS_CLUSTER_NODES")
         .env_remove("DATABASE_URL")
         .env_remove("PULSAR_URL")
         .stdout(Stdio::from(log.try_clone().context("clone a log handle")?))

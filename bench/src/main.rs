@@ -154,6 +154,9 @@ struct SaleArgs {
     /// Skip waiting for the database and checking the invariants.
     #[arg(long)]
     no_verify: bool,
+    /// Redis shards of the sale (a Redis Cluster spreads them over its nodes).
+    #[arg(long, default_value_t = 1)]
+    shards: i64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,6 +188,12 @@ struct FaultArgs {
     /// Deployments to run every fault on, as GATEWAYSxCONSUMERS (e.g. `1x1,3x2`).
     #[arg(long, value_delimiter = ',', value_parser = parse_deployment, default_value = "1x1,3x2")]
     deployments: Vec<(usize, usize)>,
+    /// Run the deployments on a three-node Redis Cluster (needed by `redis-node-restart`).
+    #[arg(long)]
+    redis_cluster: bool,
+    /// Redis shards of each sale.
+    #[arg(long, default_value_t = 1)]
+    shards: i64,
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -308,7 +317,7 @@ fn finish(out: &std::path::Path, runs: &[&RunReport], extra: &str) -> anyhow::Re
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::FlashSale(args) => {
-            let target = Target::from_env(&args.common.gateway)?;
+            let target = Target::from_env(&args.common.gateway)?.with_shards(args.shards);
             let run = args
                 .sale()
                 .run(&target, "flash-sale", &System::Gateway, None)
@@ -438,6 +447,8 @@ async fn main() -> anyhow::Result<()> {
                     writer_rows_per_sec: args.pace,
                     gateways,
                     consumers,
+                    redis_cluster: args.redis_cluster,
+                    shards: args.shards,
                 };
                 rows.extend(faults::run(faults::Binaries::beside_current_exe()?, &settings).await?);
             }

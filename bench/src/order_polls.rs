@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use futures::StreamExt;
 use hyper::header::HeaderValue;
+use order_core::domain::shards::SaleShards;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -90,6 +91,8 @@ pub async fn run(bins: Binaries, s: &PollSettings) -> anyhow::Result<Vec<PollRow
         writer_rows_per_sec: s.writer_rows_per_sec,
         gateways: 1,
         consumers: 1,
+        redis_cluster: false,
+        shards: 1,
     };
     let (mut deployment, target) = Deployment::start(bins.clone(), &fault_settings).await?;
     let redis_first = target.gateways[0].clone();
@@ -176,7 +179,7 @@ async fn measure(way: Way, base: &str, m: &Measuring<'_>, s: &PollSettings) -> a
     if way == Way::Unpolled {
         // Nobody polls: wait in Redis (no database query) until the writer stored them all.
         let deadline = Instant::now() + Duration::from_secs(300);
-        while m.store.pending_count(promotion_id).await? > 0 {
+        while m.store.pending_count(SaleShards::single(promotion_id)).await? > 0 {
             anyhow::ensure!(Instant::now() < deadline, "orders still queued after 300 s");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

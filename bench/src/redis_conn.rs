@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
-use order_core::domain::ids::{OrderIdGenerator, PromotionId, Quantity, RequestId, UserId};
+use order_core::domain::ids::{OrderIdGenerator, Quantity, RequestId, UserId};
 use order_core::domain::promotion::Promotion;
 use order_core::redis::stock::{IfStarted, PromotionKeys, StockStore};
 use order_core::runtime::settings::{RedisOnly, SettingsSource};
@@ -47,6 +47,7 @@ fn promotion(stock: i64) -> Promotion {
         updated_at: now,
         revision: 1,
         access: Default::default(),
+        shards: 1,
     }
 }
 
@@ -89,7 +90,7 @@ async fn multiplexed_round(
     let p = promotion(ops as i64);
     store.sync(&p, IfStarted::LoadJustCreated).await?;
     let (s, gen) = (store.clone(), Arc::clone(ids));
-    let promotion = PromotionId::parse(p.id)?;
+    let promotion = p.sale();
     let (request, one) = (RequestId::parse("r")?, Quantity::parse(1)?);
     let rate = drive(ops, concurrency, move |i| {
         let (store, gen, request) = (s.clone(), Arc::clone(&gen), request.clone());
@@ -102,7 +103,7 @@ async fn multiplexed_round(
         }
     })
     .await?;
-    store.forget_promotion(p.id).await?;
+    store.forget_promotion(p.sale()).await?;
     Ok(rate)
 }
 
@@ -159,7 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         })
         .await?;
-        multiplexed.forget_promotion(p.id).await?;
+        multiplexed.forget_promotion(p.sale()).await?;
         results.push(("deadpool", rate));
         eprintln!("round {round}: deadpool({}) {rate:.0} reserves/s", args.pool_size);
     }

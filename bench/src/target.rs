@@ -64,6 +64,8 @@ pub struct Target {
     pub writer: WriterPace,
     /// The deployment's processes, for CPU time per request (`BENCH_PROCESSES`).
     pub processes: crate::cpu::Processes,
+    /// Redis shards of the sales the bench creates (`shards` of the admin API).
+    pub shards: i64,
     /// Signs payment callbacks as the provider would (`seed-day`).
     callback_secret: Option<SecretString>,
     admin_key: SecretString,
@@ -109,6 +111,7 @@ impl Target {
             redis,
             writer,
             processes: crate::cpu::Processes::default(),
+            shards: 1,
             callback_secret: None,
             admin_key,
             jwt_secret,
@@ -120,6 +123,12 @@ impl Target {
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Sales created from now on spread their stock over `shards` Redis shards.
+    pub fn with_shards(mut self, shards: i64) -> Self {
+        self.shards = shards;
+        self
     }
 
     /// The same deployment with several gateways behind a load balancer (`base` stays the
@@ -202,7 +211,7 @@ impl Target {
                 "/admin/promotions",
                 json!({
                     "sku_id": "bench", "title": title, "price_cents": 100,
-                    "stock": stock, "per_user_limit": per_user_limit,
+                    "stock": stock, "per_user_limit": per_user_limit, "shards": self.shards,
                     "starts_at": starts_at.to_rfc3339(),
                     "ends_at": (starts_at + chrono::Duration::hours(1)).to_rfc3339(),
                 }),

@@ -181,10 +181,15 @@ async fn poll_answers_against_database(
             .fetch_all(db)
             .await
             .context("read the promotion's orders")?;
+    let sale = PromotionRepo::new(db.clone())
+        .sale_shards(promotion_id)
+        .await
+        .context("read the promotion's shards")?
+        .context("the promotion is gone")?;
     let mut wrong = Vec::new();
     for (id, user_id, total_cents, status) in rows {
         let seen = stock
-            .order_in_redis(promotion_id, order_core::domain::ids::OrderId(id))
+            .order_in_redis(sale.shard_of(user_id), order_core::domain::ids::OrderId(id))
             .await
             .context("read an order's marker")?;
         // An unpaid marker past its expiry is not served (the canceller may have moved on).

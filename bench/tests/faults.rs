@@ -14,7 +14,10 @@ use bench::faults::{self, Binaries, Fault, FaultSettings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_without_loss() {
-    let faults = vec![
+    // On `make test`'s cluster pass (REDIS_CLUSTER_NODES set) the deployment runs on a
+    // Redis Cluster of its own, each sale on three shards, and one node is restarted.
+    let cluster = order_core::test_support::cluster_run();
+    let mut faults = vec![
         Fault::GatewayKill,
         Fault::GatewayPause,
         Fault::GatewayLeaseLapse,
@@ -26,6 +29,9 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
         Fault::PostgresPause,
         Fault::AdminActions,
     ];
+    if cluster {
+        faults.push(Fault::RedisNodeRestart);
+    }
     let settings = FaultSettings {
         faults: faults.clone(),
         seeds: vec![7],
@@ -41,6 +47,8 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
         writer_rows_per_sec: 60.0,
         gateways: 3,
         consumers: 2,
+        redis_cluster: cluster,
+        shards: if cluster { 3 } else { 1 },
     };
     let bins = Binaries::beside_current_exe().expect("gateway and consumers binaries");
     let rows = faults::run(bins, &settings).await.expect("the fault suite runs");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use order_core::bus::{JsonProducer, PublishError};
 use order_core::domain::ids::OrderId;
+use order_core::domain::shards::SaleShards;
 use order_core::postgres::cancellation::{cancel_expired, complete_stock_returns, pending_stock_returns};
 use order_core::postgres::outbox;
 use order_core::redis::stock::StockStore;
@@ -69,8 +70,10 @@ impl PaymentTimeoutCanceller {
             }
             let mut done = Vec::with_capacity(pending.len());
             for r in &pending {
+                let sale =
+                    SaleShards::new(r.promotion_id, r.shards.into()).context("a promotion's shard count")?;
                 self.stock
-                    .release(r.promotion_id, OrderId(r.order_id))
+                    .release(sale, r.user_id, OrderId(r.order_id))
                     .await
                     .context("return stock to Redis")?;
                 done.push(r.order_id);

@@ -212,7 +212,7 @@ impl OrderWriter {
                     let status = state.and_then(|s| s.status.parse::<OrderStatus>().ok());
                     if let (Some(state), Some(status)) = (state, status) {
                         persisted.push(PersistedOrder {
-                            promotion_id: order.promotion_id,
+                            sale: order.sale,
                             order_id: order.order_id,
                             status,
                             user_id: order.user_id,

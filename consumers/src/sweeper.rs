@@ -17,6 +17,7 @@ use anyhow::Context;
 use order_core::bus::JsonProducer;
 use order_core::domain::ids::OrderId;
 use order_core::domain::promotion::Promotion;
+use order_core::domain::shards::Shard;
 use order_core::postgres::persist::check_stored;
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::stock::StockStore;
@@ -52,10 +53,12 @@ impl RecoverySweeper {
         let now_ms = self.stock.redis_time_ms().await.context("read Redis' clock")?;
         let mut queued = 0;
         for promotion in &promotions {
-            self.sweep_promotion(promotion, now_ms).await?;
+            for shard in promotion.sale().shards() {
+                self.sweep_shard(promotion, shard, now_ms).await?;
+            }
             queued += self
                 .stock
-                .pending_count(promotion.id)
+                .pending_count(promotion.sale())
                 .await
                 .context("count queued orders")?;
         }
@@ -64,11 +67,12 @@ impl RecoverySweeper {
         Ok(())
     }
 
-    async fn sweep_promotion(&self, promotion: &Promotion, now_ms: i64) -> anyhow::Result<()> {
+    /// One shard's pending set (a sale on one shard has one).
+    async fn sweep_shard(&self, promotion: &Promotion, shard: Shard, now_ms: i64) -> anyhow::Result<()> {
         let threshold = now_ms - (self.settings.republish_after_secs * 1000) as i64;
         let stale = self
             .stock
-            .stale_pending(promotion.id, threshold, self.settings.batch_size)
+            .stale_pending(shard, threshold, self.settings.batch_size)
             .await
             .context("read stale pending reservations")?;
         if stale.is_empty() {
@@ -76,7 +80,7 @@ impl RecoverySweeper {
         }
         let reservations = self
             .stock
-            .reservations(promotion.id, &stale)
+            .reservations(shard, &stale)
             .await
             .context("read reservations")?;
         let reserved: Vec<(OrderId, i64, String)> = reservations
@@ -87,7 +91,7 @@ impl RecoverySweeper {
         let check = check_stored(&self.db, promotion.id, &reserved)
             .await
             .context("look up persisted orders")?;
-        let mut done: Vec<(i64, OrderId)> = Vec::new();
+        let mut done: Vec<OrderId> = Vec::new();
         let mut alarmed = Vec::new();
         for (order_id, conflict) in &check.mismatched {
             tracing::error!(%order_id, promotion_id = promotion.id, %conflict, "a reserved order id is stored as a different order; left pending for an operator");
@@ -99,12 +103,12 @@ impl RecoverySweeper {
             .filter(|(id, _)| !check.stored.contains(id) && !alarmed.contains(id))
             .map(|(id, r)| (*id, r))
             .collect();
-        done.extend(check.stored.iter().map(|id| (promotion.id, *id)));
+        done.extend(check.stored.iter().copied());
         let mut republished = Vec::new();
         for (order_id, reservation) in missing {
             let Some(r) = reservation else {
                 // Released meanwhile (its order was cancelled in the database).
-                done.push((promotion.id, order_id));
+                done.push(order_id);
                 continue;
             };
             let event = r.accepted_event(promotion);
@@ -121,11 +125,11 @@ impl RecoverySweeper {
         // Republished ones (and alarms) come up again after another threshold, not every pass.
         republished.extend(alarmed);
         self.stock
-            .touch_pending(promotion.id, &republished, now_ms)
+            .touch_pending(shard, &republished, now_ms)
             .await
             .context("mark republished reservations")?;
         self.stock
-            .clear_pending(&done)
+            .clear_pending(shard, &done)
             .await
             .context("clear persisted reservations")?;
         self.stats.count(Counter::SweeperCleared, done.len() as u64);

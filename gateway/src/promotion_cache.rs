@@ -115,10 +115,14 @@ impl CachedPromotion {
     }
 
     /// This gateway reserved a unit: the sale is open, whatever list was held is stale.
+    /// `remaining` is the sale's when it has one shard; a shard's remaining says little of
+    /// the sale's, so it waits for the next snapshot.
     pub fn reserved(&self, remaining: i64) {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         live.loaded = true;
-        live.remaining = remaining;
+        if self.promotion.shards == 1 {
+            live.remaining = remaining;
+        }
         live.final_buyers = None;
         live.reservations_seen += 1;
     }
@@ -193,7 +197,7 @@ impl CachedPromotion {
             return;
         };
         let (epoch, seen) = self.before_snapshot();
-        match stock.snapshots(&[self.promotion.id], &[epoch]).await {
+        match stock.snapshots(&[self.promotion.sale()], &[epoch]).await {
             Ok(mut snapshots) => {
                 let snapshot = snapshots.pop().flatten();
                 if let Some(s) = &snapshot {
@@ -346,11 +350,11 @@ impl PromotionCache {
     pub async fn refresh_live(&self, stock: &StockStore, warmup_lead: Duration) -> anyhow::Result<()> {
         use anyhow::Context;
         let entries: Vec<Arc<CachedPromotion>> = self.read().values().cloned().collect();
-        let ids: Vec<i64> = entries.iter().map(|e| e.promotion.id).collect();
+        let sales: Vec<_> = entries.iter().map(|e| e.promotion.sale()).collect();
         let (epochs, seen): (Vec<Option<String>>, Vec<u64>) =
             entries.iter().map(|e| e.before_snapshot()).unzip();
         let snapshots = stock
-            .snapshots(&ids, &epochs)
+            .snapshots(&sales, &epochs)
             .await
             .context("snapshot live stock")?;
         if let Some(now_ms) = snapshots.iter().flatten().map(|s| s.now_ms).max() {
@@ -363,6 +367,22 @@ impl PromotionCache {
             let promotion = &entry.promotion;
             if let Some(snapshot) = snapshot {
                 self.lost_set().remove(&promotion.id);
+                if snapshot.in_transit != 0 {
+                    // Units lent by one shard and not taken in by another: usually a move
+                    // under way, or one whose gateway died halfway. Finishing it is
+                    // idempotent, so the sale is never sold out with units on the way.
+                    let moved = stock
+                        .settle(promotion.sale())
+                        .await
+                        .context("settle moves between shards")?;
+                    if moved > 0 {
+                        tracing::info!(
+                            promotion_id = promotion.id,
+                            moved,
+                            "finished a move of stock between shards"
+                        );
+                    }
+                }
                 if snapshot.revision < promotion.revision {
                     // A write to the row whose Redis step never ran (its gateway crashed or
                     // Redis failed in between): bring Redis up to the row.

@@ -130,11 +130,36 @@ impl TestApp {
         starts_at: DateTime<Utc>,
         ends_at: DateTime<Utc>,
     ) -> Value {
+        self.create_sale(stock, per_user_limit, 1, starts_at, ends_at)
+            .await
+    }
+
+    /// A running sale (started a second ago) whose stock is spread over `shards`.
+    pub async fn create_sharded_promotion(&self, stock: i64, per_user_limit: i32, shards: i64) -> Value {
+        let starts_at = Utc::now() - Duration::seconds(1);
+        self.create_sale(
+            stock,
+            per_user_limit,
+            shards,
+            starts_at,
+            starts_at + Duration::hours(1),
+        )
+        .await
+    }
+
+    async fn create_sale(
+        &self,
+        stock: i64,
+        per_user_limit: i32,
+        shards: i64,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    ) -> Value {
         let response = self
             .admin(reqwest::Method::POST, "/admin/promotions")
             .json(&json!({
                 "sku_id": "sku-phone", "title": "Phone flash sale", "price_cents": 1999,
-                "stock": stock, "per_user_limit": per_user_limit,
+                "stock": stock, "per_user_limit": per_user_limit, "shards": shards,
                 "starts_at": starts_at, "ends_at": ends_at,
             }))
             .send()

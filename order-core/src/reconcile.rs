@@ -1,12 +1,15 @@
 //! Reconciliation, the one use case that reads both stores: Redis' view of a sale and the
-//! database's orders, compared by `domain::reconcile::compare`; on request, Redis rebuilt from
-//! the database's truth in one atomic script (`StockStore::repair`).
+//! database's orders, compared shard by shard by `domain::reconcile::compare_shard` (each
+//! shard against its buyers' orders); on request, Redis rebuilt from the database's truth,
+//! one atomic script per shard (`StockStore::repair`).
 
 use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::domain::promotion::Promotion;
-use crate::domain::reconcile::{compare, reservations, ReconcileReport, RedisView, Repair, SaleOrder};
+use crate::domain::reconcile::{
+    combine, compare_shard, reservations, ReconcileReport, RedisView, Repair, SaleOrder,
+};
 use crate::postgres::orders::orders_of_sale;
 use crate::redis::stock::StockStore;
 
@@ -43,21 +46,29 @@ async fn inspect(
     stock: &StockStore,
     promotion: &Promotion,
 ) -> anyhow::Result<(ReconcileReport, Vec<SaleOrder>)> {
-    let redis = RedisView {
-        remaining: stock
-            .live_stock_of(promotion.id)
-            .await
-            .context("read remaining stock")?
-            .map(|l| l.remaining),
-        reservations: stock
-            .all_reservations(promotion.id)
-            .await
-            .context("read reservations")?,
-        buyers: stock.all_buyers(promotion.id).await.context("read buyers")?,
-    };
+    let sale = promotion.sale();
     let orders = orders_of_sale(db, promotion.id)
         .await
         .context("read the promotion's orders")?;
-    let report = compare(promotion, &redis, &orders);
-    Ok((report, orders))
+    let stocks = stock.shard_stocks(sale).await.context("read remaining stock")?;
+    let mut shards = Vec::with_capacity(stocks.len());
+    let mut in_transit = 0;
+    for (shard, live) in sale.shards().zip(stocks) {
+        let redis = RedisView {
+            remaining: live.map(|l| l.remaining),
+            reservations: stock.all_reservations(shard).await.context("read reservations")?,
+            buyers: stock.all_buyers(shard).await.context("read buyers")?,
+        };
+        let mine: Vec<SaleOrder> = orders
+            .iter()
+            .filter(|o| sale.shard_of(o.user_id) == shard)
+            .cloned()
+            .collect();
+        // The row's share (Redis may lag an edit) plus what moved in and out of the shard.
+        let moved = live.map_or(0, |l| l.got - l.lent);
+        in_transit -= moved;
+        let expected = shard.share_of(promotion.stock) + moved;
+        shards.push((shard.index, compare_shard(promotion, expected, &redis, &mine)));
+    }
+    Ok((combine(promotion, shards, in_transit), orders))
 }

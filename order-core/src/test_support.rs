@@ -141,9 +141,54 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// Is this test run on a Redis Cluster (`REDIS_CLUSTER_NODES` set, as `make test`'s cluster
+/// pass does)? Private stacks then start a cluster of their own instead of one node.
+pub fn cluster_run() -> bool {
+    std::env::var("REDIS_CLUSTER_NODES").is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// The shared three-node cluster of `scripts/stack.sh start redis-cluster`, as settings.
+pub fn cluster_source() -> SettingsSource {
+    let nodes = std::env::var("REDIS_CLUSTER_NODES")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| {
+            let out = Command::new(workspace_root().join("scripts/stack.sh"))
+                .args(["env", "redis-cluster"])
+                .output()
+                .expect("run scripts/stack.sh env redis-cluster");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("export REDIS_CLUSTER_NODES=").map(str::to_owned))
+                .expect("scripts/stack.sh names the cluster's nodes")
+        });
+    let first = nodes.split(',').next().unwrap_or_default().to_owned();
+    assert!(
+        redis::Client::open(first.as_str())
+            .and_then(|c| c.get_connection())
+            .is_ok(),
+        "no Redis Cluster at {nodes}: run scripts/stack.sh start redis-cluster"
+    );
+    local_source().with_var("APP_REDIS__CLUSTER_NODES", nodes)
+}
+
+/// A first port of three in a row that are free, with their cluster bus ports (+10000).
+fn free_cluster_ports() -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    loop {
+        let base = free_port();
+        if base < 55_000 && (0..3).all(|i| free(base + i) && free(base + i + 10_000)) {
+            return base;
+        }
+    }
+}
+
 /// A stack of its own (Redis, PostgreSQL, pulsar-lite on free ports, in a temporary
 /// directory), started through the same scripts/stack.sh users run, so a test can stop and
-/// restart a dependency without disturbing other tests. Stopped and removed on drop.
+/// restart a dependency without disturbing other tests. Stopped and removed on drop. Its
+/// Redis is a three-node cluster on a cluster run (`cluster_run`) or when asked for
+/// (`start_with_cluster`); the part `redis` then names the whole cluster, `redis-cluster-N`
+/// one node.
 #[derive(Debug)]
 pub struct PrivateStack {
     dir: PathBuf,
@@ -151,10 +196,22 @@ pub struct PrivateStack {
     pub pg_port: u16,
     pub pulsar_port: u16,
     metrics_port: u16,
+    /// First port of the private cluster, when it has one.
+    cluster_port: Option<u16>,
 }
 
 impl PrivateStack {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_on(cluster_run())
+    }
+
+    /// With a Redis Cluster of its own, whatever the run.
+    pub fn start_with_cluster() -> anyhow::Result<Self> {
+        Self::start_on(true)
+    }
+
+    /// With a cluster when `cluster`, else one node.
+    pub fn start_on(cluster: bool) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique("seckill-stack"));
         std::fs::create_dir_all(&dir)?;
         let stack = Self {
@@ -163,32 +220,62 @@ impl PrivateStack {
             pg_port: free_port(),
             pulsar_port: free_port(),
             metrics_port: free_port(),
+            cluster_port: cluster.then(free_cluster_ports),
         };
-        stack.run(&["start"])?;
+        if cluster {
+            stack.run(&["start", "redis-cluster", "postgres", "pulsar"])?;
+        } else {
+            stack.run(&["start"])?;
+        }
         Ok(stack)
     }
 
+    /// `redis` is the cluster when the stack runs one.
+    fn part<'a>(&self, part: &'a str) -> &'a str {
+        if part == "redis" && self.cluster_port.is_some() {
+            "redis-cluster"
+        } else {
+            part
+        }
+    }
+
     pub fn stop_part(&self, part: &str) -> anyhow::Result<()> {
-        self.run(&["stop", part])
+        self.run(&["stop", self.part(part)])
     }
 
     /// SIGKILL: a crash, not a clean stop.
     pub fn kill_part(&self, part: &str) -> anyhow::Result<()> {
-        self.run(&["kill", part])
+        self.run(&["kill", self.part(part)])
     }
 
     pub fn start_part(&self, part: &str) -> anyhow::Result<()> {
-        self.run(&["start", part])
+        self.run(&["start", self.part(part)])
     }
 
     /// SIGSTOP: the part hangs (connections stay open, nothing answers) until resumed.
     pub fn pause_part(&self, part: &str) -> anyhow::Result<()> {
-        self.run(&["pause", part])
+        self.run(&["pause", self.part(part)])
     }
 
     /// SIGCONT after `pause_part`.
     pub fn resume_part(&self, part: &str) -> anyhow::Result<()> {
-        self.run(&["resume", part])
+        self.run(&["resume", self.part(part)])
+    }
+
+    pub fn has_cluster(&self) -> bool {
+        self.cluster_port.is_some()
+    }
+
+    /// The private cluster's seed nodes (empty without one).
+    pub fn cluster_nodes(&self) -> String {
+        self.cluster_port
+            .map(|base| {
+                (0..3)
+                    .map(|i| format!("redis://127.0.0.1:{}", base + i))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
     }
 
     pub fn redis_url(&self) -> String {
@@ -209,6 +296,7 @@ impl PrivateStack {
             .with_var("APP_REDIS__URL", self.redis_url())
             .with_var("APP_DATABASE__URL", self.database_url())
             .with_var("APP_PULSAR__URL", self.pulsar_url())
+            .with_var("APP_REDIS__CLUSTER_NODES", self.cluster_nodes())
     }
 
     fn run(&self, args: &[&str]) -> anyhow::Result<()> {
@@ -219,6 +307,10 @@ impl PrivateStack {
             .env("SECKILL_PG_PORT", self.pg_port.to_string())
             .env("SECKILL_PULSAR_PORT", self.pulsar_port.to_string())
             .env("SECKILL_PULSAR_METRICS_PORT", self.metrics_port.to_string())
+            .env(
+                "SECKILL_REDIS_CLUSTER_PORT",
+                self.cluster_port.unwrap_or(0).to_string(),
+            )
             .env_remove("REDIS_URL")
             .env_remove("DATABASE_URL")
             .env_remove("PULSAR_URL")
@@ -237,15 +329,46 @@ impl PrivateStack {
 
 impl Drop for PrivateStack {
     fn drop(&mut self) {
-        if let Err(e) = self.run(&["stop"]) {
+        let stopped = match self.cluster_port {
+            Some(_) => self.run(&["stop", "redis-cluster", "postgres", "pulsar"]),
+            None => self.run(&["stop"]),
+        };
+        if let Err(e) = stopped {
             eprintln!("stopping a private stack: {e:#}");
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// `StockStore::reserve` with plain values, parsed as the gateway parses a request (tests
-/// drive the production script; a value the gateway would refuse panics here).
+/// A sale row that started 5 s ago and runs for an hour (revision 1), for tests of the Redis
+/// scripts without a database.
+pub fn running_promotion(
+    stock: i64,
+    per_user_limit: i32,
+    shards: u16,
+) -> crate::domain::promotion::Promotion {
+    let now = chrono::Utc::now();
+    crate::domain::promotion::Promotion {
+        id: random_promotion_id(),
+        sku_id: "sku".into(),
+        title: "t".into(),
+        price_cents: 100,
+        stock,
+        per_user_limit,
+        starts_at: now - chrono::Duration::seconds(5),
+        ends_at: now + chrono::Duration::hours(1),
+        paused: false,
+        created_at: now,
+        updated_at: now,
+        revision: 1,
+        access: Default::default(),
+        shards,
+    }
+}
+
+/// `StockStore::reserve` with plain values for a sale on one shard, parsed as the gateway
+/// parses a request (tests drive the production script; a value the gateway would refuse
+/// panics here).
 pub async fn reserve(
     store: &crate::redis::stock::StockStore,
     promotion_id: i64,
@@ -254,10 +377,23 @@ pub async fn reserve(
     quantity: i64,
     order_id: crate::domain::ids::OrderId,
 ) -> Result<crate::redis::stock::ReserveOutcome, crate::redis::stock::StockError> {
-    use crate::domain::ids::{PromotionId, Quantity, RequestId, UserId};
+    let sale = crate::domain::shards::SaleShards::single(promotion_id);
+    reserve_in(store, sale, user_id, request_id, quantity, order_id).await
+}
+
+/// `reserve` on a sale spread over shards.
+pub async fn reserve_in(
+    store: &crate::redis::stock::StockStore,
+    sale: crate::domain::shards::SaleShards,
+    user_id: i64,
+    request_id: &str,
+    quantity: i64,
+    order_id: crate::domain::ids::OrderId,
+) -> Result<crate::redis::stock::ReserveOutcome, crate::redis::stock::StockError> {
+    use crate::domain::ids::{Quantity, RequestId, UserId};
     store
         .reserve(
-            PromotionId::parse(promotion_id).expect("a positive promotion id"),
+            sale,
             UserId::parse(user_id).expect("a positive user id"),
             &RequestId::parse(request_id).expect("a valid request id"),
             Quantity::parse(quantity).expect("a valid quantity"),

@@ -18,6 +18,7 @@ fn order(id: i64, promotion_id: i64) -> NewSeckillOrder {
         order_id: OrderId(id),
         user_id: id,
         promotion_id,
+        sale: order_core::domain::shards::SaleShards::single(promotion_id),
         request_id: format!("r{id}"),
         sku_id: "sku-1".into(),
         title: "Phone".into(),

@@ -14,22 +14,7 @@ async fn store() -> StockStore {
 }
 
 fn promotion(stock: i64, per_user_limit: i32) -> Promotion {
-    let now = Utc::now();
-    Promotion {
-        id: random_promotion_id(),
-        sku_id: "sku".into(),
-        title: "t".into(),
-        price_cents: 100,
-        stock,
-        per_user_limit,
-        starts_at: now - Duration::seconds(5),
-        ends_at: now + Duration::hours(1),
-        paused: false,
-        created_at: now,
-        updated_at: now,
-        revision: 1,
-        access: Default::default(),
-    }
+    order_core::test_support::running_promotion(stock, per_user_limit, 1)
 }
 
 /// Load a promotion as the request that created it does; returns remaining.
@@ -82,13 +67,13 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
     }
     assert_eq!(reserved.len(), 50, "never more than the stock");
     assert_eq!(
-        store.live_stock(&[p.id]).await.expect("live")[0]
+        store.live_stock(&[p.sale()]).await.expect("live")[0]
             .expect("loaded")
             .remaining,
         0
     );
     for (user, _) in &reserved {
-        assert!(store.units_held(p.id, *user).await.expect("held") <= 2);
+        assert!(store.units_held(p.sale(), *user).await.expect("held") <= 2);
     }
 
     // Warm-up again (the same revision) keeps remaining at 0.
@@ -96,10 +81,11 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
 
     // Release every order twice, concurrently: each returns its unit exactly once.
     let mut releases = Vec::new();
-    for (_, order_id) in reserved.iter().chain(reserved.iter()) {
-        let (store, order_id) = (store.clone(), *order_id);
+    let sale = p.sale();
+    for (user, order_id) in reserved.iter().chain(reserved.iter()) {
+        let (store, user, order_id) = (store.clone(), *user, *order_id);
         releases.push(tokio::spawn(async move {
-            store.release(p.id, order_id).await.expect("release")
+            store.release(sale, user, order_id).await.expect("release")
         }));
     }
     let mut released = 0;
@@ -110,13 +96,13 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
     }
     assert_eq!(released, 50);
     assert_eq!(
-        store.live_stock(&[p.id]).await.expect("live")[0]
+        store.live_stock(&[p.sale()]).await.expect("live")[0]
             .expect("loaded")
             .remaining,
         50
     );
-    assert_eq!(store.reservation_count(p.id).await.expect("count"), 0);
-    store.forget_promotion(p.id).await.expect("cleanup");
+    assert_eq!(store.reservation_count(p.sale()).await.expect("count"), 0);
+    store.forget_promotion(p.sale()).await.expect("cleanup");
 }
 
 #[tokio::test]
@@ -187,15 +173,15 @@ async fn outcomes_map_every_return_code() {
 
     // A released order (cancelled in the database) keeps its request id: a retry gets
     // that order back, never a second one; the sale reopens with a new epoch.
-    let before = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+    let before = store.snapshots(&[p.sale()], &[None]).await.expect("snapshot")[0]
         .clone()
         .expect("loaded");
     assert!(matches!(
-        store.release(p.id, first).await.expect("release"),
+        store.release(p.sale(), 1, first).await.expect("release"),
         ReleaseOutcome::Released { .. }
     ));
     assert_eq!(
-        store.release(p.id, first).await.expect("release"),
+        store.release(p.sale(), 1, first).await.expect("release"),
         ReleaseOutcome::NothingToRelease,
         "at most once"
     );
@@ -205,11 +191,11 @@ async fn outcomes_map_every_return_code() {
             .expect("reserve"),
         ReserveOutcome::Duplicate { order_id, reservation: None, pending: false } if order_id == first
     ));
-    let after = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+    let after = store.snapshots(&[p.sale()], &[None]).await.expect("snapshot")[0]
         .clone()
         .expect("loaded");
     assert_ne!(before.epoch, after.epoch, "a release reopens the sale");
-    store.forget_promotion(p.id).await.expect("cleanup");
+    store.forget_promotion(p.sale()).await.expect("cleanup");
 
     let mut future = promotion(1, 1);
     future.starts_at = Utc::now() + Duration::hours(1);
@@ -221,7 +207,7 @@ async fn outcomes_map_every_return_code() {
             .expect("reserve"),
         ReserveOutcome::NotStarted
     );
-    store.forget_promotion(future.id).await.expect("cleanup");
+    store.forget_promotion(future.sale()).await.expect("cleanup");
 
     let mut past = promotion(1, 1);
     past.starts_at = Utc::now() - Duration::hours(2);
@@ -233,7 +219,7 @@ async fn outcomes_map_every_return_code() {
             .expect("reserve"),
         ReserveOutcome::Ended
     );
-    store.forget_promotion(past.id).await.expect("cleanup");
+    store.forget_promotion(past.sale()).await.expect("cleanup");
 }
 
 #[tokio::test]
@@ -254,7 +240,7 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
     new.id = old.id;
     new.created_at = old.created_at + Duration::seconds(1);
     assert_eq!(load(&store, &new).await, 5);
-    assert_eq!(store.reservation_count(new.id).await.expect("count"), 0);
+    assert_eq!(store.reservation_count(new.sale()).await.expect("count"), 0);
     assert!(matches!(
         order_core::test_support::reserve(&store, new.id, 1, "r", 1, ids.next_id())
             .await
@@ -262,7 +248,7 @@ async fn keys_of_an_older_promotion_with_the_same_id_are_dropped_at_warmup() {
         ReserveOutcome::Reserved { remaining: 4, .. }
     ));
     assert_eq!(load(&store, &new).await, 4, "keeps what was sold");
-    store.forget_promotion(new.id).await.expect("cleanup");
+    store.forget_promotion(new.sale()).await.expect("cleanup");
 }
 
 /// A closed sale's buyer list is final for its epoch: sent once, then only when the epoch
@@ -273,7 +259,7 @@ async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves()
     let ids = OrderIdGenerator::new(random_worker_id());
     let mut p = promotion(2, 1);
     load(&store, &p).await;
-    let open = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+    let open = store.snapshots(&[p.sale()], &[None]).await.expect("snapshot")[0]
         .clone()
         .expect("loaded");
     assert!(!open.closed && open.buyers.is_empty(), "{open:?}");
@@ -282,7 +268,7 @@ async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves()
             .await
             .expect("reserve");
     }
-    let closed = store.snapshots(&[p.id], &[None]).await.expect("snapshot")[0]
+    let closed = store.snapshots(&[p.sale()], &[None]).await.expect("snapshot")[0]
         .clone()
         .expect("loaded");
     assert!(closed.closed);
@@ -290,7 +276,7 @@ async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves()
     buyers.sort();
     assert_eq!(buyers, vec![11, 12]);
     let again = store
-        .snapshots(&[p.id], &[Some(closed.epoch.clone())])
+        .snapshots(&[p.sale()], &[Some(closed.epoch.clone())])
         .await
         .expect("snapshot")[0]
         .clone()
@@ -300,14 +286,14 @@ async fn a_closed_sale_snapshot_carries_its_final_buyers_until_the_epoch_moves()
     let added = written(&mut p, |p| p.stock += 1);
     store.sync(&added, IfStarted::Refuse).await.expect("add stock");
     let reopened = store
-        .snapshots(&[p.id], &[Some(closed.epoch.clone())])
+        .snapshots(&[p.sale()], &[Some(closed.epoch.clone())])
         .await
         .expect("snapshot")[0]
         .clone()
         .expect("loaded");
     assert!(!reopened.closed);
     assert_ne!(reopened.epoch, closed.epoch);
-    store.forget_promotion(p.id).await.expect("cleanup");
+    store.forget_promotion(p.sale()).await.expect("cleanup");
 }
 
 #[tokio::test]
@@ -340,7 +326,7 @@ async fn a_started_sale_missing_from_redis_is_never_loaded_afresh() {
         SyncOutcome::StartedNotLoaded
     );
     assert_eq!(
-        store.live_stock_of(p.id).await.expect("live"),
+        store.live_stock_of(p.sale()).await.expect("live"),
         None,
         "still not loaded"
     );
@@ -353,7 +339,7 @@ async fn a_started_sale_missing_from_redis_is_never_loaded_afresh() {
         SyncOutcome::Loaded { remaining: 5 },
         "a sale that has not started had nothing sold"
     );
-    store.forget_promotion(future.id).await.expect("cleanup");
+    store.forget_promotion(future.sale()).await.expect("cleanup");
 }
 
 /// An edit reaching Redis after units were reserved (Redis' clock started the sale while
@@ -381,9 +367,13 @@ async fn a_new_stock_moves_remaining_by_the_difference_and_never_below_the_reser
         store.sync(&too_low, IfStarted::Refuse).await.expect("sync"),
         SyncOutcome::BelowReserved { remaining: 5 }
     );
-    let live = store.live_stock_of(p.id).await.expect("live").expect("loaded");
+    let live = store
+        .live_stock_of(p.sale())
+        .await
+        .expect("live")
+        .expect("loaded");
     assert_eq!(live.remaining, 5, "a refused revision changes nothing");
-    store.forget_promotion(p.id).await.expect("cleanup");
+    store.forget_promotion(p.sale()).await.expect("cleanup");
 }
 
 /// A caller holding an older read of the row (a warm-up racing an edit, pause or add-stock)
@@ -407,7 +397,55 @@ async fn an_older_revision_changes_nothing() {
             SyncOutcome::Current { remaining: 15 }
         );
     }
-    let live = store.live_stock_of(p.id).await.expect("live").expect("loaded");
+    let live = store
+        .live_stock_of(p.sale())
+        .await
+        .expect("live")
+        .expect("loaded");
     assert_eq!((live.remaining, live.paused), (15, true));
-    store.forget_promotion(p.id).await.expect("cleanup");
+    store.forget_promotion(p.sale()).await.expect("cleanup");
+}
+
+/// A sale on three shards whose buyers all belong to shard 0, all at once: stock moves to
+/// shard 0 until every unit is sold, and each shard's books balance.
+#[tokio::test]
+async fn buyers_of_one_shard_buy_every_unit_of_a_sale_on_three_shards() {
+    let store = store().await;
+    let mut p = promotion(30, 1);
+    p.shards = 3;
+    load(&store, &p).await;
+    let sale = p.sale();
+    let ids = std::sync::Arc::new(OrderIdGenerator::new(random_worker_id()));
+    let crowd: Vec<i64> = (1..).filter(|u| sale.shard_of(*u).index == 0).take(45).collect();
+    let tasks: Vec<_> = crowd
+        .iter()
+        .map(|&user| {
+            let (store, ids) = (store.clone(), ids.clone());
+            tokio::spawn(async move {
+                order_core::test_support::reserve_in(&store, sale, user, "r", 1, ids.next_id())
+                    .await
+                    .expect("reserve")
+            })
+        })
+        .collect();
+    let mut sold = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            ReserveOutcome::Reserved { .. } => sold += 1,
+            ReserveOutcome::SoldOut => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let shards: Vec<_> = store
+        .shard_stocks(sale)
+        .await
+        .expect("shards")
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(sold, 30, "{shards:?}");
+    assert!(shards.iter().all(|s| s.remaining == 0), "{shards:?}");
+    assert_eq!(shards[0].got, 20, "{shards:?}");
+    assert_eq!(store.reservation_count(sale).await.expect("count"), 30);
+    store.forget_promotion(sale).await.expect("cleanup");
 }

@@ -75,7 +75,7 @@ async fn a_sale_redis_lost_comes_back_only_through_repair_with_its_orders_and_re
 
     let stock = first.stock_store().await;
     stock
-        .forget_promotion(promotion_id)
+        .forget_promotion(order_core::domain::shards::SaleShards::single(promotion_id))
         .await
         .expect("Redis loses the sale");
     let path = format!("/admin/promotions/{promotion_id}");
@@ -426,7 +426,10 @@ async fn admin_actions_interleaved_with_a_sale_cancellations_and_checkouts_conse
                 .fetch_one(&pool)
                 .await
                 .expect("count");
-            let queued = stock.pending_count(promotion_id).await.expect("pending");
+            let queued = stock
+                .pending_count(order_core::domain::shards::SaleShards::single(promotion_id))
+                .await
+                .expect("pending");
             (left == 0 && queued == 0).then_some(())
         })
         .await;

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use order_core::domain::shards::SaleShards;
+use order_core::redis::stock::PromotionKeys;
 use order_core::test_support::local_source;
 use reqwest::Method;
 use serde_json::Value;
@@ -130,22 +132,7 @@ async fn reconciliation_detects_and_repairs_drift() {
         .await
         .expect("drift");
 
-    let reconcile = |repair: bool| {
-        let app = Arc::clone(&app);
-        async move {
-            app.admin(
-                Method::POST,
-                &format!("/admin/promotions/{promotion_id}/reconcile?repair={repair}"),
-            )
-            .send()
-            .await
-            .expect("reconcile")
-            .json::<Value>()
-            .await
-            .expect("json")
-        }
-    };
-    let report = reconcile(false).await;
+    let report = reconcile(&app, promotion_id, false).await;
     assert_eq!(report["consistent"], false);
     assert_eq!(
         report["drift"], -2,
@@ -153,20 +140,137 @@ async fn reconciliation_detects_and_repairs_drift() {
     );
     assert_eq!(report["orders_missing_in_redis"][0], lost.0.to_string());
     assert_eq!(
-        stock.live_stock(&[promotion_id]).await.expect("live")[0]
+        stock
+            .live_stock(&[order_core::domain::shards::SaleShards::single(promotion_id)])
+            .await
+            .expect("live")[0]
             .expect("loaded")
             .remaining,
         9,
         "only reported"
     );
 
-    let repaired = reconcile(true).await;
+    let repaired = reconcile(&app, promotion_id, true).await;
     assert_eq!(repaired["consistent"], true, "{repaired}");
     assert_eq!(repaired["repaired"]["restored"], 1);
     assert_eq!(
-        stock.live_stock(&[promotion_id]).await.expect("live")[0]
+        stock
+            .live_stock(&[order_core::domain::shards::SaleShards::single(promotion_id)])
+            .await
+            .expect("live")[0]
             .expect("loaded")
             .remaining,
         6
     );
+}
+
+/// A sale on three shards, its buyers all of shard 0 (so stock moved to it): reconciliation
+/// checks each shard against its buyers' orders, names drift on the shard it is on and a
+/// move stopped halfway, and a repair fixes both.
+#[tokio::test]
+async fn reconciliation_checks_each_shard_of_a_sale_on_three_shards_and_repairs_them() {
+    const STOCK: i64 = 12;
+    let app = Arc::new(spawn_gateway(local_source()).await);
+    let consumers = spawn_consumers(consumers_source(&app, local_source())).await;
+    let promotion_id = app.create_sharded_promotion(STOCK, 1, 3).await["id"]
+        .as_i64()
+        .expect("id");
+    let sale = SaleShards::new(promotion_id, 3).expect("shards");
+    let crowd: Vec<i64> = (1..).filter(|u| sale.shard_of(*u).index == 0).take(8).collect();
+    let mut accepted = Vec::new();
+    for &user in &crowd {
+        let (status, body) = app.place_as_app(promotion_id, user, "one", 1).await;
+        assert_eq!(status, 202, "{body}");
+        accepted.push(order_id_of(&body));
+    }
+    let pool = app.pool();
+    wait_for_rows(&pool, promotion_id, crowd.len(), Duration::from_secs(30)).await;
+    consumers.stop().await;
+
+    let quiet = reconcile(&app, promotion_id, false).await;
+    assert_eq!(quiet["consistent"], true, "{quiet}");
+    assert_eq!(quiet["shards"][0]["reserved_units"], 8, "{quiet}");
+
+    // Drift: shard 1's remaining off by 2, a reservation of shard 0 lost, and a move from a
+    // shard with stock left stopped halfway (lent, never taken in).
+    let stock = app.stock_store().await;
+    let mut conn = order_core::redis::connect(&app.settings.redis)
+        .await
+        .expect("redis");
+    let keys = |index| PromotionKeys::of(sale.shard(index));
+    // The lender is picked before any drift: a shard that really has stock left.
+    let shards = stock.shard_stocks(sale).await.expect("shards");
+    let lender = shards
+        .iter()
+        .flatten()
+        .find(|s| s.remaining > 0)
+        .expect("stock left on some shard")
+        .index;
+    redis::cmd("HINCRBY")
+        .arg(keys(1).meta)
+        .arg("remaining")
+        .arg(2)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("drift");
+    redis::cmd("HDEL")
+        .arg(keys(0).reservations)
+        .arg(accepted[0].0)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("drift");
+    let receiver = (lender + 1) % 3;
+    let lender_meta = keys(lender).meta;
+    redis::pipe()
+        .cmd("HINCRBY")
+        .arg(&lender_meta)
+        .arg("remaining")
+        .arg(-1)
+        .cmd("HINCRBY")
+        .arg(&lender_meta)
+        .arg("lent_total")
+        .arg(1)
+        .cmd("HINCRBY")
+        .arg(&lender_meta)
+        .arg(format!("lent:{receiver}"))
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("a move stopped halfway");
+
+    let report = reconcile(&app, promotion_id, false).await;
+    assert_eq!(report["consistent"], false, "{report}");
+    assert_eq!(report["units_in_transit"], 1, "{report}");
+    assert_eq!(
+        report["orders_missing_in_redis"][0],
+        accepted[0].0.to_string(),
+        "{report}"
+    );
+    assert_eq!(report["shards"][1]["drift"], -2, "{report}");
+    assert_eq!(report["shards"][0]["drift"], 1, "{report}");
+
+    let repaired = reconcile(&app, promotion_id, true).await;
+    assert_eq!(repaired["consistent"], true, "{repaired}");
+    assert_eq!(repaired["units_in_transit"], 0, "{repaired}");
+    assert_eq!(repaired["repaired"]["restored"], 1, "{repaired}");
+    let live = stock.live_stock_of(sale).await.expect("live").expect("loaded");
+    assert_eq!(
+        live.remaining,
+        STOCK - crowd.len() as i64,
+        "every unit accounted for"
+    );
+}
+
+/// `POST /admin/promotions/{id}/reconcile`, its report.
+async fn reconcile(app: &gateway::test_support::TestApp, promotion_id: i64, repair: bool) -> Value {
+    app.admin(
+        Method::POST,
+        &format!("/admin/promotions/{promotion_id}/reconcile?repair={repair}"),
+    )
+    .send()
+    .await
+    .expect("reconcile")
+    .json::<Value>()
+    .await
+    .expect("json")
 }

@@ -146,7 +146,14 @@ async fn a_reservation_whose_publish_never_happened_is_recovered_by_the_sweeper(
     poll_until(
         Duration::from_secs(10),
         "the pending set to be cleared",
-        || async { (stock.pending_count(promotion_id).await.expect("count") == 0).then_some(()) },
+        || async {
+            (stock
+                .pending_count(order_core::domain::shards::SaleShards::single(promotion_id))
+                .await
+                .expect("count")
+                == 0)
+                .then_some(())
+        },
     )
     .await;
     assert!(consumers.stats.report().get("sweeper_republished") >= 3);
@@ -171,7 +178,7 @@ async fn a_sale_that_redis_lost_stops_until_reconciled_and_never_oversells() {
 
     app.stock_store()
         .await
-        .forget_promotion(promotion_id)
+        .forget_promotion(order_core::domain::shards::SaleShards::single(promotion_id))
         .await
         .expect("drop the sale's keys");
     let (status, body) = app.place(promotion_id, 500, "after-loss", 1).await;

@@ -237,6 +237,7 @@ async fn an_order_id_stored_as_another_order_is_dead_lettered_not_dropped() {
         order_id: taken,
         user_id: 1,
         promotion_id,
+        sale: order_core::domain::shards::SaleShards::single(promotion_id),
         request_id: "a".into(),
         sku_id: "sku-phone".into(),
         title: "Phone flash sale".into(),
@@ -253,7 +254,10 @@ async fn an_order_id_stored_as_another_order_is_dead_lettered_not_dropped() {
         .await
         .expect("reserve");
     let reservation = stock
-        .reservation(promotion_id, taken)
+        .reservation(
+            order_core::domain::shards::SaleShards::single(promotion_id).shard(0),
+            taken,
+        )
         .await
         .expect("read")
         .expect("reserved");
@@ -303,7 +307,11 @@ async fn an_order_id_stored_as_another_order_is_dead_lettered_not_dropped() {
         .expect("row");
     assert_eq!(owner, 1, "the stored order is untouched");
     let pending = stock
-        .stale_pending(promotion_id, i64::MAX, 10)
+        .stale_pending(
+            order_core::domain::shards::SaleShards::single(promotion_id).shard(0),
+            i64::MAX,
+            10,
+        )
         .await
         .expect("pending");
     assert_eq!(

@@ -56,7 +56,11 @@ async fn an_unpaid_order_is_cancelled_and_its_stock_sold_again() {
         Duration::from_secs(10),
         "the stock to return to Redis",
         || async {
-            let live = stock.live_stock(&[promotion_id]).await.expect("live")[0].expect("loaded");
+            let live = stock
+                .live_stock(&[order_core::domain::shards::SaleShards::single(promotion_id)])
+                .await
+                .expect("live")[0]
+                .expect("loaded");
             (live.remaining == 1).then_some(())
         },
     )

@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use order_core::domain::promotion::{Promotion, PromotionError, PromotionFields, MAX_STOCK};
-use order_core::redis::stock::{IfStarted, LiveStock, SyncOutcome};
+use order_core::redis::stock::{IfStarted, ShardStock, SyncOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -31,8 +31,21 @@ pub struct AdminPromotion {
     #[serde(flatten)]
     pub promotion: PromotionBody,
     pub state: PromotionStateBody,
-    /// Remaining in Redis; absent until the promotion is loaded.
+    /// Remaining in Redis (all shards); absent until the promotion is loaded.
     pub remaining: Option<i64>,
+    /// Stock per Redis shard, one entry per shard; empty until the promotion is loaded.
+    pub shard_stock: Vec<ShardStockBody>,
+}
+
+/// One shard's stock: stock moves to the shard whose buyers ran out (`lent`, `taken_in`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShardStockBody {
+    pub shard: u16,
+    pub remaining: i64,
+    /// Its share of the configured stock, plus units taken in, less units lent.
+    pub stock: i64,
+    pub taken_in: i64,
+    pub lent: i64,
 }
 
 fn invalid(e: PromotionError) -> ApiError {
@@ -116,34 +129,63 @@ async fn sync_after_write(state: &AppState, row: &Promotion, if_started: IfStart
 
 /// The view answered after a committed write: `remaining` absent when Redis cannot say.
 async fn view_after_write(state: &AppState, promotion: Promotion) -> AdminPromotion {
-    let live = state.stock.live_stock_of(promotion.id).await.unwrap_or_else(|e| {
-        tracing::warn!(promotion_id = promotion.id, error = %e, "remaining stock unreadable");
-        None
-    });
-    admin_view(state, promotion, live)
+    let shards = state
+        .stock
+        .shard_stocks(promotion.sale())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(promotion_id = promotion.id, error = %e, "remaining stock unreadable");
+            Vec::new()
+        });
+    admin_view(state, promotion, shards)
 }
 
-fn admin_view(state: &AppState, promotion: Promotion, live: Option<LiveStock>) -> AdminPromotion {
+/// Every shard's stock, when all are loaded.
+fn loaded(shards: Vec<Option<ShardStock>>) -> Option<Vec<ShardStock>> {
+    let all: Option<Vec<ShardStock>> = shards.into_iter().collect();
+    all.filter(|all| !all.is_empty())
+}
+
+fn shard_bodies(shards: Option<Vec<ShardStock>>) -> Vec<ShardStockBody> {
+    shards
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| ShardStockBody {
+            shard: s.index,
+            remaining: s.remaining,
+            stock: s.stock(),
+            taken_in: s.got,
+            lent: s.lent,
+        })
+        .collect()
+}
+
+fn admin_view(state: &AppState, promotion: Promotion, shards: Vec<Option<ShardStock>>) -> AdminPromotion {
+    let shards = loaded(shards);
+    let remaining = shards
+        .as_ref()
+        .map(|all| all.iter().map(|s| s.remaining).sum::<i64>());
     AdminPromotion {
         state: promotion
-            .state(state.cache.clock.now(), live.is_some_and(|l| l.remaining <= 0))
+            .state(state.cache.clock.now(), remaining.is_some_and(|r| r <= 0))
             .into(),
-        remaining: live.map(|l| l.remaining),
+        remaining,
+        shard_stock: shard_bodies(shards),
         promotion: PromotionBody::from(&promotion),
     }
 }
 
 async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotion> {
-    let live = state
+    let shards = state
         .stock
-        .live_stock_of(promotion.id)
+        .shard_stocks(promotion.sale())
         .await
         .map_err(stock_error)?;
     let entry = state.cache.upsert(promotion.clone());
-    if let Some(live) = live {
-        entry.set_remaining(live.remaining);
+    if let Some(all) = loaded(shards.clone()) {
+        entry.set_remaining(all.iter().map(|s| s.remaining).sum());
     }
-    Ok(admin_view(state, promotion, live))
+    Ok(admin_view(state, promotion, shards))
 }
 
 async fn load(state: &AppState, id: i64) -> ApiResult<Promotion> {
@@ -382,13 +424,23 @@ pub async fn delete_promotion(
             "a running sale cannot be deleted; pause it instead",
         ));
     }
-    if state.stock.reservation_count(id).await.map_err(stock_error)? > 0 {
+    if state
+        .stock
+        .reservation_count(promotion.sale())
+        .await
+        .map_err(stock_error)?
+        > 0
+    {
         return Err(ApiError::conflict("has_orders", "the promotion has orders"));
     }
     if !state.promotions.delete_unused(id).await.map_err(db_error)? {
         return Err(ApiError::conflict("has_orders", "the promotion has orders"));
     }
-    state.stock.forget_promotion(id).await.map_err(stock_error)?;
+    state
+        .stock
+        .forget_promotion(promotion.sale())
+        .await
+        .map_err(stock_error)?;
     state.cache.remove(id);
     tracing::info!(promotion_id = id, "promotion deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -539,6 +591,8 @@ pub struct PromotionStats {
     pub stock: i64,
     /// Units left to sell in Redis (absent until loaded).
     pub remaining: Option<i64>,
+    /// Stock per Redis shard, one entry per shard; empty until loaded.
+    pub shard_stock: Vec<ShardStockBody>,
     /// Live reservations in Redis (queued or persisted, not cancelled).
     pub reserved: u64,
     /// Accepted but not yet persisted.
@@ -651,14 +705,23 @@ pub async fn promotion_stats(
     PathId(id): PathId,
 ) -> ApiResult<Json<PromotionStats>> {
     let promotion = load(&state, id).await?;
-    let remaining = state
+    let shards = state
         .stock
-        .live_stock_of(id)
+        .shard_stocks(promotion.sale())
         .await
-        .map_err(stock_error)?
-        .map(|l| l.remaining);
-    let reserved = state.stock.reservation_count(id).await.map_err(stock_error)?;
-    let queued = state.stock.pending_count(id).await.map_err(stock_error)?;
+        .map_err(stock_error)?;
+    let shard_stock = shard_bodies(loaded(shards));
+    let remaining = (!shard_stock.is_empty()).then(|| shard_stock.iter().map(|s| s.remaining).sum());
+    let reserved = state
+        .stock
+        .reservation_count(promotion.sale())
+        .await
+        .map_err(stock_error)?;
+    let queued = state
+        .stock
+        .pending_count(promotion.sale())
+        .await
+        .map_err(stock_error)?;
     let counts = order_core::postgres::orders::order_counts(&state.deps.db, id)
         .await
         .map_err(|e| ApiError::dependency("count orders", e))?;
@@ -670,6 +733,7 @@ pub async fn promotion_stats(
             .into(),
         stock: promotion.stock,
         remaining,
+        shard_stock,
         reserved,
         queued,
         persisted: counts.values().sum::<i64>() - count("cancelled") - count("refunded"),

@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use order_core::domain::catalog::{self, CatalogError};
-use order_core::domain::checkout::Transition;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
 use order_core::postgres::catalog as store;
@@ -210,9 +209,7 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
     )
     .await
     .map_err(crate::routes::checkout::checkout_error)?;
-    if let Transition::Done { status, promotion_id } = &result {
-        crate::routes::orders::status_changed(state, OrderId(id), *promotion_id, *status).await;
-    }
+    crate::routes::orders::after_transition(state, OrderId(id), &result).await;
     transition_result(result)
 }
 

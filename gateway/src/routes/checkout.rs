@@ -267,9 +267,7 @@ async fn user_transition(
     )
     .await
     .map_err(checkout_error)?;
-    if let Transition::Done { status, promotion_id } = &result {
-        crate::routes::orders::status_changed(state, OrderId(id), *promotion_id, *status).await;
-    }
+    crate::routes::orders::after_transition(state, OrderId(id), &result).await;
     transition_result(result)
 }
 

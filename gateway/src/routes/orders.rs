@@ -16,9 +16,11 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
+use order_core::domain::checkout::Transition;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderStatus;
 use order_core::domain::orders::OrderView;
+use order_core::domain::shards::SaleShards;
 use order_core::postgres::orders;
 use order_core::redis::stock::{OrderInRedis, StatusMarker};
 use serde::Deserialize;
@@ -125,7 +127,7 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
     // What the current sales hold of the order, read at most once per answer.
     let mut in_redis = None;
     if state.status_source == StatusSource::Redis {
-        let found = held_by_current_sale(state, order_id).await?;
+        let found = held_by_current_sale(state, order_id, user_id).await?;
         if let Some((entry, seen)) = &found {
             let judged = judge(
                 seen,
@@ -152,7 +154,7 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
     // Not in the database: an accepted order still on its way there.
     let found = match in_redis {
         Some(found) => found,
-        None => held_by_current_sale(state, order_id).await?,
+        None => held_by_current_sale(state, order_id, user_id).await?,
     };
     if let Some((entry, seen)) = found {
         return Ok(seen.reservation.filter(|r| r.user_id == user_id).map(|r| {
@@ -170,8 +172,8 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
     let sales = sales_in_database_around(state, order_id)
         .await
         .map_err(|e| ApiError::dependency("look up an order's sale", e))?;
-    for promotion_id in sales {
-        if let Some(view) = queued_elsewhere(state, order_id, promotion_id, user_id).await? {
+    for sale in sales {
+        if let Some(view) = queued_elsewhere(state, order_id, sale, user_id).await? {
             return Ok(Some(view));
         }
     }
@@ -183,6 +185,7 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
 async fn held_by_current_sale(
     state: &AppState,
     order_id: OrderId,
+    user_id: i64,
 ) -> ApiResult<
     Option<(
         std::sync::Arc<crate::promotion_cache::CachedPromotion>,
@@ -193,22 +196,22 @@ async fn held_by_current_sale(
     if candidates.is_empty() {
         return Ok(None);
     }
-    let ids: Vec<i64> = candidates.iter().map(|e| e.promotion.id).collect();
+    let sales: Vec<_> = candidates.iter().map(|e| e.promotion.sale()).collect();
     let found = state
         .stock
-        .find_order(&ids, order_id)
+        .find_order(&sales, user_id, order_id)
         .await
         .map_err(|e| ApiError::dependency("look up an order in Redis", e))?;
     Ok(found.map(|(index, seen)| (candidates.swap_remove(index), seen)))
 }
 
 /// Every sale, current or not, that ran when the order id was minted.
-async fn sales_in_database_around(state: &AppState, order_id: OrderId) -> sqlx::Result<Vec<i64>> {
+async fn sales_in_database_around(state: &AppState, order_id: OrderId) -> sqlx::Result<Vec<SaleShards>> {
     let Some(minted) = at_ms(order_id.minted_at_ms()) else {
         return Ok(Vec::new());
     };
     let margin = chrono::Duration::from_std(crate::promotion_cache::MINT_MARGIN).unwrap_or_default();
-    state.promotions.ids_running_around(minted, margin).await
+    state.promotions.sales_running_around(minted, margin).await
 }
 
 /// What Redis can say of a seckill order without the database.
@@ -295,13 +298,14 @@ fn queued(
 async fn queued_elsewhere(
     state: &AppState,
     order_id: OrderId,
-    promotion_id: i64,
+    sale: SaleShards,
     user_id: i64,
 ) -> ApiResult<Option<OrderView>> {
+    let promotion_id = sale.id();
     let lookup = |e| ApiError::dependency("look up a queued order", e);
     let Some(reservation) = state
         .stock
-        .reservation(promotion_id, order_id)
+        .reservation(sale.shard_of(user_id), order_id)
         .await
         .map_err(lookup)?
         .filter(|r| r.user_id == user_id)
@@ -321,19 +325,50 @@ async fn queued_elsewhere(
     )))
 }
 
+/// After a lifecycle transition: when it was done, move the order's marker (`status_changed`).
+pub(crate) async fn after_transition(state: &AppState, order_id: OrderId, result: &Transition) {
+    if let Transition::Done {
+        status,
+        promotion_id,
+        user_id,
+    } = result
+    {
+        status_changed(state, order_id, *user_id, *promotion_id, *status).await;
+    }
+}
+
 /// After a committed status change of an order: move its marker in Redis, so polls answered
 /// from Redis see it (best effort: a marker left behind ages out, see the module doc). Only a
-/// seckill order (`promotion_id`, from its row) has a marker.
+/// seckill order (`promotion_id`, from its row) has a marker, on its buyer's shard.
 pub(crate) async fn status_changed(
     state: &AppState,
     order_id: OrderId,
+    user_id: i64,
     promotion_id: Option<i64>,
     status: OrderStatus,
 ) {
     let Some(promotion_id) = promotion_id else {
         return;
     };
-    if let Err(e) = state.stock.mark_status(promotion_id, order_id, status).await {
+    let sale = match state.cache.get(promotion_id) {
+        Some(entry) => Some(entry.promotion.sale()),
+        None => state
+            .promotions
+            .sale_shards(promotion_id)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%order_id, error = %e, "the order's sale unreadable; its marker ages out");
+                None
+            }),
+    };
+    let Some(sale) = sale else {
+        return;
+    };
+    if let Err(e) = state
+        .stock
+        .mark_status(sale.shard_of(user_id), order_id, status)
+        .await
+    {
         tracing::warn!(%order_id, %status, error = %e, "order status marker not moved; it ages out");
     }
 }

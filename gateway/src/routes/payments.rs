@@ -125,9 +125,18 @@ pub async fn payment_callback(
             "order_not_found",
             "no such order; recorded for refund",
         )),
-        CallbackOutcome::Applied { promotion_id } => {
-            crate::routes::orders::status_changed(&state, callback.order_id, promotion_id, OrderStatus::Paid)
-                .await;
+        CallbackOutcome::Applied {
+            promotion_id,
+            user_id,
+        } => {
+            crate::routes::orders::status_changed(
+                &state,
+                callback.order_id,
+                user_id,
+                promotion_id,
+                OrderStatus::Paid,
+            )
+            .await;
             Ok((StatusCode::OK, Json(CallbackReply { result: "applied" })))
         }
         CallbackOutcome::Duplicate => Ok((StatusCode::OK, Json(CallbackReply { result: "duplicate" }))),

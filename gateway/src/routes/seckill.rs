@@ -20,6 +20,7 @@ use axum::Json;
 use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId};
 use order_core::domain::promotion::{Promotion, PromotionState};
 use order_core::domain::reservation::Reservation;
+use order_core::domain::shards::SaleShards;
 use order_core::redis::stock::{IfStarted, ReserveOutcome, SyncOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -196,10 +197,18 @@ async fn place(
         .await
         .map_err(|e| ApiError::unavailable("look up a promotion", e))?
     else {
-        // Not a current sale: it may have ended long ago, and a retry still gets its order.
-        return match held_order(state, promotion_id, &user, &request_id).await? {
+        // Not a current sale: it may have ended long ago, and a retry still gets its order
+        // (on its buyer's shard: the row says how many the sale has).
+        let not_found = || ApiError::not_found("promotion_not_found", "no such promotion");
+        let sale = state
+            .promotions
+            .sale_shards(promotion_id)
+            .await
+            .map_err(|e| ApiError::dependency("look up a promotion", e))?
+            .ok_or_else(not_found)?;
+        return match held_order(state, sale, &user, &request_id).await? {
             Some(order_id) => Ok(queued(order_id)),
-            None => Err(ApiError::not_found("promotion_not_found", "no such promotion").into()),
+            None => Err(not_found().into()),
         };
     };
     let now = state.cache.clock.now();
@@ -214,7 +223,7 @@ async fn place(
                 .check_order(headers, promotion_id, user.id.get(), now.timestamp_millis());
         if let Err(refusal) = checked {
             if refusal == SaleRejection::TokenExpired {
-                if let Some(order_id) = held_order(state, promotion_id, &user, &request_id).await? {
+                if let Some(order_id) = held_order(state, entry.promotion.sale(), &user, &request_id).await? {
                     return Ok(queued(order_id));
                 }
             }
@@ -248,7 +257,7 @@ async fn place(
             "reserve",
             state
                 .stock
-                .reserve(promotion, user.id, &request_id, quantity, order_id),
+                .reserve(entry.promotion.sale(), user.id, &request_id, quantity, order_id),
         )
     };
     let mut outcome = reserve()
@@ -323,13 +332,13 @@ async fn place(
 /// path cannot give it).
 async fn held_order(
     state: &AppState,
-    promotion_id: i64,
+    sale: SaleShards,
     user: &User,
     request_id: &RequestId,
 ) -> Result<Option<OrderId>, ApiError> {
     state
         .stock
-        .order_for_request(promotion_id, user.id.get(), request_id.as_str())
+        .order_for_request(sale, user.id.get(), request_id.as_str())
         .await
         .map_err(|e| ApiError::dependency("look up a request id", e))
 }

@@ -26,6 +26,8 @@ pub struct PromotionBody {
     /// Orders need a sale token (`X-Sale-Token`, from `POST /api/seckill/{id}/token`).
     pub requires_token: bool,
     pub challenge: ChallengeBody,
+    /// Redis shards the stock is spread over.
+    pub shards: u16,
 }
 
 impl From<&Promotion> for PromotionBody {
@@ -40,6 +42,7 @@ impl From<&Promotion> for PromotionBody {
             starts_at: p.starts_at,
             ends_at: p.ends_at,
             paused: p.paused,
+            shards: p.shards,
             created_at: p.created_at,
             updated_at: p.updated_at,
             revision: p.revision,
@@ -140,6 +143,16 @@ pub struct NewPromotionBody {
     #[serde(default = "no_challenge")]
     #[schema(default = json!({"kind": "none"}))]
     pub challenge: ChallengeBody,
+    /// Redis shards the stock is spread over (a hot item on a Redis Cluster: each shard is
+    /// served by its own node). Buyers are spread over the shards and stock moves to the
+    /// shard that runs out, so nothing is undersold. Fixed at creation.
+    #[serde(default = "one_shard")]
+    #[schema(minimum = 1, maximum = 16, default = 1)]
+    pub shards: i64,
+}
+
+fn one_shard() -> i64 {
+    1
 }
 
 fn default_per_user_limit() -> i32 {
@@ -168,6 +181,7 @@ impl NewPromotionBody {
                 requires_token: self.requires_token,
                 challenge: self.challenge.into_domain()?,
             },
+            shards: self.shards,
         })
     }
 }

@@ -30,9 +30,26 @@ pub struct ReconcileReportBody {
     /// Reserved units beyond the stock (Redis remaining below zero): the configured stock was
     /// lowered under what orders hold. Not repairable; add stock.
     pub units_over_stock: i64,
+    /// Units one shard lent and another has not taken in yet (a move stopped halfway; the
+    /// gateways finish it, and so does a repair).
+    pub units_in_transit: i64,
+    /// The same check per Redis shard: each shard's stock (its share, plus units taken in,
+    /// less units lent) = its remaining + its buyers' reserved units.
+    pub shards: Vec<ShardCheckBody>,
     pub consistent: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repaired: Option<RepairBody>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = ShardCheck)]
+pub struct ShardCheckBody {
+    pub shard: u16,
+    pub stock: i64,
+    pub remaining: Option<i64>,
+    pub reserved_units: i64,
+    pub drift: i64,
+    pub consistent: bool,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -63,6 +80,19 @@ impl From<ReconcileReport> for ReconcileReportBody {
             reservations_of_cancelled_orders: r.reservations_of_cancelled_orders,
             buyers_mismatched: r.buyers_mismatched,
             units_over_stock: r.units_over_stock,
+            units_in_transit: r.units_in_transit,
+            shards: r
+                .shards
+                .into_iter()
+                .map(|c| ShardCheckBody {
+                    shard: c.shard,
+                    stock: c.stock,
+                    remaining: c.remaining,
+                    reserved_units: c.reserved_units,
+                    drift: c.drift,
+                    consistent: c.consistent,
+                })
+                .collect(),
             consistent: r.consistent,
             repaired: r.repaired.map(
                 |Repair {

@@ -71,7 +71,13 @@ async fn a_body_that_trickles_in_gets_408_and_reserves_nothing() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
     let stock = app.stock_store().await;
-    assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 0);
+    assert_eq!(
+        stock
+            .reservation_count(order_core::domain::shards::SaleShards::single(promotion_id))
+            .await
+            .expect("count"),
+        0
+    );
 }
 
 #[tokio::test]

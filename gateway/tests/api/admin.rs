@@ -160,7 +160,10 @@ async fn a_scheduled_sale_can_be_edited_deleted_and_is_loaded_before_it_starts()
     // The refresher loads it once it is within the lead time, with the edited stock.
     let stock = app.stock_store().await;
     let live = poll_until(Duration::from_secs(15), "the promotion to be loaded", || async {
-        stock.live_stock(&[id]).await.expect("live")[0]
+        stock
+            .live_stock(&[order_core::domain::shards::SaleShards::single(id)])
+            .await
+            .expect("live")[0]
     })
     .await;
     assert_eq!(live.remaining, 7);

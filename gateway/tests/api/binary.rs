@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use order_core::test_support::{poll_until, unique};
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
@@ -18,7 +19,8 @@ fn config_dir() -> String {
 }
 
 /// The gateway binary on a port it picks itself (port 0, read back from its "listening"
-/// log line), so parallel tests never race for a port. Collects stdout and stderr.
+/// log line), so parallel tests never race for a port, and on a database of its own (unless
+/// the test names one), so no other test's sale is in its view. Collects stdout and stderr.
 pub(crate) struct Binary {
     pub(crate) child: tokio::process::Child,
     pub(crate) port: u16,
@@ -29,6 +31,14 @@ pub(crate) struct Binary {
 impl Binary {
     pub(crate) async fn start(env: &[(&str, &str)]) -> Self {
         let mut cmd = tokio::process::Command::new(GATEWAY);
+        if !env.iter().any(|(k, _)| *k == "APP_DATABASE__URL") {
+            let base: order_core::runtime::settings::DatabaseOnly =
+                order_core::test_support::local_source().load().expect("settings");
+            let own = order_core::test_support::fresh_database(&base.database)
+                .await
+                .expect("a fresh database");
+            cmd.env("APP_DATABASE__URL", own.url.expose_secret());
+        }
         cmd.env("APP_CONFIG_DIR", config_dir())
             .env("APP_GATEWAY__PORT", "0")
             .env_remove("RUST_LOG")
@@ -354,6 +364,7 @@ async fn a_starting_gateway_holds_its_port_and_turns_clients_away_until_it_can_s
         .env("APP_CONFIG_DIR", config_dir())
         .env("APP_GATEWAY__PORT", &port)
         .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env_remove("REDIS_CLUSTER_NODES")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -114,7 +114,13 @@ async fn malformed_bodies_get_4xx_codes_and_reserve_nothing() {
     assert_eq!((status, error_code(&reply)), (404, "promotion_not_found"));
 
     let stock = app.stock_store().await;
-    assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 0);
+    assert_eq!(
+        stock
+            .reservation_count(order_core::domain::shards::SaleShards::single(promotion_id))
+            .await
+            .expect("count"),
+        0
+    );
 }
 
 #[tokio::test]
@@ -158,7 +164,13 @@ async fn missing_forged_expired_and_wrong_algorithm_tokens_are_refused() {
         assert_eq!((status, error_code(&reply)), (401, code), "{name}");
     }
     let stock = app.stock_store().await;
-    assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 0);
+    assert_eq!(
+        stock
+            .reservation_count(order_core::domain::shards::SaleShards::single(promotion_id))
+            .await
+            .expect("count"),
+        0
+    );
 }
 
 #[tokio::test]

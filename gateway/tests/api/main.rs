@@ -17,5 +17,6 @@ mod readiness;
 mod sale_tokens;
 mod scale_out;
 mod seckill;
+mod sharding;
 mod shedding;
 mod stock_conservation;

@@ -68,7 +68,12 @@ async fn a_paused_broker_with_retries_on_another_gateway_gives_one_order_per_req
     // The first try holds its unit and waits for the broker; the app gives up on it and
     // retries on another gateway.
     poll_until(Duration::from_secs(10), "the first try to reserve", || async {
-        (stock.units_held(promotion_id, 1).await.ok()? == 1).then_some(())
+        (stock
+            .units_held(order_core::domain::shards::SaleShards::single(promotion_id), 1)
+            .await
+            .ok()?
+            == 1)
+            .then_some(())
     })
     .await;
     let retry_during = b.place(promotion_id, 1, "tap", 1).await;
@@ -88,8 +93,20 @@ async fn a_paused_broker_with_retries_on_another_gateway_gives_one_order_per_req
             other => panic!("{what}: unexpected {other} {body}"),
         }
     }
-    assert_eq!(stock.units_held(promotion_id, 1).await.expect("held"), 1);
-    assert_eq!(stock.reservation_count(promotion_id).await.expect("count"), 1);
+    assert_eq!(
+        stock
+            .units_held(order_core::domain::shards::SaleShards::single(promotion_id), 1)
+            .await
+            .expect("held"),
+        1
+    );
+    assert_eq!(
+        stock
+            .reservation_count(order_core::domain::shards::SaleShards::single(promotion_id))
+            .await
+            .expect("count"),
+        1
+    );
     a.wait_for_order_on_topic(kept).await;
 }
 

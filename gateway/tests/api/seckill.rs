@@ -8,11 +8,11 @@ use chrono::Duration as Span;
 use futures::StreamExt;
 use order_core::domain::events::SeckillOrderAccepted;
 use order_core::domain::ids::OrderId;
+use order_core::domain::shards::SaleShards;
 use order_core::redis::stock::ReleaseOutcome;
 use order_core::test_support::poll_until;
 use pulsar::consumer::Consumer;
 use pulsar::TokioExecutor;
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::helpers::{error_code, TestApp};
@@ -72,11 +72,23 @@ async fn take_orders(
 
 #[tokio::test]
 async fn a_flood_of_buyers_gets_exactly_the_stock_and_retries_get_their_order_ids() {
+    flood_of_buyers(1).await;
+}
+
+/// The same flood on a sale spread over three shards: buyers of a shard that runs out are
+/// served from the others, and still nobody gets a second unit or a second order id.
+#[tokio::test]
+async fn a_flood_over_three_shards_gets_exactly_the_stock_and_retries_get_their_order_ids() {
+    flood_of_buyers(3).await;
+}
+
+async fn flood_of_buyers(shards: i64) {
     const STOCK: i64 = 40;
     const BUYERS: i64 = 5 * STOCK;
     let app = Arc::new(TestApp::spawn().await);
-    let promo = app.create_promotion(STOCK, 1, -Span::seconds(1)).await;
+    let promo = app.create_sharded_promotion(STOCK, 1, shards).await;
     let promotion_id = promo["id"].as_i64().expect("id");
+    let sale = SaleShards::new(promotion_id, shards).expect("shards");
     let mut consumer = app.observe_orders_topic().await;
 
     // Every buyer sends one request; every fifth also retries it (same request id) and
@@ -142,13 +154,12 @@ async fn a_flood_of_buyers_gets_exactly_the_stock_and_retries_get_their_order_id
     assert_eq!(accepted.len() as i64, STOCK, "exactly the stock is accepted");
 
     let stock = app.stock_store().await;
-    assert_eq!(
-        stock.reservation_count(promotion_id).await.expect("hlen"),
-        STOCK as u64
-    );
+    assert_eq!(stock.reservation_count(sale).await.expect("hlen"), STOCK as u64);
     for user in accepted.values() {
-        assert_eq!(stock.units_held(promotion_id, *user).await.expect("held"), 1);
+        assert_eq!(stock.units_held(sale, *user).await.expect("held"), 1);
     }
+    let live = stock.live_stock_of(sale).await.expect("live").expect("loaded");
+    assert_eq!(live.remaining, 0, "nothing left on any shard");
 
     let (events, messages) = take_orders(&app, &mut consumer).await;
     let published: HashMap<OrderId, i64> = events.values().map(|e| (e.order_id, e.user_id)).collect();
@@ -195,11 +206,25 @@ async fn released_stock_is_sold_again_once_gateways_notice() {
         .expect("id");
     let stock = app.stock_store().await;
     assert_eq!(
-        stock.release(promotion_id, order_id).await.expect("release"),
+        stock
+            .release(
+                order_core::domain::shards::SaleShards::single(promotion_id),
+                1,
+                order_id
+            )
+            .await
+            .expect("release"),
         ReleaseOutcome::Released { remaining: 1 }
     );
     assert_eq!(
-        stock.release(promotion_id, order_id).await.expect("release"),
+        stock
+            .release(
+                order_core::domain::shards::SaleShards::single(promotion_id),
+                1,
+                order_id
+            )
+            .await
+            .expect("release"),
         ReleaseOutcome::NothingToRelease,
         "a reservation is released once"
     );
@@ -349,7 +374,10 @@ async fn a_persisted_order_shows_its_database_state() {
     assert_eq!(view().await["status"], "queued");
     app.stock_store()
         .await
-        .clear_pending(&[(promotion_id, OrderId(order_id))])
+        .clear_pending(
+            order_core::domain::shards::SaleShards::single(promotion_id).shard(0),
+            &[OrderId(order_id)],
+        )
         .await
         .expect("what the sweeper does for a stored order");
     let view = view().await;
@@ -377,9 +405,7 @@ async fn an_accepted_order_writes_only_its_sale_keys_and_a_poll_still_finds_it()
         orders.push((promotion_id, user, order_id));
     }
 
-    let client = redis::Client::open(app.settings.redis.url.expose_secret()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
+    let mut conn = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("connect to Redis");
     for (promotion_id, user, order_id) in &orders {

@@ -30,7 +30,7 @@ fn id_of(created: &Value) -> i64 {
 async fn remaining(app: &TestApp, id: i64) -> Option<i64> {
     app.stock_store()
         .await
-        .live_stock_of(id)
+        .live_stock_of(order_core::domain::shards::SaleShards::single(id))
         .await
         .expect("live")
         .map(|l| l.remaining)
@@ -47,7 +47,7 @@ async fn warming_up_a_started_sale_that_redis_lost_is_refused() {
     }
     app.stock_store()
         .await
-        .forget_promotion(id)
+        .forget_promotion(order_core::domain::shards::SaleShards::single(id))
         .await
         .expect("Redis loses the sale");
 

@@ -132,9 +132,11 @@ pub struct PaymentCallback {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackOutcome {
-    /// The order is now paid; a seckill order names its sale.
+    /// The order is now paid; a seckill order names its sale (and its buyer, whose shard
+    /// holds its marker).
     Applied {
         promotion_id: Option<i64>,
+        user_id: i64,
     },
     /// This payment id was processed before; nothing changed.
     Duplicate,
@@ -159,10 +161,12 @@ impl CallbackOutcome {
 /// What a lifecycle change by a user or an operator found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    /// The order's new status; a seckill order names its sale.
+    /// The order's new status; a seckill order names its sale (and its buyer, whose shard
+    /// holds its marker).
     Done {
         status: OrderStatus,
         promotion_id: Option<i64>,
+        user_id: i64,
     },
     NotFound,
     Illegal(IllegalTransition),

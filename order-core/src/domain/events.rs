@@ -23,6 +23,14 @@ pub struct SeckillOrderAccepted {
     pub quantity: u32,
     pub unit_price_cents: i64,
     pub request_id: String,
+    /// The sale's shard count: the buyer's shard holds the reservation and, once stored, the
+    /// order's status marker. Absent in events from before sharding (one shard).
+    #[serde(default = "one_shard")]
+    pub shards: u16,
+}
+
+fn one_shard() -> u16 {
+    1
 }
 
 impl SeckillOrderAccepted {

@@ -17,3 +17,4 @@ pub mod promotion;
 pub mod reconcile;
 pub mod reservation;
 pub mod sale_access;
+pub mod shards;

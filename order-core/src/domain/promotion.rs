@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::sale_access::SaleAccess;
+use crate::domain::shards::{SaleShards, MAX_SHARDS};
 
 pub const MAX_STOCK: i64 = 10_000_000;
 pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
@@ -32,6 +33,8 @@ pub struct Promotion {
     pub revision: i64,
     /// Sale tokens and the challenge before them (anti-bot).
     pub access: SaleAccess,
+    /// Redis shards the stock is spread over (1 to `MAX_SHARDS`), fixed at creation.
+    pub shards: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,11 @@ impl PromotionState {
 }
 
 impl Promotion {
+    /// Where the sale's Redis state lives.
+    pub fn sale(&self) -> SaleShards {
+        SaleShards::new(self.id, i64::from(self.shards)).unwrap_or(SaleShards::single(self.id))
+    }
+
     pub fn state(&self, now: DateTime<Utc>, sold_out: bool) -> PromotionState {
         if now >= self.ends_at {
             PromotionState::Ended
@@ -105,6 +113,8 @@ pub enum PromotionError {
     LockedWhileRunning(&'static str),
     #[error("the sale has ended")]
     Ended,
+    #[error("shards must be between 1 and {MAX_SHARDS}")]
+    InvalidShards,
 }
 
 impl PromotionError {
@@ -118,6 +128,7 @@ impl PromotionError {
             PromotionError::InvalidText(_) => "invalid_field",
             PromotionError::LockedWhileRunning(_) => "promotion_running",
             PromotionError::Ended => "ended",
+            PromotionError::InvalidShards => "invalid_shards",
         }
     }
 }
@@ -133,6 +144,7 @@ pub struct PromotionInput {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub access: SaleAccess,
+    pub shards: i64,
 }
 
 /// Fields of a promotion that passed validation.
@@ -146,6 +158,8 @@ pub struct PromotionFields {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub access: SaleAccess,
+    /// Set at creation; edits keep it.
+    pub shards: u16,
 }
 
 impl PromotionFields {
@@ -159,6 +173,9 @@ impl PromotionFields {
             starts_at: input.starts_at,
             ends_at: input.ends_at,
             access: input.access,
+            shards: SaleShards::new(0, input.shards)
+                .map_err(|_| PromotionError::InvalidShards)?
+                .count(),
         };
         fields.check()?;
         Ok(fields)
@@ -212,6 +229,7 @@ impl Promotion {
             starts_at: self.starts_at,
             ends_at: self.ends_at,
             access: self.access.clone(),
+            shards: self.shards,
         }
     }
 
@@ -288,6 +306,7 @@ mod tests {
             starts_at: start,
             ends_at: start + Duration::hours(1),
             access: SaleAccess::default(),
+            shards: 1,
         }
     }
 
@@ -307,6 +326,7 @@ mod tests {
             updated_at: now,
             revision: 1,
             access: SaleAccess::default(),
+            shards: 1,
         }
     }
 

@@ -33,8 +33,25 @@ pub struct ReconcileReport {
     /// Reserved units beyond the stock (Redis remaining below zero): the configured stock was
     /// lowered under what orders hold. Not repairable; add stock.
     pub units_over_stock: i64,
+    /// Units one shard lent and another has not taken in yet (a move stopped halfway); a
+    /// repair finishes it. 0 for a sale on one shard.
+    pub units_in_transit: i64,
+    /// The same check per shard (conservation holds on each), one entry per shard.
+    pub shards: Vec<ShardCheck>,
     pub consistent: bool,
     pub repaired: Option<Repair>,
+}
+
+/// One shard's part of a report: its stock (share + taken in - lent), what remains, what
+/// its buyers' reservations hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCheck {
+    pub shard: u16,
+    pub stock: i64,
+    pub remaining: Option<i64>,
+    pub reserved_units: i64,
+    pub drift: i64,
+    pub consistent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +112,20 @@ pub struct RedisView {
     pub buyers: HashMap<i64, i64>,
 }
 
-/// Redis' view of a sale against the database's orders: the comparison itself, no I/O.
+/// Redis' view of a sale on one shard against the database's orders: the comparison
+/// itself, no I/O.
 pub fn compare(promotion: &Promotion, redis: &RedisView, orders: &[SaleOrder]) -> ReconcileReport {
+    let report = compare_shard(promotion, promotion.stock, redis, orders);
+    combine(promotion, vec![(0, report)], 0)
+}
+
+/// One shard's view against its buyers' orders, `stock` being what the shard has to sell.
+pub fn compare_shard(
+    promotion: &Promotion,
+    stock: i64,
+    redis: &RedisView,
+    orders: &[SaleOrder],
+) -> ReconcileReport {
     let reservations = &redis.reservations;
     let reserved: HashMap<OrderId, &Reservation> = reservations.iter().map(|r| (r.order_id, r)).collect();
     let in_db: HashSet<OrderId> = orders.iter().map(|o| OrderId(o.id)).collect();
@@ -132,7 +161,7 @@ pub fn compare(promotion: &Promotion, redis: &RedisView, orders: &[SaleOrder]) -
         .collect();
     buyers_mismatched.sort();
     let remaining = redis.remaining;
-    let drift = remaining.map_or(0, |r| promotion.stock - (r + reserved_units));
+    let drift = remaining.map_or(0, |r| stock - (r + reserved_units));
     let units_over_stock = remaining.map_or(0, |r| (-r).max(0));
     let consistent = drift == 0
         && units_over_stock == 0
@@ -141,7 +170,7 @@ pub fn compare(promotion: &Promotion, redis: &RedisView, orders: &[SaleOrder]) -
         && buyers_mismatched.is_empty();
     ReconcileReport {
         promotion_id: promotion.id,
-        stock: promotion.stock,
+        stock,
         remaining,
         reserved_units,
         drift,
@@ -154,9 +183,63 @@ pub fn compare(promotion: &Promotion, redis: &RedisView, orders: &[SaleOrder]) -
         reservations_of_cancelled_orders: of_cancelled,
         buyers_mismatched,
         units_over_stock,
+        units_in_transit: 0,
+        shards: Vec::new(),
         consistent,
         repaired: None,
     }
+}
+
+/// A sale's report from its shards' (`compare_shard`), with the units on their way
+/// between shards: consistent when every shard is and nothing is on its way.
+pub fn combine(
+    promotion: &Promotion,
+    shards: Vec<(u16, ReconcileReport)>,
+    units_in_transit: i64,
+) -> ReconcileReport {
+    let mut total = ReconcileReport {
+        promotion_id: promotion.id,
+        stock: promotion.stock,
+        remaining: Some(0),
+        reserved_units: 0,
+        drift: 0,
+        live_orders_in_db: 0,
+        reservations_not_in_db: 0,
+        orders_missing_in_redis: Vec::new(),
+        reservations_of_cancelled_orders: Vec::new(),
+        buyers_mismatched: Vec::new(),
+        units_over_stock: 0,
+        units_in_transit,
+        shards: Vec::new(),
+        consistent: units_in_transit == 0,
+        repaired: None,
+    };
+    for (shard, r) in shards {
+        total.remaining = total.remaining.zip(r.remaining).map(|(a, b)| a + b);
+        total.reserved_units += r.reserved_units;
+        total.drift += r.drift;
+        total.live_orders_in_db += r.live_orders_in_db;
+        total.reservations_not_in_db += r.reservations_not_in_db;
+        total.orders_missing_in_redis.extend(r.orders_missing_in_redis);
+        total
+            .reservations_of_cancelled_orders
+            .extend(r.reservations_of_cancelled_orders);
+        total.buyers_mismatched.extend(r.buyers_mismatched);
+        total.units_over_stock += r.units_over_stock;
+        total.consistent &= r.consistent;
+        total.shards.push(ShardCheck {
+            shard,
+            stock: r.stock,
+            remaining: r.remaining,
+            reserved_units: r.reserved_units,
+            drift: r.drift,
+            consistent: r.consistent,
+        });
+    }
+    total.orders_missing_in_redis.sort();
+    total.reservations_of_cancelled_orders.sort();
+    total.buyers_mismatched.sort();
+    total
 }
 
 #[cfg(test)]
@@ -180,6 +263,7 @@ mod tests {
             updated_at: now,
             revision: 1,
             access: Default::default(),
+            shards: 1,
         }
     }
 

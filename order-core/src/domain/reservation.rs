@@ -34,6 +34,7 @@ impl Reservation {
             quantity: self.quantity,
             unit_price_cents: p.price_cents,
             request_id: self.request_id.clone(),
+            shards: p.shards,
         }
     }
 }

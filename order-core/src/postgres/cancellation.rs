@@ -51,13 +51,20 @@ pub async fn cancel_expired(
 pub struct StockReturn {
     pub order_id: i64,
     pub promotion_id: i64,
+    /// The buyer and the sale's shard count: where the reservation is in Redis.
+    pub user_id: i64,
+    pub shards: i16,
 }
 
 /// Stock returns not yet applied to Redis, oldest first.
 pub async fn pending_stock_returns(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<StockReturn>> {
     sqlx::query_as!(
         StockReturn,
-        "SELECT order_id, promotion_id FROM stock_returns ORDER BY created_at LIMIT $1",
+        "SELECT r.order_id, r.promotion_id, o.user_id, p.shards
+         FROM stock_returns r
+         JOIN orders o ON o.id = r.order_id
+         JOIN promotions p ON p.id = r.promotion_id
+         ORDER BY r.created_at LIMIT $1",
         limit,
     )
     .fetch_all(pool)

@@ -57,6 +57,7 @@ pub async fn apply_payment(
             Ok(Ok(_)) => (
                 CallbackOutcome::Applied {
                     promotion_id: order.promotion_id,
+                    user_id: order.user_id,
                 },
                 None,
             ),

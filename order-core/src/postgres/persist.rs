@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::domain::events::SeckillOrderAccepted;
 use crate::domain::ids::OrderId;
+use crate::domain::shards::SaleShards;
 
 /// An accepted order as the writer stores it; built only from a valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub struct NewSeckillOrder {
     pub order_id: OrderId,
     pub user_id: i64,
     pub promotion_id: i64,
+    /// Where its sale lives in Redis (the buyer's shard holds its marker).
+    pub sale: SaleShards,
     pub request_id: String,
     pub sku_id: String,
     pub title: String,
@@ -65,10 +68,13 @@ impl NewSeckillOrder {
         if total.is_none() {
             return Err(InvalidOrder::Field("unit_price_cents"));
         }
+        let sale =
+            SaleShards::new(e.promotion_id, e.shards.into()).map_err(|_| InvalidOrder::Field("shards"))?;
         Ok(Self {
             order_id: e.order_id,
             user_id: e.user_id,
             promotion_id: e.promotion_id,
+            sale,
             request_id: e.request_id,
             sku_id: e.sku_id,
             title: e.title,
@@ -451,6 +457,7 @@ mod tests {
             quantity: 2,
             unit_price_cents: 150,
             request_id: "r".into(),
+            shards: 1,
         }
     }
 

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use crate::domain::promotion::{Promotion, PromotionFields, MAX_STOCK};
 use crate::domain::sale_access::{Challenge, SaleAccess};
+use crate::domain::shards::SaleShards;
 
 /// A `promotions` row as stored: the challenge spans three columns.
 struct PromotionRow {
@@ -25,6 +26,7 @@ struct PromotionRow {
     challenge: String,
     pow_difficulty: Option<i16>,
     verifier_url: Option<String>,
+    shards: i16,
 }
 
 impl TryFrom<PromotionRow> for Promotion {
@@ -47,6 +49,9 @@ impl TryFrom<PromotionRow> for Promotion {
             created_at: r.created_at,
             updated_at: r.updated_at,
             revision: r.revision,
+            shards: SaleShards::new(r.id, r.shards.into())
+                .map_err(|e| sqlx::Error::Decode(format!("promotion {}: {e}", r.id).into()))?
+                .count(),
             access: SaleAccess {
                 requires_token: r.requires_token,
                 challenge,
@@ -74,10 +79,10 @@ impl PromotionRepo {
         sqlx::query_as!(
             PromotionRow,
             "INSERT INTO promotions (sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at,
-                                     requires_token, challenge, pow_difficulty, verifier_url)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                     requires_token, challenge, pow_difficulty, verifier_url, shards)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards",
             f.sku_id,
             f.title,
             f.price_cents,
@@ -89,6 +94,7 @@ impl PromotionRepo {
             f.access.challenge.kind(),
             f.access.challenge.difficulty().map(i16::from),
             f.access.challenge.url(),
+            i16::try_from(f.shards).unwrap_or(1),
         )
         .fetch_one(&self.pool)
         .await?
@@ -99,7 +105,7 @@ impl PromotionRepo {
         sqlx::query_as!(
             PromotionRow,
             "SELECT id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url
+                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards
              FROM promotions WHERE id = $1",
             id,
         )
@@ -113,7 +119,7 @@ impl PromotionRepo {
         sqlx::query_as!(
             PromotionRow,
             "SELECT id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url
+                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards
              FROM promotions WHERE ($1::BIGINT IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
             before_id,
             limit,
@@ -130,7 +136,7 @@ impl PromotionRepo {
         sqlx::query_as!(
             PromotionRow,
             "SELECT id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url
+                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards
              FROM promotions WHERE ends_at > $1 ORDER BY id",
             Utc::now() - ended_within,
         )
@@ -143,18 +149,37 @@ impl PromotionRepo {
 
     /// The sales whose window, widened by `margin` on both sides, contains `at`: where an
     /// order id minted at `at` can belong.
-    pub async fn ids_running_around(
+    pub async fn sales_running_around(
         &self,
         at: DateTime<Utc>,
         margin: chrono::Duration,
-    ) -> sqlx::Result<Vec<i64>> {
-        sqlx::query_scalar!(
-            "SELECT id FROM promotions WHERE starts_at <= $1 AND ends_at >= $2 ORDER BY id",
+    ) -> sqlx::Result<Vec<SaleShards>> {
+        let rows = sqlx::query!(
+            "SELECT id, shards FROM promotions WHERE starts_at <= $1 AND ends_at >= $2 ORDER BY id",
             at + margin,
             at - margin,
         )
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                SaleShards::new(r.id, r.shards.into())
+                    .map_err(|e| sqlx::Error::Decode(format!("promotion {}: {e}", r.id).into()))
+            })
+            .collect()
+    }
+
+    /// Where a sale's Redis state lives (`None`: no such promotion). Fixed at creation.
+    pub async fn sale_shards(&self, id: i64) -> sqlx::Result<Option<SaleShards>> {
+        let shards = sqlx::query_scalar!("SELECT shards FROM promotions WHERE id = $1", id)
+            .fetch_optional(&self.pool)
+            .await?;
+        shards
+            .map(|n| {
+                SaleShards::new(id, n.into())
+                    .map_err(|e| sqlx::Error::Decode(format!("promotion {id}: {e}").into()))
+            })
+            .transpose()
     }
 
     /// Store edited fields, guarded by the revision the edit was based on (any concurrent
@@ -172,7 +197,7 @@ impl PromotionRepo {
                  verifier_url = $13, updated_at = now(), revision = revision + 1
              WHERE id = $1 AND revision = $9
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards",
             id,
             f.sku_id,
             f.title,
@@ -198,7 +223,7 @@ impl PromotionRepo {
             "UPDATE promotions SET paused = $2, updated_at = now(), revision = revision + 1
              WHERE id = $1
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards",
             id,
             paused,
         )
@@ -215,7 +240,7 @@ impl PromotionRepo {
             "UPDATE promotions SET stock = stock + $2, updated_at = now(), revision = revision + 1
              WHERE id = $1 AND stock + $2 <= $3
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
-                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url",
+                       created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards",
             id,
             units,
             MAX_STOCK,

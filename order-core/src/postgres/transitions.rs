@@ -115,5 +115,6 @@ pub async fn transition(
     Ok(Transition::Done {
         status: to,
         promotion_id,
+        user_id: owner,
     })
 }

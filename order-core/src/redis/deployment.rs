@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis::RedisConnection;
 use redis::Script;
 
 use crate::runtime::shutdown::ShutdownListener;
@@ -62,10 +62,10 @@ fn counters_key(promotion_id: i64) -> String {
 
 #[derive(Clone)]
 pub struct DeploymentStore {
-    conn: ConnectionManager,
-    /// `seckill:instances:<scope>`: deployments that share a Redis keep separate lists.
+    conn: RedisConnection,
+    /// `{seckill:<scope>}:instances`: deployments that share a Redis keep separate lists.
     instances: String,
-    /// `seckill:writers:<scope>`: each order writer's figures (`rows_per_sec|rows_inserted`).
+    /// `{seckill:<scope>}:writers`: each order writer's figures (`rows_per_sec|rows_inserted`).
     writers: String,
     heartbeat: std::sync::Arc<Script>,
 }
@@ -79,11 +79,12 @@ impl std::fmt::Debug for DeploymentStore {
 impl DeploymentStore {
     /// `scope` names the deployment's order stream (the seckill-orders topic), like the
     /// writers' shared pace, so two deployments on one Redis do not list each other.
-    pub fn new(conn: ConnectionManager, scope: &str) -> Self {
+    pub fn new(conn: RedisConnection, scope: &str) -> Self {
         Self {
             conn,
-            instances: format!("seckill:instances:{scope}"),
-            writers: format!("seckill:writers:{scope}"),
+            // One hash tag: `leave` and `instances` pipeline both keys (one slot on a cluster).
+            instances: format!("{{seckill:{scope}}}:instances"),
+            writers: format!("{{seckill:{scope}}}:writers"),
             heartbeat: std::sync::Arc::new(Script::new(include_str!("../../../lua/heartbeat.lua"))),
         }
     }
@@ -214,27 +215,25 @@ impl DeploymentStore {
             .collect())
     }
 
-    /// Record `source`'s running totals `(promotion, counter, total)` (one round trip). Each
-    /// field holds one process's total (`<source>|<counter>`), so sending the same figures
-    /// twice (a reply lost, a retry) counts nothing twice.
+    /// Record `source`'s running totals `(promotion, counter, total)`, sent together (each
+    /// sale's hash is its own slot on a cluster). Each field holds one process's total
+    /// (`<source>|<counter>`), so sending the same figures twice (a reply lost, a retry)
+    /// counts nothing twice.
     pub async fn set_counts(
         &self,
         source: &str,
         counts: &[(i64, &'static str, u64)],
     ) -> redis::RedisResult<()> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (promotion_id, counter, total) in counts {
-            pipe.cmd("HSET")
-                .arg(counters_key(*promotion_id))
+        let writes = counts.iter().map(|(promotion_id, counter, total)| {
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(counters_key(*promotion_id))
                 .arg(format!("{source}|{counter}"))
-                .arg(*total)
-                .ignore();
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await
+                .arg(*total);
+            async move { cmd.query_async::<()>(&mut conn).await }
+        });
+        futures::future::try_join_all(writes).await?;
+        Ok(())
     }
 
     /// A sale's totals by counter, added up over every process but `except` (the caller,

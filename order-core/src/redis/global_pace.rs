@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis::RedisConnection;
 use redis::Script;
 
 #[derive(Clone)]
 pub struct GlobalPace {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     key: String,
     rows_per_sec: f64,
     burst: u32,
@@ -33,7 +33,7 @@ impl std::fmt::Debug for GlobalPace {
 impl GlobalPace {
     /// `scope` names the stream being paced (the seckill-orders topic), so deployments that
     /// share a Redis do not share a bucket. `burst` is one batch.
-    pub fn new(conn: ConnectionManager, scope: &str, rows_per_sec: f64, burst: u32) -> Self {
+    pub fn new(conn: RedisConnection, scope: &str, rows_per_sec: f64, burst: u32) -> Self {
         Self {
             conn,
             key: format!("seckill:pace:{scope}"),

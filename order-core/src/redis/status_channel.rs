@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use secrecy::ExposeSecret;
 
 use crate::domain::ids::OrderId;
 use crate::redis::stock::ORDER_STATUS_CHANNEL;
@@ -22,9 +21,11 @@ pub async fn follow(
     mut shutdown: ShutdownListener,
 ) {
     let mut delay = Duration::from_millis(100);
-    loop {
+    let urls = settings.subscription_urls();
+    for attempt in 0usize.. {
+        let url = &urls[attempt % urls.len()];
         let connect = async {
-            let client = redis::Client::open(settings.url.expose_secret())?;
+            let client = redis::Client::open(url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(ORDER_STATUS_CHANNEL).await?;
             redis::RedisResult::Ok(pubsub)

@@ -1,19 +1,21 @@
 //! Flash-sale stock in Redis: the Lua scripts of `lua/` behind typed calls.
 //!
 //! Every key of one promotion carries the hash tag `{promo:<id>}`, so each script touches a
-//! single slot and runs unchanged on Redis Cluster. Scripts run by `EVALSHA` (loaded on first
-//! use) over the shared multiplexed connection.
+//! single slot and runs unchanged on Redis Cluster; calls that touch several sales send one
+//! command per sale, together, never a pipeline across slots. Scripts run by `EVALSHA`
+//! (loaded on first use, on every node of a cluster) over the shared multiplexed connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis::RedisConnection;
 use redis::Script;
 
-use crate::domain::ids::{OrderId, PromotionId, Quantity, RequestId, UserId};
+use crate::domain::ids::{OrderId, Quantity, RequestId, UserId};
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::promotion::Promotion;
 use crate::domain::reservation::Reservation;
+use crate::domain::shards::{SaleShards, Shard};
 
 /// The Redis keys of one promotion.
 #[derive(Debug, Clone)]
@@ -30,8 +32,14 @@ pub struct PromotionKeys {
 }
 
 impl PromotionKeys {
+    /// The keys of a sale on one shard (every sale created without `shards`).
     pub fn new(promotion_id: i64) -> Self {
-        let tag = format!("{{promo:{promotion_id}}}");
+        Self::of(SaleShards::single(promotion_id).shard(0))
+    }
+
+    /// The keys of one shard of a sale: each shard has a full set under its own hash tag.
+    pub fn of(shard: Shard) -> Self {
+        let tag = format!("{{{}}}", shard.tag());
         Self {
             meta: format!("{tag}:meta"),
             buyers: format!("{tag}:buyers"),
@@ -158,7 +166,7 @@ pub const ORDER_STATUS_CHANNEL: &str = "seckill:order-status";
 /// A persisted order as the writer hands it to Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersistedOrder {
-    pub promotion_id: i64,
+    pub sale: SaleShards,
     pub order_id: OrderId,
     pub status: OrderStatus,
     pub user_id: i64,
@@ -249,21 +257,49 @@ pub struct Snapshot {
     pub now_ms: i64,
     /// Every buyer, when closed and the caller's epoch differed; otherwise empty.
     pub buyers: Vec<i64>,
-    /// The promotion row revision Redis reflects.
+    /// The promotion row revision Redis reflects (the oldest of the shards').
     pub revision: i64,
+    /// Units lent by one shard and not yet taken in by another (sharded sales; see
+    /// `lend.lua`). A sale with units on their way is not closed.
+    pub in_transit: i64,
 }
 
-/// Remaining stock and pause flag as Redis has them now.
+/// Remaining stock and pause flag as Redis has them now (summed over a sale's shards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveStock {
     pub remaining: i64,
     pub paused: bool,
 }
 
+/// One shard's stock as Redis has it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStock {
+    pub index: u16,
+    pub remaining: i64,
+    pub paused: bool,
+    /// Its share of the configured stock.
+    pub share: i64,
+    /// Units it took in from other shards, and lent to them.
+    pub got: i64,
+    pub lent: i64,
+}
+
+impl ShardStock {
+    /// What this shard has to sell in all: remaining + its reserved units, when conserved.
+    pub fn stock(&self) -> i64 {
+        self.share + self.got - self.lent
+    }
+}
+
+/// A bound on the moves one request of a sharded sale asks for: each move brings at least
+/// the units it needs to its shard, so reaching it means that many moves were taken by
+/// other buyers first (a sale selling out under a crowd), never a loop.
+const MAX_MOVES_PER_REQUEST: u32 = 64;
+
 /// Cheap to clone: one multiplexed connection and the scripts, shared.
 #[derive(Clone)]
 pub struct StockStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     scripts: Arc<Scripts>,
 }
 
@@ -276,6 +312,8 @@ struct Scripts {
     order_persisted: Script,
     order_status: Script,
     order_view: Script,
+    lend: Script,
+    receive: Script,
 }
 
 impl std::fmt::Debug for StockStore {
@@ -284,8 +322,64 @@ impl std::fmt::Debug for StockStore {
     }
 }
 
+/// What one shard's `sync_promotion.lua` said, ranked to merge a sale's shards: a refusal
+/// on any shard is the sale's answer.
+fn merge_sync(outcomes: Vec<SyncOutcome>) -> SyncOutcome {
+    let total: i64 = outcomes.iter().filter_map(|o| o.remaining()).sum();
+    if outcomes.contains(&SyncOutcome::StartedNotLoaded) {
+        return SyncOutcome::StartedNotLoaded;
+    }
+    let rank = |o: &SyncOutcome| match o {
+        SyncOutcome::BelowReserved { .. } => 3,
+        SyncOutcome::Loaded { .. } => 2,
+        SyncOutcome::Applied { .. } => 1,
+        _ => 0,
+    };
+    match outcomes.iter().map(rank).max().unwrap_or(0) {
+        3 => SyncOutcome::BelowReserved { remaining: total },
+        2 => SyncOutcome::Loaded { remaining: total },
+        1 => SyncOutcome::Applied { remaining: total },
+        _ => SyncOutcome::Current { remaining: total },
+    }
+}
+
+type RawSnapshot = (i64, i64, i64, String, i64, i64, Vec<i64>, i64, i64, i64);
+
+/// A sale's view from its shards' views: closed only when every shard is and no units are on
+/// their way between shards; the epoch is the shards' epochs joined, so a move on any shard
+/// changes it.
+fn merge_snapshots(shards: Vec<RawSnapshot>) -> Option<Snapshot> {
+    let mut merged = Snapshot {
+        remaining: 0,
+        paused: false,
+        epoch: String::new(),
+        closed: true,
+        now_ms: 0,
+        buyers: Vec::new(),
+        revision: i64::MAX,
+        in_transit: 0,
+    };
+    let mut epochs = Vec::with_capacity(shards.len());
+    for (loaded, remaining, paused, epoch, closed, now_ms, buyers, revision, lent, got) in shards {
+        if loaded != 1 {
+            return None;
+        }
+        merged.remaining += remaining;
+        merged.paused |= paused == 1;
+        merged.closed &= closed == 1;
+        merged.now_ms = merged.now_ms.max(now_ms);
+        merged.buyers.extend(buyers);
+        merged.revision = merged.revision.min(revision);
+        merged.in_transit += lent - got;
+        epochs.push(epoch);
+    }
+    merged.closed &= merged.in_transit == 0;
+    merged.epoch = epochs.join("/");
+    Some(merged)
+}
+
 impl StockStore {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: RedisConnection) -> Self {
         Self {
             conn,
             scripts: Arc::new(Scripts {
@@ -297,22 +391,79 @@ impl StockStore {
                 order_persisted: Script::new(include_str!("../../../lua/order_persisted.lua")),
                 order_status: Script::new(include_str!("../../../lua/order_status.lua")),
                 order_view: Script::new(include_str!("../../../lua/order_view.lua")),
+                lend: Script::new(include_str!("../../../lua/lend.lua")),
+                receive: Script::new(include_str!("../../../lua/receive.lua")),
             }),
         }
     }
 
-    /// Reserve units for one buyer's request (`reserve.lua`). The parameter types carry what
-    /// the script relies on: a request id without the `:` and `|` its keys and payloads use
-    /// as separators, and a quantity within bounds.
+    /// Reserve units for one buyer's request (`reserve.lua` on the buyer's shard). The
+    /// parameter types carry what the script relies on: a request id without the `:` and `|`
+    /// its keys and payloads use as separators, and a quantity within bounds.
+    ///
+    /// On a sharded sale, a buyer whose shard has too little stock is served from the others:
+    /// each other shard in turn lends part of what it has (`lend.lua`), the buyer's shard takes
+    /// it in (`receive.lua`) and the reserve runs again there. Rounds over the other shards go
+    /// on while any of them lends (other buyers of the shard may take the units first). Sold
+    /// out only when, in the last round, no shard had anything to lend, and the units already
+    /// on their way to the buyer's shard were taken in and were not enough either (or after
+    /// `MAX_MOVES_PER_REQUEST` moves all taken by others first). Each step is one script on
+    /// one shard.
     pub async fn reserve(
         &self,
-        promotion: PromotionId,
+        sale: SaleShards,
         user: UserId,
         request_id: &RequestId,
         quantity: Quantity,
         order_id: OrderId,
     ) -> Result<ReserveOutcome, StockError> {
-        let k = PromotionKeys::new(promotion.get());
+        let home = sale.shard_of(user.get());
+        let outcome = self
+            .reserve_on(home, user, request_id, quantity, order_id)
+            .await?;
+        if outcome != ReserveOutcome::SoldOut || sale.count() == 1 {
+            return Ok(outcome);
+        }
+        let mut moves = 0;
+        loop {
+            let mut lent_any = false;
+            let mut counters = Vec::with_capacity(usize::from(sale.count()) - 1);
+            for step in 1..sale.count() {
+                let lender = sale.shard(home.index + step);
+                let (given, counter) = self.lend(lender, home, i64::from(quantity.get())).await?;
+                counters.push((lender.index, counter));
+                if given == 0 {
+                    continue;
+                }
+                lent_any = true;
+                self.receive(home, &[(lender.index, counter)]).await?;
+                let outcome = self
+                    .reserve_on(home, user, request_id, quantity, order_id)
+                    .await?;
+                moves += 1;
+                if outcome != ReserveOutcome::SoldOut || moves >= MAX_MOVES_PER_REQUEST {
+                    return Ok(outcome);
+                }
+            }
+            if !lent_any {
+                // No shard has stock to lend. Units another request moved towards this shard
+                // may still be on their way (lent, not yet taken in): take them in, and ask
+                // once more before answering sold out.
+                self.receive(home, &counters).await?;
+                return self.reserve_on(home, user, request_id, quantity, order_id).await;
+            }
+        }
+    }
+
+    async fn reserve_on(
+        &self,
+        shard: Shard,
+        user: UserId,
+        request_id: &RequestId,
+        quantity: Quantity,
+        order_id: OrderId,
+    ) -> Result<ReserveOutcome, StockError> {
+        let k = PromotionKeys::of(shard);
         let mut conn = self.conn.clone();
         let (code, id, remaining, payload, pending): (i64, String, i64, String, i64) = self
             .scripts
@@ -355,10 +506,74 @@ impl StockStore {
         })
     }
 
+    /// `from` lends `to` at least `need` units if it has them (`lend.lua`): the units given
+    /// (0 when it had none, or is not loaded) and its counter `lent:<to>` after the move.
+    async fn lend(&self, from: Shard, to: Shard, need: i64) -> Result<(i64, i64), StockError> {
+        let mut conn = self.conn.clone();
+        let (given, lent): (i64, i64) = self
+            .scripts
+            .lend
+            .key(PromotionKeys::of(from).meta)
+            .arg(to.index)
+            .arg(need)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((given.max(0), lent))
+    }
+
+    /// `to` takes in what the lenders' counters show (`receive.lua`); the units added.
+    async fn receive(&self, to: Shard, lent: &[(u16, i64)]) -> Result<i64, StockError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.receive.key(PromotionKeys::of(to).meta);
+        for (lender, counter) in lent {
+            invocation.arg(*lender).arg(*counter);
+        }
+        let (added, _remaining): (i64, i64) = invocation.invoke_async(&mut conn).await?;
+        Ok(added.max(0))
+    }
+
+    /// Finish every move between a sale's shards that stopped halfway (a gateway that lent
+    /// and crashed before the receiver took the units in): each shard takes in what the
+    /// others' counters show. Idempotent; the units moved.
+    pub async fn settle(&self, sale: SaleShards) -> Result<i64, StockError> {
+        if sale.count() == 1 {
+            return Ok(0);
+        }
+        let fields: Vec<String> = sale.shards().map(|s| format!("lent:{}", s.index)).collect();
+        let reads = sale.shards().map(|lender| {
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(PromotionKeys::of(lender).meta).arg(&fields);
+            async move { cmd.query_async::<Vec<Option<i64>>>(&mut conn).await }
+        });
+        let counters = futures::future::try_join_all(reads).await?;
+        let mut moved = 0;
+        for receiver in sale.shards() {
+            let lent: Vec<(u16, i64)> = counters
+                .iter()
+                .enumerate()
+                .filter_map(|(lender, row)| {
+                    let counter = row.get(usize::from(receiver.index)).copied().flatten()?;
+                    Some((lender as u16, counter))
+                })
+                .collect();
+            if !lent.is_empty() {
+                moved += self.receive(receiver, &lent).await?;
+            }
+        }
+        Ok(moved)
+    }
+
     /// Undo the reservation of an order the database holds as cancelled or refunded, at most
-    /// once. Never for an order that is not in the database (see `release.lua`).
-    pub async fn release(&self, promotion_id: i64, order_id: OrderId) -> Result<ReleaseOutcome, StockError> {
-        let k = PromotionKeys::new(promotion_id);
+    /// once, on its buyer's shard. Never for an order that is not in the database (see
+    /// `release.lua`).
+    pub async fn release(
+        &self,
+        sale: SaleShards,
+        user_id: i64,
+        order_id: OrderId,
+    ) -> Result<ReleaseOutcome, StockError> {
+        let k = PromotionKeys::of(sale.shard_of(user_id));
         let mut conn = self.conn.clone();
         let (code, remaining): (i64, i64) = self
             .scripts
@@ -381,42 +596,49 @@ impl StockStore {
         }
     }
 
-    /// Bring Redis up to this revision of the promotion row (`sync_promotion.lua`): loads a
-    /// sale that has not started, applies rules, pause flag and stock changes of a newer
-    /// revision, ignores an older one. Every write to the row is followed by this call.
+    /// Bring Redis up to this revision of the promotion row (`sync_promotion.lua` on each
+    /// shard, with the shard's share of the stock): loads a sale that has not started,
+    /// applies rules, pause flag and stock changes of a newer revision, ignores an older one.
+    /// Every write to the row is followed by this call.
     pub async fn sync(&self, p: &Promotion, if_started: IfStarted) -> Result<SyncOutcome, StockError> {
-        let k = PromotionKeys::new(p.id);
-        let mut invocation = self.scripts.sync.prepare_invoke();
-        for key in k.all() {
-            invocation.key(key);
-        }
-        Self::row_args(&mut invocation, p);
-        invocation.arg(match if_started {
-            IfStarted::Refuse => p.starts_at.timestamp_millis(),
-            IfStarted::LoadIfBefore(start) => start.max(p.starts_at).timestamp_millis(),
-            IfStarted::LoadJustCreated => i64::MAX,
-        });
-        let mut conn = self.conn.clone();
-        let (code, remaining): (i64, i64) = invocation.invoke_async(&mut conn).await?;
-        Ok(match code {
-            1 => SyncOutcome::Loaded { remaining },
-            2 => SyncOutcome::Applied { remaining },
-            3 => SyncOutcome::Current { remaining },
-            -1 => SyncOutcome::StartedNotLoaded,
-            -2 => SyncOutcome::BelowReserved { remaining },
-            _ => {
-                return Err(StockError::UnexpectedReply {
-                    script: "sync_promotion.lua",
-                    reply: format!("{code} {remaining}"),
+        let calls = p.sale().shards().map(|shard| {
+            let k = PromotionKeys::of(shard);
+            let mut invocation = self.scripts.sync.prepare_invoke();
+            for key in k.all() {
+                invocation.key(key);
+            }
+            Self::row_args(&mut invocation, p, shard.share_of(p.stock));
+            invocation.arg(match if_started {
+                IfStarted::Refuse => p.starts_at.timestamp_millis(),
+                IfStarted::LoadIfBefore(start) => start.max(p.starts_at).timestamp_millis(),
+                IfStarted::LoadJustCreated => i64::MAX,
+            });
+            let mut conn = self.conn.clone();
+            async move {
+                let (code, remaining): (i64, i64) = invocation.invoke_async(&mut conn).await?;
+                Ok::<_, StockError>(match code {
+                    1 => SyncOutcome::Loaded { remaining },
+                    2 => SyncOutcome::Applied { remaining },
+                    3 => SyncOutcome::Current { remaining },
+                    -1 => SyncOutcome::StartedNotLoaded,
+                    -2 => SyncOutcome::BelowReserved { remaining },
+                    _ => {
+                        return Err(StockError::UnexpectedReply {
+                            script: "sync_promotion.lua",
+                            reply: format!("{code} {remaining}"),
+                        })
+                    }
                 })
             }
-        })
+        });
+        Ok(merge_sync(futures::future::try_join_all(calls).await?))
     }
 
-    /// The promotion row as `sync_promotion.lua` and `repair.lua` take it (ARGV 1 to 7).
-    fn row_args(invocation: &mut redis::ScriptInvocation<'_>, p: &Promotion) {
+    /// The promotion row as `sync_promotion.lua` and `repair.lua` take it (ARGV 1 to 7), with
+    /// the stock of the shard it goes to.
+    fn row_args(invocation: &mut redis::ScriptInvocation<'_>, p: &Promotion, stock: i64) {
         invocation
-            .arg(p.stock)
+            .arg(stock)
             .arg(p.per_user_limit)
             .arg(p.starts_at.timestamp_millis())
             .arg(p.ends_at.timestamp_millis())
@@ -425,81 +647,91 @@ impl StockStore {
             .arg(p.revision);
     }
 
-    /// Rebuild a promotion's Redis state from the database's orders in one atomic step
-    /// (`repair.lua`): `live` orders hold their reservations, `dead` (cancelled or refunded)
-    /// ones do not; reservations still in flight are kept; buyers and remaining recounted.
+    /// Rebuild a promotion's Redis state from the database's orders (`repair.lua`, one atomic
+    /// step per shard, each with its buyers' orders): `live` orders hold their reservations,
+    /// `dead` (cancelled or refunded) ones do not; reservations still in flight are kept;
+    /// buyers and remaining recounted. Moves between shards left halfway are finished first.
     pub async fn repair(
         &self,
         p: &Promotion,
         live: &[Reservation],
         dead: &[Reservation],
     ) -> Result<RepairOutcome, StockError> {
-        let k = PromotionKeys::new(p.id);
-        let mut invocation = self.scripts.repair.prepare_invoke();
-        for key in k.all() {
-            invocation.key(key);
+        let sale = p.sale();
+        let mut total = RepairOutcome {
+            remaining: 0,
+            restored: 0,
+            released: 0,
+            requests_restored: 0,
+            request_conflicts: 0,
+        };
+        for shard in sale.shards() {
+            let k = PromotionKeys::of(shard);
+            let mut invocation = self.scripts.repair.prepare_invoke();
+            for key in k.all() {
+                invocation.key(key);
+            }
+            Self::row_args(&mut invocation, p, shard.share_of(p.stock));
+            let mine = |r: &&Reservation| sale.shard_of(r.user_id) == shard;
+            let live: Vec<&Reservation> = live.iter().filter(mine).collect();
+            invocation.arg(live.len());
+            for r in live.into_iter().chain(dead.iter().filter(mine)) {
+                invocation.arg(r.order_id.0).arg(encode_reservation(r));
+            }
+            let mut conn = self.conn.clone();
+            let (remaining, restored, released, requests_restored, request_conflicts): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = invocation.invoke_async(&mut conn).await?;
+            total.remaining += remaining;
+            total.restored += restored;
+            total.released += released;
+            total.requests_restored += requests_restored;
+            total.request_conflicts += request_conflicts;
         }
-        Self::row_args(&mut invocation, p);
-        invocation.arg(live.len());
-        for r in live.iter().chain(dead) {
-            invocation.arg(r.order_id.0).arg(encode_reservation(r));
-        }
-        let mut conn = self.conn.clone();
-        let (remaining, restored, released, requests_restored, request_conflicts) =
-            invocation.invoke_async(&mut conn).await?;
-        Ok(RepairOutcome {
-            remaining,
-            restored,
-            released,
-            requests_restored,
-            request_conflicts,
-        })
+        let moved = self.settle(sale).await?;
+        total.remaining += moved;
+        Ok(total)
     }
 
-    /// Atomic views of several promotions (`snapshot.lua`), pipelined in one round trip.
-    /// `known_epochs[i]`: the epoch of the buyer list the caller holds for `promotion_ids[i]`.
-    /// `None` for a promotion that is not loaded.
+    /// Atomic views of several promotions (`snapshot.lua` on each shard), read together.
+    /// `known_epochs[i]`: the epoch of the buyer list the caller holds for `sales[i]`.
+    /// `None` for a promotion that is not loaded (on every shard).
     pub async fn snapshots(
         &self,
-        promotion_ids: &[i64],
+        sales: &[SaleShards],
         known_epochs: &[Option<String>],
     ) -> Result<Vec<Option<Snapshot>>, StockError> {
-        if promotion_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Concurrent calls share the multiplexed connection: one pipelined round trip.
-        type Raw = (i64, i64, i64, String, i64, i64, Vec<i64>, i64);
-        let calls = promotion_ids.iter().zip(known_epochs).map(|(id, epoch)| {
-            let k = PromotionKeys::new(*id);
-            let mut conn = self.conn.clone();
-            let script = &self.scripts.snapshot;
-            let epoch = epoch.clone().unwrap_or_default();
-            async move {
-                script
-                    .key(&k.meta)
-                    .key(&k.buyers)
-                    .arg(&epoch)
-                    .invoke_async::<Raw>(&mut conn)
-                    .await
-            }
+        let calls = sales.iter().zip(known_epochs).map(|(sale, epoch)| {
+            let known: Vec<&str> = epoch
+                .as_deref()
+                .map(|e| e.split('/').collect())
+                .unwrap_or_default();
+            let shards = sale.shards().map(move |shard| {
+                let k = PromotionKeys::of(shard);
+                let mut conn = self.conn.clone();
+                let script = &self.scripts.snapshot;
+                // A list held for another shard count matches no shard.
+                let epoch = match known.len() == usize::from(sale.count()) {
+                    true => known[usize::from(shard.index)].to_owned(),
+                    false => String::new(),
+                };
+                async move {
+                    script
+                        .key(&k.meta)
+                        .key(&k.buyers)
+                        .arg(&epoch)
+                        .invoke_async::<RawSnapshot>(&mut conn)
+                        .await
+                }
+            });
+            futures::future::try_join_all(shards)
         });
         let rows = futures::future::try_join_all(calls).await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(loaded, remaining, paused, epoch, closed, now_ms, buyers, revision)| {
-                    (loaded == 1).then_some(Snapshot {
-                        remaining,
-                        paused: paused == 1,
-                        epoch,
-                        closed: closed == 1,
-                        now_ms,
-                        buyers,
-                        revision,
-                    })
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(merge_snapshots).collect())
     }
 
     /// Redis' clock (Unix ms): the one clock every decision about sale windows and
@@ -510,40 +742,66 @@ impl StockStore {
         Ok(secs * 1000 + micros / 1000)
     }
 
-    /// Remaining stock and pause flag of several promotions in one pipelined round trip;
-    /// `None` for a promotion that is not loaded.
-    pub async fn live_stock(&self, promotion_ids: &[i64]) -> Result<Vec<Option<LiveStock>>, StockError> {
-        if promotion_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in promotion_ids {
-            pipe.cmd("HMGET")
-                .arg(PromotionKeys::new(*id).meta)
-                .arg("remaining")
-                .arg("paused");
-        }
-        let mut conn = self.conn.clone();
-        let rows: Vec<(Option<i64>, Option<String>)> = pipe.query_async(&mut conn).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(remaining, paused)| {
-                remaining.map(|remaining| LiveStock {
+    /// Each shard's stock of a sale, read together; `None` for a shard not loaded.
+    pub async fn shard_stocks(&self, sale: SaleShards) -> Result<Vec<Option<ShardStock>>, StockError> {
+        let reads = sale.shards().map(|shard| {
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(PromotionKeys::of(shard).meta).arg(&[
+                "remaining",
+                "paused",
+                "stock",
+                "got_total",
+                "lent_total",
+            ]);
+            async move {
+                let (remaining, paused, share, got, lent): Raw = cmd.query_async(&mut conn).await?;
+                Ok::<_, StockError>(remaining.map(|remaining| ShardStock {
+                    index: shard.index,
                     remaining,
                     paused: paused.as_deref() == Some("1"),
-                })
+                    share: share.unwrap_or(0),
+                    got: got.unwrap_or(0),
+                    lent: lent.unwrap_or(0),
+                }))
+            }
+        });
+        type Raw = (Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<i64>);
+        futures::future::try_join_all(reads).await
+    }
+
+    /// Remaining stock and pause flag of several promotions, read together (each shard its
+    /// own slot); `None` for a promotion that is not loaded.
+    pub async fn live_stock(&self, sales: &[SaleShards]) -> Result<Vec<Option<LiveStock>>, StockError> {
+        let rows = futures::future::try_join_all(sales.iter().map(|sale| self.shard_stocks(*sale))).await?;
+        Ok(rows
+            .into_iter()
+            .map(|shards| {
+                shards.into_iter().try_fold(
+                    LiveStock {
+                        remaining: 0,
+                        paused: false,
+                    },
+                    |sum, shard| {
+                        let shard = shard?;
+                        Some(LiveStock {
+                            remaining: sum.remaining + shard.remaining,
+                            paused: sum.paused || shard.paused,
+                        })
+                    },
+                )
             })
             .collect())
     }
 
     pub async fn reservation(
         &self,
-        promotion_id: i64,
+        shard: Shard,
         order_id: OrderId,
     ) -> Result<Option<Reservation>, StockError> {
         let mut conn = self.conn.clone();
         let payload: Option<String> = redis::cmd("HGET")
-            .arg(PromotionKeys::new(promotion_id).reservations)
+            .arg(PromotionKeys::of(shard).reservations)
             .arg(order_id.0)
             .query_async(&mut conn)
             .await?;
@@ -554,13 +812,13 @@ impl StockStore {
     /// sale the gateway no longer lists (ended long ago) with the order it holds.
     pub async fn order_for_request(
         &self,
-        promotion_id: i64,
+        sale: SaleShards,
         user_id: i64,
         request_id: &str,
     ) -> Result<Option<OrderId>, StockError> {
         let mut conn = self.conn.clone();
         let id: Option<String> = redis::cmd("HGET")
-            .arg(PromotionKeys::new(promotion_id).requests)
+            .arg(PromotionKeys::of(sale.shard_of(user_id)).requests)
             .arg(format!("{user_id}:{request_id}"))
             .query_async(&mut conn)
             .await?;
@@ -568,16 +826,19 @@ impl StockStore {
     }
 
     /// Record what the database holds of orders just persisted: their status markers answer
-    /// buyers' polls without the database, and their long polls wake (`order_persisted.lua`).
-    /// The orders leave the pending set.
+    /// buyers' polls without the database, and their long polls wake (`order_persisted.lua`,
+    /// once per shard). The orders leave the pending set.
     pub async fn mark_persisted(&self, orders: &[PersistedOrder]) -> Result<(), StockError> {
-        let mut by_promotion: HashMap<i64, Vec<&PersistedOrder>> = HashMap::new();
+        let mut by_shard: HashMap<Shard, Vec<&PersistedOrder>> = HashMap::new();
         for order in orders {
-            by_promotion.entry(order.promotion_id).or_default().push(order);
+            by_shard
+                .entry(order.sale.shard_of(order.user_id))
+                .or_default()
+                .push(order);
         }
         let mut conn = self.conn.clone();
-        for (promotion_id, orders) in by_promotion {
-            let k = PromotionKeys::new(promotion_id);
+        for (shard, orders) in by_shard {
+            let k = PromotionKeys::of(shard);
             let mut invocation = self.scripts.order_persisted.key(&k.orders);
             invocation.key(&k.pending).arg(ORDER_STATUS_CHANNEL);
             for o in orders {
@@ -596,10 +857,11 @@ impl StockStore {
     }
 
     /// Move a persisted order's marker to a later status after the database committed it
-    /// (`order_status.lua`); `false` when Redis holds no marker or a later one.
+    /// (`order_status.lua` on its buyer's shard); `false` when Redis holds no marker or a
+    /// later one.
     pub async fn mark_status(
         &self,
-        promotion_id: i64,
+        shard: Shard,
         order_id: OrderId,
         status: OrderStatus,
     ) -> Result<bool, StockError> {
@@ -607,7 +869,7 @@ impl StockStore {
         let moved: i64 = self
             .scripts
             .order_status
-            .key(PromotionKeys::new(promotion_id).orders)
+            .key(PromotionKeys::of(shard).orders)
             .arg(ORDER_STATUS_CHANNEL)
             .arg(order_id.0)
             .arg(status.rank())
@@ -617,13 +879,10 @@ impl StockStore {
         Ok(moved == 1)
     }
 
-    /// What Redis knows of one seckill order, read atomically (`order_view.lua`).
-    pub async fn order_in_redis(
-        &self,
-        promotion_id: i64,
-        order_id: OrderId,
-    ) -> Result<OrderInRedis, StockError> {
-        let k = PromotionKeys::new(promotion_id);
+    /// What Redis knows of one seckill order, read atomically on its buyer's shard
+    /// (`order_view.lua`).
+    pub async fn order_in_redis(&self, shard: Shard, order_id: OrderId) -> Result<OrderInRedis, StockError> {
+        let k = PromotionKeys::of(shard);
         let mut conn = self.conn.clone();
         let (reservation, pending, marker, now_ms): (String, i64, String, i64) = self
             .scripts
@@ -649,52 +908,54 @@ impl StockStore {
         })
     }
 
-    /// Which of `promotion_ids` holds `order_id` (a reservation or a status marker), as its
-    /// index in the slice, and what it holds, looked up in each at once (one pipelined round
-    /// trip). There is no index from
-    /// order id to sale: accepting an order costs one Redis call, and a poll looks in the few
-    /// sales that ran when the id was minted.
+    /// Which of `sales` holds `order_id` of buyer `user_id` (a reservation or a status
+    /// marker), as its index in the slice, and what it holds, looked up in each at once.
+    /// There is no index from order id to sale: accepting an order costs one Redis call, and
+    /// a poll looks in the few sales that ran when the id was minted, on the buyer's shard.
     pub async fn find_order(
         &self,
-        promotion_ids: &[i64],
+        sales: &[SaleShards],
+        user_id: i64,
         order_id: OrderId,
     ) -> Result<Option<(usize, OrderInRedis)>, StockError> {
-        let views =
-            futures::future::try_join_all(promotion_ids.iter().map(|id| self.order_in_redis(*id, order_id)))
-                .await?;
+        let views = futures::future::try_join_all(
+            sales
+                .iter()
+                .map(|sale| self.order_in_redis(sale.shard_of(user_id), order_id)),
+        )
+        .await?;
         Ok(views
             .into_iter()
             .enumerate()
             .find(|(_, seen)| seen.reservation.is_some() || seen.marker.is_some() || seen.pending))
     }
 
-    /// Forget that these orders wait to be persisted (they are in the database now).
-    pub async fn clear_pending(&self, orders: &[(i64, OrderId)]) -> Result<(), StockError> {
-        if orders.is_empty() {
+    /// Forget that these orders of one shard wait to be persisted (they are in the database
+    /// now).
+    pub async fn clear_pending(&self, shard: Shard, ids: &[OrderId]) -> Result<(), StockError> {
+        if ids.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (promotion_id, order_id) in orders {
-            pipe.cmd("ZREM")
-                .arg(PromotionKeys::new(*promotion_id).pending)
-                .arg(order_id.0)
-                .ignore();
-        }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        redis::cmd("ZREM")
+            .arg(PromotionKeys::of(shard).pending)
+            .arg(ids.iter().map(|id| id.0).collect::<Vec<_>>())
+            .query_async::<()>(&mut conn)
+            .await?;
         Ok(())
     }
 
-    /// Orders reserved at or before `reserved_before_ms` and still waiting to be persisted.
+    /// Orders of one shard reserved at or before `reserved_before_ms` and still waiting to be
+    /// persisted.
     pub async fn stale_pending(
         &self,
-        promotion_id: i64,
+        shard: Shard,
         reserved_before_ms: i64,
         limit: usize,
     ) -> Result<Vec<OrderId>, StockError> {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(PromotionKeys::new(promotion_id).pending)
+            .arg(PromotionKeys::of(shard).pending)
             .arg("-inf")
             .arg(reserved_before_ms)
             .arg("LIMIT")
@@ -706,17 +967,12 @@ impl StockStore {
     }
 
     /// Move pending orders' scores to `now_ms` (they were just republished).
-    pub async fn touch_pending(
-        &self,
-        promotion_id: i64,
-        ids: &[OrderId],
-        now_ms: i64,
-    ) -> Result<(), StockError> {
+    pub async fn touch_pending(&self, shard: Shard, ids: &[OrderId], now_ms: i64) -> Result<(), StockError> {
         if ids.is_empty() {
             return Ok(());
         }
         let mut cmd = redis::cmd("ZADD");
-        cmd.arg(PromotionKeys::new(promotion_id).pending).arg("XX");
+        cmd.arg(PromotionKeys::of(shard).pending).arg("XX");
         for id in ids {
             cmd.arg(now_ms).arg(id.0);
         }
@@ -725,17 +981,17 @@ impl StockStore {
         Ok(())
     }
 
-    /// The live reservations among `ids` (`None` where released or unknown).
+    /// The live reservations among `ids` on one shard (`None` where released or unknown).
     pub async fn reservations(
         &self,
-        promotion_id: i64,
+        shard: Shard,
         ids: &[OrderId],
     ) -> Result<Vec<Option<Reservation>>, StockError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(PromotionKeys::new(promotion_id).reservations);
+        cmd.arg(PromotionKeys::of(shard).reservations);
         for id in ids {
             cmd.arg(id.0);
         }
@@ -748,11 +1004,11 @@ impl StockStore {
             .collect())
     }
 
-    /// Every live reservation of a promotion (reconciliation; stock-sized).
-    pub async fn all_reservations(&self, promotion_id: i64) -> Result<Vec<Reservation>, StockError> {
+    /// Every live reservation of one shard (reconciliation; stock-sized).
+    pub async fn all_reservations(&self, shard: Shard) -> Result<Vec<Reservation>, StockError> {
         let mut conn = self.conn.clone();
         let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(PromotionKeys::new(promotion_id).reservations)
+            .arg(PromotionKeys::of(shard).reservations)
             .query_async(&mut conn)
             .await?;
         Ok(all
@@ -767,47 +1023,62 @@ impl StockStore {
         Ok(redis::cmd(command).arg(key).query_async(&mut conn).await?)
     }
 
+    /// One command on one key of every shard, the replies added up.
+    async fn summed(
+        &self,
+        sale: SaleShards,
+        command: &str,
+        key: fn(PromotionKeys) -> String,
+    ) -> Result<u64, StockError> {
+        let counts = futures::future::try_join_all(
+            sale.shards()
+                .map(|s| self.on_key::<u64>(command, key(PromotionKeys::of(s)))),
+        )
+        .await?;
+        Ok(counts.into_iter().sum())
+    }
+
     /// Remaining stock and pause flag of one promotion (`None`: not loaded).
-    pub async fn live_stock_of(&self, promotion_id: i64) -> Result<Option<LiveStock>, StockError> {
-        Ok(self.live_stock(&[promotion_id]).await?.pop().flatten())
+    pub async fn live_stock_of(&self, sale: SaleShards) -> Result<Option<LiveStock>, StockError> {
+        Ok(self.live_stock(&[sale]).await?.pop().flatten())
     }
 
-    /// Units held per buyer, as the buyers hash has them.
-    pub async fn all_buyers(&self, promotion_id: i64) -> Result<HashMap<i64, i64>, StockError> {
-        self.on_key("HGETALL", PromotionKeys::new(promotion_id).buyers)
-            .await
+    /// Units held per buyer on one shard, as its buyers hash has them.
+    pub async fn all_buyers(&self, shard: Shard) -> Result<HashMap<i64, i64>, StockError> {
+        self.on_key("HGETALL", PromotionKeys::of(shard).buyers).await
     }
 
-    /// Orders waiting to be persisted.
-    pub async fn pending_count(&self, promotion_id: i64) -> Result<u64, StockError> {
-        self.on_key("ZCARD", PromotionKeys::new(promotion_id).pending)
-            .await
+    /// Orders waiting to be persisted, over every shard.
+    pub async fn pending_count(&self, sale: SaleShards) -> Result<u64, StockError> {
+        self.summed(sale, "ZCARD", |k| k.pending).await
     }
 
-    /// Number of live reservations of a promotion.
-    pub async fn reservation_count(&self, promotion_id: i64) -> Result<u64, StockError> {
-        self.on_key("HLEN", PromotionKeys::new(promotion_id).reservations)
-            .await
+    /// Number of live reservations of a promotion, over every shard.
+    pub async fn reservation_count(&self, sale: SaleShards) -> Result<u64, StockError> {
+        self.summed(sale, "HLEN", |k| k.reservations).await
     }
 
     /// Units a user holds in live reservations of a promotion.
-    pub async fn units_held(&self, promotion_id: i64, user_id: i64) -> Result<i64, StockError> {
+    pub async fn units_held(&self, sale: SaleShards, user_id: i64) -> Result<i64, StockError> {
         let mut conn = self.conn.clone();
         let held: Option<i64> = redis::cmd("HGET")
-            .arg(PromotionKeys::new(promotion_id).buyers)
+            .arg(PromotionKeys::of(sale.shard_of(user_id)).buyers)
             .arg(user_id)
             .query_async(&mut conn)
             .await?;
         Ok(held.unwrap_or(0))
     }
 
-    /// Drop every key of a promotion (it was deleted before any order existed).
-    pub async fn forget_promotion(&self, promotion_id: i64) -> Result<(), StockError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("DEL")
-            .arg(&PromotionKeys::new(promotion_id).all()[..])
-            .query_async::<()>(&mut conn)
-            .await?;
+    /// Drop every key of a promotion, on every shard (it was deleted before any order
+    /// existed).
+    pub async fn forget_promotion(&self, sale: SaleShards) -> Result<(), StockError> {
+        for shard in sale.shards() {
+            let mut conn = self.conn.clone();
+            redis::cmd("DEL")
+                .arg(&PromotionKeys::of(shard).all()[..])
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
         Ok(())
     }
 }
@@ -822,6 +1093,55 @@ mod tests {
         for key in k.all() {
             assert!(key.starts_with("{promo:42}:"), "{key}");
         }
+    }
+
+    fn shard(remaining: i64, closed: i64, epoch: &str, lent: i64, got: i64) -> RawSnapshot {
+        (
+            1,
+            remaining,
+            0,
+            epoch.to_owned(),
+            closed,
+            5,
+            vec![remaining],
+            3,
+            lent,
+            got,
+        )
+    }
+
+    #[test]
+    fn a_sharded_sale_is_closed_only_when_every_shard_is_and_nothing_is_on_its_way() {
+        let open = merge_snapshots(vec![shard(0, 1, "a", 0, 0), shard(2, 0, "b", 0, 0)]).expect("loaded");
+        assert_eq!(
+            (open.remaining, open.closed, open.epoch.as_str()),
+            (2, false, "a/b")
+        );
+        let closed = merge_snapshots(vec![shard(0, 1, "a", 0, 4), shard(0, 1, "b", 4, 0)]).expect("loaded");
+        assert!(closed.closed && closed.in_transit == 0, "{closed:?}");
+        assert_eq!(closed.buyers, vec![0, 0]);
+        let moving = merge_snapshots(vec![shard(0, 1, "a", 0, 3), shard(0, 1, "b", 4, 0)]).expect("loaded");
+        assert!(!moving.closed && moving.in_transit == 1, "{moving:?}");
+        let mut lost = shard(0, 1, "b", 0, 0);
+        lost.0 = 0;
+        assert_eq!(merge_snapshots(vec![shard(0, 1, "a", 0, 0), lost]), None);
+    }
+
+    #[test]
+    fn a_refusal_on_any_shard_is_the_sales_answer() {
+        use SyncOutcome::*;
+        assert_eq!(
+            merge_sync(vec![Loaded { remaining: 3 }, Applied { remaining: 2 }]),
+            Loaded { remaining: 5 }
+        );
+        assert_eq!(
+            merge_sync(vec![Applied { remaining: 3 }, BelowReserved { remaining: 1 }]),
+            BelowReserved { remaining: 4 }
+        );
+        assert_eq!(
+            merge_sync(vec![Current { remaining: 3 }, StartedNotLoaded]),
+            StartedNotLoaded
+        );
     }
 
     #[test]

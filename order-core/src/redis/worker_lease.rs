@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis::RedisConnection;
 use redis::Script;
 use tokio::time::Instant;
 
@@ -71,7 +71,7 @@ struct Held {
 }
 
 pub struct WorkerLease {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     token: String,
     settings: LeaseSettings,
     held: Mutex<Option<Held>>,
@@ -91,7 +91,7 @@ impl WorkerLease {
     /// Take a worker id (waiting up to one TTL for an insisted-on id whose previous holder may
     /// have just died). `token` names this process; it must be unique (a UUID).
     pub async fn acquire(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         token: String,
         settings: LeaseSettings,
     ) -> Result<Arc<Self>, LeaseError> {

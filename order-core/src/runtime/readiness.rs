@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::redis::RedisConnection;
 use anyhow::Context;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -19,7 +19,7 @@ use crate::runtime::settings::{DatabaseSettings, PulsarSettings, RedisSettings};
 /// Connections to Redis, PostgreSQL and Pulsar, cheap to clone.
 #[derive(Clone)]
 pub struct Dependencies {
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     pub db: PgPool,
     pub pulsar: PulsarClient,
     /// Looked up by the Pulsar probe: proves the broker answers protocol requests.

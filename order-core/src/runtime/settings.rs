@@ -2,8 +2,9 @@
 //!
 //! Sources, later wins: `config/base.toml`, `config/<environment>.toml` (`APP_ENVIRONMENT`,
 //! default `local`), then `APP_<SECTION>__<KEY>` environment variables
-//! (`APP_GATEWAY__PORT=9000`). `REDIS_URL`, `DATABASE_URL` and `PULSAR_URL` are accepted as
-//! short forms of `APP_REDIS__URL`, `APP_DATABASE__URL` and `APP_PULSAR__URL`, so the same
+//! (`APP_GATEWAY__PORT=9000`). `REDIS_URL`, `REDIS_CLUSTER_NODES`, `DATABASE_URL` and
+//! `PULSAR_URL` are accepted as short forms of `APP_REDIS__URL`, `APP_REDIS__CLUSTER_NODES`,
+//! `APP_DATABASE__URL` and `APP_PULSAR__URL`, so the same
 //! variables point the stack scripts and the binaries at external services.
 //!
 //! Each binary deserializes the sections it needs into its own typed `Settings` and validates
@@ -80,8 +81,9 @@ pub struct SettingsSource {
     vars: HashMap<String, String>,
 }
 
-const URL_SHORTHANDS: [(&str, &str); 3] = [
+const URL_SHORTHANDS: [(&str, &str); 4] = [
     ("REDIS_URL", "APP_REDIS__URL"),
+    ("REDIS_CLUSTER_NODES", "APP_REDIS__CLUSTER_NODES"),
     ("DATABASE_URL", "APP_DATABASE__URL"),
     ("PULSAR_URL", "APP_PULSAR__URL"),
 ];
@@ -269,15 +271,53 @@ impl Validate for DatabaseSettings {
 pub struct RedisSettings {
     /// `redis://[:password@]host:port[/db]`; secret because it may hold a password.
     pub url: SecretString,
+    /// `redis://host:port,redis://host:port,…`: the seed nodes of a Redis Cluster. When set,
+    /// every Redis call goes to the cluster and `url` is not used; empty: the single node.
+    /// Secret like `url`.
+    #[serde(default = "no_cluster")]
+    pub cluster_nodes: SecretString,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
+}
+
+fn no_cluster() -> SecretString {
+    SecretString::from(String::new())
+}
+
+impl RedisSettings {
+    /// The cluster's seed nodes; empty for a single node.
+    pub fn cluster_node_urls(&self) -> Vec<String> {
+        self.cluster_nodes
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Where the order status channel can be followed: a cluster forwards every publish to
+    /// all its nodes, so any node will do (tried in turn after a failure).
+    pub fn subscription_urls(&self) -> Vec<String> {
+        let nodes = self.cluster_node_urls();
+        if nodes.is_empty() {
+            vec![self.url.expose_secret().to_owned()]
+        } else {
+            nodes
+        }
+    }
 }
 
 impl Validate for RedisSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         redis::Client::open(self.url.expose_secret())
             .map(|_| ())
-            .map_err(|e| SettingsError::invalid("redis.url", e.to_string()))
+            .map_err(|e| SettingsError::invalid("redis.url", e.to_string()))?;
+        for node in self.cluster_node_urls() {
+            redis::Client::open(node.as_str())
+                .map_err(|e| SettingsError::invalid("redis.cluster_nodes", e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
