@@ -4,9 +4,12 @@
 -- KEYS[1..6] {promo:<id>}: meta, buyers, requests, reservations, pending, released
 -- ARGV[1..7] the promotion row as in sync_promotion.lua: stock, per-user limit, starts at ms,
 --            ends at ms, paused, identity, revision
--- ARGV[8] L, the number of live orders that follow
--- then L pairs (order id, reservation payload) of the database's live orders, then pairs of
--- its cancelled and refunded orders; a payload is "<user>|<quantity>|<ms>|<request id>"
+-- ARGV[8] F, the number of lent floors that follow, then F pairs (shard index, units): what
+--         each other shard of a sharded sale took in from this one (its got:<this shard>).
+--         This shard lent at least that much, even when it lost its own counters.
+-- then L, the number of live orders that follow, then L pairs (order id, reservation
+-- payload) of the database's live orders, then pairs of its cancelled and refunded orders;
+-- a payload is "<user>|<quantity>|<ms>|<request id>"
 --
 -- Live orders get their reservation back unless release.lua released them meanwhile (the
 -- released set: the database cancelled them after the caller read it); dead orders lose
@@ -33,6 +36,17 @@ if not m[3] then
   local t = redis.call('TIME')
   redis.call('HSET', meta, 'epoch', t[1] .. string.format('%06d', tonumber(t[2])))
 end
+local floors = tonumber(ARGV[8])
+for i = 9, 8 + 2 * floors, 2 do
+  local field = 'lent:' .. ARGV[i]
+  local lent = tonumber(redis.call('HGET', meta, field) or '0')
+  local floor = tonumber(ARGV[i + 1])
+  if floor > lent then
+    redis.call('HSET', meta, field, floor)
+    m[5] = redis.call('HINCRBY', meta, 'lent_total', floor - lent)
+  end
+end
+local first = 9 + 2 * floors
 local stock = tonumber(ARGV[1])
 local newer = m[3] and m[1] and tonumber(m[2] or '0') > tonumber(ARGV[7])
 if newer then
@@ -52,8 +66,8 @@ local function map_request(id, payload)
     conflicts = conflicts + 1
   end
 end
-local live_end = 8 + 2 * tonumber(ARGV[8])
-for i = 9, #ARGV, 2 do
+local live_end = first + 1 + 2 * tonumber(ARGV[first])
+for i = first + 1, #ARGV, 2 do
   local id, payload = ARGV[i], ARGV[i + 1]
   map_request(id, payload)
   redis.call('ZREM', KEYS[5], id)

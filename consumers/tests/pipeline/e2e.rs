@@ -259,6 +259,38 @@ async fn reconciliation_checks_each_shard_of_a_sale_on_three_shards_and_repairs_
         STOCK - crowd.len() as i64,
         "every unit accounted for"
     );
+
+    // A shard that lent to shard 0 loses everything (a node that came back empty): the repair
+    // rebuilds it without counting the units it lent as its own.
+    let emptied = stock
+        .shard_stocks(sale)
+        .await
+        .expect("shards")
+        .into_iter()
+        .flatten()
+        .find(|s| s.index != 0 && s.lent > 0)
+        .expect("a shard that lent to shard 0")
+        .index;
+    let lost = keys(emptied);
+    redis::cmd("DEL")
+        .arg(&lost.meta)
+        .arg(&lost.buyers)
+        .arg(&lost.requests)
+        .arg(&lost.reservations)
+        .arg(&lost.pending)
+        .arg(&lost.released)
+        .arg(&lost.orders)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("lose a shard");
+    let repaired = reconcile(&app, promotion_id, true).await;
+    assert_eq!(repaired["consistent"], true, "{repaired}");
+    let live = stock.live_stock_of(sale).await.expect("live").expect("loaded");
+    assert_eq!(
+        live.remaining,
+        STOCK - crowd.len() as i64,
+        "nothing counted twice: {repaired}"
+    );
 }
 
 /// `POST /admin/promotions/{id}/reconcile`, its report.

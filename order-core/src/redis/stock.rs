@@ -539,14 +539,7 @@ impl StockStore {
         if sale.count() == 1 {
             return Ok(0);
         }
-        let fields: Vec<String> = sale.shards().map(|s| format!("lent:{}", s.index)).collect();
-        let reads = sale.shards().map(|lender| {
-            let mut conn = self.conn.clone();
-            let mut cmd = redis::cmd("HMGET");
-            cmd.arg(PromotionKeys::of(lender).meta).arg(&fields);
-            async move { cmd.query_async::<Vec<Option<i64>>>(&mut conn).await }
-        });
-        let counters = futures::future::try_join_all(reads).await?;
+        let counters = self.counters(sale, "lent").await?;
         let mut moved = 0;
         for receiver in sale.shards() {
             let lent: Vec<(u16, i64)> = counters
@@ -562,6 +555,22 @@ impl StockStore {
             }
         }
         Ok(moved)
+    }
+
+    /// Every shard's move counters of one kind (`lent` or `got`), read together: row d,
+    /// column k is shard d's `<kind>:<k>` (`None` when unset; a sale on one shard has none).
+    async fn counters(&self, sale: SaleShards, kind: &str) -> Result<Vec<Vec<Option<i64>>>, StockError> {
+        if sale.count() == 1 {
+            return Ok(Vec::new());
+        }
+        let fields: Vec<String> = sale.shards().map(|s| format!("{kind}:{}", s.index)).collect();
+        let reads = sale.shards().map(|shard| {
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(PromotionKeys::of(shard).meta).arg(&fields);
+            async move { cmd.query_async::<Vec<Option<i64>>>(&mut conn).await }
+        });
+        Ok(futures::future::try_join_all(reads).await?)
     }
 
     /// Undo the reservation of an order the database holds as cancelled or refunded, at most
@@ -665,6 +674,9 @@ impl StockStore {
             requests_restored: 0,
             request_conflicts: 0,
         };
+        // What each shard took in from each other one: the other's lent counters are at
+        // least that, even on a shard that lost its data.
+        let taken_in = self.counters(sale, "got").await?;
         for shard in sale.shards() {
             let k = PromotionKeys::of(shard);
             let mut invocation = self.scripts.repair.prepare_invoke();
@@ -672,6 +684,17 @@ impl StockStore {
                 invocation.key(key);
             }
             Self::row_args(&mut invocation, p, shard.share_of(p.stock));
+            let floors: Vec<(usize, i64)> = taken_in
+                .iter()
+                .enumerate()
+                .filter_map(|(other, row)| {
+                    Some((other, row.get(usize::from(shard.index)).copied().flatten()?))
+                })
+                .collect();
+            invocation.arg(floors.len());
+            for (other, units) in floors {
+                invocation.arg(other).arg(units);
+            }
             let mine = |r: &&Reservation| sale.shard_of(r.user_id) == shard;
             let live: Vec<&Reservation> = live.iter().filter(mine).collect();
             invocation.arg(live.len());
