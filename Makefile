@@ -13,9 +13,9 @@ setup:      ## system packages, pulsar-lite, patched pulsar crate
 	scripts/setup.sh
 stack:      ## start Redis, PostgreSQL, pulsar-lite
 	scripts/stack.sh start
-stop:       ## stop the stack
-	scripts/stack.sh stop
+stop:       ## stop the stack (and the local Redis Cluster, when `make test` started it)
+	scripts/stack.sh stop redis postgres pulsar redis-cluster
 status:
-	scripts/stack.sh status
+	scripts/stack.sh status redis postgres pulsar redis-cluster
 fmt:
 	cargo fmt --all
