@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use chrono::Utc;
 use order_core::domain::ids::{OrderIdGenerator, Quantity, RequestId, UserId};
 use order_core::domain::promotion::Promotion;
 use order_core::redis::stock::{IfStarted, PromotionKeys, StockStore};
@@ -32,23 +31,7 @@ pub struct Args {
 }
 
 fn promotion(stock: i64) -> Promotion {
-    let now = Utc::now();
-    Promotion {
-        id: order_core::test_support::random_promotion_id(),
-        sku_id: "bench".into(),
-        title: "bench".into(),
-        price_cents: 1,
-        stock,
-        per_user_limit: 1,
-        starts_at: now - chrono::Duration::seconds(1),
-        ends_at: now + chrono::Duration::hours(1),
-        paused: false,
-        created_at: now,
-        updated_at: now,
-        revision: 1,
-        access: Default::default(),
-        shards: 1,
-    }
+    order_core::test_support::running_promotion(stock, 1, 1)
 }
 
 /// Run `ops` calls of `call(i)` with `concurrency` in flight; returns calls per second.

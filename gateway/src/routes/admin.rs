@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use order_core::domain::promotion::{Promotion, PromotionError, PromotionFields, MAX_STOCK};
-use order_core::redis::stock::{IfStarted, ShardStock, SyncOutcome};
+use order_core::redis::stock::{IfStarted, LiveStock, ShardStock, SyncOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -140,16 +140,14 @@ async fn view_after_write(state: &AppState, promotion: Promotion) -> AdminPromot
     admin_view(state, promotion, shards)
 }
 
-/// Every shard's stock, when all are loaded.
-fn loaded(shards: Vec<Option<ShardStock>>) -> Option<Vec<ShardStock>> {
-    let all: Option<Vec<ShardStock>> = shards.into_iter().collect();
-    all.filter(|all| !all.is_empty())
-}
-
-fn shard_bodies(shards: Option<Vec<ShardStock>>) -> Vec<ShardStockBody> {
-    shards
-        .unwrap_or_default()
-        .into_iter()
+/// The sale's remaining and each shard's stock, both absent until every shard is loaded.
+fn stock_view(shards: &[Option<ShardStock>]) -> (Option<i64>, Vec<ShardStockBody>) {
+    let Some(live) = LiveStock::of(shards) else {
+        return (None, Vec::new());
+    };
+    let bodies = shards
+        .iter()
+        .flatten()
         .map(|s| ShardStockBody {
             shard: s.index,
             remaining: s.remaining,
@@ -157,20 +155,18 @@ fn shard_bodies(shards: Option<Vec<ShardStock>>) -> Vec<ShardStockBody> {
             taken_in: s.got,
             lent: s.lent,
         })
-        .collect()
+        .collect();
+    (Some(live.remaining), bodies)
 }
 
 fn admin_view(state: &AppState, promotion: Promotion, shards: Vec<Option<ShardStock>>) -> AdminPromotion {
-    let shards = loaded(shards);
-    let remaining = shards
-        .as_ref()
-        .map(|all| all.iter().map(|s| s.remaining).sum::<i64>());
+    let (remaining, shard_stock) = stock_view(&shards);
     AdminPromotion {
         state: promotion
             .state(state.cache.clock.now(), remaining.is_some_and(|r| r <= 0))
             .into(),
         remaining,
-        shard_stock: shard_bodies(shards),
+        shard_stock,
         promotion: PromotionBody::from(&promotion),
     }
 }
@@ -182,8 +178,8 @@ async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotio
         .await
         .map_err(stock_error)?;
     let entry = state.cache.upsert(promotion.clone());
-    if let Some(all) = loaded(shards.clone()) {
-        entry.set_remaining(all.iter().map(|s| s.remaining).sum());
+    if let Some(live) = LiveStock::of(&shards) {
+        entry.set_remaining(live.remaining);
     }
     Ok(admin_view(state, promotion, shards))
 }
@@ -710,8 +706,7 @@ pub async fn promotion_stats(
         .shard_stocks(promotion.sale())
         .await
         .map_err(stock_error)?;
-    let shard_stock = shard_bodies(loaded(shards));
-    let remaining = (!shard_stock.is_empty()).then(|| shard_stock.iter().map(|s| s.remaining).sum());
+    let (remaining, shard_stock) = stock_view(&shards);
     let reserved = state
         .stock
         .reservation_count(promotion.sale())

@@ -271,6 +271,29 @@ pub struct LiveStock {
     pub paused: bool,
 }
 
+impl LiveStock {
+    /// A sale's, from its shards' (`StockStore::shard_stocks`): `None` unless every shard is
+    /// loaded.
+    pub fn of(shards: &[Option<ShardStock>]) -> Option<LiveStock> {
+        if shards.is_empty() {
+            return None;
+        }
+        shards.iter().try_fold(
+            LiveStock {
+                remaining: 0,
+                paused: false,
+            },
+            |sum, shard| {
+                let shard = shard.as_ref()?;
+                Some(LiveStock {
+                    remaining: sum.remaining + shard.remaining,
+                    paused: sum.paused || shard.paused,
+                })
+            },
+        )
+    }
+}
+
 /// One shard's stock as Redis has it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStock {
@@ -341,6 +364,21 @@ fn merge_sync(outcomes: Vec<SyncOutcome>) -> SyncOutcome {
         1 => SyncOutcome::Applied { remaining: total },
         _ => SyncOutcome::Current { remaining: total },
     }
+}
+
+/// One column of a matrix from `StockStore::counters`: each shard's counter towards `shard`,
+/// as (that shard's index, value), where set.
+fn towards(counters: &[Vec<Option<i64>>], shard: Shard) -> Vec<(u16, i64)> {
+    counters
+        .iter()
+        .enumerate()
+        .filter_map(|(other, row)| {
+            Some((
+                other as u16,
+                row.get(usize::from(shard.index)).copied().flatten()?,
+            ))
+        })
+        .collect()
 }
 
 type RawSnapshot = (i64, i64, i64, String, i64, i64, Vec<i64>, i64, i64, i64);
@@ -542,14 +580,7 @@ impl StockStore {
         let counters = self.counters(sale, "lent").await?;
         let mut moved = 0;
         for receiver in sale.shards() {
-            let lent: Vec<(u16, i64)> = counters
-                .iter()
-                .enumerate()
-                .filter_map(|(lender, row)| {
-                    let counter = row.get(usize::from(receiver.index)).copied().flatten()?;
-                    Some((lender as u16, counter))
-                })
-                .collect();
+            let lent = towards(&counters, receiver);
             if !lent.is_empty() {
                 moved += self.receive(receiver, &lent).await?;
             }
@@ -684,13 +715,7 @@ impl StockStore {
                 invocation.key(key);
             }
             Self::row_args(&mut invocation, p, shard.share_of(p.stock));
-            let floors: Vec<(usize, i64)> = taken_in
-                .iter()
-                .enumerate()
-                .filter_map(|(other, row)| {
-                    Some((other, row.get(usize::from(shard.index)).copied().flatten()?))
-                })
-                .collect();
+            let floors = towards(&taken_in, shard);
             invocation.arg(floors.len());
             for (other, units) in floors {
                 invocation.arg(other).arg(units);
@@ -797,24 +822,7 @@ impl StockStore {
     /// own slot); `None` for a promotion that is not loaded.
     pub async fn live_stock(&self, sales: &[SaleShards]) -> Result<Vec<Option<LiveStock>>, StockError> {
         let rows = futures::future::try_join_all(sales.iter().map(|sale| self.shard_stocks(*sale))).await?;
-        Ok(rows
-            .into_iter()
-            .map(|shards| {
-                shards.into_iter().try_fold(
-                    LiveStock {
-                        remaining: 0,
-                        paused: false,
-                    },
-                    |sum, shard| {
-                        let shard = shard?;
-                        Some(LiveStock {
-                            remaining: sum.remaining + shard.remaining,
-                            paused: sum.paused || shard.paused,
-                        })
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(|shards| LiveStock::of(shards)).collect())
     }
 
     pub async fn reservation(
