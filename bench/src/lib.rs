@@ -12,6 +12,7 @@ pub mod demo;
 pub mod faults;
 pub mod flash_sale;
 pub mod loadgen;
+pub mod order_data;
 pub mod order_polls;
 pub mod plan;
 pub mod redis_conn;

@@ -75,6 +75,9 @@ enum Command {
     RedisConn(bench::redis_conn::Args),
     /// Order inserts: the writer's batched statement vs one row per transaction.
     DbInsert(bench::db_insert::Args),
+    /// Years of orders: query p50/p99 and writer rows/s at growing sizes (COPY-loaded), on
+    /// partitioned tables and an unpartitioned copy side by side.
+    OrderData(bench::order_data::Args),
     /// The anti-bot checks' CPU cost (sale token, puzzle solution) and solving puzzles.
     SaleTokens(bench::sale_tokens::Args),
     /// Serve a handler that does nothing but answer like the seckill endpoint.
@@ -470,6 +473,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RedisConn(args) => bench::redis_conn::run(args).await,
         Command::DbInsert(args) => bench::db_insert::run(args).await,
+        Command::OrderData(args) => bench::order_data::run(args).await,
         Command::SaleTokens(args) => bench::sale_tokens::run(args),
         Command::TrivialServer { addr } => trivial_server(addr).await,
         Command::BaselineServer { addr } => {

@@ -70,6 +70,11 @@ impl PaymentTimeoutCanceller {
             }
             let mut done = Vec::with_capacity(pending.len());
             for r in &pending {
+                if r.retired {
+                    // An ended sale that left Redis: its stock no longer sells.
+                    done.push(r.order_id);
+                    continue;
+                }
                 let sale =
                     SaleShards::new(r.promotion_id, r.shards.into()).context("a promotion's shard count")?;
                 self.stock

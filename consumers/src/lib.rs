@@ -2,10 +2,11 @@
 //!
 //! They take work off Pulsar and the database at the pace the database sustains: the order
 //! writer, the recovery sweeper and the payment-timeout canceller (with its stock-return and
-//! outbox relays). The process also serves `/healthz`, `/readyz` and `/status`.
+//! outbox relays), and the order-data task (partitions ahead, archival, retention). The process also serves `/healthz`, `/readyz` and `/status`.
 
 pub mod broker_backlog;
 pub mod canceller;
+pub mod order_data;
 pub mod order_writer;
 pub mod periodic;
 pub mod post_payment;

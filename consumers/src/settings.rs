@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use order_core::runtime::pacing::AimdSettings;
 use order_core::runtime::settings::{
-    DatabaseSettings, LogSettings, PulsarSettings, RedisSettings, ServerSettings, SettingsError,
-    StartupSettings, Validate,
+    ArchiveSettings, DatabaseSettings, LogSettings, PulsarSettings, RedisSettings, ServerSettings,
+    SettingsError, StartupSettings, Validate,
 };
 use serde::Deserialize;
 
@@ -23,6 +23,7 @@ pub struct Settings {
     pub sweeper: SweeperSettings,
     pub canceller: CancellerSettings,
     pub post_payment: PostPaymentSettings,
+    pub archive: ArchiveSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +101,7 @@ pub struct CancellerSettings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.redis.validate()?;
+        self.archive.validate()?;
         self.database.validate()?;
         self.pulsar.validate()?;
         let w = &self.writer;

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 
 use crate::broker_backlog::{BacklogReading, BrokerBacklog};
 use crate::canceller::PaymentTimeoutCanceller;
+use crate::order_data::OrderDataTask;
 use crate::order_writer::OrderWriter;
 use crate::post_payment::analytics::Analytics;
 use crate::post_payment::logistics::{Logistics, ShipmentRelay};
@@ -46,6 +47,7 @@ pub struct Application {
     canceller: PaymentTimeoutCanceller,
     event_workers: Vec<EventWorker>,
     shipments: ShipmentRelay,
+    order_data: OrderDataTask,
     backlog: BrokerBacklog,
     supervisor: Supervisor,
     /// `host:port`, as the dashboard lists this writer.
@@ -211,6 +213,12 @@ impl Application {
                 .with_context(|| format!("subscribe the {name} worker to order-events"))?,
             );
         }
+        let order_data = OrderDataTask {
+            db: deps.db.clone(),
+            stock: StockStore::new(deps.redis.clone()),
+            deployment: DeploymentStore::new(deps.redis.clone(), &pulsar.topic(&pulsar.seckill_orders_topic)),
+            settings: settings.archive.clone(),
+        };
         let shipments = ShipmentRelay {
             db: deps.db.clone(),
             client: http,
@@ -243,6 +251,7 @@ impl Application {
             canceller,
             event_workers,
             shipments,
+            order_data,
             backlog,
             supervisor: Supervisor::default(),
             instance_name,
@@ -290,6 +299,7 @@ impl Application {
             self.canceller.run(workers.subscribe()),
         );
         supervisor.spawn("shipment relay", self.shipments.run(workers.subscribe()));
+        supervisor.spawn("order data", self.order_data.run(workers.subscribe()));
         for worker in self.event_workers {
             supervisor.spawn(worker.name(), worker.run(workers.subscribe()));
         }

@@ -2,8 +2,8 @@
 
 use order_core::domain::ids::MAX_WORKER_ID;
 use order_core::runtime::settings::{
-    require_secret, DatabaseSettings, LogSettings, PulsarSettings, RedisSettings, ServerSettings,
-    SettingsError, StartupSettings, Validate,
+    require_secret, ArchiveSettings, DatabaseSettings, LogSettings, PulsarSettings, RedisSettings,
+    ServerSettings, SettingsError, StartupSettings, Validate,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -28,6 +28,7 @@ pub struct Settings {
     pub payments: PaymentSettings,
     pub dashboard: DashboardSettings,
     pub http: crate::serve::HttpSettings,
+    pub archive: ArchiveSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +124,7 @@ pub struct AuthSettings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.redis.validate()?;
+        self.archive.validate()?;
         self.database.validate()?;
         self.pulsar.validate()?;
         require_secret("auth.jwt_secret", &self.auth.jwt_secret, 32)?;

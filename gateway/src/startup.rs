@@ -68,6 +68,8 @@ pub struct AppContext {
     pub status_max_age: Duration,
     pub long_poll_max: Duration,
     pub status_source: crate::settings::StatusSource,
+    /// Where archived months of orders are read from.
+    pub archive_dir: std::path::PathBuf,
 }
 
 #[derive(Debug)]
@@ -180,6 +182,7 @@ impl Application {
             status_max_age: Duration::from_secs(settings.orders.status_max_age_secs),
             long_poll_max: Duration::from_millis(settings.orders.long_poll_max_ms),
             status_source: settings.orders.status_source,
+            archive_dir: settings.archive.dir.clone(),
             deps,
         });
 

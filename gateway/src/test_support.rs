@@ -49,6 +49,8 @@ impl TestApp {
             .load()
             .expect("test settings");
         settings.database = fresh_database(&settings.database).await.expect("fresh database");
+        // Archive files are named by month: each test's database gets its own directory.
+        settings.archive.dir = std::env::temp_dir().join(unique("seckill-archive"));
         Self::start(settings).await
     }
 

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod postgres;
 pub mod reconcile;
 pub mod redis;
+pub mod retire;
 pub mod runtime;
 
 #[cfg(feature = "test-support")]

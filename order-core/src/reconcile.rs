@@ -13,12 +13,27 @@ use crate::domain::reconcile::{
 use crate::postgres::orders::orders_of_sale;
 use crate::redis::stock::StockStore;
 
+/// Reconciling a sale whose keys were retired from Redis: refused.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the sale's keys were retired from Redis at {at}: the database alone holds it")]
+pub struct SaleRetired {
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 pub async fn reconcile(
     db: &PgPool,
     stock: &StockStore,
     promotion: &Promotion,
     repair: bool,
 ) -> anyhow::Result<ReconcileReport> {
+    // A retired sale has no keys to compare, and a repair would load it into Redis again.
+    let retired = crate::postgres::promotions::PromotionRepo::new(db.clone())
+        .keys_retired_at(promotion.id)
+        .await
+        .context("read the sale's retirement")?;
+    if let Some(at) = retired {
+        anyhow::bail!(SaleRetired { at });
+    }
     let (report, orders) = inspect(db, stock, promotion).await?;
     // The repair runs one script over every order of the sale: only when something is off.
     if !repair || (report.consistent && report.remaining.is_some()) {

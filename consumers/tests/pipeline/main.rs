@@ -10,5 +10,6 @@ mod order_polls;
 mod pacing;
 mod poison;
 mod post_payment;
+mod retire;
 mod scale_out;
 mod timeouts;

@@ -443,12 +443,9 @@ pub async fn delete_promotion(
 }
 
 async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<AdminPromotion>> {
-    let promotion = state
-        .promotions
-        .set_paused(id, paused)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(not_found)?;
+    let Some(promotion) = state.promotions.set_paused(id, paused).await.map_err(db_error)? else {
+        return Err(missing_or_retired(&state, id).await);
+    };
     let action = if paused { "pause" } else { "resume" };
     sync_after_write(&state, &promotion, IfStarted::Refuse, action).await;
     tracing::info!(promotion_id = id, paused, "promotion pause flag changed");
@@ -464,6 +461,7 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
     responses(
         (status = 200, body = AdminPromotion),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "sale_retired: the sale ended and its keys left Redis", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
     ),
 )]
@@ -484,6 +482,7 @@ pub async fn pause_promotion(
     responses(
         (status = 200, body = AdminPromotion),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "sale_retired: the sale ended and its keys left Redis", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
     ),
 )]
@@ -771,6 +770,7 @@ pub struct ReconcileQuery {
         (status = 200, body = ReconcileReportBody),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
+        (status = 409, description = "sale_retired: the sale ended and its keys left Redis; the database alone holds it", body = crate::error::ErrorBody),
         crate::openapi::AdminFailures,
     ),
 )]
@@ -784,7 +784,10 @@ pub async fn reconcile_promotion(
     let promotion = load(&state, id).await?;
     let report = order_core::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
         .await
-        .map_err(|e| ApiError::dependency("reconcile a promotion", e))?;
+        .map_err(|e| match e.downcast_ref::<order_core::reconcile::SaleRetired>() {
+            Some(retired) => sale_retired(retired.to_string()),
+            None => ApiError::dependency("reconcile a promotion", e),
+        })?;
     if let Some(repair) = &report.repaired {
         tracing::warn!(
             promotion_id = id,
@@ -807,4 +810,20 @@ pub async fn reconcile_promotion(
         state.cache.upsert(promotion).set_remaining(repair.remaining);
     }
     Ok(Json(report.into()))
+}
+
+/// 409 `sale_retired`: the sale ended and its keys left Redis.
+fn sale_retired(message: impl Into<String>) -> ApiError {
+    ApiError::conflict("sale_retired", message)
+}
+
+/// Why a guarded write to a promotion changed nothing: the sale was retired, or it is gone.
+async fn missing_or_retired(state: &AppState, id: i64) -> ApiError {
+    match state.promotions.keys_retired_at(id).await {
+        Ok(Some(at)) => sale_retired(format!(
+            "the sale's keys were retired from Redis at {at}: it can no longer change"
+        )),
+        Ok(None) => not_found(),
+        Err(e) => db_error(e),
+    }
 }

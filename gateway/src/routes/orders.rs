@@ -9,7 +9,9 @@
 //! the cache), and markers that are missing or older than `orders.status_max_age_secs` (a
 //! marker write a crash skipped is thereby stale for at most that long; a writer that died
 //! before its Redis step leaves `queued` until the sweeper takes the stored order out of the
-//! pending set). Another user's order is indistinguishable from a missing one.
+//! pending set). An order of a month past the retention is read from that month's archive
+//! file (`archived: true`, its final status). Another user's order is indistinguishable from
+//! a missing one.
 
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderStatus;
 use order_core::domain::orders::OrderView;
 use order_core::domain::shards::SaleShards;
-use order_core::postgres::orders;
+use order_core::postgres::{order_data, orders};
 use order_core::redis::stock::{OrderInRedis, StatusMarker};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -151,6 +153,13 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
     {
         return Ok(Some(order));
     }
+    // Older than the retention: its month went to the archive.
+    if let Some(order) = order_data::find_archived(&state.deps.db, &state.archive_dir, order_id, user_id)
+        .await
+        .map_err(|e| ApiError::dependency("read an archived order", e))?
+    {
+        return Ok(Some(order));
+    }
     // Not in the database: an accepted order still on its way there.
     let found = match in_redis {
         Some(found) => found,
@@ -246,6 +255,7 @@ fn judge(
                 total_cents: marker.total_cents,
                 expires_at: marker.expires_at_ms.and_then(at_ms),
                 created_at: at_ms(marker.created_at_ms).unwrap_or_else(Utc::now),
+                archived: false,
             }),
             false => FromRedis::AskDatabase,
         };
@@ -290,6 +300,7 @@ fn queued(
         total_cents: unit_price * i64::from(quantity),
         expires_at: None,
         created_at: at_ms(reserved_at_ms).unwrap_or_else(Utc::now),
+        archived: false,
     }
 }
 

@@ -196,6 +196,10 @@ pub struct OrderViewBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Present (true) when the order was read from its month's archive: older than the
+    /// retention, so its status is final and it is no longer in the order list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 impl From<OrderView> for OrderViewBody {
@@ -208,6 +212,7 @@ impl From<OrderView> for OrderViewBody {
             total_cents: o.total_cents,
             expires_at: o.expires_at,
             created_at: o.created_at,
+            archived: o.archived,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod admin;
+mod archive;
 mod binary;
 mod checkout;
 mod dashboard;

@@ -28,6 +28,12 @@ impl OrderId {
     pub fn minted_at_ms(self) -> i64 {
         ((self.0 as u64) >> (WORKER_BITS + SEQUENCE_BITS)) as i64 + EPOCH_MS as i64
     }
+
+    /// The smallest id minted at Unix millisecond `ms` (negative before the epoch), so the
+    /// ids of a time range are an id range.
+    pub fn first_minted_at_ms(ms: i64) -> i64 {
+        (ms - EPOCH_MS as i64) << (WORKER_BITS + SEQUENCE_BITS)
+    }
 }
 
 impl fmt::Display for OrderId {

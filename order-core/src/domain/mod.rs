@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod events;
 pub mod ids;
 pub mod lifecycle;
+pub mod order_months;
 pub mod orders;
 pub mod pricing;
 pub mod promotion;

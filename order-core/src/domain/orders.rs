@@ -14,6 +14,8 @@ pub struct OrderView {
     pub total_cents: i64,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Read from the archive of its month: the status it had when archived, final.
+    pub archived: bool,
 }
 
 /// An order that a cancellation or a refund ended: what giving its stock back and

@@ -54,17 +54,19 @@ pub struct StockReturn {
     /// The buyer and the sale's shard count: where the reservation is in Redis.
     pub user_id: i64,
     pub shards: i16,
+    /// The sale's keys were retired from Redis: nothing there to give back to.
+    pub retired: bool,
 }
 
 /// Stock returns not yet applied to Redis, oldest first.
 pub async fn pending_stock_returns(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<StockReturn>> {
     sqlx::query_as!(
         StockReturn,
-        "SELECT r.order_id, r.promotion_id, o.user_id, p.shards
+        r#"SELECT r.order_id, r.promotion_id, o.user_id, p.shards, p.keys_retired_at IS NOT NULL AS "retired!"
          FROM stock_returns r
          JOIN orders o ON o.id = r.order_id
          JOIN promotions p ON p.id = r.promotion_id
-         ORDER BY r.created_at LIMIT $1",
+         ORDER BY r.created_at LIMIT $1"#,
         limit,
     )
     .fetch_all(pool)

@@ -235,8 +235,9 @@ async fn existing_checkout(
 ) -> sqlx::Result<Option<PlacedOrder>> {
     let Some(order) = sqlx::query_as!(
         StoredCheckout,
-        "SELECT id, status, subtotal_cents, discount_cents, shipping_cents, total_cents, expires_at
-         FROM orders WHERE user_id = $1 AND request_id = $2 AND kind = 'checkout'",
+        "SELECT o.id, o.status, o.subtotal_cents, o.discount_cents, o.shipping_cents, o.total_cents, o.expires_at
+         FROM order_request_keys k JOIN orders o ON o.id = k.order_id
+         WHERE k.kind = 'checkout' AND k.user_id = $1 AND k.request_id = $2",
         user_id,
         request_id,
     )

@@ -14,6 +14,7 @@ use crate::runtime::settings::{DatabaseSettings, SettingsError};
 pub mod cancellation;
 pub mod catalog;
 pub mod checkout;
+pub mod order_data;
 pub mod orders;
 pub mod outbox;
 pub mod payments;

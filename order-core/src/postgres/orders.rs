@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::domain::ids::OrderId;
+use crate::domain::lifecycle::ALL_STATUSES;
 use crate::domain::orders::OrderView;
 use crate::domain::reconcile::SaleOrder;
 
@@ -29,6 +30,7 @@ impl From<OrderRow> for OrderView {
             total_cents: r.total_cents,
             expires_at: r.expires_at,
             created_at: r.created_at,
+            archived: false,
         }
     }
 }
@@ -71,27 +73,55 @@ pub async fn list_for_user(
     Ok(rows.into_iter().map(OrderView::from).collect())
 }
 
+// A sale's orders carry ids minted while it could take orders: from its creation to its
+// end or its last edit, whichever is later (a day of slack either side for the minting
+// gateways' clocks). The sale queries below read only the partitions of that range.
+
 /// Every order of a sale, with its units, for reconciliation.
 pub async fn orders_of_sale(db: &PgPool, promotion_id: i64) -> sqlx::Result<Vec<SaleOrder>> {
     sqlx::query_as!(
         SaleOrder,
-        r#"SELECT o.id, o.user_id, o.status, o.request_id,
+        r#"WITH sale AS (
+               SELECT order_id_floor(created_at - INTERVAL '1 day') AS first_id,
+                      order_id_floor(GREATEST(ends_at, updated_at) + INTERVAL '1 day') AS end_id
+               FROM promotions WHERE id = $1
+           )
+           SELECT o.id, o.user_id, o.status, o.request_id,
                   COALESCE(SUM(i.quantity), 0)::INTEGER AS "quantity!", o.created_at
            FROM orders o LEFT JOIN order_items i ON i.order_id = o.id
-           WHERE o.promotion_id = $1 GROUP BY o.id"#,
+             AND i.order_id >= (SELECT first_id FROM sale) AND i.order_id < (SELECT end_id FROM sale)
+           WHERE o.promotion_id = $1
+             AND o.id >= (SELECT first_id FROM sale) AND o.id < (SELECT end_id FROM sale)
+           GROUP BY o.id"#,
         promotion_id,
     )
     .fetch_all(db)
     .await
 }
 
-/// A sale's order counts by status.
+/// A sale's order counts by status: one index-only count per status over the sale's id
+/// range, so it reads only that range of the index, with no sort.
 pub async fn order_counts(db: &PgPool, promotion_id: i64) -> sqlx::Result<HashMap<String, i64>> {
+    let statuses: Vec<&str> = ALL_STATUSES.iter().map(|s| s.as_str()).collect();
     let rows = sqlx::query!(
-        r#"SELECT status, count(*) AS "count!" FROM orders WHERE promotion_id = $1 GROUP BY status"#,
+        r#"WITH sale AS (
+               SELECT order_id_floor(created_at - INTERVAL '1 day') AS first_id,
+                      order_id_floor(GREATEST(ends_at, updated_at) + INTERVAL '1 day') AS end_id
+               FROM promotions WHERE id = $1
+           )
+           SELECT s.status AS "status!",
+                  (SELECT count(*) FROM orders o
+                   WHERE o.promotion_id = $1 AND o.status = s.status
+                     AND o.id >= (SELECT first_id FROM sale) AND o.id < (SELECT end_id FROM sale)) AS "count!"
+           FROM UNNEST($2::TEXT[]) AS s(status)"#,
         promotion_id,
+        &statuses as &[&str],
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.count > 0)
+        .map(|r| (r.status, r.count))
+        .collect())
 }

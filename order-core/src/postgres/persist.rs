@@ -180,13 +180,18 @@ pub async fn insert_seckill_orders(
     orders: &[NewSeckillOrder],
     payment_timeout: Duration,
 ) -> Result<Vec<OrderFate>, PersistError> {
-    // Ungated: no deadline, and `go` is always yes, so it is always written.
-    match insert(pool, orders, payment_timeout, std::future::ready(true), None).await? {
-        Paced::Written { fates, .. } => Ok(fates),
-        Paced::Late | Paced::Stopped => Err(PersistError::Inconsistent(
-            "an ungated insert was not written".into(),
-        )),
+    // Ungated: no deadline, and `go` is always yes; `Late` here means only that another
+    // writer took a request key meanwhile, which the next attempt judges.
+    for _ in 0..3 {
+        match insert(pool, orders, payment_timeout, std::future::ready(true), None).await? {
+            Paced::Written { fates, .. } => return Ok(fates),
+            Paced::Late => continue,
+            Paced::Stopped => break,
+        }
     }
+    Err(PersistError::Inconsistent(
+        "an ungated insert was not written".into(),
+    ))
 }
 
 /// How late an insert may run after its tokens were granted before it is refused.
@@ -203,7 +208,8 @@ pub enum Paced {
         db_time: Duration,
     },
     /// The database ran the insert more than `LATE_AFTER_GRANT` after the grant (it stalled
-    /// in between): nothing written; take new tokens and try again.
+    /// in between), or another writer committed one of the batch's request keys while it
+    /// ran: nothing written; take new tokens and try again.
     Late,
     /// `go` said no (the writer is stopping): nothing written.
     Stopped,
@@ -241,8 +247,15 @@ async fn insert(
     // One row per order id is offered to the insert (the first copy); every copy is then
     // judged against what the database holds, so a different order under a taken id is a
     // conflict whether it came in this batch or an earlier one.
+    // Likewise one order per request key: a second order of one request is judged, not
+    // offered (the key table would refuse it and fail the whole batch).
     let mut seen: HashSet<OrderId> = HashSet::with_capacity(orders.len());
-    let first_copies: Vec<&NewSeckillOrder> = orders.iter().filter(|o| seen.insert(o.order_id)).collect();
+    let mut keys: HashSet<(i64, i64, &str)> = HashSet::with_capacity(orders.len());
+    let first_copies: Vec<&NewSeckillOrder> = orders
+        .iter()
+        .filter(|o| seen.insert(o.order_id))
+        .filter(|o| keys.insert((o.promotion_id, o.user_id, o.request_id.as_str())))
+        .collect();
     let mut tx = pool.begin().await?;
     let began = std::time::Instant::now();
     if !go.await {
@@ -251,7 +264,15 @@ async fn insert(
     }
     let cleared = std::time::Instant::now();
     let deadline = late_after.map(|slack| cleared - began + slack);
-    let Some(inserted) = insert_new(&mut tx, &first_copies, payment_timeout, deadline).await? else {
+    let inserted = match insert_new(&mut tx, &first_copies, payment_timeout, deadline).await {
+        // Another writer committed one of these request keys for another order id after
+        // this statement's snapshot: the batch is retried, and judged against that order.
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("orders_seckill_request") => {
+            return Ok(Paced::Late);
+        }
+        other => other?,
+    };
+    let Some(inserted) = inserted else {
         tx.rollback().await?;
         return Ok(Paced::Late);
     };
@@ -339,6 +360,11 @@ async fn insert_new(
                                   $6::TIMESTAMPTZ[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[])
                  AS t(id, user_id, promotion_id, request_id, total, accepted_at, sku_id, title, quantity, price)
              WHERE (SELECT on_time FROM gate)
+               -- A request key another order holds: not offered (judged afterwards).
+               AND NOT EXISTS (SELECT 1 FROM order_request_keys k
+                               WHERE k.kind = 'seckill' AND k.promotion_id = t.promotion_id
+                                 AND k.user_id = t.user_id AND k.request_id = t.request_id
+                                 AND k.order_id <> t.id)
          ), inserted AS (
              INSERT INTO orders (id, user_id, kind, promotion_id, request_id, status, subtotal_cents,
                                  total_cents, expires_at, created_at, updated_at)
@@ -391,9 +417,11 @@ async fn stored_for(
          UNION
          SELECT o.id, o.user_id, o.promotion_id, o.request_id, o.kind, o.total_cents, o.status, o.expires_at,
                 o.created_at
-         FROM orders o JOIN UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS k(promotion_id, user_id, request_id)
-           ON o.kind = 'seckill' AND o.promotion_id = k.promotion_id AND o.user_id = k.user_id
-          AND o.request_id = k.request_id"#,
+         FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS b(promotion_id, user_id, request_id)
+         JOIN order_request_keys k
+           ON k.kind = 'seckill' AND k.promotion_id = b.promotion_id AND k.user_id = b.user_id
+          AND k.request_id = b.request_id
+         JOIN orders o ON o.id = k.order_id"#,
         &ids,
         &promotions,
         &users,

@@ -195,7 +195,7 @@ impl PromotionRepo {
             "UPDATE promotions SET sku_id = $2, title = $3, price_cents = $4, stock = $5, per_user_limit = $6,
                  starts_at = $7, ends_at = $8, requires_token = $10, challenge = $11, pow_difficulty = $12,
                  verifier_url = $13, updated_at = now(), revision = revision + 1
-             WHERE id = $1 AND revision = $9
+             WHERE id = $1 AND revision = $9 AND keys_retired_at IS NULL
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
                        created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards",
             id,
@@ -221,7 +221,7 @@ impl PromotionRepo {
         sqlx::query_as!(
             PromotionRow,
             "UPDATE promotions SET paused = $2, updated_at = now(), revision = revision + 1
-             WHERE id = $1
+             WHERE id = $1 AND keys_retired_at IS NULL
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
                        created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards",
             id,
@@ -238,7 +238,7 @@ impl PromotionRepo {
         sqlx::query_as!(
             PromotionRow,
             "UPDATE promotions SET stock = stock + $2, updated_at = now(), revision = revision + 1
-             WHERE id = $1 AND stock + $2 <= $3
+             WHERE id = $1 AND stock + $2 <= $3 AND keys_retired_at IS NULL
              RETURNING id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
                        created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards",
             id,
@@ -248,6 +248,58 @@ impl PromotionRepo {
         .fetch_optional(&self.pool)
         .await
         .and_then(promotion)
+    }
+
+    /// When the sale's keys were retired from Redis (`None`: not retired, or no such sale).
+    pub async fn keys_retired_at(&self, id: i64) -> sqlx::Result<Option<DateTime<Utc>>> {
+        let at = sqlx::query_scalar!("SELECT keys_retired_at FROM promotions WHERE id = $1", id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(at.flatten())
+    }
+
+    /// Sales that ended before `ended_before` and still have keys in Redis, or whose keys
+    /// were retired since `retired_since` (a crash may have left them there): oldest first.
+    pub async fn sales_to_retire(
+        &self,
+        ended_before: DateTime<Utc>,
+        retired_since: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Promotion>> {
+        sqlx::query_as!(
+            PromotionRow,
+            "SELECT id, sku_id, title, price_cents, stock, per_user_limit, starts_at, ends_at, paused,
+                    created_at, updated_at, revision, requires_token, challenge, pow_difficulty, verifier_url, shards
+             FROM promotions
+             WHERE ends_at < $1 AND (keys_retired_at IS NULL OR keys_retired_at >= $2)
+             ORDER BY ends_at LIMIT $3",
+            ended_before,
+            retired_since,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(Promotion::try_from)
+        .collect()
+    }
+
+    /// Record that the sale's keys leave Redis: only once it ended before `ended_before` and
+    /// no stock return waits for it. Row-locked, so an edit racing it either commits first
+    /// (and this sees the new `ends_at`) or finds the sale retired. Returns whether it did
+    /// (or had).
+    pub async fn mark_keys_retired(&self, id: i64, ended_before: DateTime<Utc>) -> sqlx::Result<bool> {
+        let marked = sqlx::query_scalar!(
+            r#"UPDATE promotions p SET keys_retired_at = COALESCE(p.keys_retired_at, now())
+               WHERE p.id = $1 AND p.ends_at < $2
+                 AND NOT EXISTS (SELECT 1 FROM stock_returns r WHERE r.promotion_id = p.id)
+               RETURNING p.id"#,
+            id,
+            ended_before,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(marked.is_some())
     }
 
     /// Delete a promotion that has no orders. Returns whether a row went.

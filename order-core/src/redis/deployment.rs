@@ -79,6 +79,15 @@ impl std::fmt::Debug for DeploymentStore {
 impl DeploymentStore {
     /// `scope` names the deployment's order stream (the seckill-orders topic), like the
     /// writers' shared pace, so two deployments on one Redis do not list each other.
+    /// Drop a sale's counts (its keys were retired from Redis).
+    pub async fn forget_counters(&self, promotion_id: i64) -> Result<(), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(counters_key(promotion_id))
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
     pub fn new(conn: RedisConnection, scope: &str) -> Self {
         Self {
             conn,

@@ -205,6 +205,56 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+/// Years of order data: monthly partitions created ahead, months past the retention
+/// archived to `dir` and dropped, and the event bookkeeping tables pruned by age.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ArchiveSettings {
+    /// The archive sink (one `orders-YYYY-MM.jsonl.gz` per month). The gateway reads
+    /// archived orders from it, so every gateway and consumers process sees the same one.
+    pub dir: std::path::PathBuf,
+    /// Months kept in the database after a month ended.
+    pub retention_months: u32,
+    /// Partitions exist for the current month and this many after it.
+    pub partitions_ahead_months: u32,
+    /// How often the consumers create, archive and prune.
+    pub interval_secs: u64,
+    /// Days a consumer remembers an event it handled: longer than a redelivery can come.
+    pub processed_events_days: u32,
+    pub notifications_days: u32,
+    /// Hours after a sale ended before its keys leave Redis (once its orders are persisted
+    /// and reconciled); more than the hour gateways keep an ended sale cached.
+    pub sale_keys_grace_hours: u32,
+}
+
+impl ArchiveSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let positive = [
+            ("archive.retention_months", self.retention_months),
+            ("archive.partitions_ahead_months", self.partitions_ahead_months),
+            ("archive.processed_events_days", self.processed_events_days),
+            ("archive.notifications_days", self.notifications_days),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(SettingsError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.sale_keys_grace_hours < 2 {
+            return Err(SettingsError::invalid(
+                "archive.sale_keys_grace_hours",
+                "must be at least 2 (gateways keep an ended sale cached for an hour)",
+            ));
+        }
+        if self.interval_secs == 0 {
+            return Err(SettingsError::invalid(
+                "archive.interval_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
     /// `postgres://user:password@host:port/database`; secret because it may hold a password.

@@ -53,6 +53,16 @@ impl Transient for crate::redis::stock::StockError {
     }
 }
 
+impl Transient for crate::postgres::order_data::OrderDataError {
+    fn is_transient(&self) -> bool {
+        match self {
+            crate::postgres::order_data::OrderDataError::Database(e) => e.is_transient(),
+            // A missing or unreadable archive file is a deployment fault, not an outage.
+            crate::postgres::order_data::OrderDataError::File { .. } => false,
+        }
+    }
+}
+
 /// Transient when a dependency's error anywhere in the chain is.
 impl Transient for anyhow::Error {
     fn is_transient(&self) -> bool {
