@@ -57,9 +57,16 @@ pub async fn retire_sale(
             .await
             .context("reconcile before retiring")?;
         if !report.consistent {
-            return Ok(Retirement::Inconsistent);
-        }
-        if !repo
+            // Another process may have retired it while this one read Redis.
+            let retired_meanwhile = repo
+                .keys_retired_at(promotion.id)
+                .await
+                .context("read the sale's retirement")?
+                .is_some();
+            if !retired_meanwhile {
+                return Ok(Retirement::Inconsistent);
+            }
+        } else if !repo
             .mark_keys_retired(promotion.id, ended_before)
             .await
             .context("record the retirement")?

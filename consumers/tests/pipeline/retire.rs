@@ -1,6 +1,7 @@
 //! Redis keeps only live sales: once a sale has ended, its orders are persisted and the
-//! stores agree, its keys leave Redis; buyers' answers about its orders do not change, a
-//! later cancellation completes without bringing a key back, and nothing reloads the sale.
+//! stores agree, its keys leave Redis; buyers' answers about its orders do not change on any
+//! gateway, a later cancellation completes without bringing a key back, and nothing reloads
+//! the sale. A deployment: three gateways, two consumers processes, two retiring at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,11 +50,11 @@ async fn keys_in_redis(conn: &mut order_core::redis::RedisConnection, promotion_
     held + counts
 }
 
-/// What each buyer's app reads of its order, without the fields whose precision differs
-/// between Redis' markers (ms) and the database (µs).
-async fn answers(app: &gateway::test_support::TestApp, accepted: &[(String, i64)]) -> Vec<Value> {
+/// What each buyer's app reads of its order from each gateway, without the fields whose
+/// precision differs between Redis' markers (ms) and the database (µs).
+async fn answers(gateways: &[&gateway::test_support::TestApp], accepted: &[(String, i64)]) -> Vec<Value> {
     let mut out = Vec::new();
-    for (order_id, user) in accepted {
+    for ((order_id, user), app) in accepted.iter().flat_map(|a| gateways.iter().map(move |g| (a, g))) {
         let view: Value = app
             .client
             .get(format!("{}/api/orders/{order_id}", app.address))
@@ -76,6 +77,9 @@ async fn answers(app: &gateway::test_support::TestApp, accepted: &[(String, i64)
 #[tokio::test]
 async fn an_ended_reconciled_sale_leaves_redis_and_its_orders_answer_the_same() {
     let app = Arc::new(spawn_gateway(local_source()).await);
+    let second = app.spawn_beside(|_| {}).await;
+    let third = app.spawn_beside(|_| {}).await;
+    let gateways = [app.as_ref(), &second, &third];
     let created = app.create_sharded_promotion(STOCK, 1, SHARDS).await;
     let promotion_id = created["id"].as_i64().expect("id");
     // Accepted with no consumers running: the orders wait in the pending sets.
@@ -123,30 +127,32 @@ async fn an_ended_reconciled_sale_leaves_redis_and_its_orders_answer_the_same() 
     );
 
     let consumers = spawn_consumers(consumers_source(&app, local_source())).await;
+    let more_consumers = spawn_consumers(consumers_source(&app, local_source())).await;
     wait_for_rows(&pool, promotion_id, STOCK as usize, Duration::from_secs(30)).await;
     poll_until(Duration::from_secs(30), "pending sets emptied", || async {
         let sale = SaleShards::new(promotion_id, SHARDS).expect("shards");
         (stock.pending_count(sale).await.expect("count") == 0).then_some(())
     })
     .await;
-    let before = answers(&app, &accepted).await;
+    let before = answers(&gateways, &accepted).await;
     assert!(
         before.iter().all(|a| a["status"] == "pending_payment"),
         "{before:?}"
     );
     assert!(keys_in_redis(&mut conn, promotion_id).await > 0);
 
-    assert_eq!(
-        retire().await.expect("retire"),
-        vec![(promotion_id, Retirement::Retired)]
-    );
+    // Two consumers processes' passes at once: both see it retired.
+    let (one, other) = tokio::join!(retire(), retire());
+    for fates in [one, other] {
+        assert_eq!(fates.expect("retire"), vec![(promotion_id, Retirement::Retired)]);
+    }
     assert_eq!(
         keys_in_redis(&mut conn, promotion_id).await,
         0,
         "every key of every shard is gone"
     );
     assert_eq!(
-        answers(&app, &accepted).await,
+        answers(&gateways, &accepted).await,
         before,
         "the database answers the same"
     );
@@ -174,7 +180,9 @@ async fn an_ended_reconciled_sale_leaves_redis_and_its_orders_answer_the_same() 
         0,
         "no key came back"
     );
-    assert_eq!(answers(&app, &accepted[..1]).await[0]["status"], "cancelled");
+    for answer in answers(&gateways, &accepted[..1]).await {
+        assert_eq!(answer["status"], "cancelled", "{answer}");
+    }
 
     // Nothing loads a retired sale into Redis again.
     for (method, path) in [
@@ -196,4 +204,5 @@ async fn an_ended_reconciled_sale_leaves_redis_and_its_orders_answer_the_same() 
         vec![(promotion_id, Retirement::Retired)]
     );
     consumers.stop().await;
+    more_consumers.stop().await;
 }

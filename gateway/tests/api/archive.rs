@@ -1,6 +1,6 @@
 //! An order of a month past the retention, archived and dropped from the database, is still
-//! answered by `GET /api/orders/{id}`: from its month's archive file, marked `archived`, to
-//! its owner only.
+//! answered by `GET /api/orders/{id}` on every gateway of the deployment: from its month's
+//! archive file, marked `archived`, to its owner only.
 
 use gateway::test_support::TestApp;
 use order_core::domain::order_months::OrderMonth;
@@ -11,6 +11,8 @@ use serde_json::Value;
 #[tokio::test]
 async fn an_archived_order_is_answered_from_its_archive() {
     let app = TestApp::spawn().await;
+    let second = app.spawn_beside(|_| {}).await;
+    let third = app.spawn_beside(|_| {}).await;
     let pool = app.pool();
     let feb = OrderMonth::new(2026, 2).expect("a month");
     let archived_id = feb.first_id() + 4096 * 5_000;
@@ -56,12 +58,21 @@ async fn an_archived_order_is_answered_from_its_archive() {
         .expect("count");
     assert_eq!(still_in_db, 0, "the order left the database");
 
-    let (status, after) = get(archived_id, 21).await;
-    assert_eq!(status, StatusCode::OK, "{after}");
-    assert_eq!(after["archived"], true, "{after}");
-    assert_eq!(after["order_id"], archived_id.to_string());
-    for field in ["status", "kind", "total_cents", "created_at"] {
-        assert_eq!(after[field], before[field], "{field} is answered as it was");
+    for gateway in [&app, &second, &third] {
+        let response = gateway
+            .client
+            .get(format!("{}/api/orders/{archived_id}", gateway.address))
+            .bearer_auth(gateway.token(21))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), StatusCode::OK);
+        let after: Value = response.json().await.expect("json");
+        assert_eq!(after["archived"], true, "{after}");
+        assert_eq!(after["order_id"], archived_id.to_string());
+        for field in ["status", "kind", "total_cents", "created_at"] {
+            assert_eq!(after[field], before[field], "{field} is answered as it was");
+        }
     }
     let (status, body) = get(archived_id, 22).await;
     assert_eq!(
