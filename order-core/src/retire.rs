@@ -16,6 +16,7 @@ use sqlx::PgPool;
 
 use crate::domain::promotion::Promotion;
 use crate::postgres::promotions::PromotionRepo;
+use crate::reconcile::SaleRetired;
 use crate::redis::deployment::DeploymentStore;
 use crate::redis::stock::StockStore;
 
@@ -53,11 +54,23 @@ pub async fn retire_sale(
         if pending > 0 {
             return Ok(Retirement::OrdersPending(pending));
         }
-        let report = crate::reconcile::reconcile(db, stock, promotion, false)
-            .await
-            .context("reconcile before retiring")?;
-        if !report.consistent {
-            // Another process may have retired it while this one read Redis.
+        // Another consumers process may retire the sale while this one compares: reconcile
+        // then refuses it (`None` here), or reads its keys half gone (a discrepancy that is
+        // none: the database says it was retired).
+        let consistent = match crate::reconcile::reconcile(db, stock, promotion, false).await {
+            Ok(report) => Some(report.consistent),
+            Err(e) if e.is::<SaleRetired>() => None,
+            Err(e) => return Err(e.context("reconcile before retiring")),
+        };
+        if consistent == Some(true) {
+            let marked = repo
+                .mark_keys_retired(promotion.id, ended_before)
+                .await
+                .context("record the retirement")?;
+            if !marked {
+                return Ok(Retirement::NotYet);
+            }
+        } else if consistent == Some(false) {
             let retired_meanwhile = repo
                 .keys_retired_at(promotion.id)
                 .await
@@ -66,12 +79,6 @@ pub async fn retire_sale(
             if !retired_meanwhile {
                 return Ok(Retirement::Inconsistent);
             }
-        } else if !repo
-            .mark_keys_retired(promotion.id, ended_before)
-            .await
-            .context("record the retirement")?
-        {
-            return Ok(Retirement::NotYet);
         }
     }
     stock

@@ -153,13 +153,6 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
     {
         return Ok(Some(order));
     }
-    // Older than the retention: its month went to the archive.
-    if let Some(order) = order_data::find_archived(&state.deps.db, &state.archive_dir, order_id, user_id)
-        .await
-        .map_err(|e| ApiError::dependency("read an archived order", e))?
-    {
-        return Ok(Some(order));
-    }
     // Not in the database: an accepted order still on its way there.
     let found = match in_redis {
         Some(found) => found,
@@ -175,6 +168,15 @@ async fn current(state: &AppState, order_id: OrderId, user_id: i64) -> ApiResult
                 r.reserved_at_ms,
             )
         }));
+    }
+    // Older than the retention: its month went to the archive. Asked after the current
+    // sales, so the polls of orders still on their way (the common miss) do not pay for it,
+    // and before the older sales' Redis keys, which are gone by then.
+    if let Some(order) = order_data::find_archived(&state.deps.db, &state.archive_dir, order_id, user_id)
+        .await
+        .map_err(|e| ApiError::dependency("read an archived order", e))?
+    {
+        return Ok(Some(order));
     }
     // Of a sale this gateway does not hold: created a moment ago on another gateway, or
     // over for a while.

@@ -95,9 +95,14 @@ pub struct ArchivedMonth {
     pub file: PathBuf,
 }
 
+/// The archive file's name of `month` (`order_archives.file`).
+fn archive_file_name(month: OrderMonth) -> String {
+    format!("orders-{month}.jsonl.gz")
+}
+
 /// The archive file of `month` in `dir`.
 pub fn archive_file(dir: &Path, month: OrderMonth) -> PathBuf {
-    dir.join(format!("orders-{month}.jsonl.gz"))
+    dir.join(archive_file_name(month))
 }
 
 /// Archive one month: write its orders (with their items) to its file in `dir`, then, in
@@ -150,7 +155,6 @@ pub async fn archive_month(
         .map_err(file_error(&partial))?;
     let mut chunks = ChunkIndex::default();
     let mut pending: Vec<(i64, String)> = Vec::with_capacity(CHUNK_ORDERS);
-    let mut offset: u64 = 0;
     {
         // The month's id range: the planner reads its partitions only.
         let mut rows = sqlx::query!(
@@ -165,13 +169,13 @@ pub async fn archive_month(
         while let Some(row) = rows.try_next().await? {
             pending.push((row.id, row.line));
             if pending.len() == CHUNK_ORDERS {
-                offset += write_chunk(&mut file, &partial, &mut chunks, offset, &pending).await?;
+                write_chunk(&mut file, &partial, &mut chunks, &pending).await?;
                 pending.clear();
             }
         }
     }
     if !pending.is_empty() {
-        write_chunk(&mut file, &partial, &mut chunks, offset, &pending).await?;
+        write_chunk(&mut file, &partial, &mut chunks, &pending).await?;
     }
     file.sync_all().await.map_err(file_error(&partial))?;
     drop(file);
@@ -183,16 +187,12 @@ pub async fn archive_month(
         d.sync_all().await.map_err(file_error(dir))?;
     }
 
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     sqlx::query!(
         "INSERT INTO order_archives (month, first_id, end_id, file, orders) VALUES ($1, $2, $3, $4, $5)",
         month.first_day(),
         first_id,
         end_id,
-        file_name,
+        archive_file_name(month),
         chunks.orders as i64,
     )
     .execute(&mut *tx)
@@ -241,14 +241,23 @@ struct ChunkIndex {
     lens: Vec<i64>,
 }
 
-/// Append one gzip member holding `rows` (in id order); returns its length.
+impl ChunkIndex {
+    /// Where the next member starts: right after the last one.
+    fn end(&self) -> i64 {
+        self.offsets
+            .last()
+            .zip(self.lens.last())
+            .map_or(0, |(o, l)| o + l)
+    }
+}
+
+/// Append one gzip member holding `rows` (in id order) and index it.
 async fn write_chunk(
     file: &mut tokio::fs::File,
     path: &Path,
     index: &mut ChunkIndex,
-    offset: u64,
     rows: &[(i64, String)],
-) -> Result<u64, OrderDataError> {
+) -> Result<(), OrderDataError> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     for (_, line) in rows {
         gz.write_all(line.as_bytes())
@@ -260,9 +269,9 @@ async fn write_chunk(
     index.orders += rows.len() as u64;
     index.first_ids.push(rows[0].0);
     index.last_ids.push(rows[rows.len() - 1].0);
-    index.offsets.push(offset as i64);
+    index.offsets.push(index.end());
     index.lens.push(member.len() as i64);
-    Ok(member.len() as u64)
+    Ok(())
 }
 
 /// What an archive line holds of an order that its owner's view needs.

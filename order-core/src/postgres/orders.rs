@@ -73,19 +73,12 @@ pub async fn list_for_user(
     Ok(rows.into_iter().map(OrderView::from).collect())
 }
 
-// A sale's orders carry ids minted while it could take orders: from its creation to its
-// end or its last edit, whichever is later (a day of slack either side for the minting
-// gateways' clocks). The sale queries below read only the partitions of that range.
-
-/// Every order of a sale, with its units, for reconciliation.
+/// Every order of a sale, with its units, for reconciliation; read from the partitions of
+/// the ids the sale could mint only (`sale_order_ids`).
 pub async fn orders_of_sale(db: &PgPool, promotion_id: i64) -> sqlx::Result<Vec<SaleOrder>> {
     sqlx::query_as!(
         SaleOrder,
-        r#"WITH sale AS (
-               SELECT order_id_floor(created_at - INTERVAL '1 day') AS first_id,
-                      order_id_floor(GREATEST(ends_at, updated_at) + INTERVAL '1 day') AS end_id
-               FROM promotions WHERE id = $1
-           )
+        r#"WITH sale AS (SELECT first_id, end_id FROM sale_order_ids($1))
            SELECT o.id, o.user_id, o.status, o.request_id,
                   COALESCE(SUM(i.quantity), 0)::INTEGER AS "quantity!", o.created_at
            FROM orders o LEFT JOIN order_items i ON i.order_id = o.id
@@ -99,16 +92,12 @@ pub async fn orders_of_sale(db: &PgPool, promotion_id: i64) -> sqlx::Result<Vec<
     .await
 }
 
-/// A sale's order counts by status: one index-only count per status over the sale's id
-/// range, so it reads only that range of the index, with no sort.
+/// A sale's order counts by status: one index-only count per status over the ids the sale
+/// could mint (`sale_order_ids`), so it reads only that range of the index, with no sort.
 pub async fn order_counts(db: &PgPool, promotion_id: i64) -> sqlx::Result<HashMap<String, i64>> {
     let statuses: Vec<&str> = ALL_STATUSES.iter().map(|s| s.as_str()).collect();
     let rows = sqlx::query!(
-        r#"WITH sale AS (
-               SELECT order_id_floor(created_at - INTERVAL '1 day') AS first_id,
-                      order_id_floor(GREATEST(ends_at, updated_at) + INTERVAL '1 day') AS end_id
-               FROM promotions WHERE id = $1
-           )
+        r#"WITH sale AS (SELECT first_id, end_id FROM sale_order_ids($1))
            SELECT s.status AS "status!",
                   (SELECT count(*) FROM orders o
                    WHERE o.promotion_id = $1 AND o.status = s.status
