@@ -1,7 +1,8 @@
 -- reserve.lua: reserve stock of one flash-sale promotion for one buyer, atomically.
 --
 -- KEYS[1] {promo:<id>}:meta          hash: remaining, stock, per_user_limit, starts_at_ms, ends_at_ms,
---                                     paused, epoch (see snapshot.lua), identity
+--                                     paused, epoch (see snapshot.lua), identity, fenced (see
+--                                     confirm.lua)
 -- KEYS[2] {promo:<id>}:buyers        hash: user id -> units held by live reservations
 -- KEYS[3] {promo:<id>}:requests      hash: "<user id>:<request id>" -> order id (kept for good)
 -- KEYS[4] {promo:<id>}:reservations  hash: order id -> "<user id>|<quantity>|<reserved at ms>|<request id>"
@@ -12,13 +13,16 @@
 --    1 reserved        2 duplicate request: the first attempt's order id, its reservation
 --                        payload ("" once released) and 1 while it waits to be persisted
 --   -1 not loaded     -2 not started     -3 ended     -4 paused
---   -5 limit exceeded -6 sold out
+--   -5 limit exceeded -6 sold out         -7 recovering: this node may have lost writes of the
+--                                            sale (confirm.lua fenced it) until it is repaired
 -- The request id is checked first: a retry gets its order id whatever the sale's state.
 -- Ids stay strings: Lua numbers are doubles and would round 64-bit ids.
 -- The window is checked against Redis' clock, the one clock all gateways share.
 
 local meta = KEYS[1]
-if redis.call('EXISTS', meta) == 0 then
+local m = redis.call('HMGET', meta, 'remaining', 'per_user_limit', 'starts_at_ms', 'ends_at_ms', 'paused', 'fenced',
+  'identity')
+if not m[7] then
   return {-1, '', 0, '', 0}
 end
 local request_field = ARGV[1] .. ':' .. ARGV[2]
@@ -31,8 +35,10 @@ if existing then
   end
   return {2, existing, 0, payload, pending}
 end
-local m = redis.call('HMGET', meta, 'remaining', 'per_user_limit', 'starts_at_ms', 'ends_at_ms', 'paused')
 local remaining = tonumber(m[1])
+if m[6] then
+  return {-7, '', remaining, '', 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if m[5] == '1' then

@@ -9,19 +9,25 @@
 -- buyers read here are final for that epoch: a gateway may then refuse everyone else
 -- without asking Redis, and still send a holder's retry on for its order id.
 --
--- Returns {loaded, remaining, paused, epoch, closed, now_ms, buyers, revision, lent, got}:
+-- Returns {loaded, remaining, paused, epoch, closed, now_ms, buyers, revision, lent, got,
+-- fenced}:
 --   loaded 0 (nothing else meaningful) or 1; paused and closed 0/1; buyers is the list of
 --   user ids when closed and the caller's epoch differs, else an empty list; revision is the
 --   database row revision Redis reflects (a gateway holding a newer row syncs it); lent and
 --   got are the units this shard of a sharded sale moved out and took in (lend.lua,
---   receive.lua): summed over the shards, their difference is stock on its way.
+--   receive.lua): summed over the shards, their difference is stock on its way; fenced is 1
+--   while the shard recovers from writes its node lost (confirm.lua), else 0.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = redis.call('HMGET', KEYS[1], 'remaining', 'paused', 'epoch', 'ends_at_ms', 'revision', 'lent_total',
-  'got_total')
+  'got_total', 'fenced')
 if not m[1] then
-  return {0, 0, 0, '', 0, now, {}, 0, 0, 0}
+  return {0, 0, 0, '', 0, now, {}, 0, 0, 0, 0}
+end
+local fenced = 0
+if m[8] then
+  fenced = 1
 end
 local remaining = tonumber(m[1])
 local paused = 0
@@ -38,4 +44,4 @@ if closed == 1 and epoch ~= ARGV[1] then
   buyers = redis.call('HKEYS', KEYS[2])
 end
 return {1, remaining, paused, epoch, closed, now, buyers, tonumber(m[5] or '0'), tonumber(m[6] or '0'),
-  tonumber(m[7] or '0')}
+  tonumber(m[7] or '0'), fenced}

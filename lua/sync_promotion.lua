@@ -14,6 +14,8 @@
 -- caller holding an older read changes nothing: a stale warm-up cannot resume a paused sale,
 -- undo an edit or count added stock twice. Stock moves by difference: remaining changes by
 -- (new stock - stock Redis has), so units already reserved stay reserved whoever applies what.
+-- A first load records this node's replication id as the history the shard's data belongs
+-- to (confirm.lua fences the shard when it finds another).
 -- Keys left by another promotion with the same id (a database restored or recreated beside a
 -- Redis that kept its data) are dropped first. A meta hash without identity (only what
 -- release.lua's counters left after meta was lost) counts as not loaded, and nothing is
@@ -41,9 +43,10 @@ if not identity then
   if now >= tonumber(ARGV[8]) then
     return {-1, 0}
   end
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
   redis.call('HSET', meta, 'remaining', stock, 'stock', stock, 'identity', ARGV[6], 'per_user_limit', ARGV[2],
     'starts_at_ms', ARGV[3], 'ends_at_ms', ARGV[4], 'paused', ARGV[5], 'revision', revision,
-    'epoch', t[1] .. string.format('%06d', tonumber(t[2])))
+    'epoch', t[1] .. string.format('%06d', tonumber(t[2])), 'history', replid)
   return {1, stock}
 end
 

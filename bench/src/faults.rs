@@ -6,7 +6,12 @@
 //!   killed and restarted, PostgreSQL stopped for a while, Redis restarted or killed;
 //! - gray failures: a gateway, a consumers process, the broker, Redis or PostgreSQL paused
 //!   (SIGSTOP) for a while and resumed (SIGCONT), and a gateway paused past its worker-id
-//!   lease.
+//!   lease;
+//! - on a replicated Redis (a Cluster with a replica per master, or Sentinel): the master
+//!   holding the sale killed (its replica takes over), paused past the failover timeout (a
+//!   split brain: the old master comes back holding commands queued for it), and killed
+//!   while its replica lagged (the promoted replica misses the last writes: the row counts
+//!   them).
 //!
 //! After the load the apps retry whatever got no definitive answer (same request id, the
 //! next gateway), then invariants 1–5 are checked; the table counts requests, accepted,
@@ -18,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use order_core::runtime::settings::{DatabaseSettings, RedisSettings};
-use order_core::test_support::{free_port, unique, PrivateStack};
+use order_core::test_support::{free_port, unique, PrivateStack, RedisKind};
 use secrecy::SecretString;
 use serde::Serialize;
 use tokio::process::{Child, Command};
@@ -68,7 +73,26 @@ pub enum Fault {
     /// work, warm up, reconcile, repair, add stock again. Nothing may create or lose a unit (oversold counts against the stock
     /// configured at the end).
     AdminActions,
+    /// SIGKILL the Redis master holding the sale's first shard (replicated Redis only): its
+    /// replica is promoted; the old master starts again after the outage and rejoins as a
+    /// replica.
+    RedisFailover,
+    /// SIGSTOP the replica of the master holding the sale, SIGKILL the master half an outage
+    /// later, SIGCONT the replica: it is promoted without the writes it missed (the row counts
+    /// them); the old master rejoins after the outage.
+    RedisFailoverLagging,
+    /// SIGSTOP the master holding the sale past the failover timeout, then SIGCONT: its
+    /// replica was promoted meanwhile, and the old master runs what was queued for it before
+    /// it learns it was replaced (a split brain).
+    RedisMasterPause,
 }
+
+/// The faults that need a replicated Redis (`--redis-cluster` or `--redis-sentinel`).
+pub const REPLICA_FAULTS: [Fault; 3] = [
+    Fault::RedisFailover,
+    Fault::RedisFailoverLagging,
+    Fault::RedisMasterPause,
+];
 
 /// Every fault, the control row excepted.
 pub const ALL_FAULTS: [Fault; 14] = [
@@ -107,6 +131,9 @@ impl Fault {
             Fault::RedisPauseFlood => "redis paused under a flood",
             Fault::PostgresPause => "postgres paused",
             Fault::AdminActions => "admin actions mid-sale",
+            Fault::RedisFailover => "redis master killed (failover)",
+            Fault::RedisFailoverLagging => "redis failover to a lagging replica",
+            Fault::RedisMasterPause => "redis master paused past failover (split brain)",
         }
     }
 }
@@ -128,8 +155,9 @@ pub struct FaultSettings {
     /// Gateways and consumers processes of the deployment (faults hit the first of each).
     pub gateways: usize,
     pub consumers: usize,
-    /// Redis is a three-node cluster of the private stack's own.
-    pub redis_cluster: bool,
+    /// The private stack's Redis: one node, a Cluster (three masters, a replica each) or a
+    /// primary and a replica under three Sentinels.
+    pub redis: RedisKind,
     /// Redis shards of each sale.
     pub shards: i64,
 }
@@ -187,6 +215,12 @@ pub struct FaultRow {
     pub app_retries: u64,
     /// The slowest answer: how long the fault held requests up.
     pub max_latency_ms: f64,
+    /// Seconds from the fault until a request sent after it was answered 202 (none: no order
+    /// was accepted after the fault, the sale having sold out before).
+    pub accepting_again_secs: Option<f64>,
+    /// Reservations the master held that the replica promoted in its place did not (the
+    /// lagging failover; none for other faults).
+    pub writes_lost: Option<u64>,
     pub failures: Vec<String>,
 }
 
@@ -261,12 +295,26 @@ pub(crate) struct Deployment {
     logs: PathBuf,
 }
 
-/// The private cluster's node (as a stack part) that holds the sale's first shard: the
-/// stack's cluster gives each of its three nodes an equal third of the slots.
-fn node_of_first_shard(target: &Target, promotion_id: i64) -> anyhow::Result<String> {
+/// The key of the sale's first shard (its master is the one the Redis faults aim at).
+fn first_shard_key(target: &Target, promotion_id: i64) -> anyhow::Result<String> {
     let sale = order_core::domain::shards::SaleShards::new(promotion_id, target.shards)?;
-    let slot = order_core::domain::shards::key_slot(format!("{{{}}}", sale.shard(0).tag()).as_bytes());
-    Ok(format!("redis-cluster-{}", usize::from(slot) * 3 / 16_384))
+    Ok(order_core::redis::stock::PromotionKeys::of(sale.shard(0)).meta)
+}
+
+/// The reservations' order ids a data node holds for the sale's first shard.
+fn reservations_on(
+    stack: &PrivateStack,
+    part: &str,
+    target: &Target,
+    promotion_id: i64,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    let sale = order_core::domain::shards::SaleShards::new(promotion_id, target.shards)?;
+    let key = order_core::redis::stock::PromotionKeys::of(sale.shard(0)).reservations;
+    let port = stack.part_port(part)?;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    let ids: Vec<String> = redis::cmd("HKEYS").arg(key).query(&mut conn)?;
+    Ok(ids.into_iter().collect())
 }
 
 fn secret() -> String {
@@ -275,8 +323,8 @@ fn secret() -> String {
 
 impl Deployment {
     pub(crate) async fn start(bins: Binaries, s: &FaultSettings) -> anyhow::Result<(Self, Target)> {
-        let cluster = s.redis_cluster;
-        let stack = tokio::task::spawn_blocking(move || PrivateStack::start_on(cluster))
+        let kind = s.redis;
+        let stack = tokio::task::spawn_blocking(move || PrivateStack::start_on(kind))
             .await
             .context("start the private stack")??;
         let (jwt, admin, callback) = (secret(), secret(), secret());
@@ -287,6 +335,7 @@ impl Deployment {
             ("APP_CONFIG_DIR", bins.config_dir.display().to_string()),
             ("APP_REDIS__URL", stack.redis_url()),
             ("APP_REDIS__CLUSTER_NODES", stack.cluster_nodes()),
+            ("APP_REDIS__SENTINEL_NODES", stack.sentinel_nodes()),
             ("APP_DATABASE__URL", stack.database_url()),
             ("APP_PULSAR__URL", stack.pulsar_url()),
             ("APP_PULSAR__SECKILL_ORDERS_TOPIC", topic.clone()),
@@ -364,8 +413,11 @@ impl Deployment {
         let redis = RedisSettings {
             url: SecretString::from(deployment.stack.redis_url()),
             cluster_nodes: SecretString::from(deployment.stack.cluster_nodes()),
+            sentinel_nodes: SecretString::from(deployment.stack.sentinel_nodes()),
+            sentinel_master: "seckill".into(),
             connect_timeout_ms: 2000,
             response_timeout_ms: 2000,
+            durability: Default::default(),
         };
         let urls: Vec<String> = deployment
             .gateways
@@ -477,15 +529,26 @@ impl Deployment {
         self.stack(PrivateStack::resume_part, part).await
     }
 
+    /// The data node that is the master of the sale's first shard now.
+    async fn master_of_sale(&self, target: &Target, promotion_id: i64) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            self.stack.kind() != RedisKind::Node,
+            "this fault needs a replicated Redis: --redis-cluster or --redis-sentinel"
+        );
+        let key = first_shard_key(target, promotion_id)?;
+        tokio::task::block_in_place(|| self.stack.master_part(&key))
+    }
+
     /// Inject `fault` into the sale `promotion_id`, keep it for `outage` where that applies,
-    /// and recover.
+    /// and recover; the writes a promoted replica lacked, for the lagging failover.
     async fn inject(
         &mut self,
         fault: Fault,
         outage: Duration,
         target: &Target,
         promotion_id: i64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<u64>> {
+        let mut writes_lost = None;
         match fault {
             Fault::None => {}
             Fault::GatewayKill => {
@@ -517,13 +580,70 @@ impl Deployment {
                     self.stack.has_cluster(),
                     "redis-node-restart needs --redis-cluster"
                 );
-                let part = node_of_first_shard(target, promotion_id)?;
+                let part = self.master_of_sale(target, promotion_id).await?;
                 self.outage(PrivateStack::stop_part, &part, outage).await?
+            }
+            Fault::RedisFailover => {
+                let part = self.master_of_sale(target, promotion_id).await?;
+                self.outage(PrivateStack::kill_part, &part, outage).await?
+            }
+            Fault::RedisMasterPause => {
+                let part = self.master_of_sale(target, promotion_id).await?;
+                self.pause(&part, outage).await?
+            }
+            Fault::RedisFailoverLagging => {
+                writes_lost = Some(
+                    self.failover_to_a_lagging_replica(target, promotion_id, outage)
+                        .await?,
+                );
             }
             Fault::PostgresPause => self.pause("postgres", outage).await?,
             Fault::AdminActions => operate_mid_sale(target, promotion_id, outage).await?,
         }
-        self.wait_ready().await
+        if self.stack.kind() != RedisKind::Node && fault != Fault::None {
+            // The next sale starts on a whole Redis again: every master with a replica.
+            self.stack(PrivateStack::wait_part, "redis").await?;
+        }
+        self.wait_ready().await?;
+        Ok(writes_lost)
+    }
+
+    /// The replica of the sale's master stops taking the replication stream (SIGSTOP) while
+    /// the master goes on taking reservations; the master dies; the replica runs again and is
+    /// promoted without what it missed. The old master comes back (as a replica) after the
+    /// outage. The reservations the master held and the promoted replica does not.
+    async fn failover_to_a_lagging_replica(
+        &self,
+        target: &Target,
+        promotion_id: i64,
+        outage: Duration,
+    ) -> anyhow::Result<u64> {
+        let key = first_shard_key(target, promotion_id)?;
+        let master = self.master_of_sale(target, promotion_id).await?;
+        let replica = tokio::task::block_in_place(|| self.stack.replica_part(&key))?;
+        self.stack(PrivateStack::pause_part, &replica).await?;
+        tokio::time::sleep(outage / 2).await;
+        let held =
+            tokio::task::block_in_place(|| reservations_on(&self.stack, &master, target, promotion_id))?;
+        self.stack(PrivateStack::kill_part, &master).await?;
+        self.stack(PrivateStack::resume_part, &replica).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let now_master = tokio::task::block_in_place(|| self.stack.master_part(&key)).unwrap_or_default();
+            if now_master == replica {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{replica} was not promoted within 30 s (the master is {now_master:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let kept =
+            tokio::task::block_in_place(|| reservations_on(&self.stack, &replica, target, promotion_id))?;
+        tokio::time::sleep(outage / 2).await;
+        self.stack(PrivateStack::start_part, &master).await?;
+        Ok(held.difference(&kept).count() as u64)
     }
 }
 
@@ -616,14 +736,20 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
             let promotion = target.create_promotion(s.stock, 1).await?;
             // The apps fetch their sale tokens first; the fault's clock starts with the load.
             let ready = sale.prepare(&target, &System::Gateway, Some(promotion)).await?;
+            let workload = ready.workload();
+            let mut fault_started = None;
             let (report, injected) = tokio::join!(
                 sale.run_prepared(&target, &label, &System::Gateway, ready),
                 async {
                     tokio::time::sleep(s.fault_at).await;
+                    fault_started = Some(tokio::time::Instant::now());
                     deployment.inject(fault, s.outage, &target, promotion).await
                 }
             );
-            injected.with_context(|| format!("inject {}", fault.name()))?;
+            let writes_lost = injected.with_context(|| format!("inject {}", fault.name()))?;
+            let accepting_again_secs = fault_started
+                .and_then(|at| workload.accepted_again_after(at))
+                .map(|d| d.as_secs_f64());
             let report = report.with_context(|| format!("the sale under {}", fault.name()))?;
             let v = report.verification.context("the run was not verified")?;
             rows.push(FaultRow {
@@ -640,6 +766,8 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 shed: report.outcomes.get(Outcome::Shed.name()).copied().unwrap_or(0),
                 app_retries: report.app_retries,
                 max_latency_ms: report.latency_ms.max,
+                accepting_again_secs,
+                writes_lost,
                 failures: v.failures,
             });
             eprintln!("{}", table(&rows[rows.len() - 1..]));
@@ -650,12 +778,13 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
 
 pub fn table(rows: &[FaultRow]) -> String {
     let mut out = String::from(
-        "| fault | deployment | seed | requests | accepted | persisted | oversold | lost | duplicated | failed requests | shed | app retries | slowest answer ms |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | deployment | seed | requests | accepted | persisted | oversold | lost | duplicated | failed requests | shed | app retries | slowest answer ms | accepting again after s | writes lost in Redis |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |\n",
             r.fault,
             r.deployment,
             r.seed,
@@ -668,7 +797,9 @@ pub fn table(rows: &[FaultRow]) -> String {
             r.errors,
             r.shed,
             r.app_retries,
-            r.max_latency_ms
+            r.max_latency_ms,
+            or_dash(r.accepting_again_secs.map(|s| format!("{s:.1}"))),
+            or_dash(r.writes_lost.map(|n| n.to_string())),
         ));
     }
     out

@@ -76,6 +76,9 @@ pub struct SaleWorkload {
     /// Requests sent, and those that got a definitive answer (anything but `Error`).
     sent: Mutex<HashSet<(u64, String)>>,
     settled: Mutex<HashSet<(u64, String)>>,
+    /// When each request was last sent, and every 202 as (sent, answered).
+    sent_at: Mutex<HashMap<(u64, String), tokio::time::Instant>>,
+    accepted_at: Mutex<Vec<(tokio::time::Instant, tokio::time::Instant)>>,
 }
 
 #[derive(Deserialize)]
@@ -107,7 +110,27 @@ impl SaleWorkload {
             conflicts: AtomicU64::new(0),
             sent: Mutex::new(HashSet::new()),
             settled: Mutex::new(HashSet::new()),
+            sent_at: Mutex::new(HashMap::new()),
+            accepted_at: Mutex::new(Vec::new()),
         }
+    }
+
+    fn sending(&self, key: &(u64, String)) {
+        self.sent_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), tokio::time::Instant::now());
+    }
+
+    /// How long after `at` the sale first answered 202 to a request sent after `at`.
+    pub fn accepted_again_after(&self, at: tokio::time::Instant) -> Option<Duration> {
+        self.accepted_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(sent, _)| *sent >= at)
+            .map(|(_, answered)| answered.saturating_duration_since(at))
+            .min()
     }
 
     /// Requests sent that never got a definitive answer.
@@ -123,6 +146,18 @@ impl SaleWorkload {
     fn answered(&self, key: (u64, String), status: StatusCode, body: &[u8]) -> Outcome {
         let mut outcome = Outcome::of_api_answer(status, body);
         if status == StatusCode::ACCEPTED {
+            let sent = self
+                .sent_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .copied();
+            if let Some(sent) = sent {
+                self.accepted_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((sent, tokio::time::Instant::now()));
+            }
             let order_id = serde_json::from_slice::<Accepted>(body)
                 .ok()
                 .and_then(|a| a.order_id.parse::<i64>().ok());
@@ -173,6 +208,7 @@ impl SaleWorkload {
                         Some(token) => request.header(AUTHORIZATION, token),
                         None => return,
                     };
+                    self.sending(&(user, request_id.clone()));
                     if let Ok(response) = request.send().await {
                         let status = response.status();
                         let body = response.bytes().await.unwrap_or_default();
@@ -216,6 +252,7 @@ impl Workload for SaleWorkload {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((user, request_id.clone()));
+        self.sending(&(user, request_id.clone()));
         let index = usize::try_from(user - 1).ok()?;
         let token = self.tokens.get(index)?.clone();
         let body = format!(r#"{{"quantity":1,"request_id":"{request_id}"}}"#);
@@ -243,6 +280,13 @@ pub struct ReadySale {
     pub promotion_id: i64,
     bases: Vec<String>,
     workload: std::sync::Arc<SaleWorkload>,
+}
+
+impl ReadySale {
+    /// The sale's requests and what was seen of them (shared with the run).
+    pub fn workload(&self) -> std::sync::Arc<SaleWorkload> {
+        std::sync::Arc::clone(&self.workload)
+    }
 }
 
 impl FlashSale {

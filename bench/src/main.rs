@@ -191,9 +191,14 @@ struct FaultArgs {
     /// Deployments to run every fault on, as GATEWAYSxCONSUMERS (e.g. `1x1,3x2`).
     #[arg(long, value_delimiter = ',', value_parser = parse_deployment, default_value = "1x1,3x2")]
     deployments: Vec<(usize, usize)>,
-    /// Run the deployments on a three-node Redis Cluster (needed by `redis-node-restart`).
-    #[arg(long)]
+    /// Run the deployments on a Redis Cluster of three masters with a replica each (needed by
+    /// `redis-node-restart`; the default faults then include the failovers).
+    #[arg(long, conflicts_with = "redis_sentinel")]
     redis_cluster: bool,
+    /// Run the deployments on one primary and one replica under three Sentinels (the default
+    /// faults then include the failovers).
+    #[arg(long)]
+    redis_sentinel: bool,
     /// Redis shards of each sale.
     #[arg(long, default_value_t = 1)]
     shards: i64,
@@ -431,14 +436,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Faults(args) => {
-            use bench::faults::{self, FaultSettings, ALL_FAULTS};
+            use bench::faults::{self, FaultSettings, ALL_FAULTS, REPLICA_FAULTS};
+            use order_core::test_support::RedisKind;
+            let redis = match (args.redis_cluster, args.redis_sentinel) {
+                (true, _) => RedisKind::Cluster,
+                (_, true) => RedisKind::Sentinel,
+                _ => RedisKind::Node,
+            };
             let mut rows = Vec::new();
             for &(gateways, consumers) in &args.deployments {
                 let settings = FaultSettings {
-                    faults: if args.faults.is_empty() {
-                        ALL_FAULTS.to_vec()
-                    } else {
-                        args.faults.clone()
+                    faults: match (args.faults.is_empty(), redis) {
+                        (false, _) => args.faults.clone(),
+                        (true, RedisKind::Node) => ALL_FAULTS.to_vec(),
+                        (true, _) => ALL_FAULTS.iter().chain(&REPLICA_FAULTS).copied().collect(),
                     },
                     seeds: args.seeds.clone(),
                     users: args.users,
@@ -450,7 +461,7 @@ async fn main() -> anyhow::Result<()> {
                     writer_rows_per_sec: args.pace,
                     gateways,
                     consumers,
-                    redis_cluster: args.redis_cluster,
+                    redis,
                     shards: args.shards,
                 };
                 rows.extend(faults::run(faults::Binaries::beside_current_exe()?, &settings).await?);

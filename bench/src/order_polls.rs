@@ -91,7 +91,7 @@ pub async fn run(bins: Binaries, s: &PollSettings) -> anyhow::Result<Vec<PollRow
         writer_rows_per_sec: s.writer_rows_per_sec,
         gateways: 1,
         consumers: 1,
-        redis_cluster: false,
+        redis: order_core::test_support::RedisKind::Node,
         shards: 1,
     };
     let (mut deployment, target) = Deployment::start(bins.clone(), &fault_settings).await?;

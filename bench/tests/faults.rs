@@ -11,12 +11,16 @@
 use std::time::Duration;
 
 use bench::faults::{self, Binaries, Fault, FaultSettings};
+use order_core::test_support::RedisKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_without_loss() {
     // On `make test`'s cluster pass (REDIS_CLUSTER_NODES set) the deployment runs on a
-    // Redis Cluster of its own, each sale on three shards, and one node is restarted.
-    let cluster = order_core::test_support::cluster_run();
+    // Redis Cluster of its own (a replica per master), each sale on three shards, one node is
+    // restarted, and the masters fail over; on its Sentinel pass, on a primary and a replica
+    // under Sentinels, with the same failovers.
+    let redis = order_core::test_support::redis_run();
+    let cluster = redis == RedisKind::Cluster;
     let mut faults = vec![
         Fault::GatewayKill,
         Fault::GatewayPause,
@@ -31,6 +35,9 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
     ];
     if cluster {
         faults.push(Fault::RedisNodeRestart);
+    }
+    if redis != RedisKind::Node {
+        faults.extend([Fault::RedisMasterPause, Fault::RedisFailoverLagging]);
     }
     let settings = FaultSettings {
         faults: faults.clone(),
@@ -47,7 +54,7 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
         writer_rows_per_sec: 60.0,
         gateways: 3,
         consumers: 2,
-        redis_cluster: cluster,
+        redis,
         shards: if cluster { 3 } else { 1 },
     };
     let bins = Binaries::beside_current_exe().expect("gateway and consumers binaries");

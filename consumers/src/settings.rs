@@ -21,6 +21,7 @@ pub struct Settings {
     pub orders: OrderSettings,
     pub writer: WriterSettings,
     pub sweeper: SweeperSettings,
+    pub recovery: RecoverySettings,
     pub canceller: CancellerSettings,
     pub post_payment: PostPaymentSettings,
     pub archive: ArchiveSettings,
@@ -92,6 +93,19 @@ pub struct SweeperSettings {
     pub batch_size: usize,
 }
 
+/// The recovery of sales whose Redis node lost writes (`redis_recovery`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecoverySettings {
+    /// How often every current sale's shards are checked.
+    pub interval_ms: u64,
+    /// How long after a fence the sale is rebuilt: longer than the gateways'
+    /// `seckill.publish_timeout_ms`, so every order confirmed before the fence is in the
+    /// broker by then.
+    pub publish_grace_ms: u64,
+    /// Reading a sale's accepted orders back from the broker gives up after this.
+    pub read_deadline_ms: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct CancellerSettings {
     pub interval_ms: u64,
@@ -102,6 +116,15 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.redis.validate()?;
         self.archive.validate()?;
+        let r = &self.recovery;
+        for (key, value) in [
+            ("recovery.interval_ms", r.interval_ms),
+            ("recovery.read_deadline_ms", r.read_deadline_ms),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::invalid(key, "must be at least 1"));
+            }
+        }
         self.database.validate()?;
         self.pulsar.validate()?;
         let w = &self.writer;

@@ -32,6 +32,7 @@ use crate::post_payment::notifications::{Notifications, Notifier, OutboxNotifier
 use crate::post_payment::points::Points;
 use crate::post_payment::rewards::Rewards;
 use crate::post_payment::{EventWorker, Handler};
+use crate::redis_recovery::{RecoveryReport, RecoveryWorker};
 use crate::settings::Settings;
 use crate::stats::{Stats, StatusReport};
 use crate::sweeper::RecoverySweeper;
@@ -44,6 +45,7 @@ pub struct Application {
     stats: Arc<Stats>,
     writer: OrderWriter,
     sweeper: RecoverySweeper,
+    recovery: RecoveryWorker,
     canceller: PaymentTimeoutCanceller,
     event_workers: Vec<EventWorker>,
     shipments: ShipmentRelay,
@@ -61,14 +63,17 @@ struct HttpState {
     stats: Arc<Stats>,
     backlog: BrokerBacklog,
     health: Health,
+    recovery: Arc<std::sync::Mutex<RecoveryReport>>,
 }
 
-/// `/status`: the counters, and the writer subscription's backlog as the broker counts it.
+/// `/status`: the counters, the writer subscription's backlog as the broker counts it, and
+/// the sales fenced and recovered after Redis lost writes.
 #[derive(Debug, Serialize)]
 struct StatusBody {
     #[serde(flatten)]
     report: StatusReport,
     broker_backlog: BacklogReading,
+    redis_recovery: RecoveryReport,
 }
 
 impl Application {
@@ -144,10 +149,27 @@ impl Application {
         let sweeper = RecoverySweeper {
             db: deps.db.clone(),
             stock: stock.clone(),
+            confirmer: deps.confirmer.clone(),
             promotions: PromotionRepo::new(deps.db.clone()),
             producer: Arc::new(republisher),
             settings: settings.sweeper.clone(),
             stats: Arc::clone(&stats),
+        };
+        let recovery = RecoveryWorker {
+            recovery: order_core::recovery::SaleRecovery {
+                db: deps.db.clone(),
+                stock: stock.clone(),
+                confirmer: deps.confirmer.clone(),
+                reader: order_core::bus::TopicReader::new(
+                    deps.pulsar.clone(),
+                    pulsar.topic(&pulsar.seckill_orders_topic),
+                ),
+                read_deadline: Duration::from_millis(settings.recovery.read_deadline_ms),
+            },
+            promotions: PromotionRepo::new(deps.db.clone()),
+            settings: settings.recovery.clone(),
+            stats: Arc::clone(&stats),
+            report: Default::default(),
         };
         let order_events = JsonProducer::new(
             &deps.pulsar,
@@ -248,6 +270,7 @@ impl Application {
             stats,
             writer,
             sweeper,
+            recovery,
             canceller,
             event_workers,
             shipments,
@@ -294,6 +317,8 @@ impl Application {
         let supervisor = &mut self.supervisor;
         supervisor.spawn("order writer", self.writer.run(workers.subscribe()));
         supervisor.spawn("recovery sweeper", self.sweeper.run(workers.subscribe()));
+        let recovery_report = Arc::clone(&self.recovery.report);
+        supervisor.spawn("redis recovery", self.recovery.run(workers.subscribe()));
         supervisor.spawn(
             "payment-timeout canceller",
             self.canceller.run(workers.subscribe()),
@@ -340,6 +365,7 @@ impl Application {
                 stats: self.stats,
                 backlog: self.backlog,
                 health: self.supervisor.health(),
+                recovery: recovery_report,
             });
         let http_stop = Shutdown::new();
         let mut http_stopped = http_stop.subscribe();
@@ -383,5 +409,6 @@ async fn status(State(state): State<HttpState>) -> Json<StatusBody> {
     Json(StatusBody {
         report: state.stats.report(),
         broker_backlog: state.backlog.read().await,
+        redis_recovery: state.recovery.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     })
 }

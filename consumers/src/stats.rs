@@ -20,9 +20,11 @@ pub enum Counter {
     OrdersCancelled,
     StockReturned,
     OutboxPublished,
+    SaleFences,
+    SalesRecovered,
 }
 
-const COUNTERS: [Counter; 12] = [
+const COUNTERS: [Counter; 14] = [
     Counter::RowsInserted,
     Counter::BatchesCommitted,
     Counter::BatchFailures,
@@ -35,6 +37,8 @@ const COUNTERS: [Counter; 12] = [
     Counter::OrdersCancelled,
     Counter::StockReturned,
     Counter::OutboxPublished,
+    Counter::SaleFences,
+    Counter::SalesRecovered,
 ];
 
 impl Counter {
@@ -52,6 +56,8 @@ impl Counter {
             Counter::OrdersCancelled => "orders_cancelled",
             Counter::StockReturned => "stock_returned",
             Counter::OutboxPublished => "outbox_published",
+            Counter::SaleFences => "sale_fences",
+            Counter::SalesRecovered => "sales_recovered",
         }
     }
 
@@ -69,6 +75,8 @@ impl Counter {
             Counter::OrdersCancelled => "seckill_orders_timed_out_total",
             Counter::StockReturned => "seckill_stock_returned_total",
             Counter::OutboxPublished => "seckill_outbox_published_total",
+            Counter::SaleFences => "seckill_sale_fences_total",
+            Counter::SalesRecovered => "seckill_sales_recovered_total",
         }
     }
 }

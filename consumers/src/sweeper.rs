@@ -5,8 +5,9 @@
 //! sweeper looks at entries older than `republish_after` (on Redis' clock, the one clock of
 //! reservation times: a consumer whose own clock is off cannot republish orders in flight),
 //! clears those the database holds exactly as reserved, and republishes the rest (same
-//! order id, same event id). The writer is idempotent, so a republished order that was
-//! only slow is harmless. An order id the database holds as a *different* order is an
+//! order id, same event id) once Redis confirmed them on the replicas like a gateway's
+//! (`redis::durability`): a reservation only the dying master held is never published. The
+//! writer is idempotent, so a republished order that was only slow is harmless. An order id the database holds as a *different* order is an
 //! alarm (error log, `seckill_sweeper_order_conflicts_total`), never cleared as if persisted.
 //! Safe with several instances running.
 
@@ -20,6 +21,7 @@ use order_core::domain::promotion::Promotion;
 use order_core::domain::shards::Shard;
 use order_core::postgres::persist::check_stored;
 use order_core::postgres::promotions::PromotionRepo;
+use order_core::redis::durability::{Claim, Confirmation, Confirmer};
 use order_core::redis::stock::StockStore;
 use order_core::runtime::shutdown::ShutdownListener;
 use sqlx::PgPool;
@@ -31,6 +33,7 @@ use crate::stats::{Counter, Stats};
 pub struct RecoverySweeper {
     pub db: PgPool,
     pub stock: StockStore,
+    pub confirmer: Confirmer,
     pub promotions: PromotionRepo,
     pub producer: Arc<JsonProducer>,
     pub settings: SweeperSettings,
@@ -105,12 +108,33 @@ impl RecoverySweeper {
             .collect();
         done.extend(check.stored.iter().copied());
         let mut republished = Vec::new();
-        for (order_id, reservation) in missing {
+        let confirmations =
+            futures::future::join_all(missing.iter().map(|(order_id, reservation)| async move {
+                match reservation {
+                    Some(_) => Some(self.confirmer.confirm(shard, *order_id, Claim::Held).await),
+                    None => None,
+                }
+            }))
+            .await;
+        for ((order_id, reservation), confirmed) in missing.into_iter().zip(confirmations) {
             let Some(r) = reservation else {
                 // Released meanwhile (its order was cancelled in the database).
                 done.push(order_id);
                 continue;
             };
+            match confirmed
+                .transpose()
+                .context("confirm a reservation on the replicas")?
+            {
+                Some(Confirmation::Confirmed) => {}
+                Some(Confirmation::Fenced | Confirmation::NotLoaded) => {
+                    // The sale's keys are gone: it recovers first (`redis_recovery`), and its
+                    // pending set is rebuilt.
+                    return Ok(());
+                }
+                // Not on the replicas yet, or gone from this node: the next pass looks again.
+                _ => continue,
+            }
             let event = r.accepted_event(promotion);
             self.producer
                 .publish(&event)

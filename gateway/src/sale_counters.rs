@@ -31,10 +31,13 @@ pub enum SaleRejection {
     /// The token was not issued for this buyer and sale (or not by this deployment).
     TokenInvalid,
     TokenExpired,
+    /// The sale's Redis node may have lost writes of it (a failover, a restart from disk):
+    /// closed until it has repaired itself from its accepted orders (503, retry).
+    Recovering,
 }
 
 impl SaleRejection {
-    pub const ALL: [SaleRejection; 8] = [
+    pub const ALL: [SaleRejection; 9] = [
         SaleRejection::SoldOut,
         SaleRejection::LimitExceeded,
         SaleRejection::NotStarted,
@@ -43,6 +46,7 @@ impl SaleRejection {
         SaleRejection::TokenRequired,
         SaleRejection::TokenInvalid,
         SaleRejection::TokenExpired,
+        SaleRejection::Recovering,
     ];
 
     /// The API error code, also the counters' and the metric's label.
@@ -56,12 +60,14 @@ impl SaleRejection {
             SaleRejection::TokenRequired => "sale_token_required",
             SaleRejection::TokenInvalid => "sale_token_invalid",
             SaleRejection::TokenExpired => "sale_token_expired",
+            SaleRejection::Recovering => "recovering",
         }
     }
 
     fn status(self) -> StatusCode {
         match self {
             SaleRejection::SoldOut | SaleRejection::LimitExceeded => StatusCode::CONFLICT,
+            SaleRejection::Recovering => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -80,6 +86,9 @@ impl SaleRejection {
                 "the sale token is not valid for this buyer and sale; get a new one and retry with the same request_id"
             }
             SaleRejection::TokenExpired => "the sale token has expired; get a new one and retry with the same request_id",
+            SaleRejection::Recovering => {
+                "the sale is recovering from a Redis failover and sells again in a few seconds; retry with the same request_id"
+            }
         }
     }
 
@@ -105,7 +114,12 @@ impl SaleRejection {
 
 impl From<SaleRejection> for ApiError {
     fn from(r: SaleRejection) -> Self {
-        ApiError::new(r.status(), r.code(), r.message())
+        let error = ApiError::new(r.status(), r.code(), r.message());
+        if r == SaleRejection::Recovering {
+            error.retry_after(1)
+        } else {
+            error
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub struct AppContext {
     pub seckill_limiter: Arc<crate::shedding::SeckillLimiter>,
     pub cache: Arc<PromotionCache>,
     pub stock: StockStore,
+    /// Confirms reservations on Redis' replicas before their orders are published.
+    pub confirmer: order_core::redis::durability::Confirmer,
     pub publisher: Arc<JsonProducer>,
     /// Whether the last publish failed (publish failures are logged once per streak).
     pub publish_failing: std::sync::atomic::AtomicBool,
@@ -126,11 +128,13 @@ impl Application {
         .await
         .context("create the seckill-orders producer")?;
         let ids = WorkerLease::acquire(
-            deps.redis.clone(),
+            deps.confirmer.connection(),
             uuid::Uuid::new_v4().to_string(),
             LeaseSettings {
                 ttl: Duration::from_millis(seckill.worker_lease_ttl_ms),
                 worker_id: seckill.worker_id,
+                replicas: deps.confirmer.replicas(),
+                replica_timeout: deps.confirmer.timeout(),
             },
         )
         .await
@@ -145,6 +149,7 @@ impl Application {
             seckill_limiter: Arc::new(crate::shedding::SeckillLimiter::new(&settings.shedding)),
             cache: Arc::new(PromotionCache::default()),
             stock: StockStore::new(deps.redis.clone()),
+            confirmer: deps.confirmer.clone(),
             publisher: Arc::new(publisher),
             publish_failing: Default::default(),
             ids,

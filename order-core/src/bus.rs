@@ -1,4 +1,6 @@
-//! Pulsar: the client both binaries use for the `seckill-orders` and `order-events` topics.
+//! Pulsar: the client both binaries use for the `seckill-orders` and `order-events` topics,
+//! the producer they publish with, and a reader of what a topic holds (a sale recovering
+//! from a Redis failover reads its accepted orders back).
 //!
 //! Retries are bounded so that an operation against a dead broker fails within seconds
 //! instead of hanging; the caller decides whether to retry (the client reconnects on the
@@ -6,7 +8,10 @@
 
 use std::time::Duration;
 
-use pulsar::{ConnectionRetryOptions, OperationRetryOptions, Pulsar, TokioExecutor};
+use pulsar::consumer::InitialPosition;
+use pulsar::{
+    ConnectionRetryOptions, ConsumerOptions, OperationRetryOptions, Pulsar, SubType, TokioExecutor,
+};
 
 use crate::runtime::settings::PulsarSettings;
 
@@ -103,5 +108,124 @@ impl JsonProducer {
         tokio::time::timeout(self.timeout, send)
             .await
             .map_err(|_| PublishError::Timeout(self.timeout))?
+    }
+}
+
+/// Where a topic ended at one moment (`at_ms` on Redis' clock): reading from there skips
+/// what was published before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bookmark {
+    pub at_ms: i64,
+    pub id: pulsar::proto::MessageIdData,
+}
+
+/// Reads a topic outside any subscription's cursor: non-durable, exclusive subscriptions of
+/// its own, so reading never moves or holds back what the topic's workers consume, and a
+/// reader that dies leaves nothing behind on the broker.
+#[derive(Clone)]
+pub struct TopicReader {
+    client: PulsarClient,
+    topic: String,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicReader").field("topic", &self.topic).finish()
+    }
+}
+
+type RawConsumer = pulsar::Consumer<Vec<u8>, TokioExecutor>;
+
+/// Whether message `id` is at or past `end` (same partition; batch members of the end's
+/// entry count as reached).
+fn reached(id: &pulsar::proto::MessageIdData, end: &pulsar::proto::MessageIdData) -> bool {
+    (id.ledger_id, id.entry_id) >= (end.ledger_id, end.entry_id)
+}
+
+impl TopicReader {
+    pub fn new(client: PulsarClient, topic: String) -> Self {
+        Self { client, topic }
+    }
+
+    async fn open(&self, start: Option<pulsar::proto::MessageIdData>) -> Result<RawConsumer, pulsar::Error> {
+        let mut options = ConsumerOptions::default()
+            .durable(false)
+            .with_initial_position(InitialPosition::Earliest);
+        if let Some(start) = start {
+            options = options.starting_on_message(start);
+        }
+        self.client
+            .consumer()
+            .with_topic(&self.topic)
+            .with_subscription(format!("seckill-reader-{}", uuid::Uuid::new_v4().simple()))
+            .with_subscription_type(SubType::Exclusive)
+            .with_options(options)
+            .build()
+            .await
+    }
+
+    /// The topic's last message per partition now; empty while it holds none.
+    pub async fn end(&self) -> Result<Vec<pulsar::proto::MessageIdData>, pulsar::Error> {
+        let mut consumer = self.open(None).await?;
+        match consumer.get_last_message_id().await {
+            Ok(ids) => Ok(ids),
+            // pulsar-lite answers an empty topic with an error rather than an empty id.
+            Err(e) if e.to_string().contains("has no messages") => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where the topic ends now, as a bookmark taken at `at_ms`.
+    pub async fn bookmark(&self, at_ms: i64) -> Result<Option<Bookmark>, pulsar::Error> {
+        let end = self.end().await?;
+        // A bookmark only for a topic of one partition: a start id is one position.
+        Ok(match end.as_slice() {
+            [id] if id.partition.unwrap_or(-1) < 0 => Some(Bookmark {
+                at_ms,
+                id: id.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Every message from `from` (its position included; the beginning of what the broker
+    /// keeps when `None`) up to `until` (a result of `end`), passed through `keep`. Fails
+    /// past `deadline`.
+    pub async fn read<T>(
+        &self,
+        from: Option<&Bookmark>,
+        until: &[pulsar::proto::MessageIdData],
+        mut keep: impl FnMut(&[u8]) -> Option<T>,
+        deadline: Duration,
+    ) -> anyhow::Result<Vec<T>> {
+        use futures::StreamExt;
+        let mut kept = Vec::new();
+        if until.is_empty() {
+            return Ok(kept);
+        }
+        let partitioned = until.len() > 1 || until.iter().any(|id| id.partition.unwrap_or(-1) >= 0);
+        let start = from.filter(|_| !partitioned).map(|b| b.id.clone());
+        let read = async {
+            let mut consumer = self.open(start).await?;
+            let mut open: Vec<&pulsar::proto::MessageIdData> = until.iter().collect();
+            while !open.is_empty() {
+                let Some(message) = consumer.next().await else {
+                    anyhow::bail!("the topic {} ended while it was read", self.topic);
+                };
+                let message = message?;
+                let id = &message.message_id.id;
+                if let Some(value) = keep(&message.payload.data) {
+                    kept.push(value);
+                }
+                open.retain(|end| {
+                    end.partition.unwrap_or(-1) != id.partition.unwrap_or(-1) || !reached(id, end)
+                });
+            }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(deadline, read)
+            .await
+            .map_err(|_| anyhow::anyhow!("reading {} took longer than {deadline:?}", self.topic))??;
+        Ok(kept)
     }
 }

@@ -17,6 +17,7 @@ pub mod bus;
 pub mod domain;
 pub mod postgres;
 pub mod reconcile;
+pub mod recovery;
 pub mod redis;
 pub mod retire;
 pub mod runtime;

@@ -11,7 +11,7 @@ use crate::domain::reconcile::{
     combine, compare_shard, reservations, ReconcileReport, RedisView, Repair, SaleOrder,
 };
 use crate::postgres::orders::orders_of_sale;
-use crate::redis::stock::StockStore;
+use crate::redis::stock::{RepairKind, RepairOrders, StockStore};
 
 /// Reconciling a sale whose keys were retired from Redis: refused.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -40,8 +40,14 @@ pub async fn reconcile(
         return Ok(report);
     }
     let (dead, live): (Vec<&SaleOrder>, Vec<&SaleOrder>) = orders.iter().partition(|o| o.is_dead());
+    let (live, dead) = (reservations(&live), reservations(&dead));
+    let orders = RepairOrders {
+        live: &live,
+        queued: &[],
+        dead: &dead,
+    };
     let outcome = stock
-        .repair(promotion, &reservations(&live), &reservations(&dead))
+        .repair(promotion, orders, RepairKind::Operator)
         .await
         .context("repair the promotion in Redis")?;
     let (mut after, _) = inspect(db, stock, promotion).await?;

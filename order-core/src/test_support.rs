@@ -147,7 +147,24 @@ pub fn cluster_run() -> bool {
     std::env::var("REDIS_CLUSTER_NODES").is_ok_and(|v| !v.trim().is_empty())
 }
 
-/// The shared three-node cluster of `scripts/stack.sh start redis-cluster`, as settings.
+/// Is this test run under Sentinel (`REDIS_SENTINEL_NODES` set, as `make test`'s Sentinel
+/// pass does)? Private stacks then start a primary, a replica and three Sentinels.
+pub fn sentinel_run() -> bool {
+    std::env::var("REDIS_SENTINEL_NODES").is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// The shape of Redis this test run uses.
+pub fn redis_run() -> RedisKind {
+    if cluster_run() {
+        RedisKind::Cluster
+    } else if sentinel_run() {
+        RedisKind::Sentinel
+    } else {
+        RedisKind::Node
+    }
+}
+
+/// The shared cluster of `scripts/stack.sh start redis-cluster`, as settings.
 pub fn cluster_source() -> SettingsSource {
     let nodes = std::env::var("REDIS_CLUSTER_NODES")
         .ok()
@@ -169,26 +186,46 @@ pub fn cluster_source() -> SettingsSource {
             .is_ok(),
         "no Redis Cluster at {nodes}: run scripts/stack.sh start redis-cluster"
     );
-    local_source().with_var("APP_REDIS__CLUSTER_NODES", nodes)
+    local_source()
+        .with_var("APP_REDIS__CLUSTER_NODES", nodes)
+        .with_var("APP_REDIS__SENTINEL_NODES", "")
 }
 
-/// A first port of three in a row that are free, with their cluster bus ports (+10000).
-fn free_cluster_ports() -> u16 {
+/// Which Redis a private stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisKind {
+    /// One node, no replica.
+    Node,
+    /// Three masters with a replica each.
+    Cluster,
+    /// A primary and a replica watched by three Sentinels.
+    Sentinel,
+}
+
+/// Ports for `n` nodes in a row, free with their cluster bus ports (+10000). Taken below the
+/// kernel's ephemeral range (where `free_port` and every client socket draw from), so another
+/// test's port can not land inside the row while this stack starts.
+fn free_ports_in_a_row(n: u16) -> u16 {
     let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
     loop {
-        let base = free_port();
-        if base < 55_000 && (0..3).all(|i| free(base + i) && free(base + i + 10_000)) {
+        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 2_700) as u16;
+        if (0..n).all(|i| free(base + i) && free(base + i + 10_000)) {
             return base;
         }
     }
 }
 
+/// The node timeout private replicated stacks run with: a master that does not answer for
+/// this long is replaced by its replica.
+pub const NODE_TIMEOUT_MS: u64 = 1000;
+
 /// A stack of its own (Redis, PostgreSQL, pulsar-lite on free ports, in a temporary
 /// directory), started through the same scripts/stack.sh users run, so a test can stop and
 /// restart a dependency without disturbing other tests. Stopped and removed on drop. Its
-/// Redis is a three-node cluster on a cluster run (`cluster_run`) or when asked for
-/// (`start_with_cluster`); the part `redis` then names the whole cluster, `redis-cluster-N`
-/// one node.
+/// Redis is the run's shape (`redis_run`) or the one asked for (`start_on`): on a cluster or
+/// under Sentinel the part `redis` names every data node (a fault on it hits them all),
+/// `redis-cluster-N` / `redis-sentinel-N` one of them, and `master_part` the one that is the
+/// master of a key now.
 #[derive(Debug)]
 pub struct PrivateStack {
     dir: PathBuf,
@@ -196,22 +233,22 @@ pub struct PrivateStack {
     pub pg_port: u16,
     pub pulsar_port: u16,
     metrics_port: u16,
-    /// First port of the private cluster, when it has one.
-    cluster_port: Option<u16>,
+    kind: RedisKind,
+    /// First port of the private cluster or Sentinel group, when it has one.
+    replicated_port: u16,
 }
 
 impl PrivateStack {
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_on(cluster_run())
+        Self::start_on(redis_run())
     }
 
     /// With a Redis Cluster of its own, whatever the run.
     pub fn start_with_cluster() -> anyhow::Result<Self> {
-        Self::start_on(true)
+        Self::start_on(RedisKind::Cluster)
     }
 
-    /// With a cluster when `cluster`, else one node.
-    pub fn start_on(cluster: bool) -> anyhow::Result<Self> {
+    pub fn start_on(kind: RedisKind) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique("seckill-stack"));
         std::fs::create_dir_all(&dir)?;
         let stack = Self {
@@ -220,22 +257,27 @@ impl PrivateStack {
             pg_port: free_port(),
             pulsar_port: free_port(),
             metrics_port: free_port(),
-            cluster_port: cluster.then(free_cluster_ports),
+            kind,
+            replicated_port: match kind {
+                RedisKind::Node => 0,
+                RedisKind::Cluster => free_ports_in_a_row(6),
+                RedisKind::Sentinel => free_ports_in_a_row(5),
+            },
         };
-        if cluster {
-            stack.run(&["start", "redis-cluster", "postgres", "pulsar"])?;
-        } else {
-            stack.run(&["start"])?;
+        match kind {
+            RedisKind::Node => stack.run(&["start"])?,
+            RedisKind::Cluster => stack.run(&["start", "redis-cluster", "postgres", "pulsar"])?,
+            RedisKind::Sentinel => stack.run(&["start", "redis-sentinel", "postgres", "pulsar"])?,
         }
         Ok(stack)
     }
 
-    /// `redis` is the cluster when the stack runs one.
+    /// `redis` is every data node of a replicated stack.
     fn part<'a>(&self, part: &'a str) -> &'a str {
-        if part == "redis" && self.cluster_port.is_some() {
-            "redis-cluster"
-        } else {
-            part
+        match (part, self.kind) {
+            ("redis", RedisKind::Cluster) => "redis-cluster",
+            ("redis", RedisKind::Sentinel) => "redis-sentinel",
+            _ => part,
         }
     }
 
@@ -262,20 +304,99 @@ impl PrivateStack {
         self.run(&["resume", self.part(part)])
     }
 
+    /// Wait until the part is healthy (a replicated Redis: every master has a replica in
+    /// sync again).
+    pub fn wait_part(&self, part: &str) -> anyhow::Result<()> {
+        self.run(&["wait", self.part(part)])
+    }
+
+    pub fn kind(&self) -> RedisKind {
+        self.kind
+    }
+
+    /// The single node's data directory (its append-only files).
+    pub fn redis_dir(&self) -> PathBuf {
+        self.dir.join("redis")
+    }
+
     pub fn has_cluster(&self) -> bool {
-        self.cluster_port.is_some()
+        self.kind == RedisKind::Cluster
+    }
+
+    /// The part that is the master of `key` now (a node that a failover may have promoted):
+    /// `redis-cluster-N`, `redis-sentinel-N`, or `redis` on a single node.
+    pub fn master_part(&self, key: &str) -> anyhow::Result<String> {
+        let args: Vec<String> = match self.kind {
+            RedisKind::Node => return Ok("redis".into()),
+            RedisKind::Cluster => vec![
+                "master".into(),
+                "redis-cluster".into(),
+                crate::domain::shards::key_slot(key.as_bytes()).to_string(),
+            ],
+            RedisKind::Sentinel => vec!["master".into(), "redis-sentinel".into()],
+        };
+        let out = self.output(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// The replica of the master of `key` (the node a failover promotes).
+    pub fn replica_part(&self, key: &str) -> anyhow::Result<String> {
+        let master = self.master_part(key)?;
+        let port = self.part_port(&master)?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?)?;
+        let replica_port: u16 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("slave0:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("{master} has no replica: {info}"))?;
+        self.part_of_port(replica_port)
+    }
+
+    /// The port a data node listens on.
+    pub fn part_port(&self, part: &str) -> anyhow::Result<u16> {
+        let index = |prefix: &str| part.strip_prefix(prefix).and_then(|n| n.parse::<u16>().ok());
+        match (self.kind, index("redis-cluster-"), index("redis-sentinel-")) {
+            (RedisKind::Node, _, _) if part == "redis" => Ok(self.redis_port),
+            (RedisKind::Cluster, Some(n), _) => Ok(self.replicated_port + n),
+            (RedisKind::Sentinel, _, Some(n)) => Ok(self.replicated_port + n),
+            _ => bail!("no data node {part} in this stack"),
+        }
+    }
+
+    fn part_of_port(&self, port: u16) -> anyhow::Result<String> {
+        let n = port
+            .checked_sub(self.replicated_port)
+            .with_context(|| format!("port {port} is not this stack's"))?;
+        Ok(match self.kind {
+            RedisKind::Cluster => format!("redis-cluster-{n}"),
+            RedisKind::Sentinel => format!("redis-sentinel-{n}"),
+            RedisKind::Node => "redis".into(),
+        })
     }
 
     /// The private cluster's seed nodes (empty without one).
     pub fn cluster_nodes(&self) -> String {
-        self.cluster_port
-            .map(|base| {
-                (0..3)
-                    .map(|i| format!("redis://127.0.0.1:{}", base + i))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
+        match self.kind {
+            RedisKind::Cluster => (0..6)
+                .map(|i| format!("redis://127.0.0.1:{}", self.replicated_port + i))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => String::new(),
+        }
+    }
+
+    /// The private Sentinels (empty without them).
+    pub fn sentinel_nodes(&self) -> String {
+        match self.kind {
+            RedisKind::Sentinel => (2..5)
+                .map(|i| format!("redis://127.0.0.1:{}", self.replicated_port + i))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => String::new(),
+        }
     }
 
     pub fn redis_url(&self) -> String {
@@ -290,6 +411,11 @@ impl PrivateStack {
         format!("pulsar://127.0.0.1:{}", self.pulsar_port)
     }
 
+    /// The broker's Prometheus endpoint.
+    pub fn pulsar_metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
+    }
+
     /// Settings source pointing every dependency at this stack.
     pub fn source(&self) -> SettingsSource {
         local_source()
@@ -297,25 +423,28 @@ impl PrivateStack {
             .with_var("APP_DATABASE__URL", self.database_url())
             .with_var("APP_PULSAR__URL", self.pulsar_url())
             .with_var("APP_REDIS__CLUSTER_NODES", self.cluster_nodes())
+            .with_var("APP_REDIS__SENTINEL_NODES", self.sentinel_nodes())
     }
 
-    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
-        let output = Command::new(workspace_root().join("scripts/stack.sh"))
-            .args(args)
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(workspace_root().join("scripts/stack.sh"));
+        cmd.args(args)
             .env("SECKILL_STACK_DIR", &self.dir)
             .env("SECKILL_REDIS_PORT", self.redis_port.to_string())
             .env("SECKILL_PG_PORT", self.pg_port.to_string())
             .env("SECKILL_PULSAR_PORT", self.pulsar_port.to_string())
             .env("SECKILL_PULSAR_METRICS_PORT", self.metrics_port.to_string())
-            .env(
-                "SECKILL_REDIS_CLUSTER_PORT",
-                self.cluster_port.unwrap_or(0).to_string(),
-            )
+            .env("SECKILL_REDIS_CLUSTER_PORT", self.replicated_port.to_string())
+            .env("SECKILL_REDIS_SENTINEL_PORT", self.replicated_port.to_string())
+            .env("SECKILL_REDIS_NODE_TIMEOUT_MS", NODE_TIMEOUT_MS.to_string())
             .env_remove("REDIS_URL")
             .env_remove("DATABASE_URL")
-            .env_remove("PULSAR_URL")
-            .output()
-            .context("run scripts/stack.sh")?;
+            .env_remove("PULSAR_URL");
+        cmd
+    }
+
+    fn output(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.command(args).output().context("run scripts/stack.sh")?;
         if !output.status.success() {
             bail!(
                 "scripts/stack.sh {} failed: {}",
@@ -323,15 +452,20 @@ impl PrivateStack {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        self.output(args).map(|_| ())
     }
 }
 
 impl Drop for PrivateStack {
     fn drop(&mut self) {
-        let stopped = match self.cluster_port {
-            Some(_) => self.run(&["stop", "redis-cluster", "postgres", "pulsar"]),
-            None => self.run(&["stop"]),
+        let stopped = match self.kind {
+            RedisKind::Node => self.run(&["stop"]),
+            RedisKind::Cluster => self.run(&["stop", "redis-cluster", "postgres", "pulsar"]),
+            RedisKind::Sentinel => self.run(&["stop", "redis-sentinel", "postgres", "pulsar"]),
         };
         if let Err(e) = stopped {
             eprintln!("stopping a private stack: {e:#}");

@@ -1,4 +1,4 @@
-//! On a Redis Cluster (the three nodes of `scripts/stack.sh start redis-cluster`): calls that
+//! On a Redis Cluster (the three masters of `scripts/stack.sh start redis-cluster`): calls that
 //! touch several sales at once, each sale on its own node, go through without a cross-slot
 //! command, and a sale's shards land on different nodes.
 
@@ -12,21 +12,25 @@ use order_core::redis::stock::{IfStarted, PersistedOrder, ReserveOutcome, StockS
 use order_core::runtime::settings::RedisOnly;
 use order_core::test_support::{cluster_source, random_promotion_id, random_worker_id, reserve_in, unique};
 
-/// Which of the cluster's nodes serves a slot, by asking it (`CLUSTER SHARDS` would do too).
+/// Which of the cluster's masters serves a slot, by asking it (`CLUSTER SHARDS` would do too).
 async fn node_of(conn: &mut order_core::redis::RedisConnection, slot: u16) -> u16 {
-    let ranges: Vec<(u16, u16, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+    let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(conn)
         .await
         .expect("CLUSTER SLOTS");
-    let (_, _, nodes) = ranges
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(n) => *n as u16,
+        other => panic!("a number: {other:?}"),
+    };
+    // Each range: [from, to, [master host, port, id, …], [replica host, port, id, …], …].
+    let range = ranges
         .into_iter()
-        .find(|(from, to, _)| (*from..=*to).contains(&slot))
+        .find(|r| (int(&r[0])..=int(&r[1])).contains(&slot))
         .expect("every slot is served");
-    // The slot range's master: [host, port, node id, …].
-    match &nodes[1] {
-        redis::Value::Int(port) => *port as u16,
-        other => panic!("a port: {other:?}"),
+    match &range[2] {
+        redis::Value::Array(master) => int(&master[1]),
+        other => panic!("a master: {other:?}"),
     }
 }
 

@@ -21,6 +21,8 @@ async fn lease(ttl_ms: u64, worker_id: Option<u16>) -> Result<Arc<WorkerLease>, 
         LeaseSettings {
             ttl: Duration::from_millis(ttl_ms),
             worker_id,
+            replicas: settings.redis.replicas_acked(),
+            replica_timeout: Duration::from_millis(settings.redis.durability.replica_timeout_ms),
         },
     )
     .await

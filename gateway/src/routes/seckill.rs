@@ -1,7 +1,7 @@
 //! `POST /api/seckill/{promotion_id}/orders`: the hot path.
 //!
 //! shed when overloaded (`shedding`, before the body is read) → limits → local cache (no I/O) → sale token (an HMAC, no I/O) → one Lua reserve in Redis
-//! → publish to Pulsar → 202.
+//! → confirmed on the replicas (`redis::durability`, batched per shard) → publish to Pulsar → 202.
 //! PostgreSQL is never touched per request (a sale the cache has not seen wakes its
 //! refresher early, at most every 100 ms).
 //!
@@ -11,6 +11,10 @@
 //! `order_unconfirmed` (retry with the same request id) and keeps the unit; a retry on any
 //! gateway finds the order id and, while the order is not yet persisted, publishes a copy
 //! before answering 202. The writer stores one row per order id.
+//!
+//! Nothing is published before Redis confirmed the reservation (its node still holds the
+//! sale's history, and the replicas hold the reservation): a 202 never rests on a write
+//! only one Redis node had. Unconfirmed, the order stays reserved and the buyer retries.
 
 use std::sync::atomic::Ordering;
 
@@ -21,6 +25,7 @@ use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId};
 use order_core::domain::promotion::{Promotion, PromotionState};
 use order_core::domain::reservation::Reservation;
 use order_core::domain::shards::SaleShards;
+use order_core::redis::durability::{Claim, Confirmation};
 use order_core::redis::stock::{IfStarted, ReserveOutcome, SyncOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -132,7 +137,7 @@ fn retry_later(code: &'static str, message: String) -> ApiError {
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
         (status = 500, description = "internal_error: a bug (not retryable; logged with its cause)", body = crate::error::ErrorBody),
-        (status = 503, description = "retry with the same request id (Retry-After): `overloaded` (shed before any work: this gateway is saturated), `order_unconfirmed` (the order is held but the queue did not confirm it yet), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody),
+        (status = 503, description = "retry with the same request id (Retry-After): `overloaded` (shed before any work: this gateway is saturated), `order_unconfirmed` (the order is held but Redis' replicas or the queue did not confirm it yet), `recovering` (the sale repairs itself after a Redis failover), `not_loaded`, `no_order_ids`, `unavailable`", body = crate::error::ErrorBody),
     ),
 )]
 pub async fn place_seckill_order(
@@ -291,8 +296,10 @@ async fn place(
                 reserved_at_ms: state.cache.clock.now_ms(),
                 request_id: request_id.into_string(),
             };
-            // One Redis call per accepted order: polls find the order through its sale.
+            // One Redis call per accepted order (and one confirmation per batch of them):
+            // polls find the order through its sale.
             tracing::debug!(promotion_id, remaining, "reserved; publishing");
+            confirm(state, &entry.promotion, user.id.get(), order_id, Claim::New).await?;
             publish(state, &entry.promotion, &reservation).await?;
             Ok(queued(order_id))
         }
@@ -305,6 +312,7 @@ async fn place(
             // The first attempt may still be publishing, or may have timed out: a 202 needs
             // a copy of the order on its way. The writer keeps one row per order id.
             if let (true, Some(reservation)) = (pending, reservation) {
+                confirm(state, &entry.promotion, user.id.get(), order_id, Claim::Held).await?;
                 publish(state, &entry.promotion, &reservation).await?;
             }
             Ok(queued(order_id))
@@ -325,6 +333,47 @@ async fn place(
             Err(closed(PromotionState::Paused))
         }
         ReserveOutcome::NotLoaded => Err(not_loaded(promotion_id).into()),
+        ReserveOutcome::Recovering => Err(SaleRejection::Recovering.into()),
+    }
+}
+
+/// Redis' confirmation of an order before it is published: the reservation is on its
+/// shard's node and on the replicas asked for, and a new unit was taken in the history the
+/// sale was verified in (a retry of an order held before needs no more than the first two).
+/// Unconfirmed, the order stays reserved (a retry with the same request id confirms it
+/// then, or reserves anew where the node lost it) and nothing is published.
+async fn confirm(
+    state: &AppState,
+    promotion: &Promotion,
+    user_id: i64,
+    order_id: OrderId,
+    claim: Claim,
+) -> Result<(), Refusal> {
+    let shard = promotion.sale().shard_of(user_id);
+    let confirmed = order_core::runtime::metrics::timed(
+        "redis",
+        "confirm",
+        state.confirmer.confirm(shard, order_id, claim),
+    )
+    .await
+    .map_err(|e| ApiError::dependency("confirm a reservation", e))?;
+    let outcome = match confirmed {
+        Confirmation::Confirmed => "confirmed",
+        Confirmation::Unreplicated { .. } => "unreplicated",
+        Confirmation::Missing => "missing",
+        Confirmation::Fenced => "fenced",
+        Confirmation::NotLoaded => "not_loaded",
+    };
+    metrics::counter!("seckill_confirmations_total", "outcome" => outcome).increment(1);
+    match confirmed {
+        Confirmation::Confirmed => Ok(()),
+        Confirmation::Unreplicated { .. } | Confirmation::Missing => Err(retry_later(
+            "order_unconfirmed",
+            "your order is held, but Redis has not confirmed it on its replicas yet; retry with the same request_id".into(),
+        )
+        .into()),
+        Confirmation::Fenced => Err(SaleRejection::Recovering.into()),
+        Confirmation::NotLoaded => Err(not_loaded(promotion.id).into()),
     }
 }
 

@@ -8,6 +8,7 @@ mod binary;
 mod checkout;
 mod dashboard;
 mod errors;
+mod failover;
 mod health;
 mod helpers;
 mod input;

@@ -115,7 +115,13 @@ async fn a_free_worker_id(app: &TestApp, ttl: Duration) -> u16 {
     let conn = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("redis");
-    let lease = WorkerLease::acquire(conn, unique("probe"), LeaseSettings { ttl, worker_id: None })
+    let settings = LeaseSettings {
+        ttl,
+        worker_id: None,
+        replicas: app.settings.redis.replicas_acked(),
+        replica_timeout: Duration::from_millis(app.settings.redis.durability.replica_timeout_ms),
+    };
+    let lease = WorkerLease::acquire(conn, unique("probe"), settings)
         .await
         .expect("a lease");
     lease.worker_id().expect("held")

@@ -3,7 +3,8 @@
 //! insert at most `writer.max_rows_per_sec` rows/s (invariant 5 for the deployment).
 //!
 //! Each writer still adapts its own rate to commit latency (`pacing::AimdRate`); this bucket
-//! is the ceiling above all of them. While Redis cannot be reached no tokens are granted:
+//! is the ceiling above all of them. After a Redis failover the bucket starts empty, not full
+//! (the promoted replica may not have the last grants). While Redis cannot be reached no tokens are granted:
 //! the writers wait, and the backlog waits in Pulsar.
 
 use std::time::Duration;
@@ -15,6 +16,8 @@ use redis::Script;
 pub struct GlobalPace {
     conn: RedisConnection,
     key: String,
+    /// The Redis history the bucket was last spent in (`pace.lua`).
+    history_key: String,
     rows_per_sec: f64,
     burst: u32,
     script: std::sync::Arc<Script>,
@@ -37,6 +40,7 @@ impl GlobalPace {
         Self {
             conn,
             key: format!("seckill:pace:{scope}"),
+            history_key: format!("{{seckill:pace:{scope}}}:history"),
             rows_per_sec,
             burst: burst.max(1),
             script: std::sync::Arc::new(Script::new(include_str!("../../../lua/pace.lua"))),
@@ -51,6 +55,7 @@ impl GlobalPace {
         let wait_us: u64 = self
             .script
             .key(&self.key)
+            .key(&self.history_key)
             .arg(self.rows_per_sec)
             .arg(self.burst)
             .arg(rows)

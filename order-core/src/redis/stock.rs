@@ -29,6 +29,9 @@ pub struct PromotionKeys {
     pub released: String,
     /// Status markers of persisted orders (see `order_persisted.lua`).
     pub orders: String,
+    /// Orders confirmed in the history the shard was verified in (`confirm.lua`): a retry of
+    /// one is confirmed again while the shard is fenced.
+    pub confirmed: String,
 }
 
 impl PromotionKeys {
@@ -48,10 +51,11 @@ impl PromotionKeys {
             pending: format!("{tag}:pending"),
             released: format!("{tag}:released"),
             orders: format!("{tag}:orders"),
+            confirmed: format!("{tag}:confirmed"),
         }
     }
 
-    fn all(&self) -> [&str; 7] {
+    fn all(&self) -> [&str; 8] {
         [
             &self.meta,
             &self.buyers,
@@ -60,6 +64,7 @@ impl PromotionKeys {
             &self.pending,
             &self.released,
             &self.orders,
+            &self.confirmed,
         ]
     }
 }
@@ -85,6 +90,9 @@ pub enum ReserveOutcome {
     Paused,
     LimitExceeded,
     SoldOut,
+    /// The sale's Redis node may have lost writes of it (a failover to a replica that
+    /// lagged, a restart from an old append-only file): it sells again once recovered.
+    Recovering,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +145,25 @@ pub enum IfStarted {
     LoadJustCreated,
 }
 
+/// The orders a repair rebuilds a sale from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepairOrders<'a> {
+    /// In the database, not cancelled or refunded.
+    pub live: &'a [Reservation],
+    /// Accepted and on their way to the database (read from the broker).
+    pub queued: &'a [Reservation],
+    /// Cancelled or refunded.
+    pub dead: &'a [Reservation],
+}
+
+/// Who repairs: an operator (reconcile with repair; a fence stays) or the recovery that read
+/// every accepted order of the sale (it ends the fence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairKind {
+    Operator,
+    Recover,
+}
+
 /// What `repair.lua` changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RepairOutcome {
@@ -151,7 +178,7 @@ pub struct RepairOutcome {
     pub request_conflicts: i64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StockError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -262,6 +289,9 @@ pub struct Snapshot {
     /// Units lent by one shard and not yet taken in by another (sharded sales; see
     /// `lend.lua`). A sale with units on their way is not closed.
     pub in_transit: i64,
+    /// A shard recovers from writes its Redis node lost (`confirm.lua`): no new buyer until
+    /// it is repaired.
+    pub fenced: bool,
 }
 
 /// Remaining stock and pause flag as Redis has them now (summed over a sale's shards).
@@ -381,7 +411,7 @@ fn towards(counters: &[Vec<Option<i64>>], shard: Shard) -> Vec<(u16, i64)> {
         .collect()
 }
 
-type RawSnapshot = (i64, i64, i64, String, i64, i64, Vec<i64>, i64, i64, i64);
+type RawSnapshot = (i64, i64, i64, String, i64, i64, Vec<i64>, i64, i64, i64, i64);
 
 /// A sale's view from its shards' views: closed only when every shard is and no units are on
 /// their way between shards; the epoch is the shards' epochs joined, so a move on any shard
@@ -396,9 +426,10 @@ fn merge_snapshots(shards: Vec<RawSnapshot>) -> Option<Snapshot> {
         buyers: Vec::new(),
         revision: i64::MAX,
         in_transit: 0,
+        fenced: false,
     };
     let mut epochs = Vec::with_capacity(shards.len());
-    for (loaded, remaining, paused, epoch, closed, now_ms, buyers, revision, lent, got) in shards {
+    for (loaded, remaining, paused, epoch, closed, now_ms, buyers, revision, lent, got, fenced) in shards {
         if loaded != 1 {
             return None;
         }
@@ -409,6 +440,7 @@ fn merge_snapshots(shards: Vec<RawSnapshot>) -> Option<Snapshot> {
         merged.buyers.extend(buyers);
         merged.revision = merged.revision.min(revision);
         merged.in_transit += lent - got;
+        merged.fenced |= fenced == 1;
         epochs.push(epoch);
     }
     merged.closed &= merged.in_transit == 0;
@@ -540,6 +572,7 @@ impl StockStore {
             -4 => ReserveOutcome::Paused,
             -5 => ReserveOutcome::LimitExceeded,
             -6 => ReserveOutcome::SoldOut,
+            -7 => ReserveOutcome::Recovering,
             _ => return Err(unexpected()),
         })
     }
@@ -689,13 +722,16 @@ impl StockStore {
 
     /// Rebuild a promotion's Redis state from the database's orders (`repair.lua`, one atomic
     /// step per shard, each with its buyers' orders): `live` orders hold their reservations,
-    /// `dead` (cancelled or refunded) ones do not; reservations still in flight are kept;
-    /// buyers and remaining recounted. Moves between shards left halfway are finished first.
+    /// `dead` (cancelled or refunded) ones do not, `queued` ones (accepted, read from the
+    /// broker, not yet in the database) hold theirs and wait in the pending set; reservations
+    /// still in flight are kept; buyers and remaining recounted. Moves between shards left
+    /// halfway are finished first. `RepairKind::Recover` also ends the shards' fences (the caller
+    /// read every accepted order of the sale); `RepairKind::Operator` leaves them.
     pub async fn repair(
         &self,
         p: &Promotion,
-        live: &[Reservation],
-        dead: &[Reservation],
+        orders: RepairOrders<'_>,
+        kind: RepairKind,
     ) -> Result<RepairOutcome, StockError> {
         let sale = p.sale();
         let mut total = RepairOutcome {
@@ -715,15 +751,24 @@ impl StockStore {
                 invocation.key(key);
             }
             Self::row_args(&mut invocation, p, shard.share_of(p.stock));
+            invocation.arg(match kind {
+                RepairKind::Recover => "1",
+                RepairKind::Operator => "0",
+            });
             let floors = towards(&taken_in, shard);
             invocation.arg(floors.len());
             for (other, units) in floors {
                 invocation.arg(other).arg(units);
             }
             let mine = |r: &&Reservation| sale.shard_of(r.user_id) == shard;
-            let live: Vec<&Reservation> = live.iter().filter(mine).collect();
-            invocation.arg(live.len());
-            for r in live.into_iter().chain(dead.iter().filter(mine)) {
+            for list in [orders.live, orders.queued] {
+                let list: Vec<&Reservation> = list.iter().filter(mine).collect();
+                invocation.arg(list.len());
+                for r in list {
+                    invocation.arg(r.order_id.0).arg(encode_reservation(r));
+                }
+            }
+            for r in orders.dead.iter().filter(mine) {
                 invocation.arg(r.order_id.0).arg(encode_reservation(r));
             }
             let mut conn = self.conn.clone();
@@ -1138,6 +1183,7 @@ mod tests {
             3,
             lent,
             got,
+            0,
         )
     }
 

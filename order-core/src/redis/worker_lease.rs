@@ -12,6 +12,12 @@
 //! monotonic clock), never above it, and a new holder never stamps below the instant it took
 //! the worker id: so ids of an old and a new holder of one worker id cannot meet, whatever
 //! the machines' own clocks say.
+//!
+//! Across a Redis failover: a lease counts only once `WAIT` saw it on the replicas
+//! (`redis.durability.replicas`), so the promoted replica has it. Should a node lose one
+//! anyway (a double fault, a restart from an old append-only file), a worker id whose node
+//! changed history since it was last leased there stays quarantined for one lease length
+//! (`acquire_lease.lua`): by then its old holder, whose renewals find nothing, has stopped.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,11 +33,19 @@ fn lease_key(worker_id: u16) -> String {
     format!("seckill:worker:{worker_id}")
 }
 
+/// The lease's history record, in the lease key's slot (its hash tag is the lease key).
+fn history_key(worker_id: u16) -> String {
+    format!("{{seckill:worker:{worker_id}}}:history")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseSettings {
     pub ttl: Duration,
     /// Insist on this worker id (an operator's override); otherwise any free one.
     pub worker_id: Option<u16>,
+    /// Replicas that must hold a lease before it counts, and how long to wait for them.
+    pub replicas: u8,
+    pub replica_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +56,8 @@ pub enum LeaseError {
     Taken(u16),
     #[error("all {} worker ids are leased by live gateways", MAX_WORKER_ID as u32 + 1)]
     NoneFree,
+    #[error("the lease of worker id {worker_id} reached {acked} of {wanted} Redis replicas in time")]
+    Unreplicated { worker_id: u16, acked: u8, wanted: u8 },
 }
 
 /// Minting is refused: this gateway holds no valid lease right now (503 until it does).
@@ -146,26 +162,65 @@ impl WorkerLease {
         self.settings.ttl.as_millis() as u64
     }
 
-    /// Run `acquire_lease.lua` or `renew_lease.lua` for `worker_id`: whether it held, with
-    /// Redis' clock, the instant the call was sent and the instant its answer arrived.
+    /// Run `acquire_lease.lua` or `renew_lease.lua` for `worker_id`, then `WAIT` for the
+    /// replicas on the same connection: the script's answer, Redis' clock, the instant the
+    /// call was sent and the instant its answer arrived. A lease the replicas did not confirm
+    /// is an error: it does not count, whatever the script said.
     async fn call(
         &self,
         script: &Script,
         worker_id: u16,
-    ) -> Result<(bool, u64, Instant, Instant), LeaseError> {
+    ) -> Result<(i64, u64, Instant, Instant), LeaseError> {
         let sent = Instant::now();
         let mut conn = self.conn.clone();
-        let (held, redis_ms): (i64, u64) = script
-            .key(lease_key(worker_id))
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(lease_key(worker_id))
+            .arg(history_key(worker_id))
             .arg(&self.token)
-            .arg(self.ttl_ms())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok((held == 1, redis_ms, sent, Instant::now()))
+            .arg(self.ttl_ms());
+        let wanted = self.settings.replicas;
+        if wanted > 0 {
+            pipe.cmd("WAIT")
+                .arg(wanted)
+                .arg(self.settings.replica_timeout.as_millis() as u64);
+        }
+        let replies: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        let mut replies = replies.into_iter();
+        let (code, redis_ms): (i64, u64) =
+            redis::from_redis_value(replies.next().unwrap_or_default()).map_err(redis::RedisError::from)?;
+        if wanted > 0 && code == 1 {
+            let acked: i64 = redis::from_redis_value(replies.next().unwrap_or_default())
+                .map_err(redis::RedisError::from)?;
+            let acked = u8::try_from(acked).unwrap_or(u8::MAX);
+            if acked < wanted {
+                return Err(LeaseError::Unreplicated {
+                    worker_id,
+                    acked,
+                    wanted,
+                });
+            }
+        }
+        Ok((code, redis_ms, sent, Instant::now()))
     }
 
     async fn try_take(&self, worker_id: u16) -> Result<bool, LeaseError> {
-        let (taken, redis_ms, sent, arrived) = self.call(&self.acquire, worker_id).await?;
+        let (code, redis_ms, sent, arrived) = self.call(&self.acquire, worker_id).await?;
+        let taken = code == 1;
+        if code == -1 {
+            tracing::info!(
+                worker_id,
+                "worker id quarantined after a Redis failover; trying another"
+            );
+        }
         if taken {
             self.hold(worker_id, redis_ms, sent, arrived);
             tracing::info!(worker_id, "worker id leased");
@@ -217,7 +272,8 @@ impl WorkerLease {
         else {
             return Ok(false);
         };
-        let (renewed, redis_ms, sent, arrived) = self.call(&self.renew, worker_id).await?;
+        let (code, redis_ms, sent, arrived) = self.call(&self.renew, worker_id).await?;
+        let renewed = code == 1;
         if renewed {
             self.hold(worker_id, redis_ms, sent, arrived);
         } else {

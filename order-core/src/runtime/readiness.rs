@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::redis::durability::Confirmer;
 use crate::redis::RedisConnection;
 use anyhow::Context;
 use serde::Serialize;
@@ -20,6 +21,8 @@ use crate::runtime::settings::{DatabaseSettings, PulsarSettings, RedisSettings};
 #[derive(Clone)]
 pub struct Dependencies {
     pub redis: RedisConnection,
+    /// Confirms writes on Redis' replicas, on a connection of its own (`redis::durability`).
+    pub confirmer: Confirmer,
     pub db: PgPool,
     pub pulsar: PulsarClient,
     /// Looked up by the Pulsar probe: proves the broker answers protocol requests.
@@ -48,15 +51,27 @@ impl Dependencies {
     /// Connect to all three, retrying each until `connect_timeout` has passed.
     pub async fn connect(settings: DependencySettings<'_>) -> anyhow::Result<Self> {
         let deadline = Instant::now() + settings.connect_timeout;
-        let redis = retry_until(deadline, "Redis", || crate::redis::connect(settings.redis))
+        // Boxed: the connect futures (Sentinel, Cluster) are deep, and binaries nest this one
+        // in theirs.
+        let connect = || Box::pin(crate::redis::connect(settings.redis));
+        let redis = retry_until(deadline, "Redis", connect)
             .await
             .context("connect to Redis")?;
+        let confirm_conn = retry_until(deadline, "Redis", connect)
+            .await
+            .context("connect to Redis (confirmations)")?;
+        let confirmer = Confirmer::new(
+            confirm_conn,
+            settings.redis.replicas_acked(),
+            Duration::from_millis(settings.redis.durability.replica_timeout_ms),
+        );
         let db = connect_database(settings.database, deadline).await?;
         let pulsar = retry_until(deadline, "Pulsar", || bus::connect(settings.pulsar))
             .await
             .context("connect to Pulsar")?;
         Ok(Self {
             redis,
+            confirmer,
             db,
             pulsar,
             pulsar_probe_topic: settings.pulsar.topic(&settings.pulsar.seckill_orders_topic),

@@ -2,9 +2,10 @@
 //!
 //! Sources, later wins: `config/base.toml`, `config/<environment>.toml` (`APP_ENVIRONMENT`,
 //! default `local`), then `APP_<SECTION>__<KEY>` environment variables
-//! (`APP_GATEWAY__PORT=9000`). `REDIS_URL`, `REDIS_CLUSTER_NODES`, `DATABASE_URL` and
-//! `PULSAR_URL` are accepted as short forms of `APP_REDIS__URL`, `APP_REDIS__CLUSTER_NODES`,
-//! `APP_DATABASE__URL` and `APP_PULSAR__URL`, so the same
+//! (`APP_GATEWAY__PORT=9000`). `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL_NODES`,
+//! `REDIS_SENTINEL_MASTER`, `DATABASE_URL` and `PULSAR_URL` are accepted as short forms of
+//! `APP_REDIS__URL`, `APP_REDIS__CLUSTER_NODES`, …, `APP_DATABASE__URL` and
+//! `APP_PULSAR__URL`, so the same
 //! variables point the stack scripts and the binaries at external services.
 //!
 //! Each binary deserializes the sections it needs into its own typed `Settings` and validates
@@ -81,9 +82,11 @@ pub struct SettingsSource {
     vars: HashMap<String, String>,
 }
 
-const URL_SHORTHANDS: [(&str, &str); 4] = [
+const URL_SHORTHANDS: [(&str, &str); 6] = [
     ("REDIS_URL", "APP_REDIS__URL"),
     ("REDIS_CLUSTER_NODES", "APP_REDIS__CLUSTER_NODES"),
+    ("REDIS_SENTINEL_NODES", "APP_REDIS__SENTINEL_NODES"),
+    ("REDIS_SENTINEL_MASTER", "APP_REDIS__SENTINEL_MASTER"),
     ("DATABASE_URL", "APP_DATABASE__URL"),
     ("PULSAR_URL", "APP_PULSAR__URL"),
 ];
@@ -324,30 +327,85 @@ pub struct RedisSettings {
     /// `redis://host:port,redis://host:port,…`: the seed nodes of a Redis Cluster. When set,
     /// every Redis call goes to the cluster and `url` is not used; empty: the single node.
     /// Secret like `url`.
-    #[serde(default = "no_cluster")]
+    #[serde(default = "nothing")]
     pub cluster_nodes: SecretString,
+    /// `redis://host:port,…`: the Sentinels that watch one primary and its replicas
+    /// (`sentinel_master` names it). When set, every call goes to the primary they name now;
+    /// `url` then gives only the password and database of the data nodes. Secret like `url`.
+    #[serde(default = "nothing")]
+    pub sentinel_nodes: SecretString,
+    /// The name the Sentinels monitor the primary under.
+    #[serde(default = "default_sentinel_master")]
+    pub sentinel_master: String,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
+    #[serde(default)]
+    pub durability: DurabilitySettings,
 }
 
-fn no_cluster() -> SecretString {
+/// What a 202 rests on in Redis (see `redis::durability`).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+pub struct DurabilitySettings {
+    /// Replicas that must hold an accepted order's reservation before its 202 (`WAIT`):
+    /// unset means 1 on a Redis Cluster or under Sentinel, 0 on a single node.
+    pub replicas: Option<u8>,
+    /// How long to wait for them; past it the order is kept and the buyer asked to retry.
+    #[serde(default = "default_replica_timeout_ms")]
+    pub replica_timeout_ms: u64,
+}
+
+fn default_replica_timeout_ms() -> u64 {
+    500
+}
+
+fn nothing() -> SecretString {
     SecretString::from(String::new())
+}
+
+fn default_sentinel_master() -> String {
+    "seckill".into()
+}
+
+/// Which Redis the binaries talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisShape {
+    Node,
+    Cluster,
+    Sentinel,
 }
 
 impl RedisSettings {
     /// The cluster's seed nodes; empty for a single node.
     pub fn cluster_node_urls(&self) -> Vec<String> {
-        self.cluster_nodes
-            .expose_secret()
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(str::to_owned)
-            .collect()
+        split_urls(&self.cluster_nodes)
     }
 
-    /// Where the order status channel can be followed: a cluster forwards every publish to
-    /// all its nodes, so any node will do (tried in turn after a failure).
+    /// The Sentinels; empty without Sentinel.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        split_urls(&self.sentinel_nodes)
+    }
+
+    pub fn shape(&self) -> RedisShape {
+        if !self.cluster_node_urls().is_empty() {
+            RedisShape::Cluster
+        } else if !self.sentinel_urls().is_empty() {
+            RedisShape::Sentinel
+        } else {
+            RedisShape::Node
+        }
+    }
+
+    /// Replicas that must acknowledge a reservation before its order is confirmed.
+    pub fn replicas_acked(&self) -> u8 {
+        self.durability.replicas.unwrap_or(match self.shape() {
+            RedisShape::Node => 0,
+            RedisShape::Cluster | RedisShape::Sentinel => 1,
+        })
+    }
+
+    /// Where the order status channel can be followed on a single node or a cluster: a
+    /// cluster forwards every publish to all its nodes, so any node will do (tried in turn
+    /// after a failure). Under Sentinel the primary is asked of the Sentinels each time.
     pub fn subscription_urls(&self) -> Vec<String> {
         let nodes = self.cluster_node_urls();
         if nodes.is_empty() {
@@ -358,6 +416,15 @@ impl RedisSettings {
     }
 }
 
+fn split_urls(list: &SecretString) -> Vec<String> {
+    list.expose_secret()
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Validate for RedisSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         redis::Client::open(self.url.expose_secret())
@@ -366,6 +433,28 @@ impl Validate for RedisSettings {
         for node in self.cluster_node_urls() {
             redis::Client::open(node.as_str())
                 .map_err(|e| SettingsError::invalid("redis.cluster_nodes", e.to_string()))?;
+        }
+        for node in self.sentinel_urls() {
+            redis::Client::open(node.as_str())
+                .map_err(|e| SettingsError::invalid("redis.sentinel_nodes", e.to_string()))?;
+        }
+        if !self.cluster_node_urls().is_empty() && !self.sentinel_urls().is_empty() {
+            return Err(SettingsError::invalid(
+                "redis.sentinel_nodes",
+                "set either redis.cluster_nodes (a Redis Cluster) or redis.sentinel_nodes (Sentinel), not both",
+            ));
+        }
+        if !self.sentinel_urls().is_empty() && self.sentinel_master.trim().is_empty() {
+            return Err(SettingsError::invalid(
+                "redis.sentinel_master",
+                "name the primary the Sentinels monitor",
+            ));
+        }
+        if self.durability.replica_timeout_ms == 0 || self.durability.replica_timeout_ms > 10_000 {
+            return Err(SettingsError::invalid(
+                "redis.durability.replica_timeout_ms",
+                "must be between 1 and 10000",
+            ));
         }
         Ok(())
     }
@@ -445,6 +534,18 @@ pub struct DatabaseOnly {
 impl Validate for DatabaseOnly {
     fn validate(&self) -> Result<(), SettingsError> {
         self.database.validate()
+    }
+}
+
+/// Just the Pulsar section, for tools and tests that need nothing else.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PulsarOnly {
+    pub pulsar: PulsarSettings,
+}
+
+impl Validate for PulsarOnly {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.pulsar.validate()
     }
 }
 

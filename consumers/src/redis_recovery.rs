@@ -1,0 +1,193 @@
+//! The recovery worker: every current sale heals by itself after its Redis node lost writes.
+//!
+//! Each pass checks every shard of every current sale (`SaleRecovery::health`, which also
+//! fences a shard whose node's Redis history changed) and rebuilds a fenced or lost sale once
+//! `recovery.publish_grace_ms` has passed since the fence (`SaleRecovery::recover`; the
+//! module docs of `order_core::recovery` say why the wait and what is read). Once a second it
+//! also notes where `seckill-orders` ends (a bookmark), so a recovery reads the topic from
+//! just before the sale started rather than from its beginning.
+//!
+//! Several consumers processes run this at once: two may rebuild the same sale, and the
+//! repair is one atomic script per shard that counts nothing twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use order_core::bus::Bookmark;
+use order_core::postgres::promotions::PromotionRepo;
+use order_core::recovery::{SaleHealth, SaleRecovery};
+use order_core::runtime::shutdown::ShutdownListener;
+use serde::Serialize;
+
+use crate::settings::RecoverySettings;
+use crate::stats::{Counter, Stats};
+
+/// Bookmarks kept: one a second for a day's worth of sales is more than needed; a sale that
+/// started before the oldest is read from the topic's beginning.
+const BOOKMARKS_KEPT: usize = 3_600;
+
+/// What `/status` shows of the sales this process found fenced and recovered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryReport {
+    /// Sales fenced or lost right now, by id: since when (Redis ms).
+    pub fenced: Vec<FencedSale>,
+    /// The last recoveries this process made (newest last).
+    pub recovered: Vec<RecoveredSale>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FencedSale {
+    pub promotion_id: i64,
+    pub since_ms: i64,
+    /// `fenced` (the node's history changed) or `lost` (the sale's keys are gone).
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveredSale {
+    pub promotion_id: i64,
+    /// From the fence to the repair, on Redis' clock.
+    pub fenced_ms: i64,
+    pub from_broker: usize,
+    pub queued: usize,
+    pub stored: usize,
+    pub remaining: i64,
+}
+
+const RECOVERED_KEPT: usize = 20;
+
+#[derive(Debug)]
+pub struct RecoveryWorker {
+    pub recovery: SaleRecovery,
+    pub promotions: PromotionRepo,
+    pub settings: RecoverySettings,
+    pub stats: Arc<Stats>,
+    pub report: Arc<Mutex<RecoveryReport>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    bookmarks: VecDeque<Bookmark>,
+    last_bookmark_ms: i64,
+    /// Sales found lost (no fence to read a time from): when first seen, Redis ms.
+    lost_since: HashMap<i64, i64>,
+    /// Sales fenced at the last pass (a new fence counts as a history change).
+    fenced: HashMap<i64, i64>,
+}
+
+impl RecoveryWorker {
+    pub async fn run(self, shutdown: ShutdownListener) {
+        let interval = Duration::from_millis(self.settings.interval_ms);
+        let state = tokio::sync::Mutex::new(State::default());
+        crate::periodic::every(interval, shutdown, "redis recovery", || async {
+            let mut state = state.lock().await;
+            self.pass(&mut state).await
+        })
+        .await;
+    }
+
+    async fn pass(&self, state: &mut State) -> anyhow::Result<()> {
+        let now_ms = self
+            .recovery
+            .stock
+            .redis_time_ms()
+            .await
+            .context("read Redis' clock")?;
+        if now_ms - state.last_bookmark_ms >= 1_000 {
+            // A bookmark is an optimisation: a broker that does not answer now only makes a
+            // later recovery read more.
+            if let Ok(Some(bookmark)) = self.recovery.reader.bookmark(now_ms).await {
+                state.bookmarks.push_back(bookmark);
+                if state.bookmarks.len() > BOOKMARKS_KEPT {
+                    state.bookmarks.pop_front();
+                }
+            }
+            state.last_bookmark_ms = now_ms;
+        }
+        let promotions = self
+            .promotions
+            .list_current(chrono::Duration::days(1))
+            .await
+            .context("list current promotions")?;
+        let grace = self.settings.publish_grace_ms as i64;
+        let mut fenced_now = Vec::new();
+        let mut first_error = None;
+        for promotion in &promotions {
+            let health = match self.recovery.health(promotion, now_ms).await {
+                Ok(health) => health,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            let (since_ms, reason) = match health {
+                SaleHealth::Healthy | SaleHealth::NotLoaded => {
+                    state.lost_since.remove(&promotion.id);
+                    state.fenced.remove(&promotion.id);
+                    continue;
+                }
+                SaleHealth::Fenced { since_ms } => (since_ms, "fenced"),
+                SaleHealth::Lost => (*state.lost_since.entry(promotion.id).or_insert(now_ms), "lost"),
+            };
+            if state.fenced.insert(promotion.id, since_ms).is_none() {
+                self.stats.count(Counter::SaleFences, 1);
+                tracing::warn!(promotion_id = promotion.id, reason, "a sale's Redis node may have lost writes: the sale is closed until it is rebuilt from its accepted orders");
+            }
+            if now_ms < since_ms + grace {
+                fenced_now.push(FencedSale {
+                    promotion_id: promotion.id,
+                    since_ms,
+                    reason,
+                });
+                continue;
+            }
+            let bookmarks: Vec<Bookmark> = state.bookmarks.iter().cloned().collect();
+            match self.recovery.recover(promotion, &bookmarks).await {
+                Ok(recovered) => {
+                    let fenced_ms = now_ms - since_ms;
+                    state.lost_since.remove(&promotion.id);
+                    state.fenced.remove(&promotion.id);
+                    self.stats.count(Counter::SalesRecovered, 1);
+                    metrics::histogram!("seckill_sale_recovery_seconds").record(fenced_ms as f64 / 1000.0);
+                    tracing::warn!(
+                        promotion_id = promotion.id,
+                        fenced_ms,
+                        from_broker = recovered.from_broker,
+                        queued = recovered.queued,
+                        stored = recovered.stored,
+                        remaining = recovered.repair.remaining,
+                        restored = recovered.repair.restored,
+                        "sale rebuilt from its accepted orders; it sells again"
+                    );
+                    let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                    report.recovered.push(RecoveredSale {
+                        promotion_id: promotion.id,
+                        fenced_ms,
+                        from_broker: recovered.from_broker,
+                        queued: recovered.queued,
+                        stored: recovered.stored,
+                        remaining: recovered.repair.remaining,
+                    });
+                    let excess = report.recovered.len().saturating_sub(RECOVERED_KEPT);
+                    report.recovered.drain(..excess);
+                }
+                Err(e) => {
+                    fenced_now.push(FencedSale {
+                        promotion_id: promotion.id,
+                        since_ms,
+                        reason,
+                    });
+                    first_error.get_or_insert(e.context(format!("rebuild sale {}", promotion.id)));
+                }
+            }
+        }
+        metrics::gauge!("seckill_sales_fenced").set(fenced_now.len() as f64);
+        self.report.lock().unwrap_or_else(|e| e.into_inner()).fenced = fenced_now;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The Redis topology as this process sees it (filled in below).

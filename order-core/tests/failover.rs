@@ -1,0 +1,468 @@
+//! Redis in its production shape, replicated and failing over, against private stacks (a
+//! Cluster with a replica per master, or a primary and a replica under Sentinel: the run's
+//! shape, Sentinel on the single-node pass), through the calls production makes:
+//! - a reservation is confirmed only once a replica holds it;
+//! - the connection leaves a master that stopped answering for the replica promoted in its
+//!   place, while the old one is still paused;
+//! - a node restarted from an old append-only file fences its sales, and the recovery rebuilds
+//!   them from every order they accepted (the database's and the broker's): the sale sells
+//!   exactly what is left;
+//! - the writers' shared pace does not grant again what a lost write had granted;
+//! - a worker id whose node changed history is not handed out again for one lease length.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use order_core::bus::{JsonProducer, TopicReader};
+use order_core::domain::ids::{OrderId, OrderIdGenerator};
+use order_core::domain::promotion::{Promotion, PromotionFields};
+use order_core::domain::reservation::Reservation;
+use order_core::postgres::promotions::PromotionRepo;
+use order_core::recovery::{SaleHealth, SaleRecovery};
+use order_core::redis::durability::{Claim, Confirmation, Confirmer};
+use order_core::redis::global_pace::GlobalPace;
+use order_core::redis::stock::{IfStarted, PromotionKeys, ReserveOutcome, StockStore};
+use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};
+use order_core::runtime::settings::{DatabaseOnly, PulsarOnly, PulsarSettings, RedisOnly, RedisSettings};
+use order_core::test_support::{
+    fresh_database, poll_until, random_worker_id, redis_run, reserve, running_promotion, unique,
+    PrivateStack, RedisKind,
+};
+
+/// The run's replicated shape; on the single-node pass, Sentinel.
+fn replicated() -> RedisKind {
+    match redis_run() {
+        RedisKind::Node => RedisKind::Sentinel,
+        kind => kind,
+    }
+}
+
+async fn stack(kind: RedisKind) -> PrivateStack {
+    tokio::task::spawn_blocking(move || PrivateStack::start_on(kind))
+        .await
+        .expect("join")
+        .expect("a private stack")
+}
+
+fn redis_settings(stack: &PrivateStack) -> RedisSettings {
+    let settings: RedisOnly = stack.source().load().expect("settings");
+    settings.redis
+}
+
+async fn connect(settings: &RedisSettings) -> order_core::redis::RedisConnection {
+    order_core::redis::connect(settings)
+        .await
+        .expect("connect to Redis")
+}
+
+/// The production confirmer: a connection of its own, the configured replicas.
+async fn confirmer(settings: &RedisSettings) -> Confirmer {
+    Confirmer::new(
+        connect(settings).await,
+        settings.replicas_acked(),
+        Duration::from_millis(500),
+    )
+}
+
+/// Block on a stack script without stalling the runtime.
+fn blocking<T>(f: impl FnOnce() -> anyhow::Result<T>) -> T {
+    tokio::task::block_in_place(f).expect("stack action")
+}
+
+async fn wait_for_another_master(stack: &PrivateStack, key: &str, old: &str) -> Duration {
+    let started = Instant::now();
+    poll_until(Duration::from_secs(30), "a replica to be promoted", || async {
+        let now = tokio::task::block_in_place(|| stack.master_part(key)).unwrap_or_default();
+        (!now.is_empty() && now != old).then_some(())
+    })
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_is_confirmed_only_once_a_replica_holds_it() {
+    let stack = stack(replicated()).await;
+    let settings = redis_settings(&stack);
+    assert_eq!(settings.replicas_acked(), 1);
+    let store = StockStore::new(connect(&settings).await);
+    let confirmer = confirmer(&settings).await;
+    let p = running_promotion(10, 1, 1);
+    store.sync(&p, IfStarted::LoadJustCreated).await.expect("load");
+    let shard = p.sale().shard(0);
+    let ids = OrderIdGenerator::new(random_worker_id());
+
+    let first = ids.next_id();
+    reserve(&store, p.id, 1, "r1", 1, first).await.expect("reserve");
+    assert_eq!(
+        confirmer
+            .confirm(shard, first, Claim::New)
+            .await
+            .expect("confirm"),
+        Confirmation::Confirmed
+    );
+
+    let key = PromotionKeys::of(shard).meta;
+    let replica = blocking(|| stack.replica_part(&key));
+    blocking(|| stack.pause_part(&replica));
+    let second = ids.next_id();
+    let outcome = reserve(&store, p.id, 2, "r2", 1, second).await.expect("reserve");
+    assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "{outcome:?}");
+    assert_eq!(
+        confirmer
+            .confirm(shard, second, Claim::New)
+            .await
+            .expect("confirm"),
+        Confirmation::Unreplicated { acked: 0 },
+        "only the master holds it"
+    );
+    // An order id no node ever reserved is not confirmed either.
+    blocking(|| stack.resume_part(&replica));
+    assert_eq!(
+        confirmer
+            .confirm(shard, ids.next_id(), Claim::Held)
+            .await
+            .expect("confirm"),
+        Confirmation::Missing
+    );
+    // The retry of the second order is confirmed once the replica has it.
+    let confirmed = poll_until(Duration::from_secs(10), "the replica to catch up", || async {
+        let c = confirmer
+            .confirm(shard, second, Claim::Held)
+            .await
+            .expect("confirm");
+        (c == Confirmation::Confirmed).then_some(c)
+    })
+    .await;
+    assert_eq!(confirmed, Confirmation::Confirmed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_leave_a_paused_master_for_its_promoted_replica_before_it_comes_back() {
+    let stack = stack(replicated()).await;
+    let settings = redis_settings(&stack);
+    let store = StockStore::new(connect(&settings).await);
+    let p = running_promotion(10, 1, 1);
+    store.sync(&p, IfStarted::LoadJustCreated).await.expect("load");
+    let ids = OrderIdGenerator::new(random_worker_id());
+    reserve(&store, p.id, 1, "r1", 1, ids.next_id())
+        .await
+        .expect("reserve");
+
+    let key = PromotionKeys::new(p.id).meta;
+    let master = blocking(|| stack.master_part(&key));
+    let paused_for = Duration::from_secs(15);
+    blocking(|| stack.pause_part(&master));
+    let paused_at = Instant::now();
+    // The sale is read again: calls to the paused master time out, then go to the replica
+    // promoted in its place. (It takes writes again only once it has a replica of its own,
+    // the old master back: a write is confirmed on a replica or not at all.)
+    let answered_after = loop {
+        if let Ok(Some(stock)) = store.live_stock_of(p.sale()).await {
+            assert_eq!(stock.remaining, 9);
+            break paused_at.elapsed();
+        }
+        assert!(
+            paused_at.elapsed() < paused_for,
+            "still waiting for the paused master"
+        );
+    };
+    blocking(|| stack.resume_part(&master));
+    assert!(
+        answered_after < paused_for - Duration::from_secs(3),
+        "answered {answered_after:?} after the pause, the master paused for {paused_for:?}"
+    );
+    // Writes again once the old master is the new one's replica.
+    poll_until(
+        Duration::from_secs(20),
+        "a reservation on the new master",
+        || async {
+            matches!(
+                reserve(&store, p.id, 2, "r2", 1, ids.next_id()).await,
+                Ok(ReserveOutcome::Reserved { .. })
+            )
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The consumers' recovery, built as the consumers build it, on `stack`.
+async fn recovery(stack: &PrivateStack, topic: &str) -> (SaleRecovery, sqlx::PgPool, Arc<JsonProducer>) {
+    let redis = redis_settings(stack);
+    let db: DatabaseOnly = stack.source().load().expect("settings");
+    let pool = order_core::postgres::lazy_pool(&fresh_database(&db.database).await.expect("database"))
+        .expect("pool");
+    let pulsar: PulsarOnly = stack.source().load().expect("settings");
+    let pulsar: PulsarSettings = pulsar.pulsar;
+    let client = order_core::bus::connect(&pulsar).await.expect("pulsar");
+    let producer = JsonProducer::new(&client, pulsar.topic(topic), None, Duration::from_secs(5))
+        .await
+        .expect("producer");
+    let recovery = SaleRecovery {
+        db: pool.clone(),
+        stock: StockStore::new(connect(&redis).await),
+        confirmer: confirmer(&redis).await,
+        reader: TopicReader::new(client, pulsar.topic(topic)),
+        read_deadline: Duration::from_secs(30),
+    };
+    (recovery, pool, Arc::new(producer))
+}
+
+async fn running_sale(pool: &sqlx::PgPool, stock: i64) -> Promotion {
+    let now = Utc::now();
+    PromotionRepo::new(pool.clone())
+        .insert(&PromotionFields {
+            sku_id: "sku".into(),
+            title: "t".into(),
+            price_cents: 100,
+            stock,
+            per_user_limit: 1,
+            starts_at: now - chrono::Duration::seconds(1),
+            ends_at: now + chrono::Duration::hours(1),
+            access: Default::default(),
+            shards: 1,
+        })
+        .await
+        .expect("insert the sale")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_from_an_old_append_only_file_fences_its_sale_until_it_is_rebuilt_from_its_orders() {
+    const STOCK: i64 = 10;
+    let stack = stack(RedisKind::Node).await;
+    let (recovery, pool, producer) = recovery(&stack, &unique("orders")).await;
+    let store = recovery.stock.clone();
+    let p = running_sale(&pool, STOCK).await;
+    store.sync(&p, IfStarted::LoadJustCreated).await.expect("load");
+    let shard = p.sale().shard(0);
+    let now_ms = || async { store.redis_time_ms().await.ok() };
+
+    // What the node will come back with: the sale loaded, nothing sold (the append-only
+    // files as they are now; a clean stop flushes them).
+    blocking(|| stack.stop_part("redis"));
+    let saved = std::env::temp_dir().join(unique("old-aof"));
+    copy_dir(&stack.redis_dir().join("appendonlydir"), &saved);
+    blocking(|| stack.start_part("redis"));
+    // A restart is a new history: the sale is fenced until rebuilt (nothing to read yet).
+    let health = poll_until(Duration::from_secs(10), "Redis back", || async {
+        recovery.health(&p, now_ms().await?).await.ok()
+    })
+    .await;
+    assert!(matches!(health, SaleHealth::Fenced { .. }), "{health:?}");
+    recovery.recover(&p, &[]).await.expect("recover");
+    let now = now_ms().await.expect("clock");
+    assert_eq!(
+        recovery.health(&p, now).await.expect("health"),
+        SaleHealth::Healthy
+    );
+
+    // Three orders are accepted: reserved, confirmed, published (none persisted yet).
+    let ids = OrderIdGenerator::new(random_worker_id());
+    let mut accepted: Vec<OrderId> = Vec::new();
+    for user in 1..=3 {
+        let id = ids.next_id();
+        reserve(&store, p.id, user, &format!("r{user}"), 1, id)
+            .await
+            .expect("reserve");
+        assert_eq!(
+            recovery
+                .confirmer
+                .confirm(shard, id, Claim::New)
+                .await
+                .expect("confirm"),
+            Confirmation::Confirmed
+        );
+        let event = Reservation {
+            order_id: id,
+            user_id: user,
+            quantity: 1,
+            reserved_at_ms: Utc::now().timestamp_millis(),
+            request_id: format!("r{user}"),
+        }
+        .accepted_event(&p);
+        producer.publish(&event).await.expect("publish");
+        accepted.push(id);
+    }
+
+    // The node crashes and comes back from the old files: the three reservations are gone.
+    blocking(|| stack.kill_part("redis"));
+    std::fs::remove_dir_all(stack.redis_dir().join("appendonlydir")).expect("drop the newer files");
+    copy_dir(&saved, &stack.redis_dir().join("appendonlydir"));
+    blocking(|| stack.start_part("redis"));
+    let health = poll_until(Duration::from_secs(10), "Redis back", || async {
+        recovery.health(&p, now_ms().await?).await.ok()
+    })
+    .await;
+    assert!(matches!(health, SaleHealth::Fenced { .. }), "{health:?}");
+    assert_eq!(
+        store
+            .live_stock_of(p.sale())
+            .await
+            .expect("live")
+            .expect("loaded")
+            .remaining,
+        STOCK,
+        "the node lost the three units it had sold"
+    );
+    // Fenced: nobody buys what the node believes is left.
+    assert_eq!(
+        reserve(&store, p.id, 50, "r50", 1, ids.next_id())
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Recovering
+    );
+
+    let recovered = recovery.recover(&p, &[]).await.expect("recover");
+    assert_eq!(
+        (recovered.from_broker, recovered.queued, recovered.stored),
+        (3, 3, 0)
+    );
+    assert_eq!(recovered.repair.remaining, STOCK - 3);
+    // The three buyers' retries get their orders back; then exactly what is left sells.
+    for (user, id) in (1..=3).zip(&accepted) {
+        match reserve(&store, p.id, user, &format!("r{user}"), 1, ids.next_id())
+            .await
+            .expect("reserve")
+        {
+            ReserveOutcome::Duplicate {
+                order_id, pending, ..
+            } => {
+                assert_eq!((order_id, pending), (*id, true));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut sold = 0;
+    for user in 100..120 {
+        match reserve(&store, p.id, user, "late", 1, ids.next_id())
+            .await
+            .expect("reserve")
+        {
+            ReserveOutcome::Reserved { .. } => sold += 1,
+            ReserveOutcome::SoldOut => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sold, STOCK - 3);
+    let _ = std::fs::remove_dir_all(saved);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for entry in std::fs::read_dir(from).expect("read") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_pace_does_not_grant_again_what_a_lost_write_had_granted() {
+    let stack = stack(replicated()).await;
+    let settings = redis_settings(&stack);
+    let scope = unique("pace");
+    let pace = GlobalPace::new(connect(&settings).await, &scope, 100.0, 10);
+    // A first grant records the bucket's history on both nodes.
+    assert_eq!(pace.try_acquire(10).await.expect("pace"), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let key = format!("seckill:pace:{scope}");
+    let master = blocking(|| stack.master_part(&key));
+    let replica = blocking(|| stack.replica_part(&key));
+    blocking(|| stack.pause_part(&replica));
+    // A full burst, granted on the master only.
+    assert_eq!(pace.try_acquire(10).await.expect("pace"), None);
+    blocking(|| stack.kill_part(&master));
+    blocking(|| stack.resume_part(&replica));
+    wait_for_another_master(&stack, &key, &master).await;
+    // The old master comes back as a replica: the new one takes writes again.
+    blocking(|| stack.start_part(&master));
+    blocking(|| stack.wait_part("redis"));
+    let wait = poll_until(
+        Duration::from_secs(20),
+        "the promoted replica to answer",
+        || async { pace.try_acquire(10).await.ok() },
+    )
+    .await;
+    assert!(
+        wait.is_some(),
+        "the burst spent before the failover was granted again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_id_whose_node_changed_history_is_not_handed_out_for_one_lease_length() {
+    let stack = stack(replicated()).await;
+    let settings = redis_settings(&stack);
+    // Long enough to outlast the failover below: the first holder still mints after it.
+    let ttl = Duration::from_secs(12);
+    let lease_settings = |worker_id| LeaseSettings {
+        ttl,
+        worker_id,
+        replicas: settings.replicas_acked(),
+        replica_timeout: Duration::from_millis(500),
+    };
+    let confirmations = confirmer(&settings).await;
+    let first = WorkerLease::acquire(confirmations.connection(), unique("a"), lease_settings(None))
+        .await
+        .expect("a lease");
+    let id = first.worker_id().expect("held");
+    // Its gateway is paused (no renewal) while the lease's master fails over, and the
+    // promoted replica lacks the lease (lost with the old history: dropped here, as a
+    // replica that missed the write would).
+    let key = format!("seckill:worker:{id}");
+    let master = blocking(|| stack.master_part(&key));
+    blocking(|| stack.kill_part(&master));
+    wait_for_another_master(&stack, &key, &master).await;
+    blocking(|| stack.start_part(&master));
+    blocking(|| stack.wait_part("redis"));
+    let mut conn = connect(&settings).await;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    assert!(
+        first.mint().is_ok(),
+        "the first holder still believes in its lease"
+    );
+
+    let second = poll_until(
+        Duration::from_secs(60),
+        "the worker id, once its quarantine is over",
+        || async {
+            WorkerLease::acquire(confirmations.connection(), unique("b"), lease_settings(Some(id)))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert!(
+        first.mint().is_err(),
+        "two gateways would mint with worker id {id}"
+    );
+    let minted: HashSet<OrderId> = (0..100).map(|_| second.mint().expect("mint")).collect();
+    assert_eq!(minted.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_sale_missing_from_redis_reads_as_lost_and_a_loaded_one_as_healthy() {
+    let stack = stack(replicated()).await;
+    let (recovery, pool, _) = recovery(&stack, &unique("orders")).await;
+    let p = running_sale(&pool, 5).await;
+    let now_ms = recovery.stock.redis_time_ms().await.expect("clock");
+    assert_eq!(
+        recovery.health(&p, now_ms).await.expect("health"),
+        SaleHealth::Lost
+    );
+    recovery
+        .stock
+        .sync(&p, IfStarted::LoadJustCreated)
+        .await
+        .expect("load");
+    assert_eq!(
+        recovery.health(&p, now_ms).await.expect("health"),
+        SaleHealth::Healthy
+    );
+}
