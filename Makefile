@@ -13,9 +13,9 @@ setup:      ## system packages, pulsar-lite, patched pulsar crate
 	scripts/setup.sh
 stack:      ## start Redis, PostgreSQL, pulsar-lite
 	scripts/stack.sh start
-stop:       ## stop the stack (and the local Redis Cluster, when `make test` started it)
-	scripts/stack.sh stop redis postgres pulsar redis-cluster
+stop:       ## stop the stack (and the replicated Redis shapes, when `make test` started them)
+	scripts/stack.sh stop redis postgres pulsar redis-cluster redis-sentinel
 status:
-	scripts/stack.sh status redis postgres pulsar redis-cluster
+	scripts/stack.sh status redis postgres pulsar redis-cluster redis-sentinel
 fmt:
 	cargo fmt --all

@@ -200,7 +200,14 @@ cluster_ok() {
   [ "$masters" = "$CLUSTER_MASTERS" ] && [ "$synced" = "$CLUSTER_MASTERS" ]
 }
 start_redis-cluster() {
-  local i
+  local i conf=$STACK_DIR/redis-cluster/0/nodes.conf
+  # A cluster made by an older stack.sh (three masters, no replicas) is made anew: it is the
+  # local test cluster, its data is not kept.
+  if [ -f "$conf" ] && [ "$(grep -c -E '(master|slave)' "$conf")" -lt "$CLUSTER_NODES" ]; then
+    say "the local Redis Cluster has no replicas (made by an older stack.sh); making it anew"
+    stop_redis-cluster
+    rm -rf "$STACK_DIR/redis-cluster"
+  fi
   for i in $(seq 0 $((CLUSTER_NODES - 1))); do start_cluster_node "$i"; done
 }
 wait_redis-cluster() {
@@ -275,7 +282,7 @@ bind 127.0.0.1
 dir $dir
 sentinel monitor $SENTINEL_MASTER 127.0.0.1 $(sentinel_port 0) 2
 sentinel down-after-milliseconds $SENTINEL_MASTER $NODE_TIMEOUT_MS
-sentinel failover-timeout $SENTINEL_MASTER 10000
+sentinel failover-timeout $SENTINEL_MASTER 3000
 sentinel parallel-syncs $SENTINEL_MASTER 1
 CONF
   fi

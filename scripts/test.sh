@@ -7,9 +7,12 @@ cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/stack.sh" start
-"$ROOT/scripts/stack.sh" start redis-cluster
+# Redis in its production shapes: a Cluster with a replica per master, and a primary with a
+# replica under three Sentinels.
+"$ROOT/scripts/stack.sh" start redis-cluster redis-sentinel
 eval "$("$ROOT/scripts/stack.sh" env)"
 cluster_nodes=$("$ROOT/scripts/stack.sh" env redis-cluster | sed -n 's/^export REDIS_CLUSTER_NODES=//p')
+sentinel_nodes=$("$ROOT/scripts/stack.sh" env redis-sentinel | sed -n 's/^export REDIS_SENTINEL_NODES=//p')
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -26,10 +29,14 @@ run_tests() {
 }
 say "tests, on a single Redis node"
 run_tests "$@"
-# The same suite with every Redis call on the three-node Redis Cluster (tests that start a
-# private stack start a private cluster: its Redis faults hit cluster nodes).
+# The same suite with every Redis call on the Redis Cluster (three masters, a replica each;
+# tests that start a private stack start a private cluster: its Redis faults hit cluster
+# nodes, and its failovers are real ones).
 say "tests, on the Redis Cluster ($cluster_nodes)"
 (export REDIS_CLUSTER_NODES=$cluster_nodes && run_tests "$@")
+# And under Sentinel: the binaries follow the primary the Sentinels name.
+say "tests, under Redis Sentinel ($sentinel_nodes)"
+(export REDIS_SENTINEL_NODES=$sentinel_nodes REDIS_SENTINEL_MASTER=seckill && run_tests "$@")
 say "API fuzzing over the OpenAPI spec (schemathesis, zero 5xx)"
 "$ROOT/scripts/api-fuzz.sh" 25
 say "make demo, as a newcomer runs it (on the debug build, its own services and ports)"

@@ -113,6 +113,17 @@ pub const ALL_FAULTS: [Fault; 14] = [
 ];
 
 impl Fault {
+    /// A fault on the node holding the sale's first shard (not on every node).
+    pub fn hits_a_shard(self) -> bool {
+        matches!(
+            self,
+            Fault::RedisNodeRestart
+                | Fault::RedisFailover
+                | Fault::RedisFailoverLagging
+                | Fault::RedisMasterPause
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::None => "none",
@@ -299,6 +310,17 @@ pub(crate) struct Deployment {
 fn first_shard_key(target: &Target, promotion_id: i64) -> anyhow::Result<String> {
     let sale = order_core::domain::shards::SaleShards::new(promotion_id, target.shards)?;
     Ok(order_core::redis::stock::PromotionKeys::of(sale.shard(0)).meta)
+}
+
+/// Write 64 MB to `key` on `part` (a master whose replica is paused): more than the
+/// replication link's socket buffers hold.
+fn fill_the_replication_link(stack: &PrivateStack, part: &str, key: &str) -> anyhow::Result<()> {
+    let port = stack.part_port(part)?;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    let ballast = vec![b'x'; 64 << 20];
+    redis::cmd("SET").arg(key).arg(ballast).query::<()>(&mut conn)?;
+    Ok(())
 }
 
 /// The reservations' order ids a data node holds for the sale's first shard.
@@ -618,11 +640,26 @@ impl Deployment {
         promotion_id: i64,
         outage: Duration,
     ) -> anyhow::Result<u64> {
+        let started = tokio::time::Instant::now();
         let key = first_shard_key(target, promotion_id)?;
         let master = self.master_of_sale(target, promotion_id).await?;
         let replica = tokio::task::block_in_place(|| self.stack.replica_part(&key))?;
         self.stack(PrivateStack::pause_part, &replica).await?;
-        tokio::time::sleep(outage / 2).await;
+        // A paused replica's kernel still buffers what the master sends, and would apply it
+        // when it runs again. A large write fills those buffers first: what the sale writes
+        // after it waits in the master's own buffer, and dies with the master.
+        let ballast = format!("{key}:ballast");
+        tokio::task::block_in_place(|| fill_the_replication_link(&self.stack, &master, &ballast))?;
+        // Sentinels count a replica silent past their down-after period as down, and a
+        // failover that finds no replica up waits twice the failover timeout to try again:
+        // under Sentinel the replica is held a little less than that period.
+        let lagging_for = match self.stack.kind() {
+            RedisKind::Sentinel => {
+                Duration::from_millis(order_core::test_support::NODE_TIMEOUT_MS.saturating_sub(300))
+            }
+            _ => outage / 2,
+        };
+        tokio::time::sleep(lagging_for).await;
         let held =
             tokio::task::block_in_place(|| reservations_on(&self.stack, &master, target, promotion_id))?;
         self.stack(PrivateStack::kill_part, &master).await?;
@@ -641,7 +678,15 @@ impl Deployment {
         }
         let kept =
             tokio::task::block_in_place(|| reservations_on(&self.stack, &replica, target, promotion_id))?;
-        tokio::time::sleep(outage / 2).await;
+        // Whatever reached the replica of the ballast goes (best effort: it is only weight).
+        let _ = tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            let port = self.stack.part_port(&replica)?;
+            let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+                .get_connection_with_timeout(Duration::from_secs(2))?;
+            redis::cmd("DEL").arg(&ballast).query::<()>(&mut conn)?;
+            Ok(())
+        });
+        tokio::time::sleep_until(started + outage).await;
         self.stack(PrivateStack::start_part, &master).await?;
         Ok(held.difference(&kept).count() as u64)
     }
@@ -747,8 +792,13 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 }
             );
             let writes_lost = injected.with_context(|| format!("inject {}", fault.name()))?;
+            // On a sharded sale a Redis fault hits the first shard's node: its buyers tell when
+            // the sale took orders there again (the other shards' buyers never stopped).
+            let sale = order_core::domain::shards::SaleShards::new(promotion, s.shards)?;
+            let first_shard = sale.shard(0);
+            let of_interest = |user: u64| !fault.hits_a_shard() || sale.shard_of(user as i64) == first_shard;
             let accepting_again_secs = fault_started
-                .and_then(|at| workload.accepted_again_after(at))
+                .and_then(|at| workload.accepted_again_after(at, of_interest))
                 .map(|d| d.as_secs_f64());
             let report = report.with_context(|| format!("the sale under {}", fault.name()))?;
             let v = report.verification.context("the run was not verified")?;

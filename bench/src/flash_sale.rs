@@ -76,9 +76,10 @@ pub struct SaleWorkload {
     /// Requests sent, and those that got a definitive answer (anything but `Error`).
     sent: Mutex<HashSet<(u64, String)>>,
     settled: Mutex<HashSet<(u64, String)>>,
-    /// When each request was last sent, and every 202 as (sent, answered).
+    /// When each request was first sent, and each order's first 202 as (buyer, first sent,
+    /// answered).
     sent_at: Mutex<HashMap<(u64, String), tokio::time::Instant>>,
-    accepted_at: Mutex<Vec<(tokio::time::Instant, tokio::time::Instant)>>,
+    accepted_at: Mutex<Vec<(u64, tokio::time::Instant, tokio::time::Instant)>>,
 }
 
 #[derive(Deserialize)]
@@ -119,17 +120,24 @@ impl SaleWorkload {
         self.sent_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), tokio::time::Instant::now());
+            .entry(key.clone())
+            .or_insert_with(tokio::time::Instant::now);
     }
 
-    /// How long after `at` the sale first answered 202 to a request sent after `at`.
-    pub fn accepted_again_after(&self, at: tokio::time::Instant) -> Option<Duration> {
+    /// How long after `at` the sale first took a new order: the first 202 to a request first
+    /// sent after `at`, by a buyer `of_interest` picks (the buyers a fault reached, on a
+    /// sharded sale).
+    pub fn accepted_again_after(
+        &self,
+        at: tokio::time::Instant,
+        of_interest: impl Fn(u64) -> bool,
+    ) -> Option<Duration> {
         self.accepted_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(sent, _)| *sent >= at)
-            .map(|(_, answered)| answered.saturating_duration_since(at))
+            .filter(|(user, sent, _)| *sent >= at && of_interest(*user))
+            .map(|(_, _, answered)| answered.saturating_duration_since(at))
             .min()
     }
 
@@ -146,17 +154,23 @@ impl SaleWorkload {
     fn answered(&self, key: (u64, String), status: StatusCode, body: &[u8]) -> Outcome {
         let mut outcome = Outcome::of_api_answer(status, body);
         if status == StatusCode::ACCEPTED {
+            let first_answer = !self
+                .answers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key);
             let sent = self
                 .sent_at
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&key)
                 .copied();
-            if let Some(sent) = sent {
-                self.accepted_at
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((sent, tokio::time::Instant::now()));
+            if let (true, Some(sent)) = (first_answer, sent) {
+                self.accepted_at.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    key.0,
+                    sent,
+                    tokio::time::Instant::now(),
+                ));
             }
             let order_id = serde_json::from_slice::<Accepted>(body)
                 .ok()

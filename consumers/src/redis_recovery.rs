@@ -7,6 +7,11 @@
 //! also notes where `seckill-orders` ends (a bookmark), so a recovery reads the topic from
 //! just before the sale started rather than from its beginning.
 //!
+//! Every five seconds it also reads the Redis topology (nodes, roles, replicas and their lag,
+//! which node holds each shard of each current sale) for `/status`, the dashboard and
+//! `/metrics`, and counts a failover each time a slot range or the primary moves to another
+//! node.
+//!
 //! Several consumers processes run this at once: two may rebuild the same sale, and the
 //! repair is one atomic script per shard that counts nothing twice.
 
@@ -18,6 +23,9 @@ use anyhow::Context;
 use order_core::bus::Bookmark;
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::recovery::{SaleHealth, SaleRecovery};
+use order_core::redis::topology::Topology;
+use order_core::redis::RedisConnection;
+use order_core::runtime::settings::RedisSettings;
 use order_core::runtime::shutdown::ShutdownListener;
 use serde::Serialize;
 
@@ -28,13 +36,27 @@ use crate::stats::{Counter, Stats};
 /// started before the oldest is read from the topic's beginning.
 const BOOKMARKS_KEPT: usize = 3_600;
 
-/// What `/status` shows of the sales this process found fenced and recovered.
+/// What `/status` shows of Redis: its topology, where the current sales live, the sales this
+/// process found fenced and the recoveries it made.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RecoveryReport {
+    /// As last read (every five seconds); `None` until the first reading.
+    pub topology: Option<Topology>,
+    /// Failovers this process saw: a slot range or the primary that moved to another node.
+    pub failovers_seen: u64,
+    /// Each current sale's shards and the node serving each.
+    pub sales: Vec<SaleNodes>,
     /// Sales fenced or lost right now, by id: since when (Redis ms).
     pub fenced: Vec<FencedSale>,
     /// The last recoveries this process made (newest last).
     pub recovered: Vec<RecoveredSale>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SaleNodes {
+    pub promotion_id: i64,
+    /// The node serving each shard, in shard order.
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,7 +87,13 @@ pub struct RecoveryWorker {
     pub settings: RecoverySettings,
     pub stats: Arc<Stats>,
     pub report: Arc<Mutex<RecoveryReport>>,
+    /// Where the topology is read from.
+    pub redis: RedisSettings,
+    pub conn: RedisConnection,
 }
+
+/// How often the topology is read.
+const TOPOLOGY_EVERY_MS: i64 = 5_000;
 
 #[derive(Debug, Default)]
 struct State {
@@ -75,9 +103,72 @@ struct State {
     lost_since: HashMap<i64, i64>,
     /// Sales fenced at the last pass (a new fence counts as a history change).
     fenced: HashMap<i64, i64>,
+    last_topology_ms: i64,
+    /// The master of each slot range (by its first slot) or the primary, as last read.
+    masters: HashMap<u16, String>,
 }
 
 impl RecoveryWorker {
+    /// Record a topology reading: metrics, failovers (a slot range or the primary on another
+    /// node than at the last reading), and which node serves each current sale's shards.
+    fn observe(
+        &self,
+        state: &mut State,
+        promotions: &[order_core::domain::promotion::Promotion],
+        topology: Topology,
+    ) {
+        let mut moved = 0;
+        for node in topology.nodes.iter().filter(|n| n.role == "master") {
+            let starts: Vec<u16> = match topology.shape {
+                "cluster" => node.slots.iter().map(|(from, _)| *from).collect(),
+                _ => vec![0],
+            };
+            for start in starts {
+                if let Some(before) = state.masters.insert(start, node.address.clone()) {
+                    if before != node.address {
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        if moved > 0 {
+            metrics::counter!("seckill_redis_failovers_seen_total").increment(moved);
+            tracing::warn!(
+                moved,
+                "Redis masters moved to other nodes since the last reading (a failover)"
+            );
+        }
+        for node in &topology.nodes {
+            let role = node.role.clone();
+            metrics::gauge!("seckill_redis_node", "address" => node.address.clone(), "role" => role).set(1.0);
+            for replica in &node.replicas {
+                metrics::gauge!("seckill_redis_replica_behind_bytes", "address" => replica.address.clone())
+                    .set(replica.behind_bytes as f64);
+            }
+        }
+        let sales = promotions
+            .iter()
+            .map(|p| SaleNodes {
+                promotion_id: p.id,
+                nodes: p
+                    .sale()
+                    .shards()
+                    .map(|shard| {
+                        let slot =
+                            order_core::domain::shards::key_slot(format!("{{{}}}", shard.tag()).as_bytes());
+                        topology
+                            .master_of_slot(slot)
+                            .map_or_else(|| "unknown".to_owned(), |n| n.address.clone())
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        report.failovers_seen += moved;
+        report.sales = sales;
+        report.topology = Some(topology);
+    }
+
     pub async fn run(self, shutdown: ShutdownListener) {
         let interval = Duration::from_millis(self.settings.interval_ms);
         let state = tokio::sync::Mutex::new(State::default());
@@ -111,6 +202,13 @@ impl RecoveryWorker {
             .list_current(chrono::Duration::days(1))
             .await
             .context("list current promotions")?;
+        if now_ms - state.last_topology_ms >= TOPOLOGY_EVERY_MS {
+            state.last_topology_ms = now_ms;
+            // The topology is for people and metrics: a reading that fails is skipped.
+            if let Ok(topology) = order_core::redis::topology::read(&self.redis, &self.conn).await {
+                self.observe(state, &promotions, topology);
+            }
+        }
         let grace = self.settings.publish_grace_ms as i64;
         let mut fenced_now = Vec::new();
         let mut first_error = None;

@@ -73,7 +73,8 @@ struct StatusBody {
     #[serde(flatten)]
     report: StatusReport,
     broker_backlog: BacklogReading,
-    redis_recovery: RecoveryReport,
+    /// Redis' topology, where the current sales live, fences and recoveries.
+    redis: RecoveryReport,
 }
 
 impl Application {
@@ -170,6 +171,8 @@ impl Application {
             settings: settings.recovery.clone(),
             stats: Arc::clone(&stats),
             report: Default::default(),
+            redis: settings.redis.clone(),
+            conn: deps.redis.clone(),
         };
         let order_events = JsonProducer::new(
             &deps.pulsar,
@@ -409,6 +412,6 @@ async fn status(State(state): State<HttpState>) -> Json<StatusBody> {
     Json(StatusBody {
         report: state.stats.report(),
         broker_backlog: state.backlog.read().await,
-        redis_recovery: state.recovery.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        redis: state.recovery.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     })
 }
