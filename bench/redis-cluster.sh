@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One flash sale three ways, in one run, on one deployment shape (one gateway, one consumers
-# process, release builds): on the single Redis node; on the three-node Redis Cluster with the
-# sale on one shard; on the cluster with the sale on three shards. Closed loop, so each way
+# process, release builds): on the single Redis node; on the Redis Cluster (three masters, a
+# replica each) with the sale on one shard; on the cluster with the sale on three shards. Closed loop, so each way
 # sells as fast as the machine lets it. Prints accepted orders/s and each Redis process' CPU
 # per accepted order side by side (the bench's own per-process figures, from /proc).
 #   bench/redis-cluster.sh [seconds per way, default 10] [stock, default 200000]
@@ -29,7 +29,7 @@ run() {
   wait_ready http://127.0.0.1:18080/readyz http://127.0.0.1:18081/readyz
   procs=$(bench_processes gateway=$gateway consumers=$consumers)
   if [ -n "$cluster" ]; then
-    for i in 0 1 2; do
+    for i in 0 1 2 3 4 5; do
       pidfile=$(scripts/stack.sh pidfile "redis-cluster-$i")
       procs="$procs redis-node-$i=$(head -n1 "$pidfile")"
     done

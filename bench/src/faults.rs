@@ -705,6 +705,7 @@ fn spawn(bin: &std::path::Path, env: &[(String, String)], logs: &std::path::Path
     cmd.envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("REDIS_URL")
         .env_remove("REDIS_CLUSTER_NODES")
+        .env_remove("REDIS_SENTINEL_NODES")
         .env_remove("DATABASE_URL")
         .env_remove("PULSAR_URL")
         .stdout(Stdio::from(log.try_clone().context("clone a log handle")?))

@@ -74,7 +74,13 @@ impl TestApp {
         let handle = tokio::spawn(app.run_until_stopped(shutdown.subscribe()));
         Self {
             address,
-            client: reqwest::Client::new(),
+            // Idle connections are dropped before the gateway's header read timeout (10 s)
+            // closes them: otherwise a request sent on one just as the server closes it fails
+            // with an incomplete message (seen in a three-gateway test).
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
             shutdown,
             handle,
             settings,

@@ -365,6 +365,7 @@ async fn a_starting_gateway_holds_its_port_and_turns_clients_away_until_it_can_s
         .env("APP_GATEWAY__PORT", &port)
         .env("REDIS_URL", "redis://127.0.0.1:1")
         .env_remove("REDIS_CLUSTER_NODES")
+        .env_remove("REDIS_SENTINEL_NODES")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

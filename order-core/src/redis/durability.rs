@@ -203,18 +203,50 @@ impl Confirmer {
     }
 }
 
+/// At most this many orders in one pipeline; more wait for the next.
+const MAX_BATCH: usize = 512;
+
+/// Frees a shard's lane when its drain ends however it ends (a panic included), so the next
+/// confirmation starts a new one instead of waiting for a batch nobody sends.
+struct LaneGuard<'a> {
+    inner: &'a Inner,
+    shard: Shard,
+    /// Set when the drain ends normally (it has removed the lane itself).
+    finished: bool,
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The waiters still queued get an error when their senders drop with the lane.
+            let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            lanes.remove(&self.shard);
+        }
+    }
+}
+
 impl Inner {
     /// Send the waiting confirmations of `shard`, batch after batch, until none wait.
     async fn drain(&self, shard: Shard) {
+        let mut guard = LaneGuard {
+            inner: self,
+            shard,
+            finished: false,
+        };
         loop {
-            let batch = {
+            let batch: Vec<Waiter> = {
                 let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(lane) = lanes.get_mut(&shard) else { return };
+                let Some(lane) = lanes.get_mut(&shard) else {
+                    guard.finished = true;
+                    return;
+                };
                 if lane.waiting.is_empty() {
                     lanes.remove(&shard);
+                    guard.finished = true;
                     return;
                 }
-                std::mem::take(&mut lane.waiting)
+                let take = lane.waiting.len().min(MAX_BATCH);
+                lane.waiting.drain(..take).collect()
             };
             let ids: Vec<OrderId> = batch.iter().map(|w| w.order_id).collect();
             match self.run(shard, &ids).await {
