@@ -302,6 +302,8 @@ pub(crate) struct Deployment {
     consumers: Vec<Instance>,
     /// The worker-id lease length the gateways run with.
     lease_ttl: Duration,
+    /// When the fault in progress took effect (a part stopped, paused or killed).
+    landed: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// The children's logs (appended across restarts).
     logs: PathBuf,
 }
@@ -425,6 +427,7 @@ impl Deployment {
             consumers,
             lease_ttl,
             logs,
+            landed: std::sync::Mutex::new(None),
         };
         deployment.wait_ready().await?;
         let database = DatabaseSettings {
@@ -540,6 +543,7 @@ impl Deployment {
         outage: Duration,
     ) -> anyhow::Result<()> {
         self.stack(down, part).await?;
+        self.landed();
         tokio::time::sleep(outage).await;
         self.stack(PrivateStack::start_part, part).await
     }
@@ -547,8 +551,22 @@ impl Deployment {
     /// Pause a part of the stack, keep it paused, resume it.
     async fn pause(&self, part: &str, outage: Duration) -> anyhow::Result<()> {
         self.stack(PrivateStack::pause_part, part).await?;
+        self.landed();
         tokio::time::sleep(outage).await;
         self.stack(PrivateStack::resume_part, part).await
+    }
+
+    /// The fault took effect now (the first time it is said).
+    fn landed(&self) {
+        self.landed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// When the last fault took effect, forgetting it for the next one.
+    fn take_landed(&self) -> Option<tokio::time::Instant> {
+        self.landed.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The data node that is the master of the sale's first shard now.
@@ -575,10 +593,12 @@ impl Deployment {
             Fault::None => {}
             Fault::GatewayKill => {
                 kill9(&mut self.gateways[0].child).await?;
+                self.landed();
                 self.gateways[0].restart(&self.env, &self.logs)?;
             }
             Fault::ConsumersKill => {
                 kill9(&mut self.consumers[0].child).await?;
+                self.landed();
                 tokio::time::sleep(outage).await;
                 self.consumers[0].restart(&self.env, &self.logs)?;
             }
@@ -592,9 +612,13 @@ impl Deployment {
                 } else {
                     self.lease_ttl + Duration::from_secs(2)
                 };
+                self.landed();
                 self.gateways[0].pause(held).await?;
             }
-            Fault::ConsumersPause => self.consumers[0].pause(outage).await?,
+            Fault::ConsumersPause => {
+                self.landed();
+                self.consumers[0].pause(outage).await?
+            }
             Fault::BrokerPause => self.pause("pulsar", outage).await?,
             Fault::RedisPause | Fault::RedisPauseFlood => self.pause("redis", outage).await?,
             Fault::RedisNodeRestart => {
@@ -620,7 +644,10 @@ impl Deployment {
                 );
             }
             Fault::PostgresPause => self.pause("postgres", outage).await?,
-            Fault::AdminActions => operate_mid_sale(target, promotion_id, outage).await?,
+            Fault::AdminActions => {
+                self.landed();
+                operate_mid_sale(target, promotion_id, outage).await?
+            }
         }
         if self.stack.kind() != RedisKind::Node && fault != Fault::None {
             // The next sale starts on a whole Redis again: every master with a replica.
@@ -645,17 +672,19 @@ impl Deployment {
         let master = self.master_of_sale(target, promotion_id).await?;
         let replica = tokio::task::block_in_place(|| self.stack.replica_part(&key))?;
         self.stack(PrivateStack::pause_part, &replica).await?;
+        // From here no order is confirmed: the replica does not acknowledge.
+        self.landed();
         // A paused replica's kernel still buffers what the master sends, and would apply it
         // when it runs again. A large write fills those buffers first: what the sale writes
         // after it waits in the master's own buffer, and dies with the master.
         let ballast = format!("{key}:ballast");
         tokio::task::block_in_place(|| fill_the_replication_link(&self.stack, &master, &ballast))?;
-        // Sentinels count a replica silent past their down-after period as down, and a
-        // failover that finds no replica up waits twice the failover timeout to try again:
-        // under Sentinel the replica is held a little less than that period.
+        // How long the replica lags: half the outage; under Sentinel less than its down-after
+        // period, as a replica silent longer counts as down there, and a failover that finds
+        // no replica up waits twice the failover timeout before it tries again.
         let lagging_for = match self.stack.kind() {
             RedisKind::Sentinel => {
-                Duration::from_millis(order_core::test_support::NODE_TIMEOUT_MS.saturating_sub(300))
+                Duration::from_millis(order_core::test_support::NODE_TIMEOUT_MS.saturating_sub(600))
             }
             _ => outage / 2,
         };
@@ -793,6 +822,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 }
             );
             let writes_lost = injected.with_context(|| format!("inject {}", fault.name()))?;
+            let fault_started = deployment.take_landed().or(fault_started);
             // On a sharded sale a Redis fault hits the first shard's node: its buyers tell when
             // the sale took orders there again (the other shards' buyers never stopped).
             let sale = order_core::domain::shards::SaleShards::new(promotion, s.shards)?;

@@ -46,9 +46,10 @@ pub struct FlashSale {
     pub drain_timeout: Duration,
     /// Wait for the database and check the invariants afterwards.
     pub verify: bool,
-    /// Act like apps after the load: every request that got no definitive answer (a 5xx, a
-    /// timeout, a refused connection) is sent again with the same request id, to the next
-    /// gateway, once a second, until it gets one or this much time has passed.
+    /// Act like apps after the load: every request that got no definitive answer (a 5xx,
+    /// `overloaded` included: every 503 says "retry with the same request id"; a timeout, a
+    /// refused connection) is sent again with the same request id, to the next gateway, once
+    /// a second, until it gets one or this much time has passed.
     pub app_retries: Option<Duration>,
 }
 
@@ -187,7 +188,9 @@ impl SaleWorkload {
                 None => outcome = Outcome::Error,
             }
         }
-        if outcome != Outcome::Error {
+        // A shed order was refused before any work, and its 503 asks for a retry like any
+        // other: an app sends it again.
+        if !matches!(outcome, Outcome::Error | Outcome::Shed) {
             self.settled.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
         }
         outcome

@@ -2,7 +2,7 @@
 //!
 //! Each pass checks every shard of every current sale (`SaleRecovery::health`, which also
 //! fences a shard whose node's Redis history changed) and rebuilds a fenced or lost sale once
-//! `recovery.publish_grace_ms` has passed since the fence (`SaleRecovery::recover`; the
+//! the gateways' publish deadline (plus half a second) has passed since the fence (`SaleRecovery::recover`; the
 //! module docs of `order_core::recovery` say why the wait and what is read). Once a second it
 //! also notes where `seckill-orders` ends (a bookmark), so a recovery reads the topic from
 //! just before the sale started rather than from its beginning.
@@ -85,6 +85,8 @@ pub struct RecoveryWorker {
     pub recovery: SaleRecovery,
     pub promotions: PromotionRepo,
     pub settings: RecoverySettings,
+    /// How long after a fence a sale is rebuilt (`Settings::recovery_grace`).
+    pub grace: Duration,
     pub stats: Arc<Stats>,
     pub report: Arc<Mutex<RecoveryReport>>,
     /// Where the topology is read from.
@@ -209,8 +211,9 @@ impl RecoveryWorker {
                 self.observe(state, &promotions, topology);
             }
         }
-        let grace = self.settings.publish_grace_ms as i64;
+        let grace = self.grace.as_millis() as i64;
         let mut fenced_now = Vec::new();
+        let mut due = Vec::new();
         let mut first_error = None;
         for promotion in &promotions {
             let health = match self.recovery.health(promotion, now_ms).await {
@@ -221,7 +224,7 @@ impl RecoveryWorker {
                 }
             };
             let (since_ms, reason) = match health {
-                SaleHealth::Healthy | SaleHealth::NotLoaded => {
+                SaleHealth::Healthy | SaleHealth::NotLoaded | SaleHealth::Retired => {
                     state.lost_since.remove(&promotion.id);
                     state.fenced.remove(&promotion.id);
                     continue;
@@ -233,24 +236,50 @@ impl RecoveryWorker {
                 self.stats.count(Counter::SaleFences, 1);
                 tracing::warn!(promotion_id = promotion.id, reason, "a sale's Redis node may have lost writes: the sale is closed until it is rebuilt from its accepted orders");
             }
+            let fenced = FencedSale {
+                promotion_id: promotion.id,
+                since_ms,
+                reason,
+            };
             if now_ms < since_ms + grace {
-                fenced_now.push(FencedSale {
-                    promotion_id: promotion.id,
-                    since_ms,
-                    reason,
-                });
-                continue;
+                fenced_now.push(fenced);
+            } else {
+                due.push((promotion, fenced));
             }
-            let bookmarks: Vec<Bookmark> = state.bookmarks.iter().cloned().collect();
-            match self.recovery.recover(promotion, &bookmarks).await {
+        }
+        // The sales of a node that failed over are rebuilt from one read of the broker; the
+        // running ones first (buyers wait on them), then the newest.
+        let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_else(chrono::Utc::now);
+        due.sort_by_key(|(p, _)| {
+            (
+                p.ends_at <= now || p.starts_at > now,
+                std::cmp::Reverse(p.ends_at),
+            )
+        });
+        let sales: Vec<&order_core::domain::promotion::Promotion> = due.iter().map(|(p, _)| *p).collect();
+        let bookmarks: Vec<Bookmark> = state.bookmarks.iter().cloned().collect();
+        let rebuilt = match self.recovery.recover_all(&sales, &bookmarks).await {
+            Ok(rebuilt) => rebuilt,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                Vec::new()
+            }
+        };
+        let mut done = std::collections::HashSet::new();
+        for (promotion_id, outcome) in rebuilt {
+            let Some((_, fenced)) = due.iter().find(|(p, _)| p.id == promotion_id) else {
+                continue;
+            };
+            match outcome {
                 Ok(recovered) => {
-                    let fenced_ms = now_ms - since_ms;
-                    state.lost_since.remove(&promotion.id);
-                    state.fenced.remove(&promotion.id);
+                    done.insert(promotion_id);
+                    let fenced_ms = now_ms - fenced.since_ms;
+                    state.lost_since.remove(&promotion_id);
+                    state.fenced.remove(&promotion_id);
                     self.stats.count(Counter::SalesRecovered, 1);
                     metrics::histogram!("seckill_sale_recovery_seconds").record(fenced_ms as f64 / 1000.0);
                     tracing::warn!(
-                        promotion_id = promotion.id,
+                        promotion_id,
                         fenced_ms,
                         from_broker = recovered.from_broker,
                         queued = recovered.queued,
@@ -261,7 +290,7 @@ impl RecoveryWorker {
                     );
                     let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
                     report.recovered.push(RecoveredSale {
-                        promotion_id: promotion.id,
+                        promotion_id,
                         fenced_ms,
                         from_broker: recovered.from_broker,
                         queued: recovered.queued,
@@ -272,15 +301,15 @@ impl RecoveryWorker {
                     report.recovered.drain(..excess);
                 }
                 Err(e) => {
-                    fenced_now.push(FencedSale {
-                        promotion_id: promotion.id,
-                        since_ms,
-                        reason,
-                    });
-                    first_error.get_or_insert(e.context(format!("rebuild sale {}", promotion.id)));
+                    first_error.get_or_insert(e.context(format!("rebuild sale {promotion_id}")));
                 }
             }
         }
+        fenced_now.extend(
+            due.into_iter()
+                .filter(|(p, _)| !done.contains(&p.id))
+                .map(|(_, fenced)| fenced),
+        );
         metrics::gauge!("seckill_sales_fenced").set(fenced_now.len() as f64);
         self.report.lock().unwrap_or_else(|e| e.into_inner()).fenced = fenced_now;
         match first_error {

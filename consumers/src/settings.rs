@@ -22,6 +22,8 @@ pub struct Settings {
     pub writer: WriterSettings,
     pub sweeper: SweeperSettings,
     pub recovery: RecoverySettings,
+    /// The gateways' publish deadline (the recovery waits it out after a fence).
+    pub seckill: SeckillPublishing,
     pub canceller: CancellerSettings,
     pub post_payment: PostPaymentSettings,
     pub archive: ArchiveSettings,
@@ -98,12 +100,22 @@ pub struct SweeperSettings {
 pub struct RecoverySettings {
     /// How often every current sale's shards are checked.
     pub interval_ms: u64,
-    /// How long after a fence the sale is rebuilt: longer than the gateways'
-    /// `seckill.publish_timeout_ms`, so every order confirmed before the fence is in the
-    /// broker by then.
-    pub publish_grace_ms: u64,
     /// Reading a sale's accepted orders back from the broker gives up after this.
     pub read_deadline_ms: u64,
+}
+
+/// What the consumers read of the gateways' `[seckill]` section (the same config files).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeckillPublishing {
+    pub publish_timeout_ms: u64,
+}
+
+impl Settings {
+    /// How long after a fence a sale is rebuilt: past the gateways' publish deadline, every
+    /// order confirmed before the fence is in the broker, or its publish has failed.
+    pub fn recovery_grace(&self) -> Duration {
+        Duration::from_millis(self.seckill.publish_timeout_ms + 500)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -169,6 +169,7 @@ impl Application {
             },
             promotions: PromotionRepo::new(deps.db.clone()),
             settings: settings.recovery.clone(),
+            grace: settings.recovery_grace(),
             stats: Arc::clone(&stats),
             report: Default::default(),
             redis: settings.redis.clone(),

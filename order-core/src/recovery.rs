@@ -23,7 +23,7 @@
 //! it). Every step may run twice, in two consumers processes at once: the repair is one
 //! atomic script per shard that keeps what Redis holds beyond what it was handed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,6 +36,7 @@ use crate::domain::promotion::Promotion;
 use crate::domain::reconcile::reservations;
 use crate::domain::reservation::Reservation;
 use crate::postgres::orders::orders_of_sale;
+use crate::postgres::promotions::PromotionRepo;
 use crate::redis::durability::{Confirmer, ShardHistory};
 use crate::redis::stock::{RepairKind, RepairOrders, RepairOutcome, StockStore};
 
@@ -54,6 +55,8 @@ pub enum SaleHealth {
     Lost,
     /// Not loaded yet and not started: the gateways' refreshers load it.
     NotLoaded,
+    /// Its keys left Redis for good (`retire`): nothing to rebuild, nothing may write them.
+    Retired,
 }
 
 /// What a recovery read and repaired.
@@ -97,6 +100,16 @@ impl SaleRecovery {
                 ShardHistory::NotLoaded => missing = true,
             }
         }
+        if missing && now_ms >= p.starts_at.timestamp_millis() {
+            // Gone from a node: lost, unless retired (then nothing may write its keys).
+            let retired = PromotionRepo::new(self.db.clone())
+                .keys_retired_at(p.id)
+                .await
+                .context("read the sale's retirement")?;
+            if retired.is_some() {
+                return Ok(SaleHealth::Retired);
+            }
+        }
         Ok(match (fenced, missing) {
             (_, true) if now_ms >= p.starts_at.timestamp_millis() => SaleHealth::Lost,
             (Some(since_ms), _) => SaleHealth::Fenced { since_ms },
@@ -108,26 +121,61 @@ impl SaleRecovery {
     /// Rebuild the sale from every order it accepted and lift its fences. The caller waits
     /// the grace after the fence first (see the module docs).
     pub async fn recover(&self, p: &Promotion, bookmarks: &[Bookmark]) -> anyhow::Result<Recovered> {
+        let mut rebuilt = self.recover_all(&[p], bookmarks).await?;
+        rebuilt
+            .pop()
+            .map_or_else(|| anyhow::bail!("no sale to rebuild"), |(_, r)| r)
+    }
+
+    /// Rebuild several sales (those of a node that failed over) from one read of the broker,
+    /// in the order given (a caller puts the running sales first): one result per sale. Fails
+    /// as a whole only when the broker cannot be read.
+    pub async fn recover_all(
+        &self,
+        sales: &[&Promotion],
+        bookmarks: &[Bookmark],
+    ) -> anyhow::Result<Vec<(i64, anyhow::Result<Recovered>)>> {
+        let Some(earliest) = sales
+            .iter()
+            .map(|p| p.starts_at.min(p.created_at).timestamp_millis() - CLOCK_MARGIN_MS)
+            .min()
+        else {
+            return Ok(Vec::new());
+        };
         let end = self
             .reader
             .end()
             .await
             .context("find the end of seckill-orders")?;
-        let earliest = p.starts_at.min(p.created_at).timestamp_millis() - CLOCK_MARGIN_MS;
         let from = bookmarks
             .iter()
             .filter(|b| b.at_ms <= earliest)
             .max_by_key(|b| b.at_ms);
+        let ids: HashSet<i64> = sales.iter().map(|p| p.id).collect();
         let accepted = self
             .reader
             .read(
                 from,
                 &end,
-                |payload| accepted_order(p.id, payload),
+                |payload| accepted_order(&ids, payload),
                 self.read_deadline,
             )
             .await
-            .context("read the sale's accepted orders from seckill-orders")?;
+            .context("read the sales' accepted orders from seckill-orders")?;
+        let mut by_sale: HashMap<i64, Vec<Reservation>> = HashMap::new();
+        for (promotion_id, reservation) in accepted {
+            by_sale.entry(promotion_id).or_default().push(reservation);
+        }
+        let mut rebuilt = Vec::with_capacity(sales.len());
+        for p in sales {
+            let accepted = by_sale.remove(&p.id).unwrap_or_default();
+            rebuilt.push((p.id, self.rebuild(p, &accepted).await));
+        }
+        Ok(rebuilt)
+    }
+
+    /// Repair one sale from the orders read from the broker and the database's.
+    async fn rebuild(&self, p: &Promotion, accepted: &[Reservation]) -> anyhow::Result<Recovered> {
         let orders = orders_of_sale(&self.db, p.id)
             .await
             .context("read the sale's orders")?;
@@ -162,24 +210,27 @@ impl SaleRecovery {
     }
 }
 
-/// The reservation of an accepted order of sale `promotion_id`, from a `seckill-orders`
+/// The sale and reservation of an accepted order of one of `sales`, from a `seckill-orders`
 /// message; `None` for any other message (another sale's, or one that does not decode: the
 /// writer dead-letters those).
-fn accepted_order(promotion_id: i64, payload: &[u8]) -> Option<Reservation> {
+fn accepted_order(sales: &HashSet<i64>, payload: &[u8]) -> Option<(i64, Reservation)> {
     let event: SeckillOrderAccepted = serde_json::from_slice(payload).ok()?;
-    if event.promotion_id != promotion_id || event.event_type != SeckillOrderAccepted::TYPE {
+    if !sales.contains(&event.promotion_id) || event.event_type != SeckillOrderAccepted::TYPE {
         return None;
     }
     // The reservation payload in Redis separates fields with '|': only ids the gateway
     // accepted get there.
     let request_id = RequestId::parse(event.request_id).ok()?;
-    Some(Reservation {
-        order_id: event.order_id,
-        user_id: event.user_id,
-        quantity: event.quantity,
-        reserved_at_ms: event.occurred_at.timestamp_millis(),
-        request_id: request_id.into_string(),
-    })
+    Some((
+        event.promotion_id,
+        Reservation {
+            order_id: event.order_id,
+            user_id: event.user_id,
+            quantity: event.quantity,
+            reserved_at_ms: event.occurred_at.timestamp_millis(),
+            request_id: request_id.into_string(),
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -466,3 +466,39 @@ async fn a_started_sale_missing_from_redis_reads_as_lost_and_a_loaded_one_as_hea
         SaleHealth::Healthy
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_sale_missing_from_redis_is_left_alone() {
+    let stack = stack(replicated()).await;
+    let (recovery, pool, _) = recovery(&stack, &unique("orders")).await;
+    let now = Utc::now();
+    let repo = PromotionRepo::new(pool.clone());
+    let p = repo
+        .insert(&PromotionFields {
+            sku_id: "sku".into(),
+            title: "t".into(),
+            price_cents: 100,
+            stock: 5,
+            per_user_limit: 1,
+            starts_at: now - chrono::Duration::hours(3),
+            ends_at: now - chrono::Duration::hours(2),
+            access: Default::default(),
+            shards: 1,
+        })
+        .await
+        .expect("insert the sale");
+    let now_ms = recovery.stock.redis_time_ms().await.expect("clock");
+    assert_eq!(
+        recovery.health(&p, now_ms).await.expect("health"),
+        SaleHealth::Lost
+    );
+    assert!(repo
+        .mark_keys_retired(p.id, now - chrono::Duration::hours(1))
+        .await
+        .expect("retire"));
+    // Its keys left Redis on purpose: nothing rebuilds them.
+    assert_eq!(
+        recovery.health(&p, now_ms).await.expect("health"),
+        SaleHealth::Retired
+    );
+}

@@ -51,6 +51,24 @@ pub enum RedisConnection {
     Sentinel(Arc<SentinelLink>),
 }
 
+/// A call's outcome under its deadline: an elapsed deadline is a timeout error.
+fn within_deadline<T>(
+    outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    what: &str,
+) -> redis::RedisResult<T> {
+    outcome.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from {what} within the call's deadline"),
+        )))
+    })
+}
+
+/// A failure of the connection itself, not an answer of the server.
+fn connection_failed(e: &redis::RedisError) -> bool {
+    e.is_timeout() || e.is_io_error() || e.is_connection_dropped()
+}
+
 /// How long a cluster connection may fail every call before it is replaced.
 const REBUILD_AFTER: Duration = Duration::from_secs(5);
 /// After a call timed out, the connection is replaced unless it was this recently.
@@ -87,20 +105,10 @@ impl ClusterLink {
         self: &Arc<Self>,
         outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> redis::RedisResult<T> {
-        let result = outcome.unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer from the Redis Cluster within the call's deadline",
-            )))
-        });
+        let result = within_deadline(outcome, "the Redis Cluster");
         let broken = match &result {
             Ok(_) => false,
-            Err(e) => {
-                e.is_timeout()
-                    || e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
-            }
+            Err(e) => connection_failed(e) || e.kind() == redis::ErrorKind::ClusterConnectionNotFound,
         };
         let timed_out = matches!(&result, Err(e) if e.is_timeout());
         let mut failing = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
@@ -238,18 +246,11 @@ impl SentinelLink {
         self: &Arc<Self>,
         outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> redis::RedisResult<T> {
-        let result = outcome.unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer from the Redis primary within the call's deadline",
-            )))
-        });
+        let result = within_deadline(outcome, "the Redis primary");
         let suspect = match &result {
             Ok(_) => false,
             Err(e) => {
-                e.is_timeout()
-                    || e.is_io_error()
-                    || e.is_connection_dropped()
+                connection_failed(e)
                     || e.is_connection_refusal()
                     || matches!(
                         e.code(),

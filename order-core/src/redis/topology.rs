@@ -48,6 +48,21 @@ pub struct ReplicaView {
     pub lag_secs: i64,
 }
 
+impl NodeView {
+    /// A node that did not answer.
+    fn unreachable(address: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            role: "unreachable".into(),
+            master: None,
+            replid: String::new(),
+            offset: 0,
+            replicas: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+}
+
 impl Topology {
     /// The master serving `slot` (on a cluster), or the one master.
     pub fn master_of_slot(&self, slot: u16) -> Option<&NodeView> {
@@ -118,15 +133,7 @@ async fn node_view(settings: &RedisSettings, address: &str) -> NodeView {
     };
     match tokio::time::timeout(Duration::from_millis(settings.connect_timeout_ms), asked).await {
         Ok(Ok(info)) => parse_replication(address, &info),
-        _ => NodeView {
-            address: address.to_owned(),
-            role: "unreachable".into(),
-            master: None,
-            replid: String::new(),
-            offset: 0,
-            replicas: Vec::new(),
-            slots: Vec::new(),
-        },
+        _ => NodeView::unreachable(address),
     }
 }
 
@@ -177,15 +184,7 @@ pub async fn read(settings: &RedisSettings, conn: &RedisConnection) -> redis::Re
                 }
                 let address = fields[1].split('@').next().unwrap_or_default();
                 let mut view = if fields[2].contains("fail") && !fields[2].contains("fail?") {
-                    NodeView {
-                        address: address.to_owned(),
-                        role: "unreachable".into(),
-                        master: None,
-                        replid: String::new(),
-                        offset: 0,
-                        replicas: Vec::new(),
-                        slots: Vec::new(),
-                    }
+                    NodeView::unreachable(address)
                 } else {
                     node_view(settings, address).await
                 };
