@@ -259,13 +259,14 @@ mod tests {
 
     #[test]
     fn only_the_sales_own_well_formed_orders_are_read_back() {
-        let mine = accepted_order(5, &event(5, "r-1")).expect("the sale's order");
+        let sales = |ids: &[i64]| ids.iter().copied().collect::<HashSet<i64>>();
+        let (sale, mine) = accepted_order(&sales(&[4, 5]), &event(5, "r-1")).expect("the sale's order");
         assert_eq!(
-            (mine.order_id, mine.user_id, mine.reserved_at_ms),
-            (OrderId(7), 3, 1_000)
+            (sale, mine.order_id, mine.user_id, mine.reserved_at_ms),
+            (5, OrderId(7), 3, 1_000)
         );
-        assert_eq!(accepted_order(6, &event(5, "r-1")), None);
-        assert_eq!(accepted_order(5, &event(5, "a|b")), None);
-        assert_eq!(accepted_order(5, b"not json"), None);
+        assert_eq!(accepted_order(&sales(&[6]), &event(5, "r-1")), None);
+        assert_eq!(accepted_order(&sales(&[5]), &event(5, "a|b")), None);
+        assert_eq!(accepted_order(&sales(&[5]), b"not json"), None);
     }
 }
