@@ -247,24 +247,24 @@ impl RecoveryWorker {
                 due.push((promotion, fenced));
             }
         }
-        // The sales of a node that failed over are rebuilt from one read of the broker; the
-        // running ones first (buyers wait on them), then the newest.
+        // The sales of a node that failed over are rebuilt together: the running ones first,
+        // from one read of the broker back to the earliest of their starts (buyers wait on
+        // them), then the others from another.
         let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_else(chrono::Utc::now);
-        due.sort_by_key(|(p, _)| {
-            (
-                p.ends_at <= now || p.starts_at > now,
-                std::cmp::Reverse(p.ends_at),
-            )
-        });
-        let sales: Vec<&order_core::domain::promotion::Promotion> = due.iter().map(|(p, _)| *p).collect();
         let bookmarks: Vec<Bookmark> = state.bookmarks.iter().cloned().collect();
-        let rebuilt = match self.recovery.recover_all(&sales, &bookmarks).await {
-            Ok(rebuilt) => rebuilt,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                Vec::new()
+        let (running, others): (Vec<_>, Vec<_>) = due
+            .iter()
+            .map(|(p, _)| *p)
+            .partition(|p| p.starts_at <= now && now < p.ends_at);
+        let mut rebuilt = Vec::new();
+        for sales in [running, others] {
+            match self.recovery.recover_all(&sales, &bookmarks).await {
+                Ok(done) => rebuilt.extend(done),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-        };
+        }
         let mut done = std::collections::HashSet::new();
         for (promotion_id, outcome) in rebuilt {
             let Some((_, fenced)) = due.iter().find(|(p, _)| p.id == promotion_id) else {

@@ -148,9 +148,11 @@ impl TopicReader {
     }
 
     async fn open(&self, start: Option<pulsar::proto::MessageIdData>) -> Result<RawConsumer, pulsar::Error> {
+        // A large receive queue: a reader goes through the topic as fast as the broker sends.
         let mut options = ConsumerOptions::default()
             .durable(false)
-            .with_initial_position(InitialPosition::Earliest);
+            .with_initial_position(InitialPosition::Earliest)
+            .with_receiver_queue_size(10_000);
         if let Some(start) = start {
             options = options.starting_on_message(start);
         }
