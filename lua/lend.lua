@@ -8,16 +8,21 @@
 -- the next buyers too. Moved units are counted for good in `lent:<receiver>` and
 -- `lent_total`: the receiver adds what its `got:<lender>` has not seen yet, any number of
 -- times (a lost reply, a crash between the halves, a settle pass), and counts it once.
--- Lending never reopens this shard, so its epoch stays.
+-- Lending never reopens this shard, so its epoch stays. A fenced shard (its node may have lost
+-- writes, see confirm.lua) lends nothing: its remaining count may hold units already sold.
 --
 -- Returns {given, lent:<receiver> after}; {-1, 0} when the shard is not loaded.
 
 local meta = KEYS[1]
-local remaining = tonumber(redis.call('HGET', meta, 'remaining') or 'x')
+local m = redis.call('HMGET', meta, 'remaining', 'fenced')
+local remaining = tonumber(m[1] or 'x')
 if not remaining then
   return {-1, 0}
 end
 local field = 'lent:' .. ARGV[1]
+if m[2] then
+  return {0, tonumber(redis.call('HGET', meta, field) or '0')}
+end
 local give = math.max(tonumber(ARGV[2]), math.ceil(remaining / 2))
 if give > remaining then
   give = remaining

@@ -502,3 +502,44 @@ async fn a_retired_sale_missing_from_redis_is_left_alone() {
         SaleHealth::Retired
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_shard_lends_none_of_its_stock_to_the_other_shards() {
+    let settings: RedisOnly = order_core::test_support::local_source().load().expect("settings");
+    let store = StockStore::new(connect(&settings.redis).await);
+    let confirmer = confirmer(&settings.redis).await;
+    let p = running_promotion(3, 1, 3);
+    store.sync(&p, IfStarted::LoadJustCreated).await.expect("load");
+    let sale = p.sale();
+    // Shard 1's data was verified in another Redis history (as after a failover): the first
+    // check on its node fences it.
+    let mut conn = connect(&settings.redis).await;
+    let _: () = redis::cmd("HSET")
+        .arg(PromotionKeys::of(sale.shard(1)).meta)
+        .arg("history")
+        .arg("0000000000000000000000000000000000000000")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let check = confirmer.check(sale.shard(1)).await.expect("check");
+    assert!(
+        matches!(
+            check.history,
+            order_core::redis::durability::ShardHistory::Fenced { .. }
+        ),
+        "{check:?}"
+    );
+    // Buyers of shard 0 take its unit, then shard 2's (lent); shard 1's stays where it is.
+    let ids = OrderIdGenerator::new(random_worker_id());
+    let mut outcomes = Vec::new();
+    for user in (1..).filter(|u| sale.shard_of(*u) == sale.shard(0)).take(3) {
+        let outcome = order_core::test_support::reserve_in(&store, sale, user, "r", 1, ids.next_id())
+            .await
+            .expect("reserve");
+        outcomes.push(matches!(outcome, ReserveOutcome::Reserved { .. }));
+    }
+    assert_eq!(outcomes, vec![true, true, false]);
+    let shards = store.shard_stocks(sale).await.expect("shards");
+    assert_eq!(shards[1].expect("loaded").remaining, 1, "{shards:?}");
+    store.forget_promotion(sale).await.expect("cleanup");
+}
