@@ -85,7 +85,7 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
         .iter()
         .find(|r| r.fault == Fault::RedisPauseFlood.name())
         .expect("the flood row");
-    assert!(flood.shed > 0, "{table}");
+    assert!(flood.shed > 0, "{:?}\n{table}", flood.outcomes);
     eprintln!("{table}");
 }
 
