@@ -478,7 +478,7 @@ async fn drain(
     want: i64,
     timeout: Duration,
 ) -> anyhow::Result<Option<tokio::time::Instant>> {
-    let spinner = crate::report::spinner("draining");
+    let spinner = crate::progress::spinner("draining");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let have: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE promotion_id = $1")

@@ -291,7 +291,7 @@ pub async fn run<W: Workload>(spec: &LoadSpec, workload: Arc<W>, label: &str) ->
     let recording = Arc::new(Mutex::new(Recording::new()));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let progress = crate::report::progress_bar(label, spec.duration);
+    let progress = crate::progress::progress_bar(label, spec.duration);
     let ticker = {
         let (recording, progress) = (Arc::clone(&recording), progress.clone());
         tokio::spawn(async move {
@@ -300,7 +300,7 @@ pub async fn run<W: Workload>(spec: &LoadSpec, workload: Arc<W>, label: &str) ->
                 tick.tick().await;
                 let summary = {
                     let r = recording.lock().unwrap_or_else(|e| e.into_inner());
-                    crate::report::live_summary(&r, start.elapsed())
+                    live_summary(&r, start.elapsed())
                 };
                 progress.set_position(start.elapsed().as_millis() as u64);
                 progress.set_message(summary);
@@ -429,6 +429,19 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
         let _ = connection.await;
     });
     Ok(sender)
+}
+
+/// One line for the progress bar: the rate so far and the outcomes that matter most.
+pub fn live_summary(r: &Recording, elapsed: Duration) -> String {
+    format!(
+        "{:>7.0} req/s  accepted {}  sold out {}  limit {}  429 {}  errors {}",
+        r.total() as f64 / elapsed.as_secs_f64().max(1e-3),
+        r.count(Outcome::Accepted),
+        r.count(Outcome::SoldOut),
+        r.count(Outcome::LimitExceeded),
+        r.count(Outcome::RateLimited),
+        r.count(Outcome::Error)
+    )
 }
 
 #[cfg(test)]

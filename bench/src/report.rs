@@ -1,52 +1,14 @@
-//! What a run reports: a progress bar while it runs, then a summary table for people, JSON
-//! for machines and SVG charts (throughput and latency over time, DB inserts vs inbound).
+//! What a run reports once it is over: a summary table for people, JSON for machines and SVG charts (throughput and latency over time, DB inserts vs inbound).
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::loadgen::{Outcome, Recording, OUTCOMES};
 use crate::svg::{line_chart, Series};
 use crate::verify::Verification;
-
-pub fn progress_bar(label: &str, duration: Duration) -> ProgressBar {
-    let bar = ProgressBar::new(duration.as_millis() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {elapsed:>3} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_owned());
-    bar
-}
-
-/// A spinner for waits (draining the backlog).
-pub fn spinner(label: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>14} {spinner} {elapsed:>3} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.set_prefix(label.to_owned());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
-pub fn live_summary(r: &Recording, elapsed: Duration) -> String {
-    format!(
-        "{:>7.0} req/s  accepted {}  sold out {}  limit {}  429 {}  errors {}",
-        r.total() as f64 / elapsed.as_secs_f64().max(1e-3),
-        r.count(Outcome::Accepted),
-        r.count(Outcome::SoldOut),
-        r.count(Outcome::LimitExceeded),
-        r.count(Outcome::RateLimited),
-        r.count(Outcome::Error)
-    )
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {

@@ -179,7 +179,7 @@ pub async fn mixed(
     })
 }
 
-/// A target of issue 6 and what this run measured for it.
+/// A performance target and what this run measured for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetCheck {
     pub what: String,
@@ -381,7 +381,7 @@ pub async fn suite(target: &Target, s: &SuiteSettings) -> anyhow::Result<SuiteRe
             met: redis_per_order <= 15.0,
         },
         TargetCheck {
-            what: "accepted orders/s vs baseline (issue 18)".into(),
+            what: "accepted orders/s vs baseline (current target)".into(),
             wanted: "≥ 15×".into(),
             measured: format!(
                 "{:.1}×",

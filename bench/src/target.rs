@@ -254,7 +254,7 @@ impl Target {
             return Ok(None);
         }
         let auths = self.tokens(users)?;
-        let spinner = crate::report::spinner("sale tokens");
+        let spinner = crate::progress::spinner("sale tokens");
         let fetched: Vec<anyhow::Result<HeaderValue>> = futures::stream::iter(auths.into_iter().enumerate())
             .map(|(i, auth)| {
                 let base = self.gateways[i % self.gateways.len()].clone();

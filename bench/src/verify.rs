@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
+use order_core::app::reconcile::reconcile;
 use order_core::postgres::promotions::PromotionRepo;
-use order_core::reconcile::reconcile;
 use order_core::redis::stock::StockStore;
 use serde::Serialize;
 use sqlx::PgPool;

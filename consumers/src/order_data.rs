@@ -1,7 +1,7 @@
 //! The order-data task: every `archive.interval_secs` (and once at start), create the
 //! coming months' partitions, archive the months past the retention (oldest first), prune
 //! the event bookkeeping tables by age, and retire the Redis keys of sales that ended more
-//! than `archive.sale_keys_grace_hours` ago (`order_core::retire`).
+//! than `archive.sale_keys_grace_hours` ago (`order_core::app::retire`).
 //!
 //! Partitions are created months ahead, so the writer and checkout never wait on a schema
 //! change; a pass that fails (the database is away, a lock is busy) is retried by the next.
@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use order_core::app::retire::{retire_ended_sales, Retirement};
 use order_core::postgres::order_data::{self, PrunedTable};
 use order_core::redis::deployment::DeploymentStore;
 use order_core::redis::stock::StockStore;
-use order_core::retire::{retire_ended_sales, Retirement};
 use order_core::runtime::settings::ArchiveSettings;
 use order_core::runtime::shutdown::ShutdownListener;
 use sqlx::PgPool;

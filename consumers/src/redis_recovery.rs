@@ -3,7 +3,7 @@
 //! Each pass checks every shard of every current sale (`SaleRecovery::health`, which also
 //! fences a shard whose node's Redis history changed) and rebuilds a fenced or lost sale once
 //! the gateways' publish deadline (plus half a second) has passed since the fence (`SaleRecovery::recover`; the
-//! module docs of `order_core::recovery` say why the wait and what is read). Once a second it
+//! module docs of `order_core::app::recovery` say why the wait and what is read). Once a second it
 //! also notes where `seckill-orders` ends (a bookmark), so a recovery reads the topic from
 //! just before the sale started rather than from its beginning.
 //!
@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use order_core::app::recovery::{SaleHealth, SaleRecovery};
 use order_core::bus::Bookmark;
 use order_core::postgres::promotions::PromotionRepo;
-use order_core::recovery::{SaleHealth, SaleRecovery};
 use order_core::redis::topology::Topology;
 use order_core::redis::RedisConnection;
 use order_core::runtime::settings::RedisSettings;

@@ -157,7 +157,7 @@ impl Application {
             stats: Arc::clone(&stats),
         };
         let recovery = RecoveryWorker {
-            recovery: order_core::recovery::SaleRecovery {
+            recovery: order_core::app::recovery::SaleRecovery {
                 db: deps.db.clone(),
                 stock: stock.clone(),
                 confirmer: deps.confirmer.clone(),

@@ -12,7 +12,6 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::settings::AuthSettings;
-use crate::startup::AppState;
 
 /// Verifies user tokens and the admin key; built once at start.
 #[derive(Clone)]
@@ -94,17 +93,23 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>"))
 }
 
+/// A state that holds the gateway's `Authenticator`: what the `User` and `Admin` extractors
+/// need of it (the state's type stays in `state`, which builds on this module).
+pub trait HasAuthenticator {
+    fn authenticator(&self) -> &Authenticator;
+}
+
 /// An app user, authenticated by JWT.
 #[derive(Debug, Clone, Copy)]
 pub struct User {
     pub id: UserId,
 }
 
-impl FromRequestParts<AppState> for User {
+impl<S: HasAuthenticator + Send + Sync> FromRequestParts<S> for User {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let id = state.auth.user_id(bearer(parts)?)?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let id = state.authenticator().user_id(bearer(parts)?)?;
         Ok(User { id })
     }
 }
@@ -113,11 +118,11 @@ impl FromRequestParts<AppState> for User {
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
+impl<S: HasAuthenticator + Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if state.auth.is_admin_key(bearer(parts)?) {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if state.authenticator().is_admin_key(bearer(parts)?) {
             Ok(Admin)
         } else {
             Err(ApiError::unauthorized(

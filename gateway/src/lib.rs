@@ -11,6 +11,7 @@ pub mod order_watch;
 pub mod promotion_cache;
 pub mod rate_limit;
 pub mod request_id;
+pub mod responses;
 pub mod routes;
 pub mod sale_counters;
 pub mod sale_tokens;
@@ -18,6 +19,7 @@ pub mod serve;
 pub mod settings;
 pub mod shedding;
 pub mod startup;
+pub mod state;
 pub mod wire;
 
 #[cfg(feature = "test-support")]

@@ -7,19 +7,18 @@
 //!   no I/O.
 //! - adapters: [`postgres`] (schema and every query), [`redis`] (stock scripts, clock, pace,
 //!   worker leases) and [`bus`] (Pulsar); each speaks the domain's types.
-//! - [`reconcile`]: the one use case that reads both PostgreSQL and Redis.
+//! - [`app`]: the use cases that span stores (reconcile and repair, recovery after Redis
+//!   lost writes, retiring ended sales).
 //! - [`runtime`]: settings, telemetry, metrics, readiness, shutdown, supervision.
 //!
 //! Architecture invariant: nothing here knows about HTTP or JSON request bodies; request
 //! parsing, response shapes, OpenAPI schemas and status codes belong to the gateway.
 
+pub mod app;
 pub mod bus;
 pub mod domain;
 pub mod postgres;
-pub mod reconcile;
-pub mod recovery;
 pub mod redis;
-pub mod retire;
 pub mod runtime;
 
 #[cfg(feature = "test-support")]

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use order_core::app::recovery::{SaleHealth, SaleRecovery};
 use order_core::bus::{JsonProducer, TopicReader};
 use order_core::domain::ids::{OrderId, OrderIdGenerator};
 use order_core::domain::promotion::{Promotion, PromotionFields};
 use order_core::domain::reservation::Reservation;
 use order_core::postgres::promotions::PromotionRepo;
-use order_core::recovery::{SaleHealth, SaleRecovery};
 use order_core::redis::durability::{Claim, Confirmation, Confirmer};
 use order_core::redis::global_pace::GlobalPace;
 use order_core::redis::stock::{IfStarted, PromotionKeys, ReserveOutcome, StockStore};

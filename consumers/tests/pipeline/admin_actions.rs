@@ -434,7 +434,7 @@ async fn admin_actions_interleaved_with_a_sale_cancellations_and_checkouts_conse
         })
         .await;
         let promotion = repo.get(promotion_id).await.expect("read").expect("promotion");
-        let report = order_core::reconcile::reconcile(&pool, &stock, &promotion, false)
+        let report = order_core::app::reconcile::reconcile(&pool, &stock, &promotion, false)
             .await
             .expect("reconcile");
         assert!(

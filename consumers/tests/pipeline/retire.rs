@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use order_core::app::retire::{retire_ended_sales, Retirement};
 use order_core::domain::shards::SaleShards;
 use order_core::redis::deployment::DeploymentStore;
 use order_core::redis::stock::PromotionKeys;
-use order_core::retire::{retire_ended_sales, Retirement};
 use order_core::test_support::{local_source, poll_until};
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -103,7 +103,7 @@ async fn three_gateways_and_two_consumers_sell_exactly_the_stock_with_retries_on
         .await
         .expect("read")
         .expect("promotion");
-    let report = order_core::reconcile::reconcile(&pool, &first.stock_store().await, &promotion, false)
+    let report = order_core::app::reconcile::reconcile(&pool, &first.stock_store().await, &promotion, false)
         .await
         .expect("reconcile");
     assert!(report.consistent, "{report:?}");

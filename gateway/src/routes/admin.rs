@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::wire::promotions::{NewPromotionBody, PromotionBody, PromotionPatchBody, PromotionStateBody};
 use crate::wire::reports::ReconcileReportBody;
 
@@ -210,7 +210,7 @@ fn within_warmup_lead(state: &AppState, p: &Promotion) -> bool {
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 413, description = "body too large", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn create_promotion(
@@ -263,7 +263,7 @@ pub struct PromotionPage {
     responses(
         (status = 200, body = PromotionPage),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn list_promotions(
@@ -302,7 +302,7 @@ pub async fn list_promotions(
     responses(
         (status = 200, body = AdminPromotion),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn get_promotion(
@@ -326,7 +326,7 @@ pub async fn get_promotion(
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "edit_conflict (the row changed meanwhile), promotion_running (a started sale: only title and ends_at), stock_below_reserved, ended", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn patch_promotion(
@@ -404,7 +404,7 @@ pub async fn patch_promotion(
         (status = 204, description = "deleted"),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "promotion_running, has_orders", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn delete_promotion(
@@ -462,7 +462,7 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
         (status = 200, body = AdminPromotion),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "sale_retired: the sale ended and its keys left Redis", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn pause_promotion(
@@ -483,7 +483,7 @@ pub async fn pause_promotion(
         (status = 200, body = AdminPromotion),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "sale_retired: the sale ended and its keys left Redis", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn resume_promotion(
@@ -513,7 +513,7 @@ pub struct AddStock {
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "ended", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn add_stock(
@@ -554,7 +554,7 @@ pub async fn add_stock(
         (status = 200, body = WarmedUp),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "started_not_loaded: a started sale Redis lost is restored by reconcile with repair, never loaded afresh", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn warmup_promotion(
@@ -691,7 +691,7 @@ fn deployment_error(e: redis::RedisError) -> ApiError {
     responses(
         (status = 200, body = PromotionStats),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn promotion_stats(
@@ -771,7 +771,7 @@ pub struct ReconcileQuery {
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "sale_retired: the sale ended and its keys left Redis; the database alone holds it", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn reconcile_promotion(
@@ -782,12 +782,15 @@ pub async fn reconcile_promotion(
 ) -> ApiResult<Json<ReconcileReportBody>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let promotion = load(&state, id).await?;
-    let report = order_core::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
-        .await
-        .map_err(|e| match e.downcast_ref::<order_core::reconcile::SaleRetired>() {
-            Some(retired) => sale_retired(retired.to_string()),
-            None => ApiError::dependency("reconcile a promotion", e),
-        })?;
+    let report =
+        order_core::app::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
+            .await
+            .map_err(
+                |e| match e.downcast_ref::<order_core::app::reconcile::SaleRetired>() {
+                    Some(retired) => sale_retired(retired.to_string()),
+                    None => ApiError::dependency("reconcile a promotion", e),
+                },
+            )?;
     if let Some(repair) = &report.repaired {
         tracing::warn!(
             promotion_id = id,

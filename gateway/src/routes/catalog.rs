@@ -15,7 +15,7 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::routes::checkout::{transition_result, NewStatus};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::wire::catalog::{CouponTemplateBody, NewCouponTemplateBody, SkuBody, SkuChangesBody};
 
 fn db_error(e: sqlx::Error) -> ApiError {
@@ -40,7 +40,7 @@ fn no_sku() -> ApiError {
         (status = 201, body = SkuBody),
         (status = 409, description = "sku_exists", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn create_sku(
@@ -65,7 +65,7 @@ pub async fn create_sku(
     responses(
         (status = 200, body = SkuBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn get_sku(
@@ -94,7 +94,7 @@ pub async fn get_sku(
         (status = 200, body = SkuBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn patch_sku(
@@ -132,7 +132,7 @@ pub async fn patch_sku(
         (status = 201, body = CouponTemplateBody),
         (status = 409, description = "code_taken", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn create_coupon(
@@ -174,7 +174,7 @@ pub struct GrantBody {
         (status = 201, body = GrantIds),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn grant_coupon(
@@ -224,7 +224,7 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
         (status = 200, description = "the new status", body = crate::routes::checkout::NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (no refund requested)", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn approve_refund(
@@ -245,7 +245,7 @@ pub async fn approve_refund(
         (status = 200, description = "the new status", body = crate::routes::checkout::NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not shipped)", body = crate::error::ErrorBody),
-        crate::openapi::AdminFailures,
+        crate::responses::AdminFailures,
     ),
 )]
 pub async fn complete_order(

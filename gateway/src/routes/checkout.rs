@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::wire::catalog::HeldCouponBody;
 use crate::wire::checkout::{BreakdownBody, CheckoutBody, OrderViewBody, PlacedOrderBody};
 use crate::wire::OrderIdSchema;
@@ -62,7 +62,7 @@ fn db_error(e: sqlx::Error) -> ApiError {
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
         (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
-        crate::openapi::CheckoutFailures,
+        crate::responses::CheckoutFailures,
     ),
 )]
 pub async fn preview(
@@ -91,7 +91,7 @@ pub async fn preview(
         (status = 409, description = "out_of_stock, coupon_unavailable, coupon_not_yet_valid, coupon_expired, coupon_min_spend_not_met", body = crate::error::ErrorBody),
         (status = 422, description = "invalid body or field", body = crate::error::ErrorBody),
         (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
-        crate::openapi::CheckoutFailures,
+        crate::responses::CheckoutFailures,
     ),
 )]
 pub async fn place(
@@ -148,7 +148,7 @@ pub struct OrderPage {
     responses(
         (status = 200, body = OrderPage),
         (status = 400, description = "malformed request", body = crate::error::ErrorBody),
-        crate::openapi::CheckoutFailures,
+        crate::responses::CheckoutFailures,
     ),
 )]
 pub async fn list_orders(
@@ -206,7 +206,7 @@ pub struct PaymentRequest {
         (status = 200, body = PaymentRequest),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not awaiting payment)", body = crate::error::ErrorBody),
-        crate::openapi::CheckoutFailures,
+        crate::responses::CheckoutFailures,
     ),
 )]
 pub async fn pay(
@@ -281,7 +281,7 @@ async fn user_transition(
         (status = 200, description = "the new status", body = NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not awaiting payment)", body = crate::error::ErrorBody),
-        crate::openapi::CheckoutFailures,
+        crate::responses::CheckoutFailures,
     ),
 )]
 pub async fn cancel(
@@ -302,7 +302,7 @@ pub async fn cancel(
         (status = 200, description = "the new status", body = NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not paid)", body = crate::error::ErrorBody),
-        crate::openapi::CheckoutFailures,
+        crate::responses::CheckoutFailures,
     ),
 )]
 pub async fn request_refund(
@@ -320,7 +320,7 @@ pub async fn request_refund(
     security(("user_jwt" = [])),
     responses(
         (status = 200, body = Vec<HeldCouponBody>),
-        crate::openapi::CheckoutFailures,
+        crate::responses::CheckoutFailures,
     ),
 )]
 pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCouponBody>>> {

@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::auth::Admin;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const PAGE: &str = include_str!("../../static/dashboard.html");
 

@@ -3,10 +3,11 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use order_core::runtime::supervisor::HealthReport;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::wire::reports::ReadinessBody;
 
 #[utoipa::path(
@@ -66,6 +67,17 @@ pub async fn metrics() -> String {
         (status = 200, description = "this document"),
     ),
 )]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::spec())
+pub async fn openapi(Extension(spec): Extension<ServedSpec>) -> Json<utoipa::openapi::OpenApi> {
+    Json(spec.0.as_ref().clone())
+}
+
+/// The document `/openapi.json` serves, built once at start-up (`startup`, from `openapi`,
+/// which lists this module's handlers: the handler takes it rather than importing it).
+#[derive(Clone)]
+pub struct ServedSpec(pub std::sync::Arc<utoipa::openapi::OpenApi>);
+
+impl std::fmt::Debug for ServedSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServedSpec")
+    }
 }

@@ -20,7 +20,7 @@ use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Request bodies are small JSON documents; anything bigger is refused before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

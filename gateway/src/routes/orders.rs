@@ -32,7 +32,7 @@ use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
 use crate::settings::StatusSource;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::wire::checkout::OrderViewBody;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -61,7 +61,7 @@ pub struct OrderQuery {
         (status = 400, description = "malformed request (invalid_query: wait_ms above the maximum)", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
-        crate::openapi::UserFailures,
+        crate::responses::UserFailures,
     ),
 )]
 pub async fn get_order(

@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use sha2::Sha256;
 
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::wire::checkout::PaymentCallbackBody;
 
 pub const SIGNATURE_HEADER: &str = "x-signature";

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
 use crate::promotion_cache::CachedPromotion;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::wire::promotions::PromotionStateBody;
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -17,7 +17,7 @@ use crate::extract::{ApiJson, PathId};
 use crate::routes::promotions::current_sale;
 use crate::sale_counters::SaleEvent;
 use crate::sale_tokens::{ChallengeAnswer, ChallengeView};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// What to pass before a token: `none` (ask for the token right away), `proof_of_work`
 /// (find a decimal `nonce` such that SHA-256 of `puzzle + ":" + nonce` starts with
@@ -73,7 +73,7 @@ fn at(ms: i64) -> DateTime<Utc> {
         (status = 403, description = "`too_early`: tokens are handed out from `sale_tokens.lead_secs` before the start (Retry-After)", body = crate::error::ErrorBody),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 429, description = "rate limited (Retry-After)", body = crate::error::ErrorBody),
-        crate::openapi::UserFailures,
+        crate::responses::UserFailures,
     ),
 )]
 pub async fn get_challenge(

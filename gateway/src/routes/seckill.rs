@@ -35,7 +35,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::promotion_cache::LocalDecision;
 use crate::sale_counters::{SaleEvent, SaleRejection};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

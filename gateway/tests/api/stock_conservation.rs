@@ -189,7 +189,7 @@ async fn a_repair_racing_add_stock_keeps_the_added_units() {
     assert_eq!((status, body["remaining"].as_i64()), (200, Some(11)), "{body}");
 
     let stock = app.stock_store().await;
-    order_core::reconcile::reconcile(&pool, &stock, &read_by_reconcile, true)
+    order_core::app::reconcile::reconcile(&pool, &stock, &read_by_reconcile, true)
         .await
         .expect("reconcile");
     assert_eq!(remaining(&app, id).await, Some(11), "14 configured, 3 reserved");

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::ids::{OrderId, RequestId};
 use crate::domain::lifecycle::{IllegalTransition, OrderStatus};
 use crate::domain::pricing::{Breakdown, PricingError, ShippingMethod};
+// Defined beside pricing, whose errors are rejections too, so pricing need not import this.
+pub use crate::domain::pricing::Rejection;
 
 /// One line of a basket.
 #[derive(Debug, Clone)]
@@ -58,15 +60,6 @@ pub enum CheckoutRejection {
     CouponUnavailable,
     #[error("request_id must be 1 to 64 of A-Z a-z 0-9 . _ -")]
     InvalidRequestId,
-}
-
-/// How the client should read a rejection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// The request itself is wrong.
-    Invalid,
-    /// The request is fine, the state of stock, coupon or order refuses it.
-    Conflict,
 }
 
 impl CheckoutRejection {

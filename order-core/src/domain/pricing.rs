@@ -95,18 +95,27 @@ pub enum PricingError {
     Overflow,
 }
 
+/// How the client should read a rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The request itself is wrong.
+    Invalid,
+    /// The request is fine, the state of stock, coupon or order refuses it.
+    Conflict,
+}
+
 impl PricingError {
     /// Coupon rules the basket or the date does not meet are a conflict with the coupon's
     /// state; the rest are a malformed basket.
-    pub fn rejection(&self) -> crate::domain::checkout::Rejection {
+    pub fn rejection(&self) -> Rejection {
         match self {
             PricingError::CouponNotYetValid
             | PricingError::CouponExpired
-            | PricingError::CouponMinSpendNotMet(_) => crate::domain::checkout::Rejection::Conflict,
+            | PricingError::CouponMinSpendNotMet(_) => Rejection::Conflict,
             PricingError::InvalidLines
             | PricingError::InvalidQuantity
             | PricingError::DuplicateItem
-            | PricingError::Overflow => crate::domain::checkout::Rejection::Invalid,
+            | PricingError::Overflow => Rejection::Invalid,
         }
     }
 

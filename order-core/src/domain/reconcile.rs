@@ -1,5 +1,5 @@
 //! Reconciliation (invariant 7): Redis' view of a promotion compared with the database's, as
-//! a pure function; `crate::reconcile` reads both sides and runs the repair.
+//! a pure function; `crate::app::reconcile` reads both sides and runs the repair.
 //!
 //! At a quiet moment, remaining + reserved units = stock, every live order in the database
 //! holds a reservation in Redis, no cancelled order still holds one, and each buyer's count

@@ -14,9 +14,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use crate::app::reconcile::SaleRetired;
 use crate::domain::promotion::Promotion;
 use crate::postgres::promotions::PromotionRepo;
-use crate::reconcile::SaleRetired;
 use crate::redis::deployment::DeploymentStore;
 use crate::redis::stock::StockStore;
 
@@ -57,7 +57,7 @@ pub async fn retire_sale(
         // Another consumers process may retire the sale while this one compares: reconcile
         // then refuses it (`None` here), or reads its keys half gone (a discrepancy that is
         // none: the database says it was retired).
-        let consistent = match crate::reconcile::reconcile(db, stock, promotion, false).await {
+        let consistent = match crate::app::reconcile::reconcile(db, stock, promotion, false).await {
             Ok(report) => Some(report.consistent),
             Err(e) if e.is::<SaleRetired>() => None,
             Err(e) => return Err(e.context("reconcile before retiring")),

@@ -1,0 +1,77 @@
+//! What every handler can reach: the gateway's shared state, built once by `startup`.
+//!
+//! It lives apart from `startup` so that handlers, extractors and the router depend on it
+//! without depending on how the gateway is built: `startup` imports the routes, never the
+//! other way round.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_core::bus::JsonProducer;
+use order_core::postgres::promotions::PromotionRepo;
+use order_core::redis::stock::StockStore;
+use order_core::redis::worker_lease::WorkerLease;
+use order_core::runtime::readiness::Dependencies;
+use order_core::runtime::supervisor::Health;
+
+use crate::auth::Authenticator;
+use crate::promotion_cache::PromotionCache;
+use crate::rate_limit::RateLimits;
+
+/// What every handler can reach. Shared behind one `Arc`: axum clones the state for every
+/// request, and a deep clone (connections, scripts, client handles) showed up in profiles.
+pub type AppState = Arc<AppContext>;
+
+#[derive(Debug)]
+pub struct AppContext {
+    pub deps: Dependencies,
+    pub auth: Arc<Authenticator>,
+    pub limits: Arc<RateLimits>,
+    /// The seckill order route's adaptive concurrency limit (load shedding).
+    pub seckill_limiter: Arc<crate::shedding::SeckillLimiter>,
+    pub cache: Arc<PromotionCache>,
+    pub stock: StockStore,
+    /// Confirms reservations on Redis' replicas before their orders are published.
+    pub confirmer: order_core::redis::durability::Confirmer,
+    pub publisher: Arc<JsonProducer>,
+    /// Whether the last publish failed (publish failures are logged once per streak).
+    pub publish_failing: std::sync::atomic::AtomicBool,
+    /// Mints order ids under this gateway's worker-id lease.
+    pub ids: Arc<WorkerLease>,
+    pub promotions: PromotionRepo,
+    pub warmup_lead: Duration,
+    /// This gateway's per-sale counts, added to the deployment's totals every second.
+    pub counters: Arc<crate::sale_counters::SaleCounters>,
+    /// The deployment's totals and the live gateways and writers (Redis).
+    pub deployment: order_core::redis::deployment::DeploymentStore,
+    pub sale_tokens: crate::sale_tokens::SaleTokens,
+    /// Normal checkout's own pool and concurrency limit (isolation from the seckill flood).
+    pub checkout_db: sqlx::PgPool,
+    pub checkout_slots: tokio::sync::Semaphore,
+    pub checkout_queue_timeout: Duration,
+    pub payment_timeout: Duration,
+    pub payments: crate::settings::PaymentSettings,
+    /// Short name of the order-events topic (outbox rows carry it).
+    pub order_events_topic: String,
+    /// The consumers' `/status`, relayed to the dashboard.
+    pub consumers_status_url: String,
+    pub http: reqwest::Client,
+    /// A request body must arrive within this (slow-client protection).
+    pub body_read_timeout: Duration,
+    /// Whether every background task still runs (`/healthz`).
+    pub health: Health,
+    /// Held long polls of order status, woken by the status channel.
+    pub order_watch: Arc<crate::order_watch::OrderWatch>,
+    /// How long a status marker in Redis is trusted after it was written.
+    pub status_max_age: Duration,
+    pub long_poll_max: Duration,
+    pub status_source: crate::settings::StatusSource,
+    /// Where archived months of orders are read from.
+    pub archive_dir: std::path::PathBuf,
+}
+
+impl crate::auth::HasAuthenticator for AppState {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+}
