@@ -6,6 +6,7 @@
 //! gateway maps its request bodies onto them. Events are the one serialised shape here: their
 //! JSON is the contract of the event stream.
 
+pub mod accepted_order;
 pub mod catalog;
 pub mod checkout;
 pub mod events;
