@@ -10,6 +10,7 @@ use order_core::domain::checkout::Transition;
 use order_core::domain::events::OrderEvent;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
+use order_core::postgres::post_payment::{self, DueShipment};
 use order_core::postgres::processed;
 use order_core::postgres::transitions::transition;
 use order_core::runtime::shutdown::ShutdownListener;
@@ -35,12 +36,7 @@ impl Handler for Logistics {
             };
             if event.event_type == OrderEvent::PAID {
                 // An event about an order this database does not hold ships nothing.
-                sqlx::query!(
-                    "INSERT INTO shipments (order_id) SELECT id FROM orders WHERE id = $1 ON CONFLICT DO NOTHING",
-                    event.order_id.0,
-                )
-                .execute(&mut *tx)
-                .await?;
+                post_payment::create_shipment(&mut *tx, event.order_id).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -67,16 +63,8 @@ impl ShipmentRelay {
     }
 
     pub async fn run_once(&self) -> anyhow::Result<()> {
-        let pending = sqlx::query!(
-            "SELECT s.order_id, o.user_id FROM shipments s JOIN orders o ON o.id = s.order_id
-             WHERE s.status = 'created' AND s.created_at <= now() - make_interval(secs => $1)
-             ORDER BY s.created_at LIMIT 100",
-            self.handover_after.as_secs_f64(),
-        )
-        .fetch_all(&self.db)
-        .await?;
-        for row in pending {
-            let (order_id, user_id) = (row.order_id, row.user_id);
+        let due = post_payment::due_shipments(&self.db, self.handover_after).await?;
+        for DueShipment { order_id, user_id } in due {
             if !self.endpoint.is_empty() {
                 let body = json!({ "order_id": order_id.to_string(), "user_id": user_id });
                 let sent = post_with_retries(
@@ -88,12 +76,7 @@ impl ShipmentRelay {
                 )
                 .await;
                 if let Err(e) = sent {
-                    sqlx::query!(
-                        "UPDATE shipments SET attempts = attempts + 1 WHERE order_id = $1",
-                        order_id
-                    )
-                    .execute(&self.db)
-                    .await?;
+                    post_payment::count_handover_attempt(&self.db, order_id).await?;
                     tracing::warn!(
                         order_id,
                         error = format!("{e:#}"),
@@ -114,13 +97,7 @@ impl ShipmentRelay {
                 Transition::Done { .. } => {}
                 other => tracing::info!(order_id, ?other, "handed over an order that can no longer ship"),
             }
-            sqlx::query!(
-                "UPDATE shipments SET status = 'handed_over', handed_over_at = now(), attempts = attempts + 1
-                 WHERE order_id = $1",
-                order_id,
-            )
-            .execute(&self.db)
-            .await?;
+            post_payment::mark_handed_over(&self.db, order_id).await?;
         }
         Ok(())
     }

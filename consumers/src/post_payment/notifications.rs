@@ -54,15 +54,13 @@ pub struct OutboxNotifier {
 impl Notifier for OutboxNotifier {
     fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            sqlx::query!(
-                "INSERT INTO notifications (user_id, order_id, template, payload) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (order_id, template) DO NOTHING",
+            order_core::postgres::post_payment::queue_notification(
+                &self.db,
                 n.user_id,
                 n.order_id.parse::<i64>()?,
                 n.template,
                 serde_json::to_value(n)?,
             )
-            .execute(&self.db)
             .await?;
             Ok(())
         })

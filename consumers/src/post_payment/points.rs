@@ -1,7 +1,7 @@
 //! Loyalty points: a ledger entry per paid order, reversed when the order is refunded.
 
 use order_core::domain::events::OrderEvent;
-use order_core::postgres::processed;
+use order_core::postgres::{post_payment, processed};
 use sqlx::PgPool;
 
 use super::{BoxFuture, Handler};
@@ -24,26 +24,11 @@ impl Handler for Points {
             };
             match event.event_type.as_str() {
                 OrderEvent::PAID => {
-                    sqlx::query!(
-                        "INSERT INTO loyalty_ledger (user_id, order_id, points, reason) VALUES ($1, $2, $3, 'order_paid')
-                         ON CONFLICT DO NOTHING",
-                        event.user_id,
-                        event.order_id.0,
-                        event.total_cents / self.cents_per_point,
-                    )
-                    .execute(&mut *tx)
-                    .await?;
+                    let points = event.total_cents / self.cents_per_point;
+                    post_payment::credit_points(&mut *tx, event.user_id, event.order_id, points).await?;
                 }
                 OrderEvent::REFUNDED => {
-                    sqlx::query!(
-                        "INSERT INTO loyalty_ledger (user_id, order_id, points, reason)
-                         SELECT user_id, order_id, -points, 'order_refunded' FROM loyalty_ledger
-                         WHERE order_id = $1 AND reason = 'order_paid'
-                         ON CONFLICT DO NOTHING",
-                        event.order_id.0,
-                    )
-                    .execute(&mut *tx)
-                    .await?;
+                    post_payment::reverse_points(&mut *tx, event.order_id).await?;
                 }
                 _ => {}
             }

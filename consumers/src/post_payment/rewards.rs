@@ -2,7 +2,7 @@
 //! `reward:<order id>` is unique), revoked if still unused when the order is refunded.
 
 use order_core::domain::events::OrderEvent;
-use order_core::postgres::processed;
+use order_core::postgres::{post_payment, processed};
 use sqlx::PgPool;
 
 use super::{BoxFuture, Handler};
@@ -27,24 +27,10 @@ impl Handler for Rewards {
             let reason = format!("reward:{}", event.order_id);
             match event.event_type.as_str() {
                 OrderEvent::PAID if !self.template_code.is_empty() => {
-                    sqlx::query!(
-                        "INSERT INTO coupon_grants (template_id, user_id, reason)
-                         SELECT id, $2, $3 FROM coupon_templates WHERE code = $1
-                         ON CONFLICT (reason) DO NOTHING",
-                        self.template_code,
-                        event.user_id,
-                        reason,
-                    )
-                    .execute(&mut *tx)
-                    .await?;
+                    post_payment::grant_reward(&mut *tx, &self.template_code, event.user_id, &reason).await?;
                 }
                 OrderEvent::REFUNDED => {
-                    sqlx::query!(
-                        "UPDATE coupon_grants SET status = 'revoked' WHERE reason = $1 AND status = 'available'",
-                        reason,
-                    )
-                    .execute(&mut *tx)
-                    .await?;
+                    post_payment::revoke_reward(&mut *tx, &reason).await?;
                 }
                 _ => {}
             }

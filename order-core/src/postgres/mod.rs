@@ -19,6 +19,7 @@ pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod persist;
+pub mod post_payment;
 pub mod processed;
 pub mod promotions;
 pub mod transitions;
