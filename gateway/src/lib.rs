@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod order_transitions;
 pub mod order_watch;
 pub mod promotion_cache;
 pub mod rate_limit;

@@ -75,3 +75,18 @@ impl crate::auth::HasAuthenticator for AppState {
         &self.auth
     }
 }
+
+impl AppContext {
+    /// A sale this gateway knows as current (looked up when it has not seen it yet), or 404
+    /// `promotion_not_found`; 503 when the list cannot be read right now.
+    pub async fn current_sale(
+        &self,
+        id: i64,
+    ) -> crate::error::ApiResult<Arc<crate::promotion_cache::CachedPromotion>> {
+        self.cache
+            .find(id)
+            .await
+            .map_err(|e| crate::error::ApiError::unavailable("look up a promotion", e))?
+            .ok_or_else(|| crate::error::ApiError::not_found("promotion_not_found", "no such promotion"))
+    }
+}

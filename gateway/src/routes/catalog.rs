@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
-use crate::routes::checkout::{transition_result, NewStatus};
+use crate::order_transitions::{after_transition, checkout_error, transition_result, NewStatus};
 use crate::state::AppState;
 use crate::wire::catalog::{CouponTemplateBody, NewCouponTemplateBody, SkuBody, SkuChangesBody};
 
@@ -208,8 +208,8 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
         &state.order_events_topic,
     )
     .await
-    .map_err(crate::routes::checkout::checkout_error)?;
-    crate::routes::orders::after_transition(state, OrderId(id), &result).await;
+    .map_err(checkout_error)?;
+    after_transition(state, OrderId(id), &result).await;
     transition_result(result)
 }
 
@@ -221,7 +221,7 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, description = "the new status", body = crate::routes::checkout::NewStatus),
+        (status = 200, description = "the new status", body = NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (no refund requested)", body = crate::error::ErrorBody),
         crate::responses::AdminFailures,
@@ -242,7 +242,7 @@ pub async fn approve_refund(
     security(("admin_key" = [])),
     params(("id" = i64, Path, description = "numeric id", minimum = 1)),
     responses(
-        (status = 200, description = "the new status", body = crate::routes::checkout::NewStatus),
+        (status = 200, description = "the new status", body = NewStatus),
         (status = 404, description = "not found", body = crate::error::ErrorBody),
         (status = 409, description = "illegal_transition (not shipped)", body = crate::error::ErrorBody),
         crate::responses::AdminFailures,

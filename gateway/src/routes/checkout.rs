@@ -7,11 +7,11 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::domain::checkout::{Placement, Rejection, Transition};
+use order_core::domain::checkout::Placement;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
 use order_core::postgres::catalog::coupons_of;
-use order_core::postgres::checkout::{self, CheckoutError};
+use order_core::postgres::checkout;
 use order_core::postgres::transitions;
 use serde::{Deserialize, Serialize};
 use tokio::sync::SemaphorePermit;
@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
+use crate::order_transitions::{after_transition, checkout_error, transition_result, NewStatus};
 use crate::state::AppState;
 use crate::wire::catalog::HeldCouponBody;
 use crate::wire::checkout::{BreakdownBody, CheckoutBody, OrderViewBody, PlacedOrderBody};
@@ -35,15 +36,6 @@ async fn slot(state: &AppState) -> ApiResult<SemaphorePermit<'_>> {
             "checkout is busy; retry shortly",
         )
         .retry_after(1)),
-    }
-}
-
-pub(crate) fn checkout_error(e: CheckoutError) -> ApiError {
-    match (e.rejection(), e) {
-        (Some((code, Rejection::Conflict)), e) => ApiError::conflict(code, e.to_string()),
-        (Some((code, Rejection::Invalid)), e) => ApiError::unprocessable(code, e.to_string()),
-        (None, CheckoutError::Database(e)) => ApiError::dependency("checkout database call", e),
-        (None, e) => ApiError::internal("checkout", e),
     }
 }
 
@@ -234,23 +226,6 @@ pub async fn pay(
     }))
 }
 
-/// An order's status after a lifecycle change.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NewStatus {
-    /// `paid`, `shipped`, `completed`, `cancelled`, `refund_requested` or `refunded`.
-    pub status: &'static str,
-}
-
-pub(crate) fn transition_result(result: Transition) -> ApiResult<Json<NewStatus>> {
-    match result {
-        Transition::Done { status, .. } => Ok(Json(NewStatus {
-            status: status.as_str(),
-        })),
-        Transition::NotFound => Err(ApiError::not_found("order_not_found", "no such order")),
-        Transition::Illegal(e) => Err(ApiError::conflict("illegal_transition", e.to_string())),
-    }
-}
-
 async fn user_transition(
     state: &AppState,
     id: i64,
@@ -267,7 +242,7 @@ async fn user_transition(
     )
     .await
     .map_err(checkout_error)?;
-    crate::routes::orders::after_transition(state, OrderId(id), &result).await;
+    after_transition(state, OrderId(id), &result).await;
     transition_result(result)
 }
 

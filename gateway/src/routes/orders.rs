@@ -18,7 +18,6 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
-use order_core::domain::checkout::Transition;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderStatus;
 use order_core::domain::orders::OrderView;
@@ -336,54 +335,6 @@ async fn queued_elsewhere(
         reservation.quantity,
         reservation.reserved_at_ms,
     )))
-}
-
-/// After a lifecycle transition: when it was done, move the order's marker (`status_changed`).
-pub(crate) async fn after_transition(state: &AppState, order_id: OrderId, result: &Transition) {
-    if let Transition::Done {
-        status,
-        promotion_id,
-        user_id,
-    } = result
-    {
-        status_changed(state, order_id, *user_id, *promotion_id, *status).await;
-    }
-}
-
-/// After a committed status change of an order: move its marker in Redis, so polls answered
-/// from Redis see it (best effort: a marker left behind ages out, see the module doc). Only a
-/// seckill order (`promotion_id`, from its row) has a marker, on its buyer's shard.
-pub(crate) async fn status_changed(
-    state: &AppState,
-    order_id: OrderId,
-    user_id: i64,
-    promotion_id: Option<i64>,
-    status: OrderStatus,
-) {
-    let Some(promotion_id) = promotion_id else {
-        return;
-    };
-    let sale = match state.cache.get(promotion_id) {
-        Some(entry) => Some(entry.promotion.sale()),
-        None => state
-            .promotions
-            .sale_shards(promotion_id)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(%order_id, error = %e, "the order's sale unreadable; its marker ages out");
-                None
-            }),
-    };
-    let Some(sale) = sale else {
-        return;
-    };
-    if let Err(e) = state
-        .stock
-        .mark_status(sale.shard_of(user_id), order_id, status)
-        .await
-    {
-        tracing::warn!(%order_id, %status, error = %e, "order status marker not moved; it ages out");
-    }
 }
 
 #[cfg(test)]

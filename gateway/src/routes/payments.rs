@@ -129,7 +129,7 @@ pub async fn payment_callback(
             promotion_id,
             user_id,
         } => {
-            crate::routes::orders::status_changed(
+            crate::order_transitions::status_changed(
                 &state,
                 callback.order_id,
                 user_id,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::PathId;
 use crate::promotion_cache::CachedPromotion;
 use crate::state::AppState;
@@ -50,17 +50,6 @@ impl PublicPromotion {
     }
 }
 
-/// A sale this gateway knows as current (looked up when it has not seen it yet), or 404
-/// `promotion_not_found`; 503 when the list cannot be read right now.
-pub(crate) async fn current_sale(state: &AppState, id: i64) -> ApiResult<std::sync::Arc<CachedPromotion>> {
-    state
-        .cache
-        .find(id)
-        .await
-        .map_err(|e| ApiError::unavailable("look up a promotion", e))?
-        .ok_or_else(|| ApiError::not_found("promotion_not_found", "no such promotion"))
-}
-
 #[utoipa::path(
     get,
     path = "/api/promotions/{id}",
@@ -78,6 +67,6 @@ pub async fn get_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<Json<PublicPromotion>> {
-    let entry = current_sale(&state, id).await?;
+    let entry = state.current_sale(id).await?;
     Ok(Json(PublicPromotion::of(&entry, state.cache.clock.now())))
 }

@@ -14,7 +14,6 @@ use utoipa::ToSchema;
 use crate::auth::User;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, PathId};
-use crate::routes::promotions::current_sale;
 use crate::sale_counters::SaleEvent;
 use crate::sale_tokens::{ChallengeAnswer, ChallengeView};
 use crate::state::AppState;
@@ -82,7 +81,7 @@ pub async fn get_challenge(
     user: User,
 ) -> ApiResult<Json<ChallengeOffer>> {
     state.limits.check_user(user.id.get())?;
-    let entry = current_sale(&state, promotion_id).await?;
+    let entry = state.current_sale(promotion_id).await?;
     let view = state
         .sale_tokens
         .challenge(&entry.promotion, user.id.get(), state.cache.clock.now())?;
@@ -138,7 +137,7 @@ pub async fn issue_sale_token(
     user: User,
     ApiJson(body): ApiJson<SaleTokenRequest>,
 ) -> ApiResult<Json<SaleToken>> {
-    let entry = current_sale(&state, promotion_id).await?;
+    let entry = state.current_sale(promotion_id).await?;
     let issued = async {
         state.limits.check_user(user.id.get())?;
         state.limits.check_token_request(user.id.get())?;
