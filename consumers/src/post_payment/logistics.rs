@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use order_core::domain::checkout::Transition;
-use order_core::domain::events::OrderEvent;
+use order_core::domain::events::{OrderEvent, OrderEventType};
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
 use order_core::postgres::post_payment::{self, DueShipment};
@@ -34,7 +34,7 @@ impl Handler for Logistics {
             let Some(mut tx) = processed::claim(&self.db, self.name(), &event.event_id).await? else {
                 return Ok(());
             };
-            if event.event_type == OrderEvent::PAID {
+            if event.typed() == Some(OrderEventType::Paid) {
                 // An event about an order this database does not hold ships nothing.
                 post_payment::create_shipment(&mut *tx, event.order_id).await?;
             }

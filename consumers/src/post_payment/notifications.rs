@@ -2,7 +2,7 @@
 //! table the delivery service reads, or an HTTP webhook (timeouts, retries, idempotency
 //! key). One notification per (order, template) either way.
 
-use order_core::domain::events::OrderEvent;
+use order_core::domain::events::{OrderEvent, OrderEventType};
 use order_core::postgres::processed;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -20,11 +20,11 @@ pub struct Notification {
 impl Notification {
     /// The message an event warrants, if any.
     pub fn for_event(event: &OrderEvent) -> Option<Self> {
-        let template = match event.event_type.as_str() {
-            OrderEvent::PAID => "payment_received",
-            OrderEvent::CANCELLED => "order_cancelled",
-            OrderEvent::SHIPPED => "order_shipped",
-            OrderEvent::REFUNDED => "refund_completed",
+        let template = match event.typed()? {
+            OrderEventType::Paid => "payment_received",
+            OrderEventType::Cancelled => "order_cancelled",
+            OrderEventType::Shipped => "order_shipped",
+            OrderEventType::Refunded => "refund_completed",
             _ => return None,
         };
         Some(Self {

@@ -1,6 +1,6 @@
 //! Loyalty points: a ledger entry per paid order, reversed when the order is refunded.
 
-use order_core::domain::events::OrderEvent;
+use order_core::domain::events::{OrderEvent, OrderEventType};
 use order_core::postgres::{post_payment, processed};
 use sqlx::PgPool;
 
@@ -22,12 +22,12 @@ impl Handler for Points {
             let Some(mut tx) = processed::claim(&self.db, self.name(), &event.event_id).await? else {
                 return Ok(());
             };
-            match event.event_type.as_str() {
-                OrderEvent::PAID => {
+            match event.typed() {
+                Some(OrderEventType::Paid) => {
                     let points = event.total_cents / self.cents_per_point;
                     post_payment::credit_points(&mut *tx, event.user_id, event.order_id, points).await?;
                 }
-                OrderEvent::REFUNDED => {
+                Some(OrderEventType::Refunded) => {
                     post_payment::reverse_points(&mut *tx, event.order_id).await?;
                 }
                 _ => {}

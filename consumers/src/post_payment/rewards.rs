@@ -1,7 +1,7 @@
 //! Reward coupons: one coupon of the configured template per paid order (grant reason
 //! `reward:<order id>` is unique), revoked if still unused when the order is refunded.
 
-use order_core::domain::events::OrderEvent;
+use order_core::domain::events::{OrderEvent, OrderEventType};
 use order_core::postgres::{post_payment, processed};
 use sqlx::PgPool;
 
@@ -25,11 +25,11 @@ impl Handler for Rewards {
                 return Ok(());
             };
             let reason = format!("reward:{}", event.order_id);
-            match event.event_type.as_str() {
-                OrderEvent::PAID if !self.template_code.is_empty() => {
+            match event.typed() {
+                Some(OrderEventType::Paid) if !self.template_code.is_empty() => {
                     post_payment::grant_reward(&mut *tx, &self.template_code, event.user_id, &reason).await?;
                 }
-                OrderEvent::REFUNDED => {
+                Some(OrderEventType::Refunded) => {
                     post_payment::revoke_reward(&mut *tx, &reason).await?;
                 }
                 _ => {}

@@ -38,6 +38,48 @@ impl SeckillOrderAccepted {
     pub const VERSION: u32 = 1;
 }
 
+/// What an `order-events` message announces, as its `type` names it. Consumers dispatch on
+/// this, never on the string; a type this version does not know (a newer producer's) is
+/// `None` from `OrderEvent::typed`, and the handlers leave it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderEventType {
+    Created,
+    Paid,
+    Cancelled,
+    RefundRequested,
+    Refunded,
+    Shipped,
+    Completed,
+}
+
+impl OrderEventType {
+    pub const ALL: [OrderEventType; 7] = [
+        OrderEventType::Created,
+        OrderEventType::Paid,
+        OrderEventType::Cancelled,
+        OrderEventType::RefundRequested,
+        OrderEventType::Refunded,
+        OrderEventType::Shipped,
+        OrderEventType::Completed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderEventType::Created => OrderEvent::CREATED,
+            OrderEventType::Paid => OrderEvent::PAID,
+            OrderEventType::Cancelled => OrderEvent::CANCELLED,
+            OrderEventType::RefundRequested => OrderEvent::REFUND_REQUESTED,
+            OrderEventType::Refunded => OrderEvent::REFUNDED,
+            OrderEventType::Shipped => OrderEvent::SHIPPED,
+            OrderEventType::Completed => OrderEvent::COMPLETED,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// A change of an order's lifecycle on `order-events` (`order.cancelled`, `order.paid`, …).
 /// `event_id` is `<type>:<order id>`: one such event per order, so a republished copy is
 /// recognisably the same.
@@ -67,6 +109,11 @@ impl OrderEvent {
     pub const SHIPPED: &'static str = "order.shipped";
     pub const COMPLETED: &'static str = "order.completed";
     pub const VERSION: u32 = 1;
+
+    /// What the event announces (`None`: a type this version does not know).
+    pub fn typed(&self) -> Option<OrderEventType> {
+        OrderEventType::parse(&self.event_type)
+    }
 
     /// The event announcing a transition. Exhaustive on purpose: a new kind of transition
     /// must name its event here, not inherit another's.
@@ -111,6 +158,14 @@ impl OrderEvent {
 mod tests {
     use super::*;
     use crate::domain::lifecycle::{OrderStatus, ALL_STATUSES};
+
+    #[test]
+    fn each_event_type_reads_back_from_its_name_and_an_unknown_one_is_none() {
+        for t in OrderEventType::ALL {
+            assert_eq!(OrderEventType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(OrderEventType::parse("order.teleported"), None);
+    }
 
     /// Every transition is announced as `order.<the status it leads to>`.
     #[test]
