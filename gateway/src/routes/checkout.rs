@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use order_core::domain::checkout::Placement;
 use order_core::domain::ids::OrderId;
-use order_core::domain::lifecycle::OrderEventKind;
+use order_core::domain::lifecycle::{OrderEventKind, OrderStatus};
+use order_core::domain::orders::SeenStatus;
 use order_core::postgres::catalog::coupons_of;
 use order_core::postgres::checkout;
 use order_core::postgres::transitions;
@@ -211,7 +212,7 @@ pub async fn pay(
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError::not_found("order_not_found", "no such order"))?;
-    if order.status != "pending_payment" {
+    if order.status != SeenStatus::Stored(OrderStatus::PendingPayment) {
         return Err(ApiError::conflict(
             "not_payable",
             format!("the order is {}, not awaiting payment", order.status),

@@ -19,8 +19,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
 use order_core::domain::ids::OrderId;
-use order_core::domain::lifecycle::OrderStatus;
-use order_core::domain::orders::OrderView;
+use order_core::domain::orders::{OrderView, SeenStatus};
 use order_core::domain::shards::SaleShards;
 use order_core::postgres::{order_data, orders};
 use order_core::redis::stock::{OrderInRedis, StatusMarker};
@@ -83,13 +82,11 @@ pub async fn get_order(
         let order = current(&state, order_id, user.id.get()).await?;
         return order.map(|o| Json(o.into())).ok_or_else(not_found);
     }
-    let known = query.status.as_deref().unwrap_or("queued");
-    if known != "queued" && known.parse::<OrderStatus>().is_err() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "status is an order status",
-        ));
-    }
+    let known = match query.status.as_deref() {
+        None => SeenStatus::Queued,
+        Some(raw) => SeenStatus::parse(raw)
+            .ok_or_else(|| ApiError::bad_request("invalid_query", "status is an order status"))?,
+    };
     state.limits.check_user(user.id.get())?;
     let watching = state.order_watch.watch(order_id).map_err(|e| {
         ApiError::new(
@@ -250,7 +247,7 @@ fn judge(
         return match fresh(marker, seen.now_ms, max_age) {
             true => FromRedis::Order(OrderView {
                 order_id,
-                status: marker.status.as_str().to_owned(),
+                status: SeenStatus::Stored(marker.status),
                 kind: "seckill".to_owned(),
                 promotion_id: Some(promotion_id),
                 total_cents: marker.total_cents,
@@ -295,7 +292,7 @@ fn queued(
 ) -> OrderView {
     OrderView {
         order_id,
-        status: "queued".to_owned(),
+        status: SeenStatus::Queued,
         kind: "seckill".to_owned(),
         promotion_id: Some(promotion_id),
         total_cents: unit_price * i64::from(quantity),
@@ -340,6 +337,7 @@ async fn queued_elsewhere(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use order_core::domain::lifecycle::OrderStatus;
     use order_core::domain::reservation::Reservation;
 
     fn marker(status: OrderStatus, written_at_ms: i64, expires_at_ms: Option<i64>) -> StatusMarker {
@@ -370,7 +368,7 @@ mod tests {
 
     fn status(answer: FromRedis) -> Option<String> {
         match answer {
-            FromRedis::Order(view) => Some(view.status),
+            FromRedis::Order(view) => Some(view.status.to_string()),
             FromRedis::NotTheirs => Some("not theirs".into()),
             FromRedis::AskDatabase => None,
         }

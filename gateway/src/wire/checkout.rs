@@ -206,7 +206,7 @@ impl From<OrderView> for OrderViewBody {
     fn from(o: OrderView) -> Self {
         Self {
             order_id: o.order_id,
-            status: o.status,
+            status: o.status.as_str().to_owned(),
             kind: o.kind,
             promotion_id: o.promotion_id,
             total_cents: o.total_cents,

@@ -328,9 +328,13 @@ pub async fn find_archived(
     if order.user_id != user_id {
         return Ok(None);
     }
+    let status = order
+        .status
+        .parse::<crate::domain::lifecycle::OrderStatus>()
+        .map_err(|e| OrderDataError::Database(sqlx::Error::Decode(e.into())))?;
     Ok(Some(OrderView {
         order_id,
-        status: order.status,
+        status: crate::domain::orders::SeenStatus::Stored(status),
         kind: order.kind,
         promotion_id: order.promotion_id,
         total_cents: order.total_cents,

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::domain::ids::OrderId;
+use crate::domain::lifecycle::OrderStatus;
 use crate::domain::lifecycle::ALL_STATUSES;
-use crate::domain::orders::OrderView;
+use crate::domain::orders::{OrderView, SeenStatus};
 use crate::domain::reconcile::SaleOrder;
 
 struct OrderRow {
@@ -20,18 +21,27 @@ struct OrderRow {
     created_at: DateTime<Utc>,
 }
 
-impl From<OrderRow> for OrderView {
-    fn from(r: OrderRow) -> Self {
-        OrderView {
+/// A stored status the domain does not know: the schema's check and the code disagree (a bug).
+fn stored_status(raw: &str) -> sqlx::Result<SeenStatus> {
+    raw.parse::<OrderStatus>()
+        .map(SeenStatus::Stored)
+        .map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+impl TryFrom<OrderRow> for OrderView {
+    type Error = sqlx::Error;
+
+    fn try_from(r: OrderRow) -> sqlx::Result<Self> {
+        Ok(OrderView {
             order_id: OrderId(r.id),
-            status: r.status,
+            status: stored_status(&r.status)?,
             kind: r.kind,
             promotion_id: r.promotion_id,
             total_cents: r.total_cents,
             expires_at: r.expires_at,
             created_at: r.created_at,
             archived: false,
-        }
+        })
     }
 }
 
@@ -50,7 +60,7 @@ pub async fn find_for_user(
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(OrderView::from))
+    row.map(OrderView::try_from).transpose()
 }
 
 /// A user's orders, newest first, keyset-paginated by id.
@@ -70,7 +80,7 @@ pub async fn list_for_user(
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(OrderView::from).collect())
+    rows.into_iter().map(OrderView::try_from).collect()
 }
 
 /// Every order of a sale, with its units, for reconciliation; read from the partitions of
