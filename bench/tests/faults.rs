@@ -12,8 +12,21 @@
 
 use std::time::Duration;
 
-use bench::faults::{self, Binaries, Fault, FaultSettings};
+use bench::faults::{self, Binaries, Fault, FaultRow, FaultSettings};
 use order_core::test_support::RedisKind;
+
+/// What every row of every fault must show: its checks passed, nothing oversold, lost or
+/// duplicated, every accepted order persisted.
+fn the_invariants_hold(row: &FaultRow, table: &str) {
+    assert!(
+        row.failures.is_empty(),
+        "{}: {:?}\n{table}",
+        row.fault,
+        row.failures
+    );
+    assert_eq!((row.oversold, row.lost, row.duplicated), (0, 0, 0), "{table}");
+    assert_eq!(row.persisted, row.accepted, "{table}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_without_loss() {
@@ -61,14 +74,7 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
     let table = faults::table(&rows);
     assert_eq!(rows.len(), faults.len(), "{table}");
     for row in &rows {
-        assert!(
-            row.failures.is_empty(),
-            "{}: {:?}\n{table}",
-            row.fault,
-            row.failures
-        );
-        assert_eq!((row.oversold, row.lost, row.duplicated), (0, 0, 0), "{table}");
-        assert_eq!(row.persisted, row.accepted, "{table}");
+        the_invariants_hold(row, &table);
         // The operators add 2 × 5 units.
         let configured = if row.fault == Fault::AdminActions.name() {
             160
@@ -124,14 +130,7 @@ async fn a_replicated_redis_that_fails_over_mid_sale_loses_and_oversells_nothing
     let table = faults::table(&rows);
     assert_eq!(rows.len(), faults.len(), "{table}");
     for row in &rows {
-        assert!(
-            row.failures.is_empty(),
-            "{}: {:?}\n{table}",
-            row.fault,
-            row.failures
-        );
-        assert_eq!((row.oversold, row.lost, row.duplicated), (0, 0, 0), "{table}");
-        assert_eq!(row.persisted, row.accepted, "{table}");
+        the_invariants_hold(row, &table);
         // 10 s is the target on an idle machine (docs/FAULTS.md); a loaded one gets slack.
         assert!(
             row.accepting_again_secs.is_some_and(|s| s < 30.0),

@@ -328,10 +328,12 @@ pub async fn find_archived(
     if order.user_id != user_id {
         return Ok(None);
     }
+    // A status the domain does not know is a damaged archive, not a database failure.
     let status = order
         .status
         .parse::<crate::domain::lifecycle::OrderStatus>()
-        .map_err(|e| OrderDataError::Database(sqlx::Error::Decode(e.into())))?;
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        .map_err(file_error(&path))?;
     Ok(Some(OrderView {
         order_id,
         status: crate::domain::orders::SeenStatus::Stored(status),
