@@ -16,16 +16,16 @@ use order_core::domain::ids::OrderId;
 use order_core::domain::shards::SaleShards;
 use order_core::postgres::cancellation::{cancel_expired, complete_stock_returns, pending_stock_returns};
 use order_core::postgres::outbox;
+use order_core::postgres::Pool;
 use order_core::redis::stock::StockStore;
 use order_core::runtime::shutdown::ShutdownListener;
-use sqlx::PgPool;
 
 use crate::settings::CancellerSettings;
 use crate::stats::{Counter, Stats};
 
 #[derive(Debug)]
 pub struct PaymentTimeoutCanceller {
-    pub db: PgPool,
+    pub db: Pool,
     pub stock: StockStore,
     pub order_events: Arc<JsonProducer>,
     /// Short name stored in the outbox (`order-events`).

@@ -11,11 +11,11 @@ use std::time::Duration;
 use chrono::Utc;
 use order_core::app::retire::{retire_ended_sales, Retirement};
 use order_core::postgres::order_data::{self, PrunedTable};
+use order_core::postgres::Pool;
 use order_core::redis::deployment::DeploymentStore;
 use order_core::redis::stock::StockStore;
 use order_core::runtime::settings::ArchiveSettings;
 use order_core::runtime::shutdown::ShutdownListener;
-use sqlx::PgPool;
 
 /// Rows one prune statement deletes; a pass deletes at most `PRUNE_BATCHES` of them per table.
 const PRUNE_BATCH: i64 = 5_000;
@@ -29,7 +29,7 @@ const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug)]
 pub struct OrderDataTask {
-    pub db: PgPool,
+    pub db: Pool,
     pub stock: StockStore,
     pub deployment: DeploymentStore,
     pub settings: ArchiveSettings,

@@ -28,11 +28,11 @@ use anyhow::Context;
 use order_core::bus::JsonProducer;
 use order_core::domain::lifecycle::OrderStatus;
 use order_core::postgres::persist::{insert_seckill_orders_when, NewSeckillOrder, OrderFate, Paced};
+use order_core::postgres::Pool;
 use order_core::redis::global_pace::GlobalPace;
 use order_core::redis::stock::{PersistedOrder, StockStore};
 use order_core::runtime::pacing::{batch_limit, AimdRate, RowPacer};
 use order_core::runtime::shutdown::ShutdownListener;
-use sqlx::PgPool;
 use tokio::time::Instant;
 
 use crate::settings::{OrderSettings, WriterSettings};
@@ -41,7 +41,7 @@ use crate::subscription::{Msg, Subscription, SubscriptionSpec};
 
 pub struct OrderWriter {
     consumer: Subscription,
-    db: PgPool,
+    db: Pool,
     stock: StockStore,
     settings: WriterSettings,
     payment_timeout: Duration,
@@ -70,7 +70,7 @@ impl OrderWriter {
         client: &order_core::bus::PulsarClient,
         topic: String,
         dead_letter_topic: String,
-        db: PgPool,
+        db: Pool,
         stock: StockStore,
         global_pace: GlobalPace,
         dead_letters: Arc<JsonProducer>,

@@ -95,8 +95,8 @@ impl Application {
             probe_timeout: Duration::from_millis(settings.startup.readiness_timeout_ms),
         })
         .await?;
-        // Only when configured (development); sqlx serialises concurrent runs with an
-        // advisory lock.
+        // Only when configured (development); concurrent runs are serialised by an advisory
+        // lock.
         order_core::postgres::migrate_at_start(&deps.db, settings.startup.migrate)
             .await
             .context("apply database migrations")?;

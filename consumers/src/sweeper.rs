@@ -21,17 +21,17 @@ use order_core::domain::promotion::Promotion;
 use order_core::domain::shards::Shard;
 use order_core::postgres::persist::check_stored;
 use order_core::postgres::promotions::PromotionRepo;
+use order_core::postgres::Pool;
 use order_core::redis::durability::{Claim, Confirmation, Confirmer};
 use order_core::redis::stock::StockStore;
 use order_core::runtime::shutdown::ShutdownListener;
-use sqlx::PgPool;
 
 use crate::settings::SweeperSettings;
 use crate::stats::{Counter, Stats};
 
 #[derive(Debug)]
 pub struct RecoverySweeper {
-    pub db: PgPool,
+    pub db: Pool,
     pub stock: StockStore,
     pub confirmer: Confirmer,
     pub promotions: PromotionRepo,

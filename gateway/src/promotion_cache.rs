@@ -25,6 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use order_core::app::order_status::{CurrentSale, CurrentSales};
 use order_core::domain::promotion::{Promotion, PromotionState};
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::clock::RedisClock;
@@ -246,9 +247,6 @@ impl Default for PromotionCache {
     }
 }
 
-/// How far outside a sale's window an order id of that sale may be stamped.
-pub const MINT_MARGIN: Duration = Duration::from_secs(60);
-
 impl PromotionCache {
     pub fn get(&self, id: i64) -> Option<Arc<CachedPromotion>> {
         self.read().get(&id).cloned()
@@ -285,8 +283,8 @@ impl PromotionCache {
     /// window, widened by `MINT_MARGIN`, contains it (the clocks of minting and of the sale
     /// window are both Redis', as gateways read it; the margin covers their reading errors
     /// and borrowed milliseconds).
-    pub fn sales_around(&self, at_ms: i64) -> Vec<Arc<CachedPromotion>> {
-        let margin = MINT_MARGIN.as_millis() as i64;
+    fn sales_around(&self, at_ms: i64) -> Vec<Arc<CachedPromotion>> {
+        let margin = order_core::app::order_status::MINT_MARGIN.as_millis() as i64;
         let mut sales: Vec<Arc<CachedPromotion>> = self
             .read()
             .values()
@@ -508,5 +506,25 @@ fn report(what: &str, outcome: anyhow::Result<()>, failing: &mut bool) {
             *failing = true;
         }
         Err(_) => {}
+    }
+}
+
+/// The status lookup asks the cache which sales are current.
+impl CurrentSales for PromotionCache {
+    fn running_around(&self, at_ms: i64) -> Vec<CurrentSale> {
+        self.sales_around(at_ms)
+            .iter()
+            .map(|e| CurrentSale {
+                sale: e.promotion.sale(),
+                unit_price_cents: e.promotion.price_cents,
+            })
+            .collect()
+    }
+
+    fn get(&self, promotion_id: i64) -> Option<CurrentSale> {
+        PromotionCache::get(self, promotion_id).map(|e| CurrentSale {
+            sale: e.promotion.sale(),
+            unit_price_cents: e.promotion.price_cents,
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! Request ids: every request runs in a `request` span carrying its id (the caller's
-//! `X-Request-Id` when it is a sane token, else a new one) and, once known, its order id, so
-//! every log line of the request names both. The id is echoed in the response.
+//! `X-Request-Id` when it is a sane token, else a new one) and, once known, its order id
+//! (the `order_id` field, recorded by the use case that learns it), so every log line of the
+//! request names both. The id is echoed in the response.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -40,9 +41,4 @@ pub async fn with_request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(HEADER, value);
     }
     response
-}
-
-/// Attach the order id to the current request's span (and so to its later log lines).
-pub fn record_order_id(order_id: impl std::fmt::Display) {
-    tracing::Span::current().record("order_id", tracing::field::display(order_id));
 }

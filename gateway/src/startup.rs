@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use order_core::app::checkout::Checkout;
+use order_core::app::lifecycle::OrderLifecycle;
+use order_core::app::order_status::{FirstAsked, OrderStatusReader};
+use order_core::app::seckill::SeckillOrders;
 use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::stock::StockStore;
@@ -20,7 +24,7 @@ use crate::auth::Authenticator;
 use crate::promotion_cache::PromotionCache;
 use crate::rate_limit::RateLimits;
 use crate::routes;
-use crate::settings::Settings;
+use crate::settings::{Settings, StatusSource};
 use crate::state::AppContext;
 
 #[derive(Debug)]
@@ -98,9 +102,12 @@ impl Application {
             seckill_limiter: Arc::new(crate::shedding::SeckillLimiter::new(&settings.shedding)),
             cache: Arc::new(PromotionCache::default()),
             stock: StockStore::new(deps.redis.clone()),
-            confirmer: deps.confirmer.clone(),
-            publisher: Arc::new(publisher),
-            publish_failing: Default::default(),
+            seckill: SeckillOrders::new(
+                StockStore::new(deps.redis.clone()),
+                deps.confirmer.clone(),
+                Arc::new(publisher),
+                PromotionRepo::new(deps.db.clone()),
+            ),
             ids,
             promotions: PromotionRepo::new(deps.db.clone()),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
@@ -114,15 +121,23 @@ impl Application {
                 &settings.sale_tokens,
             )
             .context("set up sale tokens")?,
-            checkout_db: order_core::postgres::lazy_pool(&order_core::runtime::settings::DatabaseSettings {
-                max_connections: settings.checkout.max_connections,
-                ..settings.database.clone()
-            })?,
+            checkout: Checkout::new(
+                order_core::postgres::lazy_pool(&order_core::runtime::settings::DatabaseSettings {
+                    max_connections: settings.checkout.max_connections,
+                    ..settings.database.clone()
+                })?,
+                StockStore::new(deps.redis.clone()),
+                Duration::from_secs(settings.orders.payment_timeout_secs),
+                settings.pulsar.order_events_topic.clone(),
+            ),
             checkout_slots: tokio::sync::Semaphore::new(settings.checkout.max_concurrency),
             checkout_queue_timeout: Duration::from_millis(settings.checkout.queue_timeout_ms),
-            payment_timeout: Duration::from_secs(settings.orders.payment_timeout_secs),
             payments: settings.payments.clone(),
-            order_events_topic: settings.pulsar.order_events_topic.clone(),
+            operator_lifecycle: OrderLifecycle::new(
+                deps.db.clone(),
+                StockStore::new(deps.redis.clone()),
+                settings.pulsar.order_events_topic.clone(),
+            ),
             consumers_status_url: settings.dashboard.consumers_status_url.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -133,10 +148,17 @@ impl Application {
             order_watch: Arc::new(crate::order_watch::OrderWatch::new(
                 settings.orders.long_poll_max_waiters,
             )),
-            status_max_age: Duration::from_secs(settings.orders.status_max_age_secs),
+            order_status: OrderStatusReader::new(
+                StockStore::new(deps.redis.clone()),
+                deps.db.clone(),
+                settings.archive.dir.clone(),
+                match settings.orders.status_source {
+                    StatusSource::Redis => FirstAsked::Redis,
+                    StatusSource::Database => FirstAsked::Database,
+                },
+                Duration::from_secs(settings.orders.status_max_age_secs),
+            ),
             long_poll_max: Duration::from_millis(settings.orders.long_poll_max_ms),
-            status_source: settings.orders.status_source,
-            archive_dir: settings.archive.dir.clone(),
             deps,
         });
 

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::stock::StockStore;
 use order_core::redis::worker_lease::WorkerLease;
@@ -31,11 +30,8 @@ pub struct AppContext {
     pub seckill_limiter: Arc<crate::shedding::SeckillLimiter>,
     pub cache: Arc<PromotionCache>,
     pub stock: StockStore,
-    /// Confirms reservations on Redis' replicas before their orders are published.
-    pub confirmer: order_core::redis::durability::Confirmer,
-    pub publisher: Arc<JsonProducer>,
-    /// Whether the last publish failed (publish failures are logged once per streak).
-    pub publish_failing: std::sync::atomic::AtomicBool,
+    /// Places seckill orders: reserve, confirm on the replicas, publish.
+    pub seckill: order_core::app::seckill::SeckillOrders,
     /// Mints order ids under this gateway's worker-id lease.
     pub ids: Arc<WorkerLease>,
     pub promotions: PromotionRepo,
@@ -45,14 +41,14 @@ pub struct AppContext {
     /// The deployment's totals and the live gateways and writers (Redis).
     pub deployment: order_core::redis::deployment::DeploymentStore,
     pub sale_tokens: crate::sale_tokens::SaleTokens,
-    /// Normal checkout's own pool and concurrency limit (isolation from the seckill flood).
-    pub checkout_db: sqlx::PgPool,
+    /// Normal checkout, on its own pool behind its own concurrency limit (isolation from
+    /// the seckill flood).
+    pub checkout: order_core::app::checkout::Checkout,
     pub checkout_slots: tokio::sync::Semaphore,
     pub checkout_queue_timeout: Duration,
-    pub payment_timeout: Duration,
     pub payments: crate::settings::PaymentSettings,
-    /// Short name of the order-events topic (outbox rows carry it).
-    pub order_events_topic: String,
+    /// The operators' lifecycle changes (refund approvals, completions), on the main pool.
+    pub operator_lifecycle: order_core::app::lifecycle::OrderLifecycle,
     /// The consumers' `/status`, relayed to the dashboard.
     pub consumers_status_url: String,
     pub http: reqwest::Client,
@@ -62,12 +58,9 @@ pub struct AppContext {
     pub health: Health,
     /// Held long polls of order status, woken by the status channel.
     pub order_watch: Arc<crate::order_watch::OrderWatch>,
-    /// How long a status marker in Redis is trusted after it was written.
-    pub status_max_age: Duration,
+    /// Works out an order's status from Redis, the database or the archive.
+    pub order_status: order_core::app::order_status::OrderStatusReader,
     pub long_poll_max: Duration,
-    pub status_source: crate::settings::StatusSource,
-    /// Where archived months of orders are read from.
-    pub archive_dir: std::path::PathBuf,
 }
 
 impl crate::auth::HasAuthenticator for AppState {

@@ -348,7 +348,7 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub fn pool(&self) -> sqlx::PgPool {
+    pub fn pool(&self) -> order_core::postgres::Pool {
         order_core::postgres::lazy_pool(&self.settings.database).expect("pool")
     }
 }

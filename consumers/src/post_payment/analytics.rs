@@ -15,20 +15,20 @@ use anyhow::Context;
 use chrono::Utc;
 use order_core::domain::events::OrderEvent;
 use order_core::postgres::processed;
-use sqlx::PgPool;
+use order_core::postgres::Pool;
 
 use super::{BoxFuture, Handler};
 
 #[derive(Debug)]
 pub struct Analytics {
-    db: PgPool,
+    db: Pool,
     dir: PathBuf,
     /// Event ids in the newest files, as found at start plus what this process wrote.
     written: Mutex<HashSet<String>>,
 }
 
 impl Analytics {
-    pub fn new(db: PgPool, dir: PathBuf) -> anyhow::Result<Self> {
+    pub fn new(db: Pool, dir: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let written = recent_event_ids(&dir)?;
         Ok(Self {

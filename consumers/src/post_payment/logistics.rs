@@ -13,15 +13,15 @@ use order_core::domain::lifecycle::OrderEventKind;
 use order_core::postgres::post_payment::{self, DueShipment};
 use order_core::postgres::processed;
 use order_core::postgres::transitions::transition;
+use order_core::postgres::Pool;
 use order_core::runtime::shutdown::ShutdownListener;
 use serde_json::json;
-use sqlx::PgPool;
 
 use super::{post_with_retries, BoxFuture, Handler};
 
 #[derive(Debug)]
 pub struct Logistics {
-    pub db: PgPool,
+    pub db: Pool,
 }
 
 impl Handler for Logistics {
@@ -46,7 +46,7 @@ impl Handler for Logistics {
 
 #[derive(Debug)]
 pub struct ShipmentRelay {
-    pub db: PgPool,
+    pub db: Pool,
     pub client: reqwest::Client,
     /// Empty: hand over locally (development).
     pub endpoint: String,

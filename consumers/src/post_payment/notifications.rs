@@ -4,8 +4,8 @@
 
 use order_core::domain::events::{OrderEvent, OrderEventType};
 use order_core::postgres::processed;
+use order_core::postgres::Pool;
 use serde::Serialize;
-use sqlx::PgPool;
 
 use super::{post_with_retries, BoxFuture, Handler};
 
@@ -48,7 +48,7 @@ pub trait Notifier: Send + Sync + std::fmt::Debug + 'static {
 /// Writes to the `notifications` table (unique per order and template).
 #[derive(Debug)]
 pub struct OutboxNotifier {
-    pub db: PgPool,
+    pub db: Pool,
 }
 
 impl Notifier for OutboxNotifier {
@@ -92,7 +92,7 @@ impl Notifier for WebhookNotifier {
 
 #[derive(Debug)]
 pub struct Notifications {
-    pub db: PgPool,
+    pub db: Pool,
     pub notifier: Box<dyn Notifier>,
 }
 

@@ -1,14 +1,14 @@
 //! Loyalty points: a ledger entry per paid order, reversed when the order is refunded.
 
 use order_core::domain::events::{OrderEvent, OrderEventType};
+use order_core::postgres::Pool;
 use order_core::postgres::{post_payment, processed};
-use sqlx::PgPool;
 
 use super::{BoxFuture, Handler};
 
 #[derive(Debug)]
 pub struct Points {
-    pub db: PgPool,
+    pub db: Pool,
     pub cents_per_point: i64,
 }
 

@@ -2,14 +2,14 @@
 //! `reward:<order id>` is unique), revoked if still unused when the order is refunded.
 
 use order_core::domain::events::{OrderEvent, OrderEventType};
+use order_core::postgres::Pool;
 use order_core::postgres::{post_payment, processed};
-use sqlx::PgPool;
 
 use super::{BoxFuture, Handler};
 
 #[derive(Debug)]
 pub struct Rewards {
-    pub db: PgPool,
+    pub db: Pool,
     /// Empty: no reward coupons.
     pub template_code: String,
 }

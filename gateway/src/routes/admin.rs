@@ -61,7 +61,7 @@ fn invalid_challenge(e: order_core::domain::sale_access::ChallengeError) -> ApiE
     ApiError::unprocessable("invalid_challenge", e.to_string())
 }
 
-fn db_error(e: sqlx::Error) -> ApiError {
+fn db_error(e: order_core::postgres::Error) -> ApiError {
     ApiError::dependency("promotion database call", e)
 }
 

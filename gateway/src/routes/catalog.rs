@@ -3,22 +3,22 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use order_core::app::lifecycle::Actor;
 use order_core::domain::catalog::{self, CatalogError};
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
 use order_core::postgres::catalog as store;
-use order_core::postgres::transitions;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
-use crate::order_transitions::{after_transition, checkout_error, transition_result, NewStatus};
+use crate::order_transitions::{checkout_error, transition_result, NewStatus};
 use crate::state::AppState;
 use crate::wire::catalog::{CouponTemplateBody, NewCouponTemplateBody, SkuBody, SkuChangesBody};
 
-fn db_error(e: sqlx::Error) -> ApiError {
+fn db_error(e: order_core::postgres::Error) -> ApiError {
     ApiError::dependency("catalog database call", e)
 }
 
@@ -200,16 +200,11 @@ pub async fn grant_coupon(
 }
 
 async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> ApiResult<Json<NewStatus>> {
-    let result = transitions::transition(
-        &state.deps.db,
-        OrderId(id),
-        None,
-        event,
-        &state.order_events_topic,
-    )
-    .await
-    .map_err(checkout_error)?;
-    after_transition(state, OrderId(id), &result).await;
+    let result = state
+        .operator_lifecycle
+        .apply(state.cache.as_ref(), OrderId(id), Actor::Operator, event)
+        .await
+        .map_err(checkout_error)?;
     transition_result(result)
 }
 

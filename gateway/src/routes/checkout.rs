@@ -7,13 +7,10 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use order_core::app::checkout::Payable;
 use order_core::domain::checkout::Placement;
 use order_core::domain::ids::OrderId;
-use order_core::domain::lifecycle::{OrderEventKind, OrderStatus};
-use order_core::domain::orders::SeenStatus;
-use order_core::postgres::catalog::coupons_of;
-use order_core::postgres::checkout;
-use order_core::postgres::transitions;
+use order_core::domain::lifecycle::OrderEventKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::SemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
@@ -21,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
-use crate::order_transitions::{after_transition, checkout_error, transition_result, NewStatus};
+use crate::order_transitions::{checkout_error, transition_result, NewStatus};
 use crate::state::AppState;
 use crate::wire::catalog::HeldCouponBody;
 use crate::wire::checkout::{BreakdownBody, CheckoutBody, OrderViewBody, PlacedOrderBody};
@@ -40,7 +37,7 @@ async fn slot(state: &AppState) -> ApiResult<SemaphorePermit<'_>> {
     }
 }
 
-fn db_error(e: sqlx::Error) -> ApiError {
+fn db_error(e: order_core::postgres::Error) -> ApiError {
     ApiError::dependency("checkout database call", e)
 }
 
@@ -65,7 +62,9 @@ pub async fn preview(
 ) -> ApiResult<Json<BreakdownBody>> {
     let input = body.into_domain().map_err(|e| checkout_error(e.into()))?;
     let _slot = slot(&state).await?;
-    checkout::preview(&state.checkout_db, &input, user.id.get())
+    state
+        .checkout
+        .preview(&input, user.id)
         .await
         .map(|b| Json(b.into()))
         .map_err(checkout_error)
@@ -99,20 +98,11 @@ pub async fn place(
         .ids
         .mint()
         .map_err(|e| ApiError::unavailable("mint a checkout order id", e))?;
-    let placement = order_core::runtime::metrics::timed(
-        "postgres",
-        "checkout",
-        checkout::place(
-            &state.checkout_db,
-            &input,
-            user.id.get(),
-            order_id,
-            state.payment_timeout,
-            &state.order_events_topic,
-        ),
-    )
-    .await
-    .map_err(checkout_error)?;
+    let placement = state
+        .checkout
+        .place(&input, user.id, order_id)
+        .await
+        .map_err(checkout_error)?;
     Ok(match placement {
         Placement::Created(order) => (StatusCode::CREATED, Json(order.into())),
         Placement::Existing(order) => (StatusCode::OK, Json(order.into())),
@@ -161,20 +151,18 @@ pub async fn list_orders(
         None => None,
         Some(raw) => Some(
             raw.parse::<OrderId>()
-                .map_err(|_| ApiError::bad_request("invalid_query", "before_id is an order id"))?
-                .0,
+                .map_err(|_| ApiError::bad_request("invalid_query", "before_id is an order id"))?,
         ),
     };
     let _slot = slot(&state).await?;
-    let items = order_core::postgres::orders::list_for_user(&state.checkout_db, user.id.get(), before, limit)
+    let page = state
+        .checkout
+        .orders_page(user.id, before, limit)
         .await
         .map_err(db_error)?;
-    let next_before_id = (items.len() as i64 == limit)
-        .then(|| items.last().map(|o| o.order_id))
-        .flatten();
     Ok(Json(OrderPage {
-        items: items.into_iter().map(OrderViewBody::from).collect(),
-        next_before_id,
+        items: page.items.into_iter().map(OrderViewBody::from).collect(),
+        next_before_id: page.next_before,
     }))
 }
 
@@ -208,16 +196,21 @@ pub async fn pay(
     user: User,
 ) -> ApiResult<Json<PaymentRequest>> {
     let _slot = slot(&state).await?;
-    let order = order_core::postgres::orders::find_for_user(&state.checkout_db, OrderId(id), user.id.get())
+    let order = match state
+        .checkout
+        .payable(OrderId(id), user.id)
         .await
         .map_err(db_error)?
-        .ok_or_else(|| ApiError::not_found("order_not_found", "no such order"))?;
-    if order.status != SeenStatus::Stored(OrderStatus::PendingPayment) {
-        return Err(ApiError::conflict(
-            "not_payable",
-            format!("the order is {}, not awaiting payment", order.status),
-        ));
-    }
+    {
+        Payable::Order(order) => order,
+        Payable::NotFound => return Err(ApiError::not_found("order_not_found", "no such order")),
+        Payable::NotPayable(status) => {
+            return Err(ApiError::conflict(
+                "not_payable",
+                format!("the order is {status}, not awaiting payment"),
+            ))
+        }
+    };
     Ok(Json(PaymentRequest {
         order_id: order.order_id,
         amount_cents: order.total_cents,
@@ -234,16 +227,11 @@ async fn user_transition(
     event: OrderEventKind,
 ) -> ApiResult<Json<NewStatus>> {
     let _slot = slot(state).await?;
-    let result = transitions::transition(
-        &state.checkout_db,
-        OrderId(id),
-        Some(user.id.get()),
-        event,
-        &state.order_events_topic,
-    )
-    .await
-    .map_err(checkout_error)?;
-    after_transition(state, OrderId(id), &result).await;
+    let result = state
+        .checkout
+        .change_by_owner(state.cache.as_ref(), OrderId(id), user.id, event)
+        .await
+        .map_err(checkout_error)?;
     transition_result(result)
 }
 
@@ -301,8 +289,6 @@ pub async fn request_refund(
 )]
 pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCouponBody>>> {
     let _slot = slot(&state).await?;
-    let coupons = coupons_of(&state.checkout_db, user.id.get())
-        .await
-        .map_err(db_error)?;
+    let coupons = state.checkout.coupons(user.id).await.map_err(db_error)?;
     Ok(Json(coupons.into_iter().map(HeldCouponBody::from).collect()))
 }

@@ -13,8 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use order_core::domain::checkout::CallbackOutcome;
-use order_core::domain::lifecycle::OrderStatus;
-use order_core::postgres::payments::apply_payment;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
@@ -112,7 +110,9 @@ pub async fn payment_callback(
             "payment_id must be 1 to 128 characters without NUL, amount_cents positive",
         ));
     }
-    let outcome = apply_payment(&state.checkout_db, &callback, &state.order_events_topic)
+    let outcome = state
+        .checkout
+        .apply_payment(state.cache.as_ref(), &callback)
         .await
         .map_err(|e| ApiError::dependency("apply a payment callback", e))?;
     tracing::info!(payment_id = %callback.payment_id, order_id = %callback.order_id, ?outcome, "payment callback");
@@ -125,20 +125,7 @@ pub async fn payment_callback(
             "order_not_found",
             "no such order; recorded for refund",
         )),
-        CallbackOutcome::Applied {
-            promotion_id,
-            user_id,
-        } => {
-            crate::order_transitions::status_changed(
-                &state,
-                callback.order_id,
-                user_id,
-                promotion_id,
-                OrderStatus::Paid,
-            )
-            .await;
-            Ok((StatusCode::OK, Json(CallbackReply { result: "applied" })))
-        }
+        CallbackOutcome::Applied { .. } => Ok((StatusCode::OK, Json(CallbackReply { result: "applied" }))),
         CallbackOutcome::Duplicate => Ok((StatusCode::OK, Json(CallbackReply { result: "duplicate" }))),
         CallbackOutcome::RefundDue => Ok((StatusCode::OK, Json(CallbackReply { result: "refund_due" }))),
     }

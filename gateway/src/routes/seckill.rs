@@ -1,32 +1,23 @@
 //! `POST /api/seckill/{promotion_id}/orders`: the hot path.
 //!
-//! shed when overloaded (`shedding`, before the body is read) → limits → local cache (no I/O) → sale token (an HMAC, no I/O) → one Lua reserve in Redis
-//! → confirmed on the replicas (`redis::durability`, batched per shard) → publish to Pulsar → 202.
+//! shed when overloaded (`shedding`, before the body is read) → limits → local cache (no
+//! I/O) → sale token (an HMAC, no I/O) → the placing use case (`order_core::app::seckill`:
+//! one Lua reserve in Redis → confirmed on the replicas → published to Pulsar) → 202.
 //! PostgreSQL is never touched per request (a sale the cache has not seen wakes its
 //! refresher early, at most every 100 ms).
 //!
-//! A reservation is a promise: once `reserve.lua` took a unit for an order id, that order
-//! will be persisted — by this publish, by a retry's publish, or by the recovery sweeper.
-//! Nothing here ever releases it. So a failed or timed-out publish answers 503
-//! `order_unconfirmed` (retry with the same request id) and keeps the unit; a retry on any
-//! gateway finds the order id and, while the order is not yet persisted, publishes a copy
-//! before answering 202. The writer stores one row per order id.
-//!
-//! Nothing is published before Redis confirmed the reservation (its node still holds the
-//! sale's history, and the replicas hold the reservation): a 202 never rests on a write
-//! only one Redis node had. Unconfirmed, the order stays reserved and the buyer retries.
-
-use std::sync::atomic::Ordering;
+//! A 202 is a promise: an order the use case held but could not confirm or publish answers
+//! 503 `order_unconfirmed` (retry with the same request id) and keeps its unit; a retry on
+//! any gateway gets the same order.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use order_core::app::seckill::{
+    self, Awaiting, PastSale, PlaceError, Refusal as SeckillRefusal, SeckillOrder,
+};
 use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId};
-use order_core::domain::promotion::{Promotion, PromotionState};
-use order_core::domain::reservation::Reservation;
-use order_core::domain::shards::SaleShards;
-use order_core::redis::durability::{Claim, Confirmation};
-use order_core::redis::stock::{IfStarted, ReserveOutcome, SyncOutcome};
+use order_core::domain::promotion::PromotionState;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -204,16 +195,14 @@ async fn place(
     else {
         // Not a current sale: it may have ended long ago, and a retry still gets its order
         // (on its buyer's shard: the row says how many the sale has).
-        let not_found = || ApiError::not_found("promotion_not_found", "no such promotion");
-        let sale = state
-            .promotions
-            .sale_shards(promotion_id)
+        let past = state
+            .seckill
+            .held_in_past_sale(promotion_id, user.id, &request_id)
             .await
-            .map_err(|e| ApiError::dependency("look up a promotion", e))?
-            .ok_or_else(not_found)?;
-        return match held_order(state, sale, &user, &request_id).await? {
-            Some(order_id) => Ok(queued(order_id)),
-            None => Err(not_found().into()),
+            .map_err(place_error)?;
+        return match past {
+            Some(PastSale { held: Some(order_id) }) => Ok(queued(order_id)),
+            _ => Err(ApiError::not_found("promotion_not_found", "no such promotion").into()),
         };
     };
     let now = state.cache.clock.now();
@@ -228,7 +217,12 @@ async fn place(
                 .check_order(headers, promotion_id, user.id.get(), now.timestamp_millis());
         if let Err(refusal) = checked {
             if refusal == SaleRejection::TokenExpired {
-                if let Some(order_id) = held_order(state, entry.promotion.sale(), &user, &request_id).await? {
+                let held = state
+                    .seckill
+                    .held_order(entry.promotion.sale(), user.id, &request_id)
+                    .await
+                    .map_err(place_error)?;
+                if let Some(order_id) = held {
                     return Ok(queued(order_id));
                 }
             }
@@ -256,170 +250,71 @@ async fn place(
     if let Some(worked_on) = worked_on {
         worked_on.mark();
     }
-    let reserve = || {
-        order_core::runtime::metrics::timed(
-            "redis",
-            "reserve",
-            state
-                .stock
-                .reserve(entry.promotion.sale(), user.id, &request_id, quantity, order_id),
-        )
-    };
-    let mut outcome = reserve()
-        .await
-        .map_err(|e| ApiError::dependency("reserve stock", e))?;
-    if outcome == ReserveOutcome::NotLoaded {
-        // Loading a started sale afresh would offer its whole stock again next to the orders
-        // already taken: the script refuses it (on Redis' clock), and only a repair restores
-        // it. A sale that has not started had nothing reserved, so loading it is safe.
-        let loaded = state
-            .stock
-            .sync(&entry.promotion, IfStarted::Refuse)
-            .await
-            .map_err(|e| ApiError::dependency("warm up a promotion", e))?;
-        if loaded == SyncOutcome::StartedNotLoaded {
-            return Err(not_loaded(promotion_id).into());
-        }
-        outcome = reserve()
-            .await
-            .map_err(|e| ApiError::dependency("reserve stock", e))?;
-    }
-
-    match outcome {
-        ReserveOutcome::Reserved { order_id, remaining } => {
-            crate::request_id::record_order_id(order_id);
-            entry.reserved(remaining);
-            let reservation = Reservation {
-                order_id,
-                user_id: user.id.get(),
-                quantity: quantity.get(),
-                reserved_at_ms: state.cache.clock.now_ms(),
-                request_id: request_id.into_string(),
-            };
-            // One Redis call per accepted order (and one confirmation per batch of them):
-            // polls find the order through its sale.
-            tracing::debug!(promotion_id, remaining, "reserved; publishing");
-            confirm(state, &entry.promotion, user.id.get(), order_id, Claim::New).await?;
-            publish(state, &entry.promotion, &reservation).await?;
-            Ok(queued(order_id))
-        }
-        ReserveOutcome::Duplicate {
+    let placed = state
+        .seckill
+        .place(SeckillOrder {
+            promotion: &entry.promotion,
+            user: user.id,
+            request_id: &request_id,
+            quantity,
             order_id,
-            reservation,
-            pending,
-        } => {
-            crate::request_id::record_order_id(order_id);
-            // The first attempt may still be publishing, or may have timed out: a 202 needs
-            // a copy of the order on its way. The writer keeps one row per order id.
-            if let (true, Some(reservation)) = (pending, reservation) {
-                confirm(state, &entry.promotion, user.id.get(), order_id, Claim::Held).await?;
-                publish(state, &entry.promotion, &reservation).await?;
+            now_ms: state.cache.clock.now_ms(),
+        })
+        .await
+        .map_err(place_error)?;
+    match placed {
+        Ok(seckill::Queued { order_id, remaining }) => {
+            if let Some(remaining) = remaining {
+                entry.reserved(remaining);
             }
             Ok(queued(order_id))
         }
-        ReserveOutcome::SoldOut => {
-            entry.mark_sold_out();
-            entry.snapshot_now(&state.stock, &state.cache.clock).await;
-            Err(closed(PromotionState::SoldOut))
+        Err(refusal) => {
+            // What Redis found closed is this gateway's news too: later requests are
+            // refused without I/O.
+            match refusal {
+                SeckillRefusal::Closed(PromotionState::SoldOut) => {
+                    entry.mark_sold_out();
+                    entry.snapshot_now(&state.stock, &state.cache.clock).await;
+                }
+                SeckillRefusal::Closed(PromotionState::Ended | PromotionState::Paused) => {
+                    entry.snapshot_now(&state.stock, &state.cache.clock).await;
+                }
+                _ => {}
+            }
+            Err(refused(promotion_id, refusal))
         }
-        ReserveOutcome::LimitExceeded => Err(SaleRejection::LimitExceeded.into()),
-        ReserveOutcome::NotStarted => Err(closed(PromotionState::Scheduled)),
-        ReserveOutcome::Ended => {
-            entry.snapshot_now(&state.stock, &state.cache.clock).await;
-            Err(closed(PromotionState::Ended))
-        }
-        ReserveOutcome::Paused => {
-            entry.snapshot_now(&state.stock, &state.cache.clock).await;
-            Err(closed(PromotionState::Paused))
-        }
-        ReserveOutcome::NotLoaded => Err(not_loaded(promotion_id).into()),
-        ReserveOutcome::Recovering => Err(SaleRejection::Recovering.into()),
     }
 }
 
-/// Redis' confirmation of an order before it is published: the reservation is on its
-/// shard's node and on the replicas asked for, and a new unit was taken in the history the
-/// sale was verified in (a retry of an order held before needs no more than the first two).
-/// Unconfirmed, the order stays reserved (a retry with the same request id confirms it
-/// then, or reserves anew where the node lost it) and nothing is published.
-async fn confirm(
-    state: &AppState,
-    promotion: &Promotion,
-    user_id: i64,
-    order_id: OrderId,
-    claim: Claim,
-) -> Result<(), Refusal> {
-    let shard = promotion.sale().shard_of(user_id);
-    let confirmed = order_core::runtime::metrics::timed(
-        "redis",
-        "confirm",
-        state.confirmer.confirm(shard, order_id, claim),
-    )
-    .await
-    .map_err(|e| ApiError::dependency("confirm a reservation", e))?;
-    let outcome = match confirmed {
-        Confirmation::Confirmed => "confirmed",
-        Confirmation::Unreplicated { .. } => "unreplicated",
-        Confirmation::Missing => "missing",
-        Confirmation::Fenced => "fenced",
-        Confirmation::NotLoaded => "not_loaded",
-    };
-    metrics::counter!("seckill_confirmations_total", "outcome" => outcome).increment(1);
-    match confirmed {
-        Confirmation::Confirmed => Ok(()),
-        Confirmation::Unreplicated { .. } | Confirmation::Missing => Err(retry_later(
+/// The answer to an order the use case did not queue.
+fn refused(promotion_id: i64, refusal: SeckillRefusal) -> Refusal {
+    match refusal {
+        SeckillRefusal::Closed(state) => closed(state),
+        SeckillRefusal::LimitExceeded => SaleRejection::LimitExceeded.into(),
+        SeckillRefusal::Recovering => SaleRejection::Recovering.into(),
+        SeckillRefusal::NotLoaded => not_loaded(promotion_id).into(),
+        SeckillRefusal::Unconfirmed {
+            awaiting: Awaiting::Replicas,
+            ..
+        } => retry_later(
             "order_unconfirmed",
             "your order is held, but Redis has not confirmed it on its replicas yet; retry with the same request_id".into(),
         )
-        .into()),
-        Confirmation::Fenced => Err(SaleRejection::Recovering.into()),
-        Confirmation::NotLoaded => Err(not_loaded(promotion.id).into()),
+        .into(),
+        SeckillRefusal::Unconfirmed {
+            awaiting: Awaiting::Queue,
+            ..
+        } => retry_later(
+            "order_unconfirmed",
+            "your order is held, but the order queue has not confirmed it yet; retry with the same request_id".into(),
+        )
+        .into(),
     }
 }
 
-/// The order this buyer's request id already holds, if any (a retry's answer when the usual
-/// path cannot give it).
-async fn held_order(
-    state: &AppState,
-    sale: SaleShards,
-    user: &User,
-    request_id: &RequestId,
-) -> Result<Option<OrderId>, ApiError> {
-    state
-        .stock
-        .order_for_request(sale, user.id.get(), request_id.as_str())
-        .await
-        .map_err(|e| ApiError::dependency("look up a request id", e))
-}
-
-/// Publish an accepted order and wait for the broker's receipt. On failure the
-/// reservation is kept (the order is promised: a retry with the same request id publishes
-/// it again, the recovery sweeper republishes it if nobody does) and the client is asked to
-/// retry with the same request id.
-async fn publish(state: &AppState, promotion: &Promotion, reservation: &Reservation) -> Result<(), ApiError> {
-    let event = reservation.accepted_event(promotion);
-    let published =
-        order_core::runtime::metrics::timed("pulsar", "publish", state.publisher.publish(&event)).await;
-    // Logged once per streak of failures (a broker outage under a flood fails every request).
-    let was_failing = state.publish_failing.swap(published.is_err(), Ordering::Relaxed);
-    match published {
-        Ok(()) => {
-            if was_failing {
-                tracing::info!("publishing accepted orders works again");
-            }
-            Ok(())
-        }
-        Err(e) => {
-            metrics::counter!("seckill_publish_failures_total").increment(1);
-            if !was_failing {
-                tracing::warn!(order_id = %reservation.order_id, error = %e, "publish an accepted order; reservations are kept and clients asked to retry");
-            }
-            Err(retry_later(
-                "order_unconfirmed",
-                "your order is held, but the order queue has not confirmed it yet; retry with the same request_id".into(),
-            ))
-        }
-    }
+fn place_error(e: PlaceError) -> ApiError {
+    ApiError::dependency(e.step(), e)
 }
 
 /// 503 `not_loaded`: the sale's stock is not in Redis (the refresher logs what to do).

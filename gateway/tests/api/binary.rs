@@ -175,7 +175,7 @@ async fn json_logs_carry_the_request_id_and_order_id_on_every_line_of_a_request(
         ("APP_AUTH__ADMIN_KEY", admin_key),
         ("APP_LOG__FORMAT", "json"),
         ("APP_PULSAR__SECKILL_ORDERS_TOPIC", &topic),
-        ("RUST_LOG", "info,gateway=debug"),
+        ("RUST_LOG", "info,gateway=debug,order_core::app=debug"),
     ])
     .await;
     let client = reqwest::Client::new();

@@ -2,11 +2,21 @@
 //! (`postgres`, `redis`, `bus`) and returns a typed outcome. The binaries call these; they do
 //! not compose the adapters themselves for the same work.
 //!
+//! - [`checkout`]: normal checkout (price, place, page, pay, cancel, refund, coupons).
+//! - [`lifecycle`]: an order's lifecycle change committed, then its status marker moved.
+//! - [`order_status`]: an order's status as its owner sees it, from Redis, the database or
+//!   the archive.
 //! - [`reconcile`]: a sale's Redis compared with its orders in the database, and repaired.
 //! - [`recovery`]: a sale whose Redis node lost writes, rebuilt from the broker and the
 //!   database without an operator.
+//! - [`seckill`]: placing a seckill order (reserve, confirm, publish) and a retry's way back
+//!   to its order.
 //! - [`retire`]: an ended sale's keys leaving Redis once nothing of it is in flight.
 
+pub mod checkout;
+pub mod lifecycle;
+pub mod order_status;
 pub mod reconcile;
 pub mod recovery;
 pub mod retire;
+pub mod seckill;

@@ -24,6 +24,13 @@ pub mod processed;
 pub mod promotions;
 pub mod transitions;
 
+/// The order database's connection pool. The binaries hold and pass it; only this module
+/// tree queries it (the binaries depend on no database crate).
+pub type Pool = PgPool;
+
+/// A failed call to the order database (an outage or a bug: see `runtime::transient`).
+pub type Error = sqlx::Error;
+
 /// The schema, embedded at compile time; binaries run it at start and tests reuse it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
