@@ -25,12 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use order_core::app::persist::AcceptedOrderStore;
 use order_core::bus::JsonProducer;
-use order_core::domain::lifecycle::OrderStatus;
-use order_core::postgres::persist::{insert_seckill_orders_when, NewSeckillOrder, OrderFate, Paced};
+use order_core::domain::accepted_order::NewSeckillOrder;
+use order_core::postgres::persist::{OrderFate, Paced};
 use order_core::postgres::Pool;
 use order_core::redis::global_pace::GlobalPace;
-use order_core::redis::stock::{PersistedOrder, StockStore};
+use order_core::redis::stock::StockStore;
 use order_core::runtime::pacing::{batch_limit, AimdRate, RowPacer};
 use order_core::runtime::shutdown::ShutdownListener;
 use tokio::time::Instant;
@@ -41,10 +42,8 @@ use crate::subscription::{Msg, Subscription, SubscriptionSpec};
 
 pub struct OrderWriter {
     consumer: Subscription,
-    db: Pool,
-    stock: StockStore,
+    store: AcceptedOrderStore,
     settings: WriterSettings,
-    payment_timeout: Duration,
     stats: Arc<Stats>,
     aimd: AimdRate,
     pacer: RowPacer,
@@ -94,9 +93,7 @@ impl OrderWriter {
         stats.set_writer_rate(aimd.rate());
         Ok(Self {
             consumer,
-            db,
-            stock,
-            payment_timeout: Duration::from_secs(orders.payment_timeout_secs),
+            store: AcceptedOrderStore::new(db, stock, Duration::from_secs(orders.payment_timeout_secs)),
             pacer: RowPacer::new(aimd.rate(), limit),
             batch_limit: limit,
             global_pace,
@@ -201,26 +198,11 @@ impl OrderWriter {
             }
         };
 
-        let mut persisted: Vec<PersistedOrder> = Vec::with_capacity(orders.len());
         let (mut inserted, mut conflicts) = (0, 0);
-        for ((msg, order), fate) in valid.iter().zip(&orders).zip(outcome) {
+        for ((msg, order), fate) in valid.iter().zip(&orders).zip(&outcome) {
             match fate {
                 OrderFate::Inserted | OrderFate::AlreadyStored => {
-                    inserted += u64::from(fate == OrderFate::Inserted);
-                    // What the database holds (a redelivered copy may find it paid already).
-                    let state = stored.get(&order.order_id);
-                    let status = state.and_then(|s| s.status.parse::<OrderStatus>().ok());
-                    if let (Some(state), Some(status)) = (state, status) {
-                        persisted.push(PersistedOrder {
-                            sale: order.sale,
-                            order_id: order.order_id,
-                            status,
-                            user_id: order.user_id,
-                            total_cents: order.total_cents(),
-                            expires_at_ms: state.expires_at.map(|at| at.timestamp_millis()),
-                            created_at_ms: state.created_at.timestamp_millis(),
-                        });
-                    }
+                    inserted += u64::from(*fate == OrderFate::Inserted);
                     if let Err(e) = self.consumer.ack(msg).await {
                         // The message comes back and is found identical.
                         tracing::warn!(error = %e, "ack a persisted order");
@@ -228,18 +210,15 @@ impl OrderWriter {
                 }
                 OrderFate::Conflict(conflict) => {
                     conflicts += 1;
-                    self.dead_letter_conflict(msg, order, &conflict).await;
+                    self.dead_letter_conflict(msg, order, conflict).await;
                 }
             }
         }
         self.stats.count(Counter::RowsInserted, inserted);
         self.stats.count(Counter::OrderConflicts, conflicts);
         self.stats.count(Counter::BatchesCommitted, 1);
-        // Buyers' polls are answered from these markers; a poll of an order whose marker
-        // is missing asks the database, so a failure here costs queries, not answers.
-        if let Err(e) = self.stock.mark_persisted(&persisted).await {
-            tracing::debug!(error = %e, "mark persisted orders; the sweeper clears them from pending");
-        }
+        // Buyers' polls are answered from these markers.
+        self.store.mark_persisted(&orders, &outcome, &stored).await;
         true
     }
 
@@ -309,15 +288,10 @@ impl OrderWriter {
             self.pacer.acquire(rows).await;
             self.acquire_global(rows, shutdown).await
         };
-        let paced = order_core::runtime::metrics::timed(
-            "postgres",
-            "insert_order_batch",
-            insert_seckill_orders_when(&self.db, orders, self.payment_timeout, go),
-        )
-        .await
-        .context("insert order batch")?;
-        metrics::histogram!("seckill_writer_batch_rows").record(orders.len() as f64);
-        Ok(paced)
+        self.store
+            .insert_when(orders, go)
+            .await
+            .context("insert order batch")
     }
 
     fn observe(&mut self, commit_latency: Option<Duration>) {

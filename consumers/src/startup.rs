@@ -26,6 +26,8 @@ use crate::broker_backlog::{BacklogReading, BrokerBacklog};
 use crate::canceller::PaymentTimeoutCanceller;
 use crate::order_data::OrderDataTask;
 use crate::order_writer::OrderWriter;
+use order_core::app::post_payment::ShipmentHandOff;
+
 use crate::post_payment::analytics::Analytics;
 use crate::post_payment::logistics::{Logistics, ShipmentRelay};
 use crate::post_payment::notifications::{Notifications, Notifier, OutboxNotifier, WebhookNotifier};
@@ -215,10 +217,7 @@ impl Application {
                 db: deps.db.clone(),
                 cents_per_point: post.cents_per_point,
             }),
-            Box::new(Notifications {
-                db: deps.db.clone(),
-                notifier,
-            }),
+            Box::new(Notifications::new(deps.db.clone(), notifier)),
             Box::new(Logistics { db: deps.db.clone() }),
             Box::new(Analytics::new(deps.db.clone(), post.analytics_dir.clone())?),
         ];
@@ -246,13 +245,15 @@ impl Application {
             settings: settings.archive.clone(),
         };
         let shipments = ShipmentRelay {
-            db: deps.db.clone(),
+            hand_off: ShipmentHandOff::new(
+                deps.db.clone(),
+                pulsar.order_events_topic.clone(),
+                Duration::from_secs(post.handover_after_secs),
+            ),
             client: http,
             endpoint: post.logistics_endpoint.clone(),
             attempts: post.http_attempts,
             interval: Duration::from_millis(post.shipment_interval_ms),
-            handover_after: Duration::from_secs(post.handover_after_secs),
-            order_events_topic: pulsar.order_events_topic.clone(),
         };
         let backlog = BrokerBacklog::new(
             &settings.writer.broker_metrics_url,

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use order_core::app::order_status::{CurrentSale, CurrentSales};
+use order_core::app::sale_admin::SaleCache;
 use order_core::domain::promotion::{Promotion, PromotionState};
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::clock::RedisClock;
@@ -526,5 +527,19 @@ impl CurrentSales for PromotionCache {
             sale: e.promotion.sale(),
             unit_price_cents: e.promotion.price_cents,
         })
+    }
+}
+
+/// Sale administration tells the cache what it wrote.
+impl SaleCache for PromotionCache {
+    fn written(&self, row: &Promotion, remaining: Option<i64>) {
+        let entry = self.upsert(row.clone());
+        if let Some(remaining) = remaining {
+            entry.set_remaining(remaining);
+        }
+    }
+
+    fn deleted(&self, id: i64) {
+        self.remove(id);
     }
 }

@@ -9,6 +9,7 @@ use axum::Router;
 use order_core::app::checkout::Checkout;
 use order_core::app::lifecycle::OrderLifecycle;
 use order_core::app::order_status::{FirstAsked, OrderStatusReader};
+use order_core::app::sale_admin::SaleAdmin;
 use order_core::app::seckill::SeckillOrders;
 use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
@@ -93,6 +94,7 @@ impl Application {
         .await
         .context("lease a worker id for order ids")?;
         let mut supervisor = Supervisor::default();
+        let cache = Arc::new(PromotionCache::default());
         let state = Arc::new(AppContext {
             auth: Arc::new(Authenticator::new(&settings.auth)),
             limits: Arc::new(RateLimits::new(
@@ -100,7 +102,7 @@ impl Application {
                 &settings.sale_tokens.per_user,
             )?),
             seckill_limiter: Arc::new(crate::shedding::SeckillLimiter::new(&settings.shedding)),
-            cache: Arc::new(PromotionCache::default()),
+            cache: cache.clone(),
             stock: StockStore::new(deps.redis.clone()),
             seckill: SeckillOrders::new(
                 StockStore::new(deps.redis.clone()),
@@ -110,6 +112,12 @@ impl Application {
             ),
             ids,
             promotions: PromotionRepo::new(deps.db.clone()),
+            sale_admin: SaleAdmin::new(
+                deps.db.clone(),
+                StockStore::new(deps.redis.clone()),
+                cache.clock.clone(),
+                Duration::from_secs(seckill.warmup_lead_secs),
+            ),
             warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
             counters: Default::default(),
             deployment: order_core::redis::deployment::DeploymentStore::new(

@@ -35,6 +35,8 @@ pub struct AppContext {
     /// Mints order ids under this gateway's worker-id lease.
     pub ids: Arc<WorkerLease>,
     pub promotions: PromotionRepo,
+    /// Operators' actions on sales.
+    pub sale_admin: order_core::app::sale_admin::SaleAdmin,
     pub warmup_lead: Duration,
     /// This gateway's per-sale counts, added to the deployment's totals every second.
     pub counters: Arc<crate::sale_counters::SaleCounters>,

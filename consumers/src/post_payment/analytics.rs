@@ -13,15 +13,18 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use chrono::Utc;
+use order_core::app::post_payment::JobLedger;
 use order_core::domain::events::OrderEvent;
-use order_core::postgres::processed;
 use order_core::postgres::Pool;
 
 use super::{BoxFuture, Handler};
 
+/// The job's subscription, and its name in `processed_events`.
+const NAME: &str = "analytics";
+
 #[derive(Debug)]
 pub struct Analytics {
-    db: Pool,
+    done: JobLedger,
     dir: PathBuf,
     /// Event ids in the newest files, as found at start plus what this process wrote.
     written: Mutex<HashSet<String>>,
@@ -32,7 +35,7 @@ impl Analytics {
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let written = recent_event_ids(&dir)?;
         Ok(Self {
-            db,
+            done: JobLedger::new(db, NAME),
             dir,
             written: Mutex::new(written),
         })
@@ -75,12 +78,12 @@ fn recent_event_ids(dir: &Path) -> anyhow::Result<HashSet<String>> {
 
 impl Handler for Analytics {
     fn name(&self) -> &'static str {
-        "analytics"
+        NAME
     }
 
     fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            if processed::is_processed(&self.db, self.name(), &event.event_id).await? {
+            if self.done.is_done(event).await? {
                 return Ok(());
             }
             let already_written = self
@@ -95,7 +98,7 @@ impl Handler for Analytics {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(event.event_id.clone());
             }
-            processed::mark(&self.db, self.name(), &event.event_id).await?;
+            self.done.mark_done(event).await?;
             Ok(())
         })
     }

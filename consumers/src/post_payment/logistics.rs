@@ -6,13 +6,9 @@
 
 use std::time::Duration;
 
-use order_core::domain::checkout::Transition;
-use order_core::domain::events::{OrderEvent, OrderEventType};
-use order_core::domain::ids::OrderId;
-use order_core::domain::lifecycle::OrderEventKind;
-use order_core::postgres::post_payment::{self, DueShipment};
-use order_core::postgres::processed;
-use order_core::postgres::transitions::transition;
+use order_core::app::post_payment::{self, ShipmentHandOff};
+use order_core::domain::events::OrderEvent;
+use order_core::postgres::post_payment::DueShipment;
 use order_core::postgres::Pool;
 use order_core::runtime::shutdown::ShutdownListener;
 use serde_json::json;
@@ -31,14 +27,7 @@ impl Handler for Logistics {
 
     fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let Some(mut tx) = processed::claim(&self.db, self.name(), &event.event_id).await? else {
-                return Ok(());
-            };
-            if event.typed() == Some(OrderEventType::Paid) {
-                // An event about an order this database does not hold ships nothing.
-                post_payment::create_shipment(&mut *tx, event.order_id).await?;
-            }
-            tx.commit().await?;
+            post_payment::create_shipment(&self.db, self.name(), event).await?;
             Ok(())
         })
     }
@@ -46,15 +35,12 @@ impl Handler for Logistics {
 
 #[derive(Debug)]
 pub struct ShipmentRelay {
-    pub db: Pool,
+    pub hand_off: ShipmentHandOff,
     pub client: reqwest::Client,
     /// Empty: hand over locally (development).
     pub endpoint: String,
     pub attempts: u32,
     pub interval: Duration,
-    /// How long after payment a shipment is handed over (the warehouse's pick-up delay).
-    pub handover_after: Duration,
-    pub order_events_topic: String,
 }
 
 impl ShipmentRelay {
@@ -63,7 +49,7 @@ impl ShipmentRelay {
     }
 
     pub async fn run_once(&self) -> anyhow::Result<()> {
-        let due = post_payment::due_shipments(&self.db, self.handover_after).await?;
+        let due = self.hand_off.due().await?;
         for DueShipment { order_id, user_id } in due {
             if !self.endpoint.is_empty() {
                 let body = json!({ "order_id": order_id.to_string(), "user_id": user_id });
@@ -76,7 +62,7 @@ impl ShipmentRelay {
                 )
                 .await;
                 if let Err(e) = sent {
-                    post_payment::count_handover_attempt(&self.db, order_id).await?;
+                    self.hand_off.failed(order_id).await?;
                     tracing::warn!(
                         order_id,
                         error = format!("{e:#}"),
@@ -85,19 +71,7 @@ impl ShipmentRelay {
                     continue;
                 }
             }
-            match transition(
-                &self.db,
-                OrderId(order_id),
-                None,
-                OrderEventKind::Ship,
-                &self.order_events_topic,
-            )
-            .await?
-            {
-                Transition::Done { .. } => {}
-                other => tracing::info!(order_id, ?other, "handed over an order that can no longer ship"),
-            }
-            post_payment::mark_handed_over(&self.db, order_id).await?;
+            self.hand_off.handed_over(order_id).await?;
         }
         Ok(())
     }

@@ -2,8 +2,9 @@
 //! table the delivery service reads, or an HTTP webhook (timeouts, retries, idempotency
 //! key). One notification per (order, template) either way.
 
+use order_core::app::post_payment::{self, JobLedger};
 use order_core::domain::events::{OrderEvent, OrderEventType};
-use order_core::postgres::processed;
+use order_core::domain::ids::OrderId;
 use order_core::postgres::Pool;
 use serde::Serialize;
 
@@ -54,10 +55,10 @@ pub struct OutboxNotifier {
 impl Notifier for OutboxNotifier {
     fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            order_core::postgres::post_payment::queue_notification(
+            post_payment::queue_notification(
                 &self.db,
                 n.user_id,
-                n.order_id.parse::<i64>()?,
+                n.order_id.parse::<OrderId>()?,
                 n.template,
                 serde_json::to_value(n)?,
             )
@@ -90,26 +91,38 @@ impl Notifier for WebhookNotifier {
     }
 }
 
+/// The job's subscription, and its name in `processed_events`.
+const NAME: &str = "notifications";
+
 #[derive(Debug)]
 pub struct Notifications {
-    pub db: Pool,
-    pub notifier: Box<dyn Notifier>,
+    done: JobLedger,
+    notifier: Box<dyn Notifier>,
+}
+
+impl Notifications {
+    pub fn new(db: Pool, notifier: Box<dyn Notifier>) -> Self {
+        Self {
+            done: JobLedger::new(db, NAME),
+            notifier,
+        }
+    }
 }
 
 impl Handler for Notifications {
     fn name(&self) -> &'static str {
-        "notifications"
+        NAME
     }
 
     fn handle<'a>(&'a self, event: &'a OrderEvent) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            if processed::is_processed(&self.db, self.name(), &event.event_id).await? {
+            if self.done.is_done(event).await? {
                 return Ok(());
             }
             if let Some(n) = Notification::for_event(event) {
                 self.notifier.notify(&n).await?;
             }
-            processed::mark(&self.db, self.name(), &event.event_id).await?;
+            self.done.mark_done(event).await?;
             Ok(())
         })
     }

@@ -1,13 +1,8 @@
 //! `/admin/promotions`: operations staff create and steer flash sales (admin key).
 //!
-//! PostgreSQL holds what was configured; Redis what remains to sell. Each change writes the
-//! database row first (bumping its revision), then brings Redis up to that revision in one
-//! script (`StockStore::sync`), then this gateway's cache; other gateways follow on their
-//! next refresh, and a refresher that sees Redis behind the row syncs it (a crash between the
-//! two steps heals). Redis decides what stock may do, atomically and on its own clock: a
-//! started sale it lost is never loaded afresh (only a repair restores it), and stock never
-//! drops below the units reserved. Adding stock is the only stock change allowed once a sale
-//! has started.
+//! What each action does to the database, Redis and this gateway's cache is the sale
+//! administration use case's (`order_core::app::sale_admin`); this file parses, calls and
+//! maps its outcomes to answers.
 
 use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
@@ -15,8 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use order_core::domain::promotion::{Promotion, PromotionError, PromotionFields, MAX_STOCK};
-use order_core::redis::stock::{IfStarted, LiveStock, ShardStock, SyncOutcome};
+use order_core::app::sale_admin::{AdminError, SaleView};
+use order_core::domain::promotion::{PromotionError, PromotionFields};
+use order_core::redis::stock::ShardStock;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -61,142 +57,48 @@ fn invalid_challenge(e: order_core::domain::sale_access::ChallengeError) -> ApiE
     ApiError::unprocessable("invalid_challenge", e.to_string())
 }
 
-fn db_error(e: order_core::postgres::Error) -> ApiError {
-    ApiError::dependency("promotion database call", e)
-}
-
-fn stock_error(e: order_core::redis::stock::StockError) -> ApiError {
-    ApiError::dependency("promotion Redis call", e)
-}
-
-fn not_found() -> ApiError {
-    ApiError::not_found("promotion_not_found", "no such promotion")
-}
-
-fn started_not_loaded(id: i64) -> ApiError {
-    ApiError::conflict(
-        "started_not_loaded",
-        format!(
-            "the sale has started and Redis does not hold it, so units may already be sold: pause it, \
-             let the order backlog drain, then POST /admin/promotions/{id}/reconcile?repair=true"
+/// Every refusal and failure of sale administration, with its code and status.
+fn admin_error(e: AdminError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        AdminError::NotFound => ApiError::not_found("promotion_not_found", message),
+        AdminError::Invalid(e) => invalid(e),
+        AdminError::WindowInPast => ApiError::unprocessable("invalid_window", message),
+        AdminError::EditConflict => ApiError::conflict("edit_conflict", message),
+        AdminError::StockBelowReserved => ApiError::conflict("stock_below_reserved", message),
+        AdminError::Running => ApiError::conflict("promotion_running", message),
+        AdminError::HasOrders => ApiError::conflict("has_orders", message),
+        AdminError::StartedNotLoaded(id) => ApiError::conflict(
+            "started_not_loaded",
+            format!(
+                "the sale has started and Redis does not hold it, so units may already be sold: pause it, \
+                 let the order backlog drain, then POST /admin/promotions/{id}/reconcile?repair=true"
+            ),
         ),
-    )
-}
-
-/// Bring Redis up to a row (`StockStore::sync`) and the cache with it. Refusals are logged
-/// with the action; the caller answers them.
-async fn sync(
-    state: &AppState,
-    row: &Promotion,
-    if_started: IfStarted,
-    action: &str,
-) -> Result<SyncOutcome, order_core::redis::stock::StockError> {
-    let outcome = state.stock.sync(row, if_started).await?;
-    match outcome {
-        SyncOutcome::BelowReserved { remaining } => tracing::warn!(
-            promotion_id = row.id,
-            action,
-            stock = row.stock,
-            remaining,
-            "Redis refused the row's stock: below the units already reserved"
-        ),
-        SyncOutcome::StartedNotLoaded => tracing::warn!(
-            promotion_id = row.id,
-            action,
-            "the sale has started and is not in Redis: not loaded afresh (reconcile with repair restores it)"
-        ),
-        _ => {}
-    }
-    if let Some(remaining) = outcome.remaining() {
-        state.cache.upsert(row.clone()).set_remaining(remaining);
-    }
-    Ok(outcome)
-}
-
-/// After a committed write: the write stands even when Redis cannot follow right now (a
-/// 5xx would make the operator press again, adding stock twice); the refreshers bring Redis
-/// up to the row's revision once it answers.
-async fn sync_after_write(state: &AppState, row: &Promotion, if_started: IfStarted, action: &str) {
-    if let Err(e) = sync(state, row, if_started, action).await {
-        tracing::warn!(
-            promotion_id = row.id,
-            action,
-            error = %e,
-            "written to the database; Redis follows on the next cache refresh"
-        );
+        AdminError::Retired(message) => ApiError::conflict("sale_retired", message),
+        AdminError::Database(e) => ApiError::dependency("promotion database call", e),
+        AdminError::Redis(e) => ApiError::dependency("promotion Redis call", e),
+        AdminError::Reconcile(e) => ApiError::dependency("reconcile a promotion", e),
     }
 }
 
-/// The view answered after a committed write: `remaining` absent when Redis cannot say.
-async fn view_after_write(state: &AppState, promotion: Promotion) -> AdminPromotion {
-    let shards = state
-        .stock
-        .shard_stocks(promotion.sale())
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(promotion_id = promotion.id, error = %e, "remaining stock unreadable");
-            Vec::new()
-        });
-    admin_view(state, promotion, shards)
-}
-
-/// The sale's remaining and each shard's stock, both absent until every shard is loaded.
-fn stock_view(shards: &[Option<ShardStock>]) -> (Option<i64>, Vec<ShardStockBody>) {
-    let Some(live) = LiveStock::of(shards) else {
-        return (None, Vec::new());
-    };
-    let bodies = shards
-        .iter()
-        .flatten()
-        .map(|s| ShardStockBody {
-            shard: s.index,
-            remaining: s.remaining,
-            stock: s.stock(),
-            taken_in: s.got,
-            lent: s.lent,
-        })
-        .collect();
-    (Some(live.remaining), bodies)
-}
-
-fn admin_view(state: &AppState, promotion: Promotion, shards: Vec<Option<ShardStock>>) -> AdminPromotion {
-    let (remaining, shard_stock) = stock_view(&shards);
+fn admin_promotion(view: SaleView) -> AdminPromotion {
     AdminPromotion {
-        state: promotion
-            .state(state.cache.clock.now(), remaining.is_some_and(|r| r <= 0))
-            .into(),
-        remaining,
-        shard_stock,
-        promotion: PromotionBody::from(&promotion),
+        state: view.state.into(),
+        remaining: view.remaining,
+        shard_stock: view.shards.iter().map(shard_stock_body).collect(),
+        promotion: PromotionBody::from(&view.promotion),
     }
 }
 
-async fn view(state: &AppState, promotion: Promotion) -> ApiResult<AdminPromotion> {
-    let shards = state
-        .stock
-        .shard_stocks(promotion.sale())
-        .await
-        .map_err(stock_error)?;
-    let entry = state.cache.upsert(promotion.clone());
-    if let Some(live) = LiveStock::of(&shards) {
-        entry.set_remaining(live.remaining);
+fn shard_stock_body(s: &ShardStock) -> ShardStockBody {
+    ShardStockBody {
+        shard: s.index,
+        remaining: s.remaining,
+        stock: s.stock(),
+        taken_in: s.got,
+        lent: s.lent,
     }
-    Ok(admin_view(state, promotion, shards))
-}
-
-async fn load(state: &AppState, id: i64) -> ApiResult<Promotion> {
-    state
-        .promotions
-        .get(id)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(not_found)
-}
-
-/// Time for the sale to be in Redis (a just-created sale that already started included).
-fn within_warmup_lead(state: &AppState, p: &Promotion) -> bool {
-    let lead = chrono::Duration::from_std(state.warmup_lead).unwrap_or_default();
-    p.within_warmup_lead(state.cache.clock.now(), lead)
 }
 
 #[utoipa::path(
@@ -219,26 +121,12 @@ pub async fn create_promotion(
     ApiJson(input): ApiJson<NewPromotionBody>,
 ) -> ApiResult<(StatusCode, Json<AdminPromotion>)> {
     let fields = PromotionFields::parse(input.into_domain().map_err(invalid_challenge)?).map_err(invalid)?;
-    if fields.ends_at <= state.cache.clock.now() {
-        return Err(ApiError::unprocessable(
-            "invalid_window",
-            "ends_at is in the past",
-        ));
-    }
-    let promotion = state.promotions.insert(&fields).await.map_err(db_error)?;
-    if within_warmup_lead(&state, &promotion) {
-        // Just created: nothing can have been sold, so even a sale starting now is loaded.
-        sync_after_write(&state, &promotion, IfStarted::LoadJustCreated, "create").await;
-    }
-    tracing::info!(
-        promotion_id = promotion.id,
-        stock = promotion.stock,
-        "promotion created"
-    );
-    Ok((
-        StatusCode::CREATED,
-        Json(view_after_write(&state, promotion).await),
-    ))
+    let view = state
+        .sale_admin
+        .create(state.cache.as_ref(), fields)
+        .await
+        .map_err(admin_error)?;
+    Ok((StatusCode::CREATED, Json(admin_promotion(view))))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -280,10 +168,10 @@ pub async fn list_promotions(
         ));
     }
     let items = state
-        .promotions
+        .sale_admin
         .list(query.before_id, limit)
         .await
-        .map_err(db_error)?;
+        .map_err(admin_error)?;
     let next_before_id = (items.len() as i64 == limit)
         .then(|| items.last().map(|p| p.id))
         .flatten();
@@ -310,8 +198,12 @@ pub async fn get_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<Json<AdminPromotion>> {
-    let promotion = load(&state, id).await?;
-    Ok(Json(view(&state, promotion).await?))
+    let view = state
+        .sale_admin
+        .get(state.cache.as_ref(), id)
+        .await
+        .map_err(admin_error)?;
+    Ok(Json(admin_promotion(view)))
 }
 
 #[utoipa::path(
@@ -335,63 +227,13 @@ pub async fn patch_promotion(
     PathId(id): PathId,
     ApiJson(patch): ApiJson<PromotionPatchBody>,
 ) -> ApiResult<Json<AdminPromotion>> {
-    let current = load(&state, id).await?;
-    let now = state.cache.clock.now();
-    let fields = current
-        .patched(patch.into_domain().map_err(invalid_challenge)?, now)
-        .map_err(invalid)?;
-    let edit_conflict = || {
-        ApiError::conflict(
-            "edit_conflict",
-            "the promotion changed meanwhile; reload and retry",
-        )
-    };
-    let updated = state
-        .promotions
-        .update(id, &fields, current.revision)
+    let patch = patch.into_domain().map_err(invalid_challenge)?;
+    let view = state
+        .sale_admin
+        .edit(state.cache.as_ref(), id, patch)
         .await
-        .map_err(db_error)?
-        .ok_or_else(edit_conflict)?;
-    // A sale that had not started had nothing sold before its old start: it may be loaded
-    // while Redis' clock is before that, even when the edit moves the start to now.
-    let if_started = IfStarted::LoadIfBefore(current.starts_at);
-    let refused = match sync(&state, &updated, if_started, "edit").await {
-        Ok(SyncOutcome::BelowReserved { .. }) => Some(ApiError::conflict(
-            "stock_below_reserved",
-            "the sale has taken orders: stock cannot go below the units reserved (the edit was undone)",
-        )),
-        Ok(_) => None,
-        // Redis could not judge the new stock: undo, so the retry starts from the same row.
-        Err(e) => Some(stock_error(e)),
-    };
-    if let Some(refused) = refused {
-        // Judged not started here, but Redis' clock started the sale meanwhile (a slow
-        // database call) and units were reserved, or Redis is unreachable: undo the edit,
-        // guarded by its revision.
-        let undone = state
-            .promotions
-            .update(id, &current.fields(), updated.revision)
-            .await
-            .map_err(db_error)?;
-        let Some(undone) = undone else {
-            tracing::error!(
-                promotion_id = id,
-                "an edit Redis refused could not be undone (the row changed again); reconcile the promotion"
-            );
-            return Err(edit_conflict());
-        };
-        sync_after_write(&state, &undone, if_started, "undo edit").await;
-        return Err(refused);
-    }
-    tracing::info!(
-        promotion_id = id,
-        stock = updated.stock,
-        per_user_limit = updated.per_user_limit,
-        starts_at = %updated.starts_at,
-        ends_at = %updated.ends_at,
-        "promotion updated"
-    );
-    Ok(Json(view_after_write(&state, updated).await))
+        .map_err(admin_error)?;
+    Ok(Json(admin_promotion(view)))
 }
 
 #[utoipa::path(
@@ -412,44 +254,21 @@ pub async fn delete_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
-    let promotion = load(&state, id).await?;
-    let now = state.cache.clock.now();
-    if promotion.has_started(now) && now < promotion.ends_at {
-        return Err(ApiError::conflict(
-            "promotion_running",
-            "a running sale cannot be deleted; pause it instead",
-        ));
-    }
-    if state
-        .stock
-        .reservation_count(promotion.sale())
-        .await
-        .map_err(stock_error)?
-        > 0
-    {
-        return Err(ApiError::conflict("has_orders", "the promotion has orders"));
-    }
-    if !state.promotions.delete_unused(id).await.map_err(db_error)? {
-        return Err(ApiError::conflict("has_orders", "the promotion has orders"));
-    }
     state
-        .stock
-        .forget_promotion(promotion.sale())
+        .sale_admin
+        .delete(state.cache.as_ref(), id)
         .await
-        .map_err(stock_error)?;
-    state.cache.remove(id);
-    tracing::info!(promotion_id = id, "promotion deleted");
+        .map_err(admin_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<AdminPromotion>> {
-    let Some(promotion) = state.promotions.set_paused(id, paused).await.map_err(db_error)? else {
-        return Err(missing_or_retired(&state, id).await);
-    };
-    let action = if paused { "pause" } else { "resume" };
-    sync_after_write(&state, &promotion, IfStarted::Refuse, action).await;
-    tracing::info!(promotion_id = id, paused, "promotion pause flag changed");
-    Ok(Json(view_after_write(&state, promotion).await))
+    let view = state
+        .sale_admin
+        .set_paused(state.cache.as_ref(), id, paused)
+        .await
+        .map_err(admin_error)?;
+    Ok(Json(admin_promotion(view)))
 }
 
 #[utoipa::path(
@@ -522,26 +341,12 @@ pub async fn add_stock(
     PathId(id): PathId,
     ApiJson(body): ApiJson<AddStock>,
 ) -> ApiResult<Json<AdminPromotion>> {
-    if !(1..=MAX_STOCK).contains(&body.units) {
-        return Err(invalid(PromotionError::InvalidAddStock));
-    }
-    let current = load(&state, id).await?;
-    if state.cache.clock.now() >= current.ends_at {
-        return Err(invalid(PromotionError::Ended));
-    }
-    // Database first: if Redis then fails, Redis holds less than configured (never more)
-    // until a refresher brings it up to the row's revision. Redis adds the difference between
-    // the row's stock and its own, once, whoever applies the revision first (a warm-up that
-    // read the new row, or this call).
-    let promotion = state
-        .promotions
-        .add_stock(id, body.units)
+    let view = state
+        .sale_admin
+        .add_stock(state.cache.as_ref(), id, body.units)
         .await
-        .map_err(db_error)?
-        .ok_or_else(|| invalid(PromotionError::InvalidStock))?;
-    sync_after_write(&state, &promotion, IfStarted::Refuse, "add stock").await;
-    tracing::info!(promotion_id = id, units = body.units, "stock added");
-    Ok(Json(view_after_write(&state, promotion).await))
+        .map_err(admin_error)?;
+    Ok(Json(admin_promotion(view)))
 }
 
 #[utoipa::path(
@@ -562,13 +367,11 @@ pub async fn warmup_promotion(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<Json<WarmedUp>> {
-    let promotion = load(&state, id).await?;
-    let remaining = sync(&state, &promotion, IfStarted::Refuse, "warm-up")
+    let remaining = state
+        .sale_admin
+        .warm_up(state.cache.as_ref(), id)
         .await
-        .map_err(stock_error)?
-        .remaining()
-        .ok_or_else(|| started_not_loaded(id))?;
-    tracing::info!(promotion_id = id, remaining, "promotion warmed up");
+        .map_err(admin_error)?;
     Ok(Json(WarmedUp { remaining }))
 }
 
@@ -699,37 +502,18 @@ pub async fn promotion_stats(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<Json<PromotionStats>> {
-    let promotion = load(&state, id).await?;
-    let shards = state
-        .stock
-        .shard_stocks(promotion.sale())
-        .await
-        .map_err(stock_error)?;
-    let (remaining, shard_stock) = stock_view(&shards);
-    let reserved = state
-        .stock
-        .reservation_count(promotion.sale())
-        .await
-        .map_err(stock_error)?;
-    let queued = state
-        .stock
-        .pending_count(promotion.sale())
-        .await
-        .map_err(stock_error)?;
-    let counts = order_core::postgres::orders::order_counts(&state.deps.db, id)
-        .await
-        .map_err(|e| ApiError::dependency("count orders", e))?;
+    let figures = state.sale_admin.figures(id).await.map_err(admin_error)?;
+    let counts = figures.orders_by_status;
     let count = |status: &str| counts.get(status).copied().unwrap_or(0);
+    let view = figures.view;
     Ok(Json(PromotionStats {
         promotion_id: id,
-        state: promotion
-            .state(state.cache.clock.now(), remaining.is_some_and(|r| r <= 0))
-            .into(),
-        stock: promotion.stock,
-        remaining,
-        shard_stock,
-        reserved,
-        queued,
+        state: view.state.into(),
+        stock: view.promotion.stock,
+        remaining: view.remaining,
+        shard_stock: view.shards.iter().map(shard_stock_body).collect(),
+        reserved: figures.reserved,
+        queued: figures.queued,
         persisted: counts.values().sum::<i64>() - count("cancelled") - count("refunded"),
         paid: count("paid"),
         cancelled: count("cancelled"),
@@ -781,52 +565,10 @@ pub async fn reconcile_promotion(
     query: Result<Query<ReconcileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<ReconcileReportBody>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let promotion = load(&state, id).await?;
-    let report =
-        order_core::app::reconcile::reconcile(&state.deps.db, &state.stock, &promotion, query.repair)
-            .await
-            .map_err(
-                |e| match e.downcast_ref::<order_core::app::reconcile::SaleRetired>() {
-                    Some(retired) => sale_retired(retired.to_string()),
-                    None => ApiError::dependency("reconcile a promotion", e),
-                },
-            )?;
-    if let Some(repair) = &report.repaired {
-        tracing::warn!(
-            promotion_id = id,
-            drift = report.drift,
-            released = repair.released,
-            restored = repair.restored,
-            requests_restored = repair.requests_restored,
-            request_conflicts = repair.request_conflicts,
-            remaining = repair.remaining,
-            "promotion repaired"
-        );
-    } else if !report.consistent {
-        tracing::warn!(
-            promotion_id = id,
-            drift = report.drift,
-            "reconciliation found drift"
-        );
-    }
-    if let Some(repair) = &report.repaired {
-        state.cache.upsert(promotion).set_remaining(repair.remaining);
-    }
+    let report = state
+        .sale_admin
+        .reconcile(state.cache.as_ref(), id, query.repair)
+        .await
+        .map_err(admin_error)?;
     Ok(Json(report.into()))
-}
-
-/// 409 `sale_retired`: the sale ended and its keys left Redis.
-fn sale_retired(message: impl Into<String>) -> ApiError {
-    ApiError::conflict("sale_retired", message)
-}
-
-/// Why a guarded write to a promotion changed nothing: the sale was retired, or it is gone.
-async fn missing_or_retired(state: &AppState, id: i64) -> ApiError {
-    match state.promotions.keys_retired_at(id).await {
-        Ok(Some(at)) => sale_retired(format!(
-            "the sale's keys were retired from Redis at {at}: it can no longer change"
-        )),
-        Ok(None) => not_found(),
-        Err(e) => db_error(e),
-    }
 }

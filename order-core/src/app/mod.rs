@@ -6,9 +6,12 @@
 //! - [`lifecycle`]: an order's lifecycle change committed, then its status marker moved.
 //! - [`order_status`]: an order's status as its owner sees it, from Redis, the database or
 //!   the archive.
+//! - [`persist`]: accepted seckill orders inserted once each, then their status markers.
+//! - [`post_payment`]: what each post-payment job does with one order event, at most once.
 //! - [`reconcile`]: a sale's Redis compared with its orders in the database, and repaired.
 //! - [`recovery`]: a sale whose Redis node lost writes, rebuilt from the broker and the
 //!   database without an operator.
+//! - [`sale_admin`]: operators create, edit, pause, restock, warm up, delete and repair sales.
 //! - [`seckill`]: placing a seckill order (reserve, confirm, publish) and a retry's way back
 //!   to its order.
 //! - [`retire`]: an ended sale's keys leaving Redis once nothing of it is in flight.
@@ -16,7 +19,10 @@
 pub mod checkout;
 pub mod lifecycle;
 pub mod order_status;
+pub mod persist;
+pub mod post_payment;
 pub mod reconcile;
 pub mod recovery;
 pub mod retire;
+pub mod sale_admin;
 pub mod seckill;
