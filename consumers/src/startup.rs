@@ -26,7 +26,9 @@ use crate::broker_backlog::{BacklogReading, BrokerBacklog};
 use crate::canceller::PaymentTimeoutCanceller;
 use crate::order_data::OrderDataTask;
 use crate::order_writer::OrderWriter;
+use order_core::app::payment_expiry::PaymentExpiry;
 use order_core::app::post_payment::ShipmentHandOff;
+use order_core::app::sweep::RecoverySweep;
 
 use crate::post_payment::analytics::Analytics;
 use crate::post_payment::logistics::{Logistics, ShipmentRelay};
@@ -150,12 +152,15 @@ impl Application {
         .await
         .context("create the sweeper's producer")?;
         let sweeper = RecoverySweeper {
-            db: deps.db.clone(),
-            stock: stock.clone(),
-            confirmer: deps.confirmer.clone(),
-            promotions: PromotionRepo::new(deps.db.clone()),
-            producer: Arc::new(republisher),
-            settings: settings.sweeper.clone(),
+            sweep: RecoverySweep::new(
+                deps.db.clone(),
+                stock.clone(),
+                deps.confirmer.clone(),
+                Arc::new(republisher),
+                Duration::from_secs(settings.sweeper.republish_after_secs),
+                settings.sweeper.batch_size,
+            ),
+            interval: Duration::from_millis(settings.sweeper.interval_ms),
             stats: Arc::clone(&stats),
         };
         let recovery = RecoveryWorker {
@@ -186,10 +191,13 @@ impl Application {
         .await
         .context("create the order-events producer")?;
         let canceller = PaymentTimeoutCanceller {
-            db: deps.db.clone(),
-            stock,
-            order_events: Arc::new(order_events),
-            order_events_topic: pulsar.order_events_topic.clone(),
+            expiry: PaymentExpiry::new(
+                deps.db.clone(),
+                stock,
+                Arc::new(order_events),
+                pulsar.order_events_topic.clone(),
+                settings.canceller.batch_size,
+            ),
             settings: settings.canceller.clone(),
             stats: Arc::clone(&stats),
         };

@@ -112,6 +112,7 @@ impl Application {
             ),
             ids,
             promotions: PromotionRepo::new(deps.db.clone()),
+            catalog: order_core::app::catalog::CatalogAdmin::new(deps.db.clone()),
             sale_admin: SaleAdmin::new(
                 deps.db.clone(),
                 StockStore::new(deps.redis.clone()),

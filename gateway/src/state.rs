@@ -35,6 +35,8 @@ pub struct AppContext {
     /// Mints order ids under this gateway's worker-id lease.
     pub ids: Arc<WorkerLease>,
     pub promotions: PromotionRepo,
+    /// The catalog (SKUs, coupons) for operators.
+    pub catalog: order_core::app::catalog::CatalogAdmin,
     /// Operators' actions on sales.
     pub sale_admin: order_core::app::sale_admin::SaleAdmin,
     pub warmup_lead: Duration,

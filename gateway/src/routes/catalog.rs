@@ -3,11 +3,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use order_core::app::catalog::CatalogAdminError;
 use order_core::app::lifecycle::Actor;
-use order_core::domain::catalog::{self, CatalogError};
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
-use order_core::postgres::catalog as store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -18,16 +17,19 @@ use crate::order_transitions::{checkout_error, transition_result, NewStatus};
 use crate::state::AppState;
 use crate::wire::catalog::{CouponTemplateBody, NewCouponTemplateBody, SkuBody, SkuChangesBody};
 
-fn db_error(e: order_core::postgres::Error) -> ApiError {
-    ApiError::dependency("catalog database call", e)
-}
-
-fn invalid(e: CatalogError) -> ApiError {
-    ApiError::unprocessable("invalid_field", e.to_string())
-}
-
-fn no_sku() -> ApiError {
-    ApiError::not_found("sku_not_found", "no such SKU")
+/// Every refusal and failure of the catalog, with its code and status.
+fn catalog_error(e: CatalogAdminError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        CatalogAdminError::Invalid(_) | CatalogAdminError::InvalidUserIds => {
+            ApiError::unprocessable("invalid_field", message)
+        }
+        CatalogAdminError::SkuExists => ApiError::conflict("sku_exists", message),
+        CatalogAdminError::SkuNotFound => ApiError::not_found("sku_not_found", message),
+        CatalogAdminError::CodeTaken => ApiError::conflict("code_taken", message),
+        CatalogAdminError::CouponNotFound => ApiError::not_found("coupon_not_found", message),
+        CatalogAdminError::Database(e) => ApiError::dependency("catalog database call", e),
+    }
 }
 
 #[utoipa::path(
@@ -48,11 +50,11 @@ pub async fn create_sku(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SkuBody>,
 ) -> ApiResult<(StatusCode, Json<SkuBody>)> {
-    let sku = body.into_domain();
-    sku.validate().map_err(invalid)?;
-    if !store::insert_sku(&state.deps.db, &sku).await.map_err(db_error)? {
-        return Err(ApiError::conflict("sku_exists", "a SKU with this id exists"));
-    }
+    let sku = state
+        .catalog
+        .add_sku(body.into_domain())
+        .await
+        .map_err(catalog_error)?;
     Ok((StatusCode::CREATED, Json(sku.into())))
 }
 
@@ -73,14 +75,8 @@ pub async fn get_sku(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SkuBody>> {
-    if !catalog::valid_sku_id(&id) {
-        return Err(no_sku());
-    }
-    store::get_sku(&state.deps.db, &id)
-        .await
-        .map_err(db_error)?
-        .map(|sku| Json(sku.into()))
-        .ok_or_else(no_sku)
+    let sku = state.catalog.sku(&id).await.map_err(catalog_error)?;
+    Ok(Json(sku.into()))
 }
 
 #[utoipa::path(
@@ -103,22 +99,11 @@ pub async fn patch_sku(
     Path(id): Path<String>,
     ApiJson(changes): ApiJson<SkuChangesBody>,
 ) -> ApiResult<Json<SkuBody>> {
-    let changes = changes.into_domain();
-    if !catalog::valid_sku_id(&id) {
-        return Err(no_sku());
-    }
-    changes.validate().map_err(invalid)?;
-    let sku = store::update_sku(&state.deps.db, &id, &changes)
+    let sku = state
+        .catalog
+        .edit_sku(&id, &changes.into_domain())
         .await
-        .map_err(db_error)?
-        .ok_or_else(no_sku)?;
-    tracing::info!(
-        sku_id = %sku.id,
-        title_changed = changes.title.is_some(),
-        price_cents = ?changes.price_cents,
-        stock = ?changes.stock,
-        "SKU updated"
-    );
+        .map_err(catalog_error)?;
     Ok(Json(sku.into()))
 }
 
@@ -140,12 +125,11 @@ pub async fn create_coupon(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<NewCouponTemplateBody>,
 ) -> ApiResult<(StatusCode, Json<CouponTemplateBody>)> {
-    let input = input.into_domain();
-    input.validate().map_err(invalid)?;
-    let template = store::insert_coupon_template(&state.deps.db, &input)
+    let template = state
+        .catalog
+        .add_coupon_template(&input.into_domain())
         .await
-        .map_err(db_error)?
-        .ok_or_else(|| ApiError::conflict("code_taken", "a coupon template with this code exists"))?;
+        .map_err(catalog_error)?;
     Ok((StatusCode::CREATED, Json(template.into())))
 }
 
@@ -183,19 +167,11 @@ pub async fn grant_coupon(
     PathId(id): PathId,
     ApiJson(body): ApiJson<GrantBody>,
 ) -> ApiResult<(StatusCode, Json<GrantIds>)> {
-    if body.user_ids.is_empty() || body.user_ids.len() > 1000 || body.user_ids.iter().any(|u| *u <= 0) {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "user_ids: 1 to 1000 positive user ids",
-        ));
-    }
-    store::coupon_template(&state.deps.db, id)
+    let grants = state
+        .catalog
+        .grant_coupon(id, &body.user_ids)
         .await
-        .map_err(db_error)?
-        .ok_or_else(|| ApiError::not_found("coupon_not_found", "no such coupon template"))?;
-    let grants = store::grant_coupons(&state.deps.db, id, &body.user_ids)
-        .await
-        .map_err(db_error)?;
+        .map_err(catalog_error)?;
     Ok((StatusCode::CREATED, Json(GrantIds { grant_ids: grants })))
 }
 
