@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use order_core::app::catalog::CatalogAdmin;
 use order_core::app::checkout::Checkout;
 use order_core::app::lifecycle::OrderLifecycle;
 use order_core::app::order_status::{FirstAsked, OrderStatusReader};
@@ -13,6 +14,7 @@ use order_core::app::sale_admin::SaleAdmin;
 use order_core::app::seckill::SeckillOrders;
 use order_core::bus::JsonProducer;
 use order_core::postgres::promotions::PromotionRepo;
+use order_core::redis::deployment::DeploymentStore;
 use order_core::redis::stock::StockStore;
 use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};
 use order_core::runtime::cli::ReservedPort;
@@ -22,11 +24,16 @@ use order_core::runtime::supervisor::{Health, Supervisor};
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::order_watch::OrderWatch;
 use crate::promotion_cache::PromotionCache;
 use crate::rate_limit::RateLimits;
 use crate::routes;
+use crate::sale_counters::SaleCounters;
+use crate::sale_tokens::SaleTokens;
 use crate::settings::{Settings, StatusSource};
-use crate::state::AppContext;
+use crate::state::{
+    AdminRoutes, AppContext, AppState, CheckoutRoutes, OpsRoutes, OrderRoutes, SeckillRoutes,
+};
 
 #[derive(Debug)]
 pub struct Application {
@@ -95,70 +102,38 @@ impl Application {
         .context("lease a worker id for order ids")?;
         let mut supervisor = Supervisor::default();
         let cache = Arc::new(PromotionCache::default());
-        let state = Arc::new(AppContext {
-            auth: Arc::new(Authenticator::new(&settings.auth)),
-            limits: Arc::new(RateLimits::new(
-                &settings.rate_limit,
-                &settings.sale_tokens.per_user,
-            )?),
-            seckill_limiter: Arc::new(crate::shedding::SeckillLimiter::new(&settings.shedding)),
+        let limits = Arc::new(RateLimits::new(
+            &settings.rate_limit,
+            &settings.sale_tokens.per_user,
+        )?);
+        let counters: Arc<SaleCounters> = Default::default();
+        let stock = StockStore::new(deps.redis.clone());
+        let order_watch = Arc::new(OrderWatch::new(settings.orders.long_poll_max_waiters));
+        let deployment = DeploymentStore::new(
+            deps.redis.clone(),
+            &settings.pulsar.topic(&settings.pulsar.seckill_orders_topic),
+        );
+        let seckill_routes = SeckillRoutes {
+            limits: limits.clone(),
             cache: cache.clone(),
-            stock: StockStore::new(deps.redis.clone()),
+            stock: stock.clone(),
             seckill: SeckillOrders::new(
-                StockStore::new(deps.redis.clone()),
+                stock.clone(),
                 deps.confirmer.clone(),
                 Arc::new(publisher),
                 PromotionRepo::new(deps.db.clone()),
             ),
-            ids,
-            promotions: PromotionRepo::new(deps.db.clone()),
-            catalog: order_core::app::catalog::CatalogAdmin::new(deps.db.clone()),
-            sale_admin: SaleAdmin::new(
-                deps.db.clone(),
-                StockStore::new(deps.redis.clone()),
-                cache.clock.clone(),
-                Duration::from_secs(seckill.warmup_lead_secs),
-            ),
-            warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
-            counters: Default::default(),
-            deployment: order_core::redis::deployment::DeploymentStore::new(
-                deps.redis.clone(),
-                &settings.pulsar.topic(&settings.pulsar.seckill_orders_topic),
-            ),
-            sale_tokens: crate::sale_tokens::SaleTokens::new(
-                &settings.auth.sale_token_secret,
-                &settings.sale_tokens,
-            )
-            .context("set up sale tokens")?,
-            checkout: Checkout::new(
-                order_core::postgres::lazy_pool(&order_core::runtime::settings::DatabaseSettings {
-                    max_connections: settings.checkout.max_connections,
-                    ..settings.database.clone()
-                })?,
-                StockStore::new(deps.redis.clone()),
-                Duration::from_secs(settings.orders.payment_timeout_secs),
-                settings.pulsar.order_events_topic.clone(),
-            ),
-            checkout_slots: tokio::sync::Semaphore::new(settings.checkout.max_concurrency),
-            checkout_queue_timeout: Duration::from_millis(settings.checkout.queue_timeout_ms),
-            payments: settings.payments.clone(),
-            operator_lifecycle: OrderLifecycle::new(
-                deps.db.clone(),
-                StockStore::new(deps.redis.clone()),
-                settings.pulsar.order_events_topic.clone(),
-            ),
-            consumers_status_url: settings.dashboard.consumers_status_url.clone(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .context("build the HTTP client")?,
-            body_read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
-            health: supervisor.health(),
-            order_watch: Arc::new(crate::order_watch::OrderWatch::new(
-                settings.orders.long_poll_max_waiters,
-            )),
+            ids: ids.clone(),
+            counters: counters.clone(),
+            sale_tokens: SaleTokens::new(&settings.auth.sale_token_secret, &settings.sale_tokens)
+                .context("set up sale tokens")?,
+        };
+        let order_routes = OrderRoutes {
+            limits: limits.clone(),
+            cache: cache.clone(),
+            order_watch: order_watch.clone(),
             order_status: OrderStatusReader::new(
-                StockStore::new(deps.redis.clone()),
+                stock.clone(),
                 deps.db.clone(),
                 settings.archive.dir.clone(),
                 match settings.orders.status_source {
@@ -168,6 +143,68 @@ impl Application {
                 Duration::from_secs(settings.orders.status_max_age_secs),
             ),
             long_poll_max: Duration::from_millis(settings.orders.long_poll_max_ms),
+        };
+        let checkout_routes = CheckoutRoutes {
+            limits: limits.clone(),
+            cache: cache.clone(),
+            ids: ids.clone(),
+            checkout: Checkout::new(
+                order_core::postgres::lazy_pool(&order_core::runtime::settings::DatabaseSettings {
+                    max_connections: settings.checkout.max_connections,
+                    ..settings.database.clone()
+                })?,
+                stock.clone(),
+                Duration::from_secs(settings.orders.payment_timeout_secs),
+                settings.pulsar.order_events_topic.clone(),
+            ),
+            slots: tokio::sync::Semaphore::new(settings.checkout.max_concurrency),
+            queue_timeout: Duration::from_millis(settings.checkout.queue_timeout_ms),
+            payments: settings.payments.clone(),
+        };
+        let admin_routes = AdminRoutes {
+            cache: cache.clone(),
+            sale_admin: SaleAdmin::new(
+                deps.db.clone(),
+                stock.clone(),
+                cache.clock.clone(),
+                Duration::from_secs(seckill.warmup_lead_secs),
+            ),
+            catalog: CatalogAdmin::new(deps.db.clone()),
+            operator_lifecycle: OrderLifecycle::new(
+                deps.db.clone(),
+                stock.clone(),
+                settings.pulsar.order_events_topic.clone(),
+            ),
+            counters: counters.clone(),
+            deployment: deployment.clone(),
+        };
+        let ops_routes = OpsRoutes {
+            deps: deps.clone(),
+            health: supervisor.health(),
+            consumers_status_url: settings.dashboard.consumers_status_url.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .context("build the HTTP client")?,
+        };
+        let state = AppState::new(AppContext {
+            auth: Arc::new(Authenticator::new(&settings.auth)),
+            limits,
+            seckill_limiter: Arc::new(crate::shedding::SeckillLimiter::new(&settings.shedding)),
+            cache,
+            stock,
+            ids,
+            promotions: PromotionRepo::new(deps.db.clone()),
+            warmup_lead: Duration::from_secs(seckill.warmup_lead_secs),
+            counters,
+            deployment,
+            body_read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
+            order_watch,
+            seckill_routes: Arc::new(seckill_routes),
+            order_routes: Arc::new(order_routes),
+            checkout_routes: Arc::new(checkout_routes),
+            admin_routes: Arc::new(admin_routes),
+            ops_routes: Arc::new(ops_routes),
             deps,
         });
 

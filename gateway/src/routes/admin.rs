@@ -5,6 +5,7 @@
 //! maps its outcomes to answers.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 use axum::extract::{Query, State};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
-use crate::state::AppState;
+use crate::state::AdminRoutes;
 use crate::wire::promotions::{NewPromotionBody, PromotionBody, PromotionPatchBody, PromotionStateBody};
 use crate::wire::reports::ReconcileReportBody;
 
@@ -117,7 +118,7 @@ fn shard_stock_body(s: &ShardStock) -> ShardStockBody {
 )]
 pub async fn create_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     ApiJson(input): ApiJson<NewPromotionBody>,
 ) -> ApiResult<(StatusCode, Json<AdminPromotion>)> {
     let fields = PromotionFields::parse(input.into_domain().map_err(invalid_challenge)?).map_err(invalid)?;
@@ -156,7 +157,7 @@ pub struct PromotionPage {
 )]
 pub async fn list_promotions(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<PromotionPage>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
@@ -195,7 +196,7 @@ pub async fn list_promotions(
 )]
 pub async fn get_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<AdminPromotion>> {
     let view = state
@@ -223,7 +224,7 @@ pub async fn get_promotion(
 )]
 pub async fn patch_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
     ApiJson(patch): ApiJson<PromotionPatchBody>,
 ) -> ApiResult<Json<AdminPromotion>> {
@@ -251,7 +252,7 @@ pub async fn patch_promotion(
 )]
 pub async fn delete_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     state
@@ -262,7 +263,7 @@ pub async fn delete_promotion(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<AdminPromotion>> {
+async fn set_paused(state: Arc<AdminRoutes>, id: i64, paused: bool) -> ApiResult<Json<AdminPromotion>> {
     let view = state
         .sale_admin
         .set_paused(state.cache.as_ref(), id, paused)
@@ -286,7 +287,7 @@ async fn set_paused(state: AppState, id: i64, paused: bool) -> ApiResult<Json<Ad
 )]
 pub async fn pause_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<AdminPromotion>> {
     set_paused(state, id, true).await
@@ -307,7 +308,7 @@ pub async fn pause_promotion(
 )]
 pub async fn resume_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<AdminPromotion>> {
     set_paused(state, id, false).await
@@ -337,7 +338,7 @@ pub struct AddStock {
 )]
 pub async fn add_stock(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
     ApiJson(body): ApiJson<AddStock>,
 ) -> ApiResult<Json<AdminPromotion>> {
@@ -364,7 +365,7 @@ pub async fn add_stock(
 )]
 pub async fn warmup_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<WarmedUp>> {
     let remaining = state
@@ -472,7 +473,7 @@ pub struct InstanceBody {
 const LIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The deployment's totals: the other gateways' as last written to Redis, this one's now.
-async fn deployment_traffic(state: &AppState, id: i64) -> Result<SaleTraffic, ApiError> {
+async fn deployment_traffic(state: &AdminRoutes, id: i64) -> Result<SaleTraffic, ApiError> {
     let counts = state
         .counters
         .deployment(&state.deployment, id)
@@ -499,7 +500,7 @@ fn deployment_error(e: redis::RedisError) -> ApiError {
 )]
 pub async fn promotion_stats(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<PromotionStats>> {
     let figures = state.sale_admin.figures(id).await.map_err(admin_error)?;
@@ -560,7 +561,7 @@ pub struct ReconcileQuery {
 )]
 pub async fn reconcile_promotion(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
     query: Result<Query<ReconcileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<ReconcileReportBody>> {

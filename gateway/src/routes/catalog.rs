@@ -8,13 +8,14 @@ use order_core::app::lifecycle::Actor;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::order_transitions::{checkout_error, transition_result, NewStatus};
-use crate::state::AppState;
+use crate::state::AdminRoutes;
 use crate::wire::catalog::{CouponTemplateBody, NewCouponTemplateBody, SkuBody, SkuChangesBody};
 
 /// Every refusal and failure of the catalog, with its code and status.
@@ -47,7 +48,7 @@ fn catalog_error(e: CatalogAdminError) -> ApiError {
 )]
 pub async fn create_sku(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     ApiJson(body): ApiJson<SkuBody>,
 ) -> ApiResult<(StatusCode, Json<SkuBody>)> {
     let sku = state
@@ -72,7 +73,7 @@ pub async fn create_sku(
 )]
 pub async fn get_sku(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SkuBody>> {
     let sku = state.catalog.sku(&id).await.map_err(catalog_error)?;
@@ -95,7 +96,7 @@ pub async fn get_sku(
 )]
 pub async fn patch_sku(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     Path(id): Path<String>,
     ApiJson(changes): ApiJson<SkuChangesBody>,
 ) -> ApiResult<Json<SkuBody>> {
@@ -122,7 +123,7 @@ pub async fn patch_sku(
 )]
 pub async fn create_coupon(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     ApiJson(input): ApiJson<NewCouponTemplateBody>,
 ) -> ApiResult<(StatusCode, Json<CouponTemplateBody>)> {
     let template = state
@@ -163,7 +164,7 @@ pub struct GrantBody {
 )]
 pub async fn grant_coupon(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
     ApiJson(body): ApiJson<GrantBody>,
 ) -> ApiResult<(StatusCode, Json<GrantIds>)> {
@@ -175,7 +176,7 @@ pub async fn grant_coupon(
     Ok((StatusCode::CREATED, Json(GrantIds { grant_ids: grants })))
 }
 
-async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> ApiResult<Json<NewStatus>> {
+async fn admin_transition(state: &AdminRoutes, id: i64, event: OrderEventKind) -> ApiResult<Json<NewStatus>> {
     let result = state
         .operator_lifecycle
         .apply(state.cache.as_ref(), OrderId(id), Actor::Operator, event)
@@ -200,7 +201,7 @@ async fn admin_transition(state: &AppState, id: i64, event: OrderEventKind) -> A
 )]
 pub async fn approve_refund(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<NewStatus>> {
     admin_transition(&state, id, OrderEventKind::Refund).await
@@ -221,7 +222,7 @@ pub async fn approve_refund(
 )]
 pub async fn complete_order(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<NewStatus>> {
     admin_transition(&state, id, OrderEventKind::Complete).await

@@ -12,6 +12,7 @@ use order_core::domain::checkout::Placement;
 use order_core::domain::ids::OrderId;
 use order_core::domain::lifecycle::OrderEventKind;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tokio::sync::SemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
 
@@ -19,14 +20,14 @@ use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::order_transitions::{checkout_error, transition_result, NewStatus};
-use crate::state::AppState;
+use crate::state::CheckoutRoutes;
 use crate::wire::catalog::HeldCouponBody;
 use crate::wire::checkout::{BreakdownBody, CheckoutBody, OrderViewBody, PlacedOrderBody};
 use crate::wire::OrderIdSchema;
 
 /// A slot of checkout's concurrency limit, or 503 `busy` after the queue timeout.
-async fn slot(state: &AppState) -> ApiResult<SemaphorePermit<'_>> {
-    match tokio::time::timeout(state.checkout_queue_timeout, state.checkout_slots.acquire()).await {
+async fn slot(state: &CheckoutRoutes) -> ApiResult<SemaphorePermit<'_>> {
+    match tokio::time::timeout(state.queue_timeout, state.slots.acquire()).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -56,7 +57,7 @@ fn db_error(e: order_core::postgres::Error) -> ApiError {
     ),
 )]
 pub async fn preview(
-    State(state): State<AppState>,
+    State(state): State<Arc<CheckoutRoutes>>,
     user: User,
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> ApiResult<Json<BreakdownBody>> {
@@ -87,7 +88,7 @@ pub async fn preview(
     ),
 )]
 pub async fn place(
-    State(state): State<AppState>,
+    State(state): State<Arc<CheckoutRoutes>>,
     user: User,
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> ApiResult<(StatusCode, Json<PlacedOrderBody>)> {
@@ -135,7 +136,7 @@ pub struct OrderPage {
     ),
 )]
 pub async fn list_orders(
-    State(state): State<AppState>,
+    State(state): State<Arc<CheckoutRoutes>>,
     user: User,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<OrderPage>> {
@@ -191,7 +192,7 @@ pub struct PaymentRequest {
     ),
 )]
 pub async fn pay(
-    State(state): State<AppState>,
+    State(state): State<Arc<CheckoutRoutes>>,
     PathId(id): PathId,
     user: User,
 ) -> ApiResult<Json<PaymentRequest>> {
@@ -221,7 +222,7 @@ pub async fn pay(
 }
 
 async fn user_transition(
-    state: &AppState,
+    state: &CheckoutRoutes,
     id: i64,
     user: User,
     event: OrderEventKind,
@@ -249,7 +250,7 @@ async fn user_transition(
     ),
 )]
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<Arc<CheckoutRoutes>>,
     PathId(id): PathId,
     user: User,
 ) -> ApiResult<Json<NewStatus>> {
@@ -270,7 +271,7 @@ pub async fn cancel(
     ),
 )]
 pub async fn request_refund(
-    State(state): State<AppState>,
+    State(state): State<Arc<CheckoutRoutes>>,
     PathId(id): PathId,
     user: User,
 ) -> ApiResult<Json<NewStatus>> {
@@ -287,7 +288,10 @@ pub async fn request_refund(
         crate::responses::CheckoutFailures,
     ),
 )]
-pub async fn my_coupons(State(state): State<AppState>, user: User) -> ApiResult<Json<Vec<HeldCouponBody>>> {
+pub async fn my_coupons(
+    State(state): State<Arc<CheckoutRoutes>>,
+    user: User,
+) -> ApiResult<Json<Vec<HeldCouponBody>>> {
     let _slot = slot(&state).await?;
     let coupons = state.checkout.coupons(user.id).await.map_err(db_error)?;
     Ok(Json(coupons.into_iter().map(HeldCouponBody::from).collect()))

@@ -5,9 +5,10 @@ use axum::extract::State;
 use axum::response::Html;
 use axum::Json;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 use crate::auth::Admin;
-use crate::state::AppState;
+use crate::state::OpsRoutes;
 
 const PAGE: &str = include_str!("../../static/dashboard.html");
 
@@ -35,7 +36,7 @@ pub async fn page() -> Html<&'static str> {
         (status = 401, body = crate::error::ErrorBody),
     ),
 )]
-pub async fn pipeline(_: Admin, State(state): State<AppState>) -> Json<Value> {
+pub async fn pipeline(_: Admin, State(state): State<Arc<OpsRoutes>>) -> Json<Value> {
     let fetched = async {
         state
             .http

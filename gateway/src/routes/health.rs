@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
 use order_core::runtime::supervisor::HealthReport;
+use std::sync::Arc;
 
-use crate::state::AppState;
+use crate::state::OpsRoutes;
 use crate::wire::reports::ReadinessBody;
 
 #[utoipa::path(
@@ -19,7 +20,7 @@ use crate::wire::reports::ReadinessBody;
         (status = 503, description = "a background task stopped (named, with its cause); the gateway is stopping"),
     ),
 )]
-pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
+pub async fn healthz(State(state): State<Arc<OpsRoutes>>) -> (StatusCode, Json<HealthReport>) {
     let report = state.health.report();
     let status = match report.failure {
         None => StatusCode::OK,
@@ -37,7 +38,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthR
         (status = 503, body = ReadinessBody),
     ),
 )]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ReadinessBody>) {
+pub async fn readyz(State(state): State<Arc<OpsRoutes>>) -> (StatusCode, Json<ReadinessBody>) {
     let report = state.deps.readiness().await;
     let status = if report.ready {
         StatusCode::OK

@@ -6,6 +6,7 @@
 //! database, the archive) is the status use case's business
 //! (`order_core::app::order_status`); this file parses, waits and maps.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -18,7 +19,7 @@ use utoipa::IntoParams;
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathId;
-use crate::state::AppState;
+use crate::state::OrderRoutes;
 use crate::wire::checkout::OrderViewBody;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -51,7 +52,7 @@ pub struct OrderQuery {
     ),
 )]
 pub async fn get_order(
-    State(state): State<AppState>,
+    State(state): State<Arc<OrderRoutes>>,
     PathId(id): PathId,
     user: User,
     query: Result<Query<OrderQuery>, axum::extract::rejection::QueryRejection>,
@@ -106,7 +107,7 @@ pub async fn get_order(
 
 /// The order as it stands, looked up by the status use case with this gateway's current
 /// sales.
-async fn current(state: &AppState, order_id: OrderId, user: UserId) -> ApiResult<Option<OrderView>> {
+async fn current(state: &OrderRoutes, order_id: OrderId, user: UserId) -> ApiResult<Option<OrderView>> {
     state
         .order_status
         .current(state.cache.as_ref(), order_id, user)

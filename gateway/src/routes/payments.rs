@@ -15,9 +15,10 @@ use hmac::{Hmac, Mac};
 use order_core::domain::checkout::CallbackOutcome;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
+use std::sync::Arc;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::CheckoutRoutes;
 use crate::wire::checkout::PaymentCallbackBody;
 
 pub const SIGNATURE_HEADER: &str = "x-signature";
@@ -65,7 +66,7 @@ pub struct CallbackReply {
     ),
 )]
 pub async fn payment_callback(
-    State(state): State<AppState>,
+    State(state): State<Arc<CheckoutRoutes>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<CallbackReply>)> {

@@ -4,12 +4,13 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
 use crate::extract::PathId;
 use crate::promotion_cache::CachedPromotion;
-use crate::state::AppState;
+use crate::state::SeckillRoutes;
 use crate::wire::promotions::PromotionStateBody;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,7 +65,7 @@ impl PublicPromotion {
     ),
 )]
 pub async fn get_promotion(
-    State(state): State<AppState>,
+    State(state): State<Arc<SeckillRoutes>>,
     PathId(id): PathId,
 ) -> ApiResult<Json<PublicPromotion>> {
     let entry = state.current_sale(id).await?;

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 use crate::auth::User;
@@ -16,7 +17,7 @@ use crate::error::ApiResult;
 use crate::extract::{ApiJson, PathId};
 use crate::sale_counters::SaleEvent;
 use crate::sale_tokens::{ChallengeAnswer, ChallengeView};
-use crate::state::AppState;
+use crate::state::SeckillRoutes;
 
 /// What to pass before a token: `none` (ask for the token right away), `proof_of_work`
 /// (find a decimal `nonce` such that SHA-256 of `puzzle + ":" + nonce` starts with
@@ -76,7 +77,7 @@ fn at(ms: i64) -> DateTime<Utc> {
     ),
 )]
 pub async fn get_challenge(
-    State(state): State<AppState>,
+    State(state): State<Arc<SeckillRoutes>>,
     PathId(promotion_id): PathId,
     user: User,
 ) -> ApiResult<Json<ChallengeOffer>> {
@@ -132,7 +133,7 @@ pub async fn get_challenge(
     ),
 )]
 pub async fn issue_sale_token(
-    State(state): State<AppState>,
+    State(state): State<Arc<SeckillRoutes>>,
     PathId(promotion_id): PathId,
     user: User,
     ApiJson(body): ApiJson<SaleTokenRequest>,

@@ -19,6 +19,7 @@ use order_core::app::seckill::{
 use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId};
 use order_core::domain::promotion::PromotionState;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 use crate::auth::User;
@@ -26,7 +27,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathId};
 use crate::promotion_cache::LocalDecision;
 use crate::sale_counters::{SaleEvent, SaleRejection};
-use crate::state::AppState;
+use crate::state::SeckillRoutes;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -132,7 +133,7 @@ fn retry_later(code: &'static str, message: String) -> ApiError {
     ),
 )]
 pub async fn place_seckill_order(
-    State(state): State<AppState>,
+    State(state): State<Arc<SeckillRoutes>>,
     PathId(promotion_id): PathId,
     user: User,
     headers: HeaderMap,
@@ -174,7 +175,7 @@ fn closed(state: PromotionState) -> Refusal {
 }
 
 async fn place(
-    state: &AppState,
+    state: &SeckillRoutes,
     promotion: PromotionId,
     user: User,
     headers: &HeaderMap,
