@@ -391,6 +391,53 @@ async fn the_writers_pace_does_not_grant_again_what_a_lost_write_had_granted() {
     );
 }
 
+/// A gateway starting while a replica lags is not refused its worker id: a take the replicas
+/// did not confirm in time does not count (nothing is minted on it), and is asked for again
+/// until they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_id_taken_while_a_replica_lags_is_leased_once_the_replica_catches_up() {
+    let stack = stack(replicated()).await;
+    let settings = redis_settings(&stack);
+    let replica_timeout = Duration::from_millis(300);
+    let worker_id = random_worker_id();
+    let key = format!("seckill:worker:{worker_id}");
+    let replica = blocking(|| stack.replica_part(&key));
+    blocking(|| stack.pause_part(&replica));
+    let confirmations = confirmer(&settings).await;
+    let acquiring = tokio::spawn(WorkerLease::acquire(
+        confirmations.connection(),
+        unique("lagging"),
+        LeaseSettings {
+            ttl: Duration::from_secs(3),
+            worker_id: Some(worker_id),
+            replicas: settings.replicas_acked(),
+            replica_timeout,
+        },
+    ));
+    let master = connect(&settings).await;
+    poll_until(Duration::from_secs(10), "the take on the master", || {
+        let mut master = master.clone();
+        let key = key.clone();
+        async move {
+            let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut master).await.ok()?;
+            holder.map(|_| ())
+        }
+    })
+    .await;
+    // Past the replica timeout: the first take went unconfirmed.
+    tokio::time::sleep(replica_timeout * 2).await;
+    assert!(
+        !acquiring.is_finished(),
+        "no lease (and no failed start) while only the master holds it"
+    );
+    blocking(|| stack.resume_part(&replica));
+    let lease = acquiring
+        .await
+        .expect("join")
+        .expect("the worker id, once the replica has it");
+    assert_eq!(lease.worker_id(), Some(worker_id));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_id_whose_node_changed_history_is_not_handed_out_for_one_lease_length() {
     let stack = stack(replicated()).await;

@@ -122,7 +122,7 @@ impl WorkerLease {
         match settings.worker_id {
             Some(id) => {
                 let deadline = Instant::now() + settings.ttl + Duration::from_millis(500);
-                while !lease.try_take(id).await? {
+                while !lease.take_replicated(id).await? {
                     if Instant::now() >= deadline {
                         return Err(LeaseError::Taken(id));
                     }
@@ -212,6 +212,28 @@ impl WorkerLease {
         Ok((code, redis_ms, sent, Instant::now()))
     }
 
+    /// Take `worker_id`, waiting out replicas that lag (a start-up under load): a take the
+    /// replicas did not confirm in time does not count, and is asked for again for up to one
+    /// lease length. The master holds this process's token by then, so the script takes it
+    /// again; if another gateway got it meanwhile (a failover lost the take), it answers no.
+    async fn take_replicated(&self, worker_id: u16) -> Result<bool, LeaseError> {
+        let deadline = Instant::now() + self.settings.ttl;
+        loop {
+            match self.try_take(worker_id).await {
+                Err(LeaseError::Unreplicated { acked, wanted, .. }) if Instant::now() < deadline => {
+                    tracing::info!(
+                        worker_id,
+                        acked,
+                        wanted,
+                        "a worker-id lease has not reached the replicas in time; asking again"
+                    );
+                    tokio::time::sleep(self.settings.ttl / 20).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn try_take(&self, worker_id: u16) -> Result<bool, LeaseError> {
         let (code, redis_ms, sent, arrived) = self.call(&self.acquire, worker_id).await?;
         let taken = code == 1;
@@ -254,7 +276,7 @@ impl WorkerLease {
         let start = uuid_like_start(&self.token, slots);
         for i in 0..slots {
             let id = ((start + i) % slots) as u16;
-            if self.try_take(id).await? {
+            if self.take_replicated(id).await? {
                 return Ok(());
             }
         }
