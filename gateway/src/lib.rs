@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod error_codes;
 pub mod extract;
 pub mod openapi;
 pub mod order_transitions;

@@ -64,7 +64,7 @@ impl SaleRejection {
         }
     }
 
-    fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             SaleRejection::SoldOut | SaleRejection::LimitExceeded => StatusCode::CONFLICT,
             SaleRejection::Recovering => StatusCode::SERVICE_UNAVAILABLE,

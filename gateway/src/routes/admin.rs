@@ -45,13 +45,16 @@ pub struct ShardStockBody {
     pub lent: i64,
 }
 
-fn invalid(e: PromotionError) -> ApiError {
+/// A change the sale's state forbids is a conflict; the rest are invalid fields.
+pub(crate) fn invalid_status(e: &PromotionError) -> StatusCode {
     match e {
-        PromotionError::LockedWhileRunning(_) | PromotionError::Ended => {
-            ApiError::conflict(e.code(), e.to_string())
-        }
-        _ => ApiError::unprocessable(e.code(), e.to_string()),
+        PromotionError::LockedWhileRunning(_) | PromotionError::Ended => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
+}
+
+fn invalid(e: PromotionError) -> ApiError {
+    ApiError::new(invalid_status(&e), e.code(), e.to_string())
 }
 
 fn invalid_challenge(e: order_core::domain::sale_access::ChallengeError) -> ApiError {
