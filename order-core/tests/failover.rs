@@ -392,8 +392,9 @@ async fn the_writers_pace_does_not_grant_again_what_a_lost_write_had_granted() {
 }
 
 /// A gateway starting while a replica lags is not refused its worker id: a take the replicas
-/// did not confirm in time does not count (nothing is minted on it), and is asked for again
-/// until they do.
+/// did not confirm in time does not count (nothing is minted on it), nor does one a master
+/// refuses without its replica (`NOREPLICAS`, on the Cluster once the lag passes
+/// `min-replicas-max-lag`); it is asked for again until they catch up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_id_taken_while_a_replica_lags_is_leased_once_the_replica_catches_up() {
     let stack = stack(replicated()).await;
@@ -408,7 +409,7 @@ async fn a_worker_id_taken_while_a_replica_lags_is_leased_once_the_replica_catch
         confirmations.connection(),
         unique("lagging"),
         LeaseSettings {
-            ttl: Duration::from_secs(3),
+            ttl: Duration::from_secs(15),
             worker_id: Some(worker_id),
             replicas: settings.replicas_acked(),
             replica_timeout,
@@ -424,8 +425,23 @@ async fn a_worker_id_taken_while_a_replica_lags_is_leased_once_the_replica_catch
         }
     })
     .await;
-    // Past the replica timeout: the first take went unconfirmed.
-    tokio::time::sleep(replica_timeout * 2).await;
+    // Until the master refuses writes without its replica (past `min-replicas-max-lag`):
+    // every take since went unconfirmed, then was refused.
+    let probe = format!("{{{key}}}:probe");
+    poll_until(Duration::from_secs(20), "the master to refuse writes", || {
+        let mut master = master.clone();
+        let probe = probe.clone();
+        async move {
+            let refused = redis::cmd("SET")
+                .arg(&probe)
+                .arg(1)
+                .query_async::<()>(&mut master)
+                .await
+                .err()?;
+            (refused.code() == Some("NOREPLICAS")).then_some(())
+        }
+    })
+    .await;
     assert!(
         !acquiring.is_finished(),
         "no lease (and no failed start) while only the master holds it"

@@ -60,6 +60,20 @@ pub enum LeaseError {
     Unreplicated { worker_id: u16, acked: u8, wanted: u8 },
 }
 
+impl LeaseError {
+    /// The replicas lag: the take reached none in time, or the master refused to write
+    /// without them (`NOREPLICAS`, past `min-replicas-max-lag`). Both pass once they catch up.
+    fn replicas_lag(&self) -> bool {
+        match self {
+            LeaseError::Unreplicated { .. } => true,
+            LeaseError::Redis(e) => crate::runtime::transient::server_error_codes(e)
+                .iter()
+                .any(|code| code == "NOREPLICAS"),
+            _ => false,
+        }
+    }
+}
+
 /// Minting is refused: this gateway holds no valid lease right now (503 until it does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no valid worker-id lease; order ids cannot be minted right now")]
@@ -214,19 +228,15 @@ impl WorkerLease {
 
     /// Take `worker_id`, waiting out replicas that lag (a start-up under load): a take the
     /// replicas did not confirm in time does not count, and is asked for again for up to one
-    /// lease length. The master holds this process's token by then, so the script takes it
-    /// again; if another gateway got it meanwhile (a failover lost the take), it answers no.
+    /// lease length, as is one the master refused for want of replicas. The master may hold
+    /// this process's token by then, so the script takes it again; if another gateway got it
+    /// meanwhile (a failover lost the take), it answers no.
     async fn take_replicated(&self, worker_id: u16) -> Result<bool, LeaseError> {
         let deadline = Instant::now() + self.settings.ttl;
         loop {
             match self.try_take(worker_id).await {
-                Err(LeaseError::Unreplicated { acked, wanted, .. }) if Instant::now() < deadline => {
-                    tracing::info!(
-                        worker_id,
-                        acked,
-                        wanted,
-                        "a worker-id lease has not reached the replicas in time; asking again"
-                    );
+                Err(e) if e.replicas_lag() && Instant::now() < deadline => {
+                    tracing::info!(worker_id, error = %e, "a worker-id lease waits for the replicas; asking again");
                     tokio::time::sleep(self.settings.ttl / 20).await;
                 }
                 other => return other,

@@ -40,7 +40,18 @@ impl Transient for redis::RedisError {
         // memory, without its replicas or unable to persist answers these until it recovers.
         const OVERLOADED: [&str; 4] = ["BUSY", "OOM", "NOREPLICAS", "MISCONF"];
         !matches!(self.retry_method(), redis::RetryMethod::NoRetry)
-            || self.code().is_some_and(|code| OVERLOADED.contains(&code))
+            || server_error_codes(self)
+                .iter()
+                .any(|code| OVERLOADED.contains(&code.as_str()))
+    }
+}
+
+/// The error codes the server answered: the reply's own, or each failed command's of a
+/// pipeline (whose error has no code of its own).
+pub fn server_error_codes(e: &redis::RedisError) -> Vec<String> {
+    match e.clone().into_server_errors() {
+        Some(errors) => errors.iter().map(|(_, err)| err.code().to_owned()).collect(),
+        None => e.code().map(str::to_owned).into_iter().collect(),
     }
 }
 
