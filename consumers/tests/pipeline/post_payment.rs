@@ -476,23 +476,24 @@ async fn a_paid_order_waits_for_its_handover_and_can_be_refunded_meanwhile() {
         (200, Some("refund_requested")),
         "{body}"
     );
-    // The other one ships, but not before the delay.
-    poll_until(Duration::from_secs(30), "the paid order shipped", || async {
+    // The other one ships, but not before the delay. The relay commits the order's move to
+    // `shipped`, then records the hand-over: wait for both.
+    let waited: f64 = poll_until(Duration::from_secs(30), "the paid order shipped and handed over", || async {
         let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
             .bind(shipped.parse::<i64>().expect("id"))
             .fetch_one(&pool)
             .await
             .expect("status");
-        (status == "shipped").then_some(())
+        let waited: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM handed_over_at - created_at)::float8 FROM shipments WHERE order_id = $1",
+        )
+        .bind(shipped.parse::<i64>().expect("id"))
+        .fetch_one(&pool)
+        .await
+        .expect("hand-over time");
+        waited.filter(|_| status == "shipped")
     })
     .await;
-    let waited: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM handed_over_at - created_at)::float8 FROM shipments WHERE order_id = $1",
-    )
-    .bind(shipped.parse::<i64>().expect("id"))
-    .fetch_one(&pool)
-    .await
-    .expect("hand-over time");
     assert!(waited >= 5.0, "handed over {waited} s after payment");
     consumers.stop().await;
 }
