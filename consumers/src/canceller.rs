@@ -25,12 +25,11 @@ impl PaymentTimeoutCanceller {
     }
 
     pub async fn run_once(&self) -> anyhow::Result<()> {
-        let cancelled = self.expiry.cancel_expired().await?;
-        self.stats.count(Counter::OrdersCancelled, cancelled);
-        let returned = self.expiry.return_stock().await?;
-        self.stats.count(Counter::StockReturned, returned);
-        let published = self.expiry.relay_outbox().await?;
-        self.stats.count(Counter::OutboxPublished, published);
-        Ok(())
+        let count = |counter| move |n| self.stats.count(counter, n);
+        self.expiry
+            .cancel_expired(count(Counter::OrdersCancelled))
+            .await?;
+        self.expiry.return_stock(count(Counter::StockReturned)).await?;
+        self.expiry.relay_outbox(count(Counter::OutboxPublished)).await
     }
 }

@@ -23,10 +23,12 @@ impl RecoverySweeper {
     }
 
     pub async fn sweep(&self) -> anyhow::Result<()> {
-        let report = self.sweep.sweep().await?;
-        self.stats.count(Counter::SweeperRepublished, report.republished);
-        self.stats.count(Counter::SweeperConflicts, report.conflicts);
-        self.stats.count(Counter::SweeperCleared, report.cleared);
-        Ok(())
+        self.sweep
+            .sweep(|shard| {
+                self.stats.count(Counter::SweeperRepublished, shard.republished);
+                self.stats.count(Counter::SweeperConflicts, shard.conflicts);
+                self.stats.count(Counter::SweeperCleared, shard.cleared);
+            })
+            .await
     }
 }

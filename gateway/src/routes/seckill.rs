@@ -13,9 +13,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use order_core::app::seckill::{
-    self, Awaiting, PastSale, PlaceError, Refusal as SeckillRefusal, SeckillOrder,
-};
+use order_core::app::seckill::{Awaiting, PlaceError, Refusal as SeckillRefusal, SeckillOrder};
 use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId};
 use order_core::domain::promotion::PromotionState;
 use serde::{Deserialize, Serialize};
@@ -196,14 +194,14 @@ async fn place(
     else {
         // Not a current sale: it may have ended long ago, and a retry still gets its order
         // (on its buyer's shard: the row says how many the sale has).
-        let past = state
+        let held = state
             .seckill
             .held_in_past_sale(promotion_id, user.id, &request_id)
             .await
             .map_err(place_error)?;
-        return match past {
-            Some(PastSale { held: Some(order_id) }) => Ok(queued(order_id)),
-            _ => Err(ApiError::not_found("promotion_not_found", "no such promotion").into()),
+        return match held {
+            Some(order_id) => Ok(queued(order_id)),
+            None => Err(ApiError::not_found("promotion_not_found", "no such promotion").into()),
         };
     };
     let now = state.cache.clock.now();
@@ -253,23 +251,21 @@ async fn place(
     }
     let placed = state
         .seckill
-        .place(SeckillOrder {
-            promotion: &entry.promotion,
-            user: user.id,
-            request_id: &request_id,
-            quantity,
-            order_id,
-            now_ms: state.cache.clock.now_ms(),
-        })
+        .place(
+            SeckillOrder {
+                promotion: &entry.promotion,
+                user: user.id,
+                request_id: &request_id,
+                quantity,
+                order_id,
+                clock: &state.cache.clock,
+            },
+            |remaining| entry.reserved(remaining),
+        )
         .await
         .map_err(place_error)?;
     match placed {
-        Ok(seckill::Queued { order_id, remaining }) => {
-            if let Some(remaining) = remaining {
-                entry.reserved(remaining);
-            }
-            Ok(queued(order_id))
-        }
+        Ok(order_id) => Ok(queued(order_id)),
         Err(refusal) => {
             // What Redis found closed is this gateway's news too: later requests are
             // refused without I/O.

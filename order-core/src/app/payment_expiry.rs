@@ -46,14 +46,14 @@ impl PaymentExpiry {
         }
     }
 
-    /// Cancel every unpaid order past its deadline; how many.
-    pub async fn cancel_expired(&self) -> anyhow::Result<u64> {
-        let mut total = 0;
+    /// Cancel every unpaid order past its deadline; `done` hears each batch's count once it
+    /// is committed.
+    pub async fn cancel_expired(&self, mut done: impl FnMut(u64)) -> anyhow::Result<()> {
         loop {
             let cancelled = cancel_expired(&self.db, self.batch_size, &self.order_events_topic)
                 .await
                 .context("cancel expired orders")?;
-            total += cancelled.len() as u64;
+            done(cancelled.len() as u64);
             if !cancelled.is_empty() {
                 tracing::info!(
                     count = cancelled.len(),
@@ -61,26 +61,25 @@ impl PaymentExpiry {
                 );
             }
             if (cancelled.len() as i64) < self.batch_size {
-                return Ok(total);
+                return Ok(());
             }
         }
     }
 
-    /// Apply the pending stock returns to Redis; how many.
-    pub async fn return_stock(&self) -> anyhow::Result<u64> {
-        let mut total = 0;
+    /// Apply the pending stock returns to Redis; `done` hears each batch's count.
+    pub async fn return_stock(&self, mut done: impl FnMut(u64)) -> anyhow::Result<()> {
         loop {
             let pending = pending_stock_returns(&self.db, self.batch_size)
                 .await
                 .context("read stock returns")?;
             if pending.is_empty() {
-                return Ok(total);
+                return Ok(());
             }
-            let mut done = Vec::with_capacity(pending.len());
+            let mut returned = Vec::with_capacity(pending.len());
             for r in &pending {
                 if r.retired {
                     // An ended sale that left Redis: its stock no longer sells.
-                    done.push(r.order_id);
+                    returned.push(r.order_id);
                     continue;
                 }
                 let sale =
@@ -89,27 +88,26 @@ impl PaymentExpiry {
                     .release(sale, r.user_id, OrderId(r.order_id))
                     .await
                     .context("return stock to Redis")?;
-                done.push(r.order_id);
+                returned.push(r.order_id);
             }
-            complete_stock_returns(&self.db, &done)
+            complete_stock_returns(&self.db, &returned)
                 .await
                 .context("complete stock returns")?;
-            total += done.len() as u64;
+            done(returned.len() as u64);
             if (pending.len() as i64) < self.batch_size {
-                return Ok(total);
+                return Ok(());
             }
         }
     }
 
-    /// Publish the outbox's events and delete them; how many.
-    pub async fn relay_outbox(&self) -> anyhow::Result<u64> {
-        let mut total = 0;
+    /// Publish the outbox's events and delete them; `done` hears each batch's count.
+    pub async fn relay_outbox(&self, mut done: impl FnMut(u64)) -> anyhow::Result<()> {
         loop {
             let events = outbox::pending(&self.db, self.batch_size)
                 .await
                 .context("read the outbox")?;
             if events.is_empty() {
-                return Ok(total);
+                return Ok(());
             }
             let mut published = Vec::with_capacity(events.len());
             for event in &events {
@@ -127,9 +125,9 @@ impl PaymentExpiry {
             outbox::delete(&self.db, &published)
                 .await
                 .context("delete published outbox events")?;
-            total += published.len() as u64;
+            done(published.len() as u64);
             if published.len() < events.len() || (events.len() as i64) < self.batch_size {
-                return Ok(total);
+                return Ok(());
             }
         }
     }

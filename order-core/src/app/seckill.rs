@@ -22,6 +22,7 @@ use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::reservation::Reservation;
 use crate::domain::shards::SaleShards;
 use crate::postgres::promotions::PromotionRepo;
+use crate::redis::clock::RedisClock;
 use crate::redis::durability::{Claim, Confirmation, Confirmer};
 use crate::redis::stock::{IfStarted, ReserveOutcome, StockError, StockStore, SyncOutcome};
 use crate::runtime::metrics::timed;
@@ -37,16 +38,8 @@ pub struct SeckillOrder<'a> {
     /// Minted for this request under the caller's worker-id lease; a retry is answered with
     /// the order id its first attempt got instead.
     pub order_id: OrderId,
-    /// When the reservation is taken (Unix ms, Redis' clock as the caller reads it).
-    pub now_ms: i64,
-}
-
-/// An order on its way to the database: answered 202.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Queued {
-    pub order_id: OrderId,
-    /// Units left after a new reservation (`None` for a retry of an order held before).
-    pub remaining: Option<i64>,
+    /// Redis' clock as the caller reads it: stamps the reservation once it is taken.
+    pub clock: &'a RedisClock,
 }
 
 /// Why an order was not queued.
@@ -139,8 +132,14 @@ impl SeckillOrders {
         }
     }
 
-    /// Reserve, confirm and publish one order (or, for a retry, its first attempt's order).
-    pub async fn place(&self, order: SeckillOrder<'_>) -> Result<Result<Queued, Refusal>, PlaceError> {
+    /// Reserve, confirm and publish one order (or, for a retry, its first attempt's order):
+    /// `Ok(order id)` once it is on its way to the database (a 202). `on_reserved` hears the
+    /// units left as soon as a new unit is taken, whatever the confirmation then says.
+    pub async fn place(
+        &self,
+        order: SeckillOrder<'_>,
+        on_reserved: impl FnOnce(i64),
+    ) -> Result<Result<OrderId, Refusal>, PlaceError> {
         let promotion = order.promotion;
         let reserve = || {
             timed(
@@ -181,20 +180,18 @@ impl SeckillOrders {
         }
         Ok(match outcome {
             ReserveOutcome::Reserved { order_id, remaining } => {
+                on_reserved(remaining);
                 let reservation = Reservation {
                     order_id,
                     user_id,
                     quantity: order.quantity.get(),
-                    reserved_at_ms: order.now_ms,
+                    reserved_at_ms: order.clock.now_ms(),
                     request_id: order.request_id.as_str().to_owned(),
                 };
                 tracing::debug!(promotion_id = promotion.id, remaining, "reserved; publishing");
                 self.confirm_and_publish(promotion, &reservation, Claim::New)
                     .await?
-                    .map(|()| Queued {
-                        order_id,
-                        remaining: Some(remaining),
-                    })
+                    .map(|()| order_id)
             }
             ReserveOutcome::Duplicate {
                 order_id,
@@ -211,10 +208,7 @@ impl SeckillOrders {
                     }
                     _ => Ok(()),
                 };
-                sent.map(|()| Queued {
-                    order_id,
-                    remaining: None,
-                })
+                sent.map(|()| order_id)
             }
             ReserveOutcome::SoldOut => Err(Refusal::Closed(PromotionState::SoldOut)),
             ReserveOutcome::NotStarted => Err(Refusal::Closed(PromotionState::Scheduled)),
@@ -247,14 +241,12 @@ impl SeckillOrders {
         promotion_id: i64,
         user: UserId,
         request_id: &RequestId,
-    ) -> Result<Option<PastSale>, PlaceError> {
+    ) -> Result<Option<OrderId>, PlaceError> {
         // On its buyer's shard: the row says how many the sale has.
         let Some(sale) = self.promotions.sale_shards(promotion_id).await? else {
             return Ok(None);
         };
-        Ok(Some(PastSale {
-            held: self.held_order(sale, user, request_id).await?,
-        }))
+        self.held_order(sale, user, request_id).await
     }
 
     /// Confirm a reservation on Redis' replicas, then publish its order and wait for the
@@ -323,10 +315,4 @@ impl SeckillOrders {
             }
         }
     }
-}
-
-/// A sale that is no longer current, and what a request id holds in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PastSale {
-    pub held: Option<OrderId>,
 }

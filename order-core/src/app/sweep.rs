@@ -27,7 +27,7 @@ use crate::postgres::Pool;
 use crate::redis::durability::{Claim, Confirmation, Confirmer};
 use crate::redis::stock::StockStore;
 
-/// What a sweep did.
+/// What the sweep of one shard's pending set did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub republished: u64,
@@ -35,8 +35,6 @@ pub struct SweepReport {
     pub conflicts: u64,
     /// Pending entries cleared: persisted, or released meanwhile.
     pub cleared: u64,
-    /// Accepted orders not yet in the database, over every current sale.
-    pub queued: u64,
 }
 
 #[derive(Debug)]
@@ -70,8 +68,9 @@ impl RecoverySweep {
         }
     }
 
-    /// One pass over every current sale's pending sets.
-    pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
+    /// One pass over every current sale's pending sets; `swept` hears each shard's report
+    /// once that shard is done.
+    pub async fn sweep(&self, mut swept: impl FnMut(SweepReport)) -> anyhow::Result<()> {
         let promotions = self
             .promotions
             .list_current(chrono::Duration::days(1))
@@ -79,23 +78,20 @@ impl RecoverySweep {
             .context("list current promotions")?;
         // One reading of Redis' clock per pass: the threshold for every sale.
         let now_ms = self.stock.redis_time_ms().await.context("read Redis' clock")?;
-        let mut report = SweepReport::default();
+        let mut queued = 0;
         for promotion in &promotions {
             for shard in promotion.sale().shards() {
-                let swept = self.sweep_shard(promotion, shard, now_ms).await?;
-                report.republished += swept.republished;
-                report.conflicts += swept.conflicts;
-                report.cleared += swept.cleared;
+                swept(self.sweep_shard(promotion, shard, now_ms).await?);
             }
-            report.queued += self
+            queued += self
                 .stock
                 .pending_count(promotion.sale())
                 .await
                 .context("count queued orders")?;
         }
         // Accepted orders not yet in the database: the backlog waiting in Pulsar.
-        metrics::gauge!("seckill_orders_queued").set(report.queued as f64);
-        Ok(report)
+        metrics::gauge!("seckill_orders_queued").set(queued as f64);
+        Ok(())
     }
 
     /// One shard's pending set (a sale on one shard has one).
@@ -191,7 +187,6 @@ impl RecoverySweep {
             republished: republished_count,
             conflicts,
             cleared: done.len() as u64,
-            queued: 0,
         })
     }
 }
