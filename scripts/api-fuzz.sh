@@ -4,21 +4,26 @@
 # fails on any 5xx and on a spec/server mismatch (scripts/schemathesis.toml). App routes
 # run with a user's token, admin routes with the admin key.
 #   scripts/api-fuzz.sh [max examples per operation, default 40]
+#   scripts/api-fuzz.sh --install    (only install schemathesis; `make test` does it early,
+#                                     beside the build, as the download takes a while)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 examples=${1:-40}
 SCHEMATHESIS_VERSION=4.32.5
 
-"$ROOT/scripts/setup.sh"
-"$ROOT/scripts/stack.sh" start
-eval "$("$ROOT/scripts/stack.sh" env)"
 venv=$ROOT/.stack-tools/schemathesis-$SCHEMATHESIS_VERSION
 if [ ! -x "$venv/bin/schemathesis" ]; then
   say "installing schemathesis $SCHEMATHESIS_VERSION"
+  rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+[ "$examples" = --install ] && exit 0
+
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/stack.sh" start
+eval "$("$ROOT/scripts/stack.sh" env)"
 cargo build -q --locked -p gateway -p bench
 
 db="apifuzz_$(date +%s)"

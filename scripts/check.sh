@@ -9,9 +9,9 @@ cd "$ROOT"
 
 say "cargo fmt --check"
 cargo fmt --all --check
-say "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-say "unit and property tests (no stack)"
+# clippy's lints run as the tests build (common.sh): one build, not a check and a build.
+lint_while_building
+say "clippy's lints, then the unit and property tests (no stack)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast \
     -E 'kind(lib) | binary(pricing_properties) | binary(parsing_properties) | binary(settings)' "$@"

@@ -9,7 +9,6 @@ PULSAR_PORT=${SECKILL_PULSAR_PORT:-16650}
 PULSAR_METRICS_PORT=${SECKILL_PULSAR_METRICS_PORT:-16651}
 PG_DB=${SECKILL_PG_DB:-seckill}
 PULSAR_LITE_VERSION=0.2.0
-SQLX_CLI_VERSION=0.8.6
 PULSAR_CRATE_VERSION=6.9.1
 # The broker binary is shared by every stack directory (tests start private stacks).
 PULSAR_LITE_BIN=${SECKILL_PULSAR_LITE_BIN:-$ROOT/.stack-tools/pulsar-lite-$PULSAR_LITE_VERSION/bin/pulsar-lite}
@@ -19,3 +18,14 @@ die() { printf '[seckill] error: %s\n' "$*" >&2; exit 1; }
 
 # Run a command as root: directly when we are root, through sudo otherwise.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# clippy's lints as part of a real build: cargo runs clippy-driver (rustc plus clippy's lints)
+# for the workspace's own crates, as `cargo clippy` does, and the build goes on to generate
+# code. One build then serves the lints and the tests, where `cargo clippy` would check every
+# dependency a second time for nothing else. Warnings are errors, as with
+# `cargo clippy -- -D warnings` (CLIPPY_ARGS is how cargo-clippy hands its arguments over).
+lint_while_building() {
+  RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
+  CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+  export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+}

@@ -40,8 +40,3 @@ fi
 
 "$ROOT/scripts/patch-pulsar.sh"
 
-# sqlx-cli: regenerates and checks the compile-time query data (`.sqlx/`).
-if ! cargo sqlx --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
-  say "installing sqlx-cli $SQLX_CLI_VERSION"
-  cargo install sqlx-cli --version "$SQLX_CLI_VERSION" --locked --no-default-features --features postgres,rustls
-fi

@@ -6,6 +6,10 @@ source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
+# The API fuzzer downloads while the build runs.
+mkdir -p "$ROOT/target"
+"$ROOT/scripts/api-fuzz.sh" --install >"$ROOT/target/schemathesis-install.log" 2>&1 &
+fuzzer_install=$!
 "$ROOT/scripts/stack.sh" start
 # Redis in its production shapes: a Cluster with a replica per master, and a primary with a
 # replica under three Sentinels.
@@ -16,10 +20,12 @@ sentinel_nodes=$("$ROOT/scripts/stack.sh" env redis-sentinel | sed -n 's/^export
 
 say "cargo fmt --check"
 cargo fmt --all --check
-say "SQL checked against the schema (.sqlx/ matches the code)"
-"$ROOT/scripts/sqlx-prepare.sh" --check
-say "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# One build for lints, queries and tests: clippy's lints run as the workspace's crates compile
+# (common.sh), and the query macros, online against a migrated scratch database, write the
+# data `.sqlx/` must match.
+lint_while_building
+say "build: clippy's lints, the SQL checked against the schema (.sqlx/ matches the code)"
+"$ROOT/scripts/sqlx-prepare.sh" --check cargo test --workspace --locked --no-run
 # `run_tests [FILTERSET] [ARGS…]`: the workspace's tests, those FILTERSET (a nextest filter
 # expression; empty: all) picks. Without nextest, all of them.
 run_tests() {
@@ -59,6 +65,7 @@ say "tests, under Redis Sentinel ($sentinel_nodes)"
 (export REDIS_SENTINEL_NODES=$sentinel_nodes REDIS_SENTINEL_MASTER=seckill &&
   run_tests "$sentinel_subset" "$@")
 say "API fuzzing over the OpenAPI spec (schemathesis, zero 5xx)"
+wait "$fuzzer_install" || die "installing schemathesis failed: $(tail -n5 "$ROOT/target/schemathesis-install.log")"
 "$ROOT/scripts/api-fuzz.sh" 25
 say "make demo, as a newcomer runs it (on the debug build, its own services and ports)"
 DEMO_PROFILE=debug DEMO_USE_RUNNING=0 APP_GATEWAY__PORT=18380 APP_CONSUMERS__PORT=18381 \

@@ -313,7 +313,7 @@ pub(crate) struct Deployment {
 /// The key of the sale's first shard (its master is the one the Redis faults aim at).
 fn first_shard_key(target: &Target, promotion_id: i64) -> anyhow::Result<String> {
     let sale = order_core::domain::shards::SaleShards::new(promotion_id, target.shards)?;
-    Ok(order_core::redis::stock::PromotionKeys::of(sale.shard(0)).meta)
+    Ok(order_core::redis::stock::SaleKeys::of(sale.shard(0)).meta)
 }
 
 /// Write 64 MB to `key` on `part` (a master whose replica is paused): more than the
@@ -335,7 +335,7 @@ fn reservations_on(
     promotion_id: i64,
 ) -> anyhow::Result<std::collections::HashSet<String>> {
     let sale = order_core::domain::shards::SaleShards::new(promotion_id, target.shards)?;
-    let key = order_core::redis::stock::PromotionKeys::of(sale.shard(0)).reservations;
+    let key = order_core::redis::stock::SaleKeys::of(sale.shard(0)).reservations;
     let port = stack.part_port(part)?;
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;

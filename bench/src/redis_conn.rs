@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use order_core::domain::ids::{OrderIdGenerator, Quantity, RequestId, UserId};
 use order_core::domain::promotion::Promotion;
-use order_core::redis::stock::{IfStarted, PromotionKeys, StockStore};
+use order_core::redis::stock::{IfStarted, SaleKeys, StockStore};
 use order_core::runtime::settings::{RedisOnly, SettingsSource};
 use secrecy::ExposeSecret;
 
@@ -125,7 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let rate = drive(args.ops, args.concurrency, move |i| {
             let (pool, script, gen) = (pool2.clone(), script2.clone(), Arc::clone(&gen));
             async move {
-                let k = PromotionKeys::new(p.id);
+                let k = SaleKeys::new(p.id);
                 let mut conn = pool.get().await?;
                 let _: (i64, String, i64) = script
                     .key(&k.meta)

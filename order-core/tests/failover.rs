@@ -23,7 +23,7 @@ use order_core::domain::reservation::Reservation;
 use order_core::postgres::promotions::PromotionRepo;
 use order_core::redis::durability::{Claim, Confirmation, Confirmer};
 use order_core::redis::global_pace::GlobalPace;
-use order_core::redis::stock::{IfStarted, PromotionKeys, ReserveOutcome, StockStore};
+use order_core::redis::stock::{IfStarted, ReserveOutcome, SaleKeys, StockStore};
 use order_core::redis::worker_lease::{LeaseSettings, WorkerLease};
 use order_core::runtime::settings::{DatabaseOnly, PulsarOnly, PulsarSettings, RedisOnly, RedisSettings};
 use order_core::test_support::{
@@ -103,7 +103,7 @@ async fn a_reservation_is_confirmed_only_once_a_replica_holds_it() {
         Confirmation::Confirmed
     );
 
-    let key = PromotionKeys::of(shard).meta;
+    let key = SaleKeys::of(shard).meta;
     let replica = blocking(|| stack.replica_part(&key));
     blocking(|| stack.pause_part(&replica));
     let second = ids.next_id();
@@ -150,7 +150,7 @@ async fn calls_leave_a_paused_master_for_its_promoted_replica_before_it_comes_ba
         .await
         .expect("reserve");
 
-    let key = PromotionKeys::new(p.id).meta;
+    let key = SaleKeys::new(p.id).meta;
     let master = blocking(|| stack.master_part(&key));
     let paused_for = Duration::from_secs(15);
     blocking(|| stack.pause_part(&master));
@@ -578,7 +578,7 @@ async fn a_fenced_shard_lends_none_of_its_stock_to_the_other_shards() {
     // check on its node fences it.
     let mut conn = connect(&settings.redis).await;
     let _: () = redis::cmd("HSET")
-        .arg(PromotionKeys::of(sale.shard(1)).meta)
+        .arg(SaleKeys::of(sale.shard(1)).meta)
         .arg("history")
         .arg("0000000000000000000000000000000000000000")
         .query_async(&mut conn)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use order_core::domain::shards::SaleShards;
-use order_core::redis::stock::PromotionKeys;
+use order_core::redis::stock::SaleKeys;
 use order_core::test_support::local_source;
 use reqwest::Method;
 use serde_json::Value;
@@ -117,7 +117,7 @@ async fn reconciliation_detects_and_repairs_drift() {
     let mut conn = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("redis");
-    let keys = order_core::redis::stock::PromotionKeys::new(promotion_id);
+    let keys = order_core::redis::stock::SaleKeys::new(promotion_id);
     redis::cmd("HINCRBY")
         .arg(&keys.meta)
         .arg("remaining")
@@ -201,7 +201,7 @@ async fn reconciliation_checks_each_shard_of_a_sale_on_three_shards_and_repairs_
     let mut conn = order_core::redis::connect(&app.settings.redis)
         .await
         .expect("redis");
-    let keys = |index| PromotionKeys::of(sale.shard(index));
+    let keys = |index| SaleKeys::of(sale.shard(index));
     // The lender is picked before any drift: a shard that really has stock left.
     let shards = stock.shard_stocks(sale).await.expect("shards");
     let lender = shards

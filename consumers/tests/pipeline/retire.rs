@@ -10,7 +10,7 @@ use chrono::Utc;
 use order_core::app::retire::{retire_ended_sales, Retirement};
 use order_core::domain::shards::SaleShards;
 use order_core::redis::deployment::DeploymentStore;
-use order_core::redis::stock::PromotionKeys;
+use order_core::redis::stock::SaleKeys;
 use order_core::test_support::{local_source, poll_until};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ async fn keys_in_redis(conn: &mut order_core::redis::RedisConnection, promotion_
     let sale = SaleShards::new(promotion_id, SHARDS).expect("shards");
     let mut held = 0;
     for shard in sale.shards() {
-        let k = PromotionKeys::of(shard);
+        let k = SaleKeys::of(shard);
         // One command per shard: its keys share one hash tag.
         let n: i64 = redis::cmd("EXISTS")
             .arg(&[

@@ -2,7 +2,7 @@
 //! Retry-After, so clients do not retry it forever; an outage stays a 503 with it.
 
 use chrono::Duration as Span;
-use order_core::redis::stock::PromotionKeys;
+use order_core::redis::stock::SaleKeys;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -29,7 +29,7 @@ async fn a_script_that_fails_as_written_is_a_500_without_retry_after() {
         .await
         .expect("redis");
     redis::cmd("HSET")
-        .arg(PromotionKeys::new(id).meta)
+        .arg(SaleKeys::new(id).meta)
         .arg("stock")
         .arg("not-a-number")
         .arg("revision")

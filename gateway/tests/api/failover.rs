@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::Duration as Span;
 use order_core::domain::shards::SaleShards;
-use order_core::redis::stock::PromotionKeys;
+use order_core::redis::stock::SaleKeys;
 use order_core::test_support::{poll_until, redis_run, PrivateStack, RedisKind};
 
 use crate::helpers::{error_code, generous_limits, TestApp};
@@ -37,7 +37,7 @@ fn reservations_on(stack: &PrivateStack, part: &str, promotion_id: i64) -> HashS
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
         .expect("connect to the node");
     let ids: Vec<i64> = redis::cmd("HKEYS")
-        .arg(PromotionKeys::new(promotion_id).reservations)
+        .arg(SaleKeys::new(promotion_id).reservations)
         .query(&mut conn)
         .expect("HKEYS");
     ids.into_iter().collect()
@@ -62,7 +62,7 @@ async fn a_master_paused_past_its_failover_gives_no_202_for_what_it_ran_after_be
         );
     }
 
-    let key = PromotionKeys::new(promotion_id).meta;
+    let key = SaleKeys::new(promotion_id).meta;
     let master = stack.master_part(&key).expect("the sale's master");
     stack.pause_part(&master).expect("pause the master");
     poll_until(Duration::from_secs(30), "its replica to be promoted", || async {
@@ -126,7 +126,7 @@ async fn a_sale_whose_redis_history_changed_takes_no_new_buyer_but_a_retry_gets_
     // The master dies; its replica (holding every confirmed reservation) takes over, under a
     // new replication id, and the old master comes back as its replica (a write needs one).
     // Nothing but a recovery (the consumers') reopens the sale.
-    let key = PromotionKeys::new(promotion_id).meta;
+    let key = SaleKeys::new(promotion_id).meta;
     let master = stack.master_part(&key).expect("the sale's master");
     stack.kill_part(&master).expect("kill the master");
     poll_until(Duration::from_secs(30), "its replica to be promoted", || async {

@@ -10,7 +10,7 @@ use chrono::Duration as Span;
 use gateway::test_support::TestApp;
 use order_core::domain::ids::OrderIdGenerator;
 use order_core::postgres::promotions::PromotionRepo;
-use order_core::redis::stock::{IfStarted, PromotionKeys, ReserveOutcome, SyncOutcome};
+use order_core::redis::stock::{IfStarted, ReserveOutcome, SaleKeys, SyncOutcome};
 use order_core::test_support::random_worker_id;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -120,7 +120,7 @@ async fn an_edit_reaching_redis_after_reservations_keeps_them_and_undoes_a_stock
         .expect("redis");
     let started_ms = chrono::Utc::now().timestamp_millis() - 1_000;
     redis::cmd("HSET")
-        .arg(PromotionKeys::new(id).meta)
+        .arg(SaleKeys::new(id).meta)
         .arg("starts_at_ms")
         .arg(started_ms)
         .query_async::<()>(&mut redis)

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::ids::OrderId;
 use crate::domain::shards::Shard;
-use crate::redis::stock::{PromotionKeys, StockError};
+use crate::redis::stock::{SaleKeys, StockError};
 use crate::redis::RedisConnection;
 
 /// What an order to confirm did: took a unit just now, or is a retry of (or a republish
@@ -268,7 +268,7 @@ impl Inner {
     /// One pipeline: `confirm.lua` for `ids`, then `WAIT` (when replicas are asked for);
     /// what the script found, and how many replicas acknowledged.
     async fn run(&self, shard: Shard, ids: &[OrderId]) -> Result<(ShardCheck, u8), StockError> {
-        let keys = PromotionKeys::of(shard);
+        let keys = SaleKeys::of(shard);
         let mut pipe = redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(self.script.get_hash())

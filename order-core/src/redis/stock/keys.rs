@@ -1,10 +1,10 @@
-//! The Redis keys of a promotion's shard: every key shares the shard's hash tag.
+//! The Redis keys of a sale's shard: every key shares the shard's hash tag.
 
 use super::*;
 
-/// The Redis keys of one promotion.
+/// The Redis keys of one sale (a promotion as it runs).
 #[derive(Debug, Clone)]
-pub struct PromotionKeys {
+pub struct SaleKeys {
     pub meta: String,
     pub buyers: String,
     pub requests: String,
@@ -19,7 +19,7 @@ pub struct PromotionKeys {
     pub confirmed: String,
 }
 
-impl PromotionKeys {
+impl SaleKeys {
     /// The keys of a sale on one shard (every sale created without `shards`).
     pub fn new(promotion_id: i64) -> Self {
         Self::of(SaleShards::single(promotion_id).shard(0))

@@ -83,7 +83,7 @@ impl StockStore {
     ) -> Result<Option<Reservation>, StockError> {
         let mut conn = self.conn.clone();
         let payload: Option<String> = redis::cmd("HGET")
-            .arg(PromotionKeys::of(shard).reservations)
+            .arg(SaleKeys::of(shard).reservations)
             .arg(order_id.0)
             .query_async(&mut conn)
             .await?;
@@ -100,7 +100,7 @@ impl StockStore {
     ) -> Result<Option<OrderId>, StockError> {
         let mut conn = self.conn.clone();
         let id: Option<String> = redis::cmd("HGET")
-            .arg(PromotionKeys::of(sale.shard_of(user_id)).requests)
+            .arg(SaleKeys::of(sale.shard_of(user_id)).requests)
             .arg(format!("{user_id}:{request_id}"))
             .query_async(&mut conn)
             .await?;
@@ -120,7 +120,7 @@ impl StockStore {
         }
         let mut conn = self.conn.clone();
         for (shard, orders) in by_shard {
-            let k = PromotionKeys::of(shard);
+            let k = SaleKeys::of(shard);
             let mut invocation = self.scripts.order_persisted.key(&k.orders);
             invocation.key(&k.pending).arg(ORDER_STATUS_CHANNEL);
             for o in orders {
@@ -151,7 +151,7 @@ impl StockStore {
         let moved: i64 = self
             .scripts
             .order_status
-            .key(PromotionKeys::of(shard).orders)
+            .key(SaleKeys::of(shard).orders)
             .arg(ORDER_STATUS_CHANNEL)
             .arg(order_id.0)
             .arg(status.rank())
@@ -164,7 +164,7 @@ impl StockStore {
     /// What Redis knows of one seckill order, read atomically on its buyer's shard
     /// (`order_view.lua`).
     pub async fn order_in_redis(&self, shard: Shard, order_id: OrderId) -> Result<OrderInRedis, StockError> {
-        let k = PromotionKeys::of(shard);
+        let k = SaleKeys::of(shard);
         let mut conn = self.conn.clone();
         let (reservation, pending, marker, now_ms): (String, i64, String, i64) = self
             .scripts

@@ -116,11 +116,11 @@ impl StockStore {
         &self,
         sale: SaleShards,
         command: &str,
-        key: fn(PromotionKeys) -> String,
+        key: fn(SaleKeys) -> String,
     ) -> Result<u64, StockError> {
         let counts = futures::future::try_join_all(
             sale.shards()
-                .map(|s| self.on_key::<u64>(command, key(PromotionKeys::of(s)))),
+                .map(|s| self.on_key::<u64>(command, key(SaleKeys::of(s)))),
         )
         .await?;
         Ok(counts.into_iter().sum())
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn all_keys_of_a_promotion_share_one_hash_tag() {
-        let k = PromotionKeys::new(42);
+        let k = SaleKeys::new(42);
         for key in k.all() {
             assert!(key.starts_with("{promo:42}:"), "{key}");
         }

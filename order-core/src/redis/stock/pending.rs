@@ -12,7 +12,7 @@ impl StockStore {
         }
         let mut conn = self.conn.clone();
         redis::cmd("ZREM")
-            .arg(PromotionKeys::of(shard).pending)
+            .arg(SaleKeys::of(shard).pending)
             .arg(ids.iter().map(|id| id.0).collect::<Vec<_>>())
             .query_async::<()>(&mut conn)
             .await?;
@@ -29,7 +29,7 @@ impl StockStore {
     ) -> Result<Vec<OrderId>, StockError> {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(PromotionKeys::of(shard).pending)
+            .arg(SaleKeys::of(shard).pending)
             .arg("-inf")
             .arg(reserved_before_ms)
             .arg("LIMIT")
@@ -46,7 +46,7 @@ impl StockStore {
             return Ok(());
         }
         let mut cmd = redis::cmd("ZADD");
-        cmd.arg(PromotionKeys::of(shard).pending).arg("XX");
+        cmd.arg(SaleKeys::of(shard).pending).arg("XX");
         for id in ids {
             cmd.arg(now_ms).arg(id.0);
         }
@@ -65,7 +65,7 @@ impl StockStore {
             return Ok(Vec::new());
         }
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(PromotionKeys::of(shard).reservations);
+        cmd.arg(SaleKeys::of(shard).reservations);
         for id in ids {
             cmd.arg(id.0);
         }
@@ -82,7 +82,7 @@ impl StockStore {
     pub async fn all_reservations(&self, shard: Shard) -> Result<Vec<Reservation>, StockError> {
         let mut conn = self.conn.clone();
         let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(PromotionKeys::of(shard).reservations)
+            .arg(SaleKeys::of(shard).reservations)
             .query_async(&mut conn)
             .await?;
         Ok(all
@@ -93,7 +93,7 @@ impl StockStore {
 
     /// Units held per buyer on one shard, as its buyers hash has them.
     pub async fn all_buyers(&self, shard: Shard) -> Result<HashMap<i64, i64>, StockError> {
-        self.on_key("HGETALL", PromotionKeys::of(shard).buyers).await
+        self.on_key("HGETALL", SaleKeys::of(shard).buyers).await
     }
 
     /// Orders waiting to be persisted, over every shard.
@@ -110,7 +110,7 @@ impl StockStore {
     pub async fn units_held(&self, sale: SaleShards, user_id: i64) -> Result<i64, StockError> {
         let mut conn = self.conn.clone();
         let held: Option<i64> = redis::cmd("HGET")
-            .arg(PromotionKeys::of(sale.shard_of(user_id)).buyers)
+            .arg(SaleKeys::of(sale.shard_of(user_id)).buyers)
             .arg(user_id)
             .query_async(&mut conn)
             .await?;

@@ -131,7 +131,7 @@ impl StockStore {
         quantity: Quantity,
         order_id: OrderId,
     ) -> Result<ReserveOutcome, StockError> {
-        let k = PromotionKeys::of(shard);
+        let k = SaleKeys::of(shard);
         let mut conn = self.conn.clone();
         let (code, id, remaining, payload, pending): (i64, String, i64, String, i64) = self
             .scripts
@@ -182,7 +182,7 @@ impl StockStore {
         let (given, lent): (i64, i64) = self
             .scripts
             .lend
-            .key(PromotionKeys::of(from).meta)
+            .key(SaleKeys::of(from).meta)
             .arg(to.index)
             .arg(need)
             .invoke_async(&mut conn)
@@ -193,7 +193,7 @@ impl StockStore {
     /// `to` takes in what the lenders' counters show (`receive.lua`); the units added.
     pub(super) async fn receive(&self, to: Shard, lent: &[(u16, i64)]) -> Result<i64, StockError> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.receive.key(PromotionKeys::of(to).meta);
+        let mut invocation = self.scripts.receive.key(SaleKeys::of(to).meta);
         for (lender, counter) in lent {
             invocation.arg(*lender).arg(*counter);
         }
@@ -233,7 +233,7 @@ impl StockStore {
         let reads = sale.shards().map(|shard| {
             let mut conn = self.conn.clone();
             let mut cmd = redis::cmd("HMGET");
-            cmd.arg(PromotionKeys::of(shard).meta).arg(&fields);
+            cmd.arg(SaleKeys::of(shard).meta).arg(&fields);
             async move { cmd.query_async::<Vec<Option<i64>>>(&mut conn).await }
         });
         Ok(futures::future::try_join_all(reads).await?)
@@ -248,7 +248,7 @@ impl StockStore {
         user_id: i64,
         order_id: OrderId,
     ) -> Result<ReleaseOutcome, StockError> {
-        let k = PromotionKeys::of(sale.shard_of(user_id));
+        let k = SaleKeys::of(sale.shard_of(user_id));
         let mut conn = self.conn.clone();
         let (code, remaining): (i64, i64) = self
             .scripts

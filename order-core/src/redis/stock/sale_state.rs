@@ -221,7 +221,7 @@ impl StockStore {
     /// Every write to the row is followed by this call.
     pub async fn sync(&self, p: &Promotion, if_started: IfStarted) -> Result<SyncOutcome, StockError> {
         let calls = p.sale().shards().map(|shard| {
-            let k = PromotionKeys::of(shard);
+            let k = SaleKeys::of(shard);
             let mut invocation = self.scripts.sync.prepare_invoke();
             for key in k.all() {
                 invocation.key(key);
@@ -291,7 +291,7 @@ impl StockStore {
         // least that, even on a shard that lost its data.
         let taken_in = self.counters(sale, "got").await?;
         for shard in sale.shards() {
-            let k = PromotionKeys::of(shard);
+            let k = SaleKeys::of(shard);
             let mut invocation = self.scripts.repair.prepare_invoke();
             for key in k.all() {
                 invocation.key(key);
@@ -350,7 +350,7 @@ impl StockStore {
                 .map(|e| e.split('/').collect())
                 .unwrap_or_default();
             let shards = sale.shards().map(move |shard| {
-                let k = PromotionKeys::of(shard);
+                let k = SaleKeys::of(shard);
                 let mut conn = self.conn.clone();
                 let script = &self.scripts.snapshot;
                 // A list held for another shard count matches no shard.
@@ -386,7 +386,7 @@ impl StockStore {
         let reads = sale.shards().map(|shard| {
             let mut conn = self.conn.clone();
             let mut cmd = redis::cmd("HMGET");
-            cmd.arg(PromotionKeys::of(shard).meta).arg(&[
+            cmd.arg(SaleKeys::of(shard).meta).arg(&[
                 "remaining",
                 "paused",
                 "stock",
@@ -427,7 +427,7 @@ impl StockStore {
         for shard in sale.shards() {
             let mut conn = self.conn.clone();
             redis::cmd("DEL")
-                .arg(&PromotionKeys::of(shard).all()[..])
+                .arg(&SaleKeys::of(shard).all()[..])
                 .query_async::<()>(&mut conn)
                 .await?;
         }
