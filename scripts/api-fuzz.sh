@@ -24,7 +24,7 @@ fi
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/stack.sh" start
 eval "$("$ROOT/scripts/stack.sh" env)"
-cargo build -q --locked -p gateway -p bench
+build_debug_binaries -q -p gateway -p bench
 
 db="apifuzz_$(date +%s)"
 psql -q "$DATABASE_URL" -c "CREATE DATABASE $db"

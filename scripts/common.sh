@@ -29,3 +29,15 @@ lint_while_building() {
   CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
   export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 }
+
+# The service binaries in target/debug (`build_debug_binaries [CARGO-BUILD-ARGS…]`). Under
+# make test the test build made them already: `cargo test --no-run` builds each binary the
+# integration tests start, with the features the tests turn on, which a `cargo build` would
+# build a second time without.
+build_debug_binaries() {
+  if [ "${SECKILL_BINARIES_FROM_TESTS:-0}" = 1 ]; then
+    cargo test --workspace --locked --no-run -q
+  else
+    cargo build --locked "$@"
+  fi
+}

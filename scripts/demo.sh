@@ -12,13 +12,15 @@ cd "$ROOT"
 profile=${DEMO_PROFILE:-release}
 port=${APP_GATEWAY__PORT:-8080}
 gateway=http://127.0.0.1:$port
-flag=()
-[ "$profile" = release ] && flag=(--release)
 
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/stack.sh" start
 eval "$("$ROOT/scripts/stack.sh" env)"
-cargo build ${flag[@]+"${flag[@]}"} --locked --bin gateway --bin consumers --bin bench
+if [ "$profile" = release ]; then
+  cargo build --release --locked --bin gateway --bin consumers --bin bench
+else
+  build_debug_binaries --bin gateway --bin consumers --bin bench
+fi
 bin=$ROOT/target/$profile
 
 pids=()

@@ -26,6 +26,8 @@ cargo fmt --all --check
 lint_while_building
 say "build: clippy's lints, the SQL checked against the schema (.sqlx/ matches the code)"
 "$ROOT/scripts/sqlx-prepare.sh" --check cargo test --workspace --locked --no-run
+# The fuzzer and the demo run the binaries that build made.
+export SECKILL_BINARIES_FROM_TESTS=1
 # `run_tests [FILTERSET] [ARGS…]`: the workspace's tests, those FILTERSET (a nextest filter
 # expression; empty: all) picks. Without nextest, all of them.
 run_tests() {

@@ -187,7 +187,7 @@ impl From<HeldCoupon> for HeldCouponBody {
     fn from(c: HeldCoupon) -> Self {
         Self {
             grant_id: c.grant_id,
-            status: c.status,
+            status: c.status.as_str().to_owned(),
             template: c.template.into(),
         }
     }

@@ -175,7 +175,7 @@ impl From<PlacedOrder> for PlacedOrderBody {
     fn from(o: PlacedOrder) -> Self {
         Self {
             order_id: o.order_id,
-            status: o.status,
+            status: o.status.as_str().to_owned(),
             breakdown: o.breakdown.into(),
             expires_at: o.expires_at,
         }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use crate::domain::accepted_order::NewSeckillOrder;
 use crate::domain::ids::OrderId;
-use crate::domain::lifecycle::OrderStatus;
 use crate::postgres::persist::{insert_seckill_orders_when, OrderFate, Paced, PersistError, StoredState};
 use crate::postgres::Pool;
 use crate::redis::stock::{PersistedOrder, StockStore};
@@ -64,11 +63,10 @@ impl AcceptedOrderStore {
             .filter(|(_, fate)| matches!(fate, OrderFate::Inserted | OrderFate::AlreadyStored))
             .filter_map(|(order, _)| {
                 let state = stored.get(&order.order_id)?;
-                let status = state.status.parse::<OrderStatus>().ok()?;
                 Some(PersistedOrder {
                     sale: order.sale,
                     order_id: order.order_id,
-                    status,
+                    status: state.status,
                     user_id: order.user_id,
                     total_cents: order.total_cents(),
                     expires_at_ms: state.expires_at.map(|at| at.timestamp_millis()),

@@ -166,10 +166,38 @@ impl CouponTemplate {
     }
 }
 
+/// Where a coupon grant stands: a checkout may redeem only an available one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantStatus {
+    Available,
+    Used,
+    Revoked,
+}
+
+impl GrantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantStatus::Available => "available",
+            GrantStatus::Used => "used",
+            GrantStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::str::FromStr for GrantStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [GrantStatus::Available, GrantStatus::Used, GrantStatus::Revoked]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown coupon grant status {s:?}"))
+    }
+}
+
 /// A coupon a user holds: the grant and its template.
 #[derive(Debug, Clone)]
 pub struct HeldCoupon {
     pub grant_id: i64,
-    pub status: String,
+    pub status: GrantStatus,
     pub template: CouponTemplate,
 }

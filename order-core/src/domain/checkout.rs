@@ -100,7 +100,7 @@ impl Address {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacedOrder {
     pub order_id: OrderId,
-    pub status: String,
+    pub status: OrderStatus,
     pub breakdown: Breakdown,
     pub expires_at: Option<DateTime<Utc>>,
 }

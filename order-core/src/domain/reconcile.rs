@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::ids::OrderId;
+use crate::domain::lifecycle::OrderStatus;
 use crate::domain::promotion::Promotion;
 use crate::domain::reservation::Reservation;
 
@@ -72,19 +73,17 @@ pub struct Repair {
 pub struct SaleOrder {
     pub id: i64,
     pub user_id: i64,
-    pub status: String,
+    pub status: OrderStatus,
     pub request_id: String,
     pub quantity: i32,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Statuses whose orders hold no stock.
-const DEAD: [&str; 2] = ["cancelled", "refunded"];
-
 impl SaleOrder {
     /// Cancelled or refunded: its units went back to the sale.
     pub fn is_dead(&self) -> bool {
-        DEAD.contains(&self.status.as_str())
+        matches!(self.status, OrderStatus::Cancelled | OrderStatus::Refunded)
     }
 }
 
@@ -271,7 +270,7 @@ mod tests {
         SaleOrder {
             id,
             user_id,
-            status: status.into(),
+            status: status.parse().expect("a known status"),
             request_id: format!("r{id}"),
             quantity: 1,
             created_at: Utc::now(),

@@ -204,7 +204,7 @@ pub async fn place(
     tx.commit().await?;
     Ok(Placement::Created(PlacedOrder {
         order_id,
-        status: OrderStatus::PendingPayment.as_str().to_owned(),
+        status: OrderStatus::PendingPayment,
         breakdown,
         expires_at: Some(expires_at),
     }))
@@ -264,7 +264,10 @@ async fn existing_checkout(
     .collect();
     Ok(Some(PlacedOrder {
         order_id: OrderId(order.id),
-        status: order.status,
+        status: order
+            .status
+            .parse::<OrderStatus>()
+            .map_err(|e| sqlx::Error::Decode(e.into()))?,
         breakdown: Breakdown {
             lines,
             subtotal_cents: order.subtotal_cents,

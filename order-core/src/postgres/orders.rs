@@ -22,10 +22,19 @@ struct OrderRow {
 }
 
 /// A stored status the domain does not know: the schema's check and the code disagree (a bug).
-fn stored_status(raw: &str) -> sqlx::Result<SeenStatus> {
+fn stored_status(raw: &str) -> sqlx::Result<OrderStatus> {
     raw.parse::<OrderStatus>()
-        .map(SeenStatus::Stored)
         .map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+/// One order of a sale as its row reads.
+struct SaleOrderRow {
+    id: i64,
+    user_id: i64,
+    status: String,
+    request_id: String,
+    quantity: i32,
+    created_at: DateTime<Utc>,
 }
 
 impl TryFrom<OrderRow> for OrderView {
@@ -34,7 +43,7 @@ impl TryFrom<OrderRow> for OrderView {
     fn try_from(r: OrderRow) -> sqlx::Result<Self> {
         Ok(OrderView {
             order_id: OrderId(r.id),
-            status: stored_status(&r.status)?,
+            status: SeenStatus::Stored(stored_status(&r.status)?),
             kind: r.kind,
             promotion_id: r.promotion_id,
             total_cents: r.total_cents,
@@ -86,8 +95,8 @@ pub async fn list_for_user(
 /// Every order of a sale, with its units, for reconciliation; read from the partitions of
 /// the ids the sale could mint only (`sale_order_ids`).
 pub async fn orders_of_sale(db: &PgPool, promotion_id: i64) -> sqlx::Result<Vec<SaleOrder>> {
-    sqlx::query_as!(
-        SaleOrder,
+    let rows = sqlx::query_as!(
+        SaleOrderRow,
         r#"WITH sale AS (SELECT first_id, end_id FROM sale_order_ids($1))
            SELECT o.id, o.user_id, o.status, o.request_id,
                   COALESCE(SUM(i.quantity), 0)::INTEGER AS "quantity!", o.created_at
@@ -99,7 +108,19 @@ pub async fn orders_of_sale(db: &PgPool, promotion_id: i64) -> sqlx::Result<Vec<
         promotion_id,
     )
     .fetch_all(db)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(SaleOrder {
+                id: r.id,
+                user_id: r.user_id,
+                status: stored_status(&r.status)?,
+                request_id: r.request_id,
+                quantity: r.quantity,
+                created_at: r.created_at,
+            })
+        })
+        .collect()
 }
 
 /// A sale's order counts by status: one index-only count per status over the ids the sale

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 // The order and its validation are the domain's: this module only stores it.
 pub use crate::domain::accepted_order::{InvalidOrder, NewSeckillOrder};
 use crate::domain::ids::OrderId;
+use crate::domain::lifecycle::OrderStatus;
 
 /// What became of one order of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +61,7 @@ struct StoredOrder {
 /// the writer hands it to Redis, which answers buyers' polls from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredState {
-    pub status: String,
+    pub status: OrderStatus,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -239,14 +240,18 @@ async fn insert(
         .filter(|(_, fate)| matches!(fate, OrderFate::Inserted | OrderFate::AlreadyStored))
         .filter_map(|(order, _)| by_id.get(&order.order_id.0))
         .map(|s| {
+            let status = s
+                .status
+                .parse::<OrderStatus>()
+                .map_err(|e| PersistError::Inconsistent(format!("order {} is stored with an {e}", s.id)))?;
             let state = StoredState {
-                status: s.status.clone(),
+                status,
                 expires_at: s.expires_at,
                 created_at: s.created_at,
             };
-            (OrderId(s.id), state)
+            Ok((OrderId(s.id), state))
         })
-        .collect();
+        .collect::<Result<HashMap<OrderId, StoredState>, PersistError>>()?;
     Ok(Paced::Written {
         fates,
         stored,
