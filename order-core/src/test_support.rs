@@ -59,12 +59,18 @@ pub fn unique(prefix: &str) -> String {
 
 /// Create an empty database (no schema) next to the configured one.
 pub async fn empty_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
+    create_database(base, "").await
+}
+
+/// A database of a name no other test uses, next to the configured one; `as_copy_of` is a
+/// `TEMPLATE …` clause, or empty.
+async fn create_database(base: &DatabaseSettings, as_copy_of: &str) -> anyhow::Result<DatabaseSettings> {
     let name = unique("test").replace('-', "_");
     let mut admin = PgConnection::connect_with(&base.connect_options()?)
         .await
         .context("connect to the test database server")?;
     admin
-        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .execute(format!(r#"CREATE DATABASE "{name}" {as_copy_of}"#).as_str())
         .await
         .context("create a test database")?;
     Ok(base.with_database_name(&name))
@@ -74,15 +80,7 @@ pub async fn empty_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseS
 /// [`migrated_template`]), as the migrations would leave an empty one.
 pub async fn fresh_database(base: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
     let template = migrated_template(base).await?;
-    let name = unique("test").replace('-', "_");
-    let mut admin = PgConnection::connect_with(&base.connect_options()?)
-        .await
-        .context("connect to the test database server")?;
-    admin
-        .execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str())
-        .await
-        .context("copy the migrated template into a test database")?;
-    let settings = base.with_database_name(&name);
+    let settings = create_database(base, &format!(r#"TEMPLATE "{template}""#)).await?;
     let mut conn = PgConnection::connect_with(&settings.connect_options()?).await?;
     // Tests share one Redis, where promotions are keyed by id: start each database's ids at
     // a random point so two tests never use the same promotion id.

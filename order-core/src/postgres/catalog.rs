@@ -3,6 +3,7 @@
 use sqlx::PgPool;
 
 use crate::domain::catalog::{CouponTemplate, CouponTemplateInput, HeldCoupon, Sku, SkuChanges};
+use crate::postgres::stored;
 
 /// Insert a SKU; `false` when the id exists.
 pub async fn insert_sku(pool: &PgPool, sku: &Sku) -> sqlx::Result<bool> {
@@ -119,11 +120,7 @@ pub async fn coupons_of(pool: &PgPool, user_id: i64) -> sqlx::Result<Vec<HeldCou
         .map(|r| {
             Ok(HeldCoupon {
                 grant_id: r.grant_id,
-                // The schema's check and the domain list the same statuses: another is a bug.
-                status: r
-                    .status
-                    .parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                status: stored(&r.status)?,
                 template: CouponTemplate {
                     id: r.id,
                     code: r.code,

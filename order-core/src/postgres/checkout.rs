@@ -12,7 +12,7 @@ use crate::domain::events::OrderEvent;
 use crate::domain::ids::OrderId;
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::pricing::{self, Breakdown, PricingError};
-use crate::postgres::catalog;
+use crate::postgres::{catalog, stored};
 
 /// Why a checkout operation did not happen: a rejection (the client's request or the state of
 /// stock and coupon), or a failure of the database or of the code itself.
@@ -264,10 +264,7 @@ async fn existing_checkout(
     .collect();
     Ok(Some(PlacedOrder {
         order_id: OrderId(order.id),
-        status: order
-            .status
-            .parse::<OrderStatus>()
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
+        status: stored(&order.status)?,
         breakdown: Breakdown {
             lines,
             subtotal_cents: order.subtotal_cents,

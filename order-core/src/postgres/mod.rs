@@ -31,6 +31,13 @@ pub type Pool = PgPool;
 /// A failed call to the order database (an outage or a bug: see `runtime::transient`).
 pub type Error = sqlx::Error;
 
+/// A value a row stores as text (a status), parsed into its domain type. One the domain does
+/// not know means the schema's checks and the code disagree: a bug, reported as a decode
+/// error.
+pub(crate) fn stored<T: std::str::FromStr<Err = String>>(raw: &str) -> sqlx::Result<T> {
+    raw.parse::<T>().map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
 /// The schema, embedded at compile time; binaries run it at start and tests reuse it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::domain::ids::OrderId;
-use crate::domain::lifecycle::OrderStatus;
 use crate::domain::lifecycle::ALL_STATUSES;
 use crate::domain::orders::{OrderView, SeenStatus};
 use crate::domain::reconcile::SaleOrder;
+use crate::postgres::stored;
 
 struct OrderRow {
     id: i64,
@@ -19,12 +19,6 @@ struct OrderRow {
     total_cents: i64,
     expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
-}
-
-/// A stored status the domain does not know: the schema's check and the code disagree (a bug).
-fn stored_status(raw: &str) -> sqlx::Result<OrderStatus> {
-    raw.parse::<OrderStatus>()
-        .map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
 /// One order of a sale as its row reads.
@@ -43,7 +37,7 @@ impl TryFrom<OrderRow> for OrderView {
     fn try_from(r: OrderRow) -> sqlx::Result<Self> {
         Ok(OrderView {
             order_id: OrderId(r.id),
-            status: SeenStatus::Stored(stored_status(&r.status)?),
+            status: SeenStatus::Stored(stored(&r.status)?),
             kind: r.kind,
             promotion_id: r.promotion_id,
             total_cents: r.total_cents,
@@ -114,7 +108,7 @@ pub async fn orders_of_sale(db: &PgPool, promotion_id: i64) -> sqlx::Result<Vec<
             Ok(SaleOrder {
                 id: r.id,
                 user_id: r.user_id,
-                status: stored_status(&r.status)?,
+                status: stored(&r.status)?,
                 request_id: r.request_id,
                 quantity: r.quantity,
                 created_at: r.created_at,
