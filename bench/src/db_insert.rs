@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use order_core::domain::ids::OrderId;
+use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId, UserId};
 use order_core::postgres::persist::{insert_seckill_orders, NewSeckillOrder};
 use order_core::runtime::settings::{DatabaseOnly, SettingsSource};
 use sqlx::postgres::PgPoolOptions;
@@ -28,13 +28,13 @@ pub struct Args {
 fn order(id: i64, promotion_id: i64) -> NewSeckillOrder {
     NewSeckillOrder {
         order_id: OrderId(id),
-        user_id: id,
-        promotion_id,
+        user_id: UserId::parse(id).expect("a positive id"),
+        promotion_id: PromotionId::parse(promotion_id).expect("a positive id"),
         sale: order_core::domain::shards::SaleShards::single(promotion_id),
-        request_id: format!("r{id}"),
+        request_id: RequestId::parse(format!("r{id}")).expect("a request id"),
         sku_id: "bench".into(),
         title: "bench".into(),
-        quantity: 1,
+        quantity: Quantity::parse(1).expect("one unit"),
         unit_price_cents: 100,
         accepted_at: Utc::now(),
     }

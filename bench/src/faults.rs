@@ -234,6 +234,8 @@ pub struct FaultRow {
     pub writes_lost: Option<u64>,
     /// Every answer of the load by outcome (`accepted`, `sold_out`, `shed`, `error`, ...).
     pub outcomes: std::collections::BTreeMap<&'static str, u64>,
+    /// Why the load's `error` answers failed, by cause.
+    pub error_causes: std::collections::BTreeMap<String, u64>,
     pub failures: Vec<String>,
 }
 
@@ -859,6 +861,7 @@ pub async fn run(bins: Binaries, s: &FaultSettings) -> anyhow::Result<Vec<FaultR
                 accepting_again_secs,
                 writes_lost,
                 outcomes: report.outcomes.clone(),
+                error_causes: report.error_causes.clone(),
                 failures: v.failures,
             });
             eprintln!("{}", table(&rows[rows.len() - 1..]));

@@ -6,6 +6,7 @@
 //! slow server cannot hide its queue by slowing the generator down (coordinated omission).
 //! Latencies go into HDR histograms, overall and per second of the run.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,6 +151,14 @@ impl Outcome {
     }
 }
 
+/// The error code of an API error body (`{"error":{"code":…}}`), or `-`.
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "-".to_owned())
+}
+
 /// A scenario's requests: the `k`-th request, and what its answer meant.
 pub trait Workload: Send + Sync + 'static {
     /// `None`: the workload has nothing more to send.
@@ -241,7 +250,13 @@ pub struct Recording {
     pub counts: [u64; OUTCOMES.len()],
     pub latency_us: Histogram<u64>,
     pub seconds: Vec<Second>,
+    /// Why requests ended as `error`, by cause (the first few causes seen), so that a failed
+    /// run says what failed.
+    pub error_causes: BTreeMap<String, u64>,
 }
+
+/// Distinct error causes a recording keeps; later ones are counted under the last key.
+const MAX_ERROR_CAUSES: usize = 8;
 
 impl Recording {
     fn new() -> Self {
@@ -250,7 +265,17 @@ impl Recording {
             counts: [0; OUTCOMES.len()],
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
             seconds: Vec::new(),
+            error_causes: BTreeMap::new(),
         }
+    }
+
+    fn note_error(&mut self, cause: String) {
+        let key = if self.error_causes.len() < MAX_ERROR_CAUSES || self.error_causes.contains_key(&cause) {
+            cause
+        } else {
+            "(other causes)".to_owned()
+        };
+        *self.error_causes.entry(key).or_default() += 1;
     }
 
     fn record(&mut self, at: Duration, outcome: Outcome, latency: Duration) {
@@ -367,18 +392,32 @@ async fn connection<W: Workload>(
         };
         let answer = tokio::time::timeout(spec.timeout, exchange(&mut sender, endpoint.addr, request)).await;
         let latency = sent.elapsed();
-        let outcome = match answer {
-            Ok(Ok((status, body))) => workload.outcome(k, status, &body),
-            Ok(Err(_)) | Err(_) => {
+        let (outcome, cause) = match answer {
+            Ok(Ok((status, body))) => {
+                let outcome = workload.outcome(k, status, &body);
+                let cause =
+                    (outcome == Outcome::Error).then(|| format!("HTTP {status} {}", error_code(&body)));
+                (outcome, cause)
+            }
+            Ok(Err(e)) => {
                 sender = None;
-                Outcome::Error
+                (Outcome::Error, Some(format!("{e:#}")))
+            }
+            Err(_) => {
+                sender = None;
+                (
+                    Outcome::Error,
+                    Some(format!("no answer within {:?}", spec.timeout)),
+                )
             }
         };
-        recording.lock().unwrap_or_else(|e| e.into_inner()).record(
-            sent.saturating_duration_since(start),
-            outcome,
-            latency,
-        );
+        {
+            let mut recording = recording.lock().unwrap_or_else(|e| e.into_inner());
+            recording.record(sent.saturating_duration_since(start), outcome, latency);
+            if let Some(cause) = cause {
+                recording.note_error(cause);
+            }
+        }
         if outcome == Outcome::Error {
             // A refused connection fails at once; do not spin on it.
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use hdrhistogram::Histogram;
-use order_core::domain::ids::OrderId;
+use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId, UserId};
 use order_core::domain::order_months::OrderMonth;
 use order_core::postgres::persist::{insert_seckill_orders, NewSeckillOrder};
 use order_core::runtime::settings::{DatabaseOnly, DatabaseSettings, SettingsSource};
@@ -507,13 +507,13 @@ async fn writer_rate(v: &Variant, args: &Args, step: i64, months: i32) -> anyhow
             let id = base + (i / 4096) * (1 << 22) + (i % 4096);
             NewSeckillOrder {
                 order_id: OrderId(id),
-                user_id: 5_000_000_000 + step * 10_000_000 + i,
-                promotion_id: sale,
+                user_id: UserId::parse(5_000_000_000 + step * 10_000_000 + i).expect("a positive id"),
+                promotion_id: PromotionId::parse(sale).expect("a positive id"),
                 sale: order_core::domain::shards::SaleShards::single(sale),
-                request_id: format!("w{id}"),
+                request_id: RequestId::parse(format!("w{id}")).expect("a request id"),
                 sku_id: "sku-w".into(),
                 title: "Writer".into(),
-                quantity: 1,
+                quantity: Quantity::parse(1).expect("one unit"),
                 unit_price_cents: 1999,
                 accepted_at: Utc::now(),
             }

@@ -53,6 +53,9 @@ pub struct RunReport {
     pub accepted_per_sec: f64,
     pub latency_ms: Latency,
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Why the `error` answers failed (see `Recording::error_causes`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_causes: BTreeMap<String, u64>,
     pub timeline: Vec<SecondReport>,
     /// Requests the apps sent again after the load (same request id, next gateway).
     pub app_retries: u64,
@@ -85,6 +88,7 @@ impl RunReport {
                 max: r.latency_us.max() as f64 / 1000.0,
             },
             outcomes: OUTCOMES.iter().map(|o| (o.name(), r.count(*o))).collect(),
+            error_causes: r.error_causes.clone(),
             timeline: r
                 .seconds
                 .iter()

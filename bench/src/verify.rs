@@ -195,7 +195,8 @@ async fn poll_answers_against_database(
         // An unpaid marker past its expiry is not served (the canceller may have moved on).
         let served = seen.marker.filter(|m| !m.unpaid_past_expiry(seen.now_ms));
         if let Some(m) = served {
-            if (m.user_id, m.total_cents, m.status.as_str()) != (user_id, total_cents, status.as_str()) {
+            if (m.user_id.get(), m.total_cents, m.status.as_str()) != (user_id, total_cents, status.as_str())
+            {
                 wrong.push(format!(
                     "order {id}: a poll would answer {} ({} cents, user {}); the database holds {status} ({total_cents} cents, user {user_id})",
                     m.status, m.total_cents, m.user_id

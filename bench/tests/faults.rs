@@ -91,7 +91,12 @@ async fn sales_on_three_gateways_and_two_consumers_survive_crashes_and_pauses_wi
         .iter()
         .find(|r| r.fault == Fault::RedisPauseFlood.name())
         .expect("the flood row");
-    assert!(flood.shed > 0, "{:?}\n{table}", flood.outcomes);
+    assert!(
+        flood.shed > 0,
+        "{:?}, errors by cause {:?}\n{table}",
+        flood.outcomes,
+        flood.error_causes
+    );
     eprintln!("{table}");
 }
 

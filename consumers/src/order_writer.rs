@@ -255,8 +255,8 @@ impl OrderWriter {
     ) {
         tracing::error!(
             order_id = %order.order_id,
-            promotion_id = order.promotion_id,
-            user_id = order.user_id,
+            promotion_id = %order.promotion_id,
+            user_id = %order.user_id,
             %conflict,
             "an accepted order conflicts with a stored one; not written, sent to the dead-letter topic"
         );

@@ -3,6 +3,8 @@
 //! optional frame checksum that pulsar-lite omits).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use consumers::settings::Settings;
@@ -15,16 +17,28 @@ use pulsar::{SubType, TokioExecutor};
 
 const N: usize = 2_000;
 
-async fn next_batch(consumer: &mut Consumer<String, TokioExecutor>, seen: &mut Vec<String>) {
-    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
-        Ok(Some(Ok(msg))) => {
-            seen.push(msg.deserialize().expect("utf-8 payload"));
-            consumer.ack(&msg).await.expect("ack");
+/// Take messages from `consumer` (acking each) until `seen` counts all `N` between both
+/// consumers or `deadline` passes; what this consumer took. Each consumer drains on its own:
+/// one with nothing left must not hold up the other.
+async fn drain(
+    mut consumer: Consumer<String, TokioExecutor>,
+    seen: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> Vec<String> {
+    let mut mine = Vec::new();
+    while seen.load(Ordering::SeqCst) < N && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+            Ok(Some(Ok(msg))) => {
+                mine.push(msg.deserialize().expect("utf-8 payload"));
+                consumer.ack(&msg).await.expect("ack");
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(Some(Err(e))) => panic!("consumer error: {e}"),
+            Ok(None) => panic!("consumer stream ended"),
+            Err(_) => {}
         }
-        Ok(Some(Err(e))) => panic!("consumer error: {e}"),
-        Ok(None) => panic!("consumer stream ended"),
-        Err(_) => {}
     }
+    mine
 }
 
 #[tokio::test]
@@ -75,22 +89,25 @@ async fn every_published_message_is_consumed_once_through_a_shared_subscription(
         receipt.await.expect("broker receipt");
     }
 
-    let (mut first, mut second) = (Vec::new(), Vec::new());
-    let (mut c0, mut c1) = {
-        let mut it = consumers.into_iter();
-        (it.next().expect("consumer 0"), it.next().expect("consumer 1"))
-    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while first.len() + second.len() < N {
-        assert!(
-            Instant::now() < deadline,
-            "consumed only {} of {N} messages",
-            first.len() + second.len()
-        );
-        tokio::join!(next_batch(&mut c0, &mut first), next_batch(&mut c1, &mut second));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let drained: Vec<_> = consumers
+        .into_iter()
+        .map(|consumer| tokio::spawn(drain(consumer, Arc::clone(&seen), deadline)))
+        .collect();
+    let mut taken = Vec::new();
+    for task in drained {
+        taken.push(task.await.expect("a consumer's task"));
     }
+    let (first, second) = (&taken[0], &taken[1]);
+    assert_eq!(
+        first.len() + second.len(),
+        N,
+        "consumed {} of {N} messages within 60 s",
+        first.len() + second.len()
+    );
 
-    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let all: Vec<String> = first.iter().chain(second).cloned().collect();
     let distinct: HashSet<&String> = all.iter().collect();
     assert_eq!(all.len(), N, "no message delivered twice");
     let expected: HashSet<String> = (0..N).map(|i| format!("msg-{i}")).collect();

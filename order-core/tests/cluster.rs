@@ -75,7 +75,7 @@ async fn sales_on_different_nodes_are_read_and_written_together() {
             sale: p.sale(),
             order_id,
             status: OrderStatus::PendingPayment,
-            user_id: 7,
+            user_id: order_core::domain::ids::UserId::parse(7).expect("a user"),
             total_cents: 100,
             expires_at_ms: None,
             created_at_ms: Utc::now().timestamp_millis(),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use order_core::app::recovery::{SaleHealth, SaleRecovery};
 use order_core::bus::{JsonProducer, TopicReader};
-use order_core::domain::ids::{OrderId, OrderIdGenerator};
+use order_core::domain::ids::{OrderId, OrderIdGenerator, Quantity, RequestId, UserId};
 use order_core::domain::promotion::{Promotion, PromotionFields};
 use order_core::domain::reservation::Reservation;
 use order_core::postgres::promotions::PromotionRepo;
@@ -276,10 +276,10 @@ async fn a_node_restarted_from_an_old_append_only_file_fences_its_sale_until_it_
         );
         let event = Reservation {
             order_id: id,
-            user_id: user,
-            quantity: 1,
+            user_id: UserId::parse(user).expect("a user"),
+            quantity: Quantity::parse(1).expect("one unit"),
             reserved_at_ms: Utc::now().timestamp_millis(),
-            request_id: format!("r{user}"),
+            request_id: RequestId::parse(format!("r{user}")).expect("a request id"),
         }
         .accepted_event(&p);
         producer.publish(&event).await.expect("publish");

@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use chrono::{DateTime, Utc};
-use order_core::domain::ids::OrderId;
+use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId, UserId};
 use order_core::domain::order_months::OrderMonth;
 use order_core::postgres::lazy_pool;
 use order_core::postgres::order_data::{
@@ -48,13 +48,13 @@ fn id_in(m: OrderMonth, n: i64) -> i64 {
 fn seckill_order(id: i64, promotion_id: i64, user_id: i64, request_id: &str) -> NewSeckillOrder {
     NewSeckillOrder {
         order_id: OrderId(id),
-        user_id,
-        promotion_id,
+        user_id: UserId::parse(user_id).expect("a user"),
+        promotion_id: PromotionId::parse(promotion_id).expect("a sale"),
         sale: order_core::domain::shards::SaleShards::single(promotion_id),
-        request_id: request_id.into(),
+        request_id: RequestId::parse(request_id).expect("a request id"),
         sku_id: "sku-1".into(),
         title: "Phone".into(),
-        quantity: 1,
+        quantity: Quantity::parse(1).expect("one unit"),
         unit_price_cents: 1999,
         accepted_at: Utc::now(),
     }

@@ -7,22 +7,30 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use order_core::domain::ids::OrderId;
+use order_core::domain::ids::{OrderId, PromotionId, Quantity, RequestId, UserId};
 use order_core::postgres::lazy_pool;
 use order_core::postgres::persist::{insert_seckill_orders, Conflict, NewSeckillOrder, OrderFate};
 use order_core::runtime::settings::DatabaseOnly;
 use order_core::test_support::{fresh_database, local_source};
 
+fn user(id: i64) -> UserId {
+    UserId::parse(id).expect("a user")
+}
+
+fn request(id: &str) -> RequestId {
+    RequestId::parse(id).expect("a request id")
+}
+
 fn order(id: i64, promotion_id: i64) -> NewSeckillOrder {
     NewSeckillOrder {
         order_id: OrderId(id),
-        user_id: id,
-        promotion_id,
+        user_id: user(id),
+        promotion_id: PromotionId::parse(promotion_id).expect("a sale"),
         sale: order_core::domain::shards::SaleShards::single(promotion_id),
-        request_id: format!("r{id}"),
+        request_id: request(&format!("r{id}")),
         sku_id: "sku-1".into(),
         title: "Phone".into(),
-        quantity: 1,
+        quantity: Quantity::parse(1).expect("one unit"),
         unit_price_cents: 1999,
         accepted_at: Utc::now(),
     }
@@ -84,8 +92,8 @@ async fn an_order_that_differs_from_the_stored_one_is_a_conflict() {
 
     // Same id, another buyer.
     let same_id = NewSeckillOrder {
-        user_id: 2,
-        request_id: "r2".into(),
+        user_id: user(2),
+        request_id: request("r2"),
         ..order(1, promotion_id)
     };
     // Same buyer and request id, another order id.
@@ -96,8 +104,8 @@ async fn an_order_that_differs_from_the_stored_one_is_a_conflict() {
     // Two different orders under one id in one batch.
     let twin_a = order(5, promotion_id);
     let twin_b = NewSeckillOrder {
-        user_id: 6,
-        request_id: "r6".into(),
+        user_id: user(6),
+        request_id: request("r6"),
         ..order(5, promotion_id)
     };
     let fates = insert_seckill_orders(&pool, &[same_id, same_request, stored, twin_a, twin_b], timeout)

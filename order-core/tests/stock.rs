@@ -2,7 +2,11 @@
 //! per-user limit, releases happen exactly once, warm-up keeps what was sold.
 
 use chrono::{Duration, Utc};
-use order_core::domain::ids::{OrderId, OrderIdGenerator};
+use order_core::domain::ids::{OrderId, OrderIdGenerator, UserId};
+
+fn user(id: i64) -> UserId {
+    UserId::parse(id).expect("a user")
+}
 use order_core::domain::promotion::Promotion;
 use order_core::redis::stock::{IfStarted, ReleaseOutcome, ReserveOutcome, StockStore, SyncOutcome};
 use order_core::runtime::settings::RedisOnly;
@@ -73,7 +77,7 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
         0
     );
     for (user, _) in &reserved {
-        assert!(store.units_held(p.sale(), *user).await.expect("held") <= 2);
+        assert!(store.units_held(p.sale(), self::user(*user)).await.expect("held") <= 2);
     }
 
     // Warm-up again (the same revision) keeps remaining at 0.
@@ -83,7 +87,7 @@ async fn concurrent_reserves_take_exactly_the_stock_and_releases_return_it_once(
     let mut releases = Vec::new();
     let sale = p.sale();
     for (user, order_id) in reserved.iter().chain(reserved.iter()) {
-        let (store, user, order_id) = (store.clone(), *user, *order_id);
+        let (store, user, order_id) = (store.clone(), self::user(*user), *order_id);
         releases.push(tokio::spawn(async move {
             store.release(sale, user, order_id).await.expect("release")
         }));
@@ -148,7 +152,7 @@ async fn outcomes_map_every_return_code() {
             reservation: Some(r),
             pending: true,
         } => assert_eq!(
-            (order_id, r.user_id, r.quantity, r.request_id.as_str()),
+            (order_id, r.user_id.get(), r.quantity.get(), r.request_id.as_str()),
             (first, 1, 1, "r")
         ),
         other => panic!("expected the first attempt's pending order, got {other:?}"),
@@ -177,11 +181,11 @@ async fn outcomes_map_every_return_code() {
         .clone()
         .expect("loaded");
     assert!(matches!(
-        store.release(p.sale(), 1, first).await.expect("release"),
+        store.release(p.sale(), user(1), first).await.expect("release"),
         ReleaseOutcome::Released { .. }
     ));
     assert_eq!(
-        store.release(p.sale(), 1, first).await.expect("release"),
+        store.release(p.sale(), user(1), first).await.expect("release"),
         ReleaseOutcome::NothingToRelease,
         "at most once"
     );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use gateway::test_support::{error_code, TestApp};
 use order_core::domain::events::SeckillOrderAccepted;
-use order_core::domain::ids::{OrderId, OrderIdGenerator};
+use order_core::domain::ids::{OrderId, OrderIdGenerator, PromotionId, Quantity, RequestId, UserId};
 use order_core::postgres::persist::{insert_seckill_orders, NewSeckillOrder};
 use order_core::runtime::settings::SettingsSource;
 use order_core::test_support::{
@@ -235,13 +235,13 @@ async fn an_order_id_stored_as_another_order_is_dead_lettered_not_dropped() {
     let taken = OrderIdGenerator::new(random_worker_id()).next_id();
     let stored = NewSeckillOrder {
         order_id: taken,
-        user_id: 1,
-        promotion_id,
+        user_id: UserId::parse(1).expect("a user"),
+        promotion_id: PromotionId::parse(promotion_id).expect("a sale"),
         sale: order_core::domain::shards::SaleShards::single(promotion_id),
-        request_id: "a".into(),
+        request_id: RequestId::parse("a").expect("a request id"),
         sku_id: "sku-phone".into(),
         title: "Phone flash sale".into(),
-        quantity: 1,
+        quantity: Quantity::parse(1).expect("one unit"),
         unit_price_cents: 1999,
         accepted_at: chrono::Utc::now(),
     };

@@ -40,7 +40,10 @@ async fn a_failed_publish_keeps_the_order_and_a_retry_confirms_it() {
     );
     assert_eq!(
         stock
-            .units_held(order_core::domain::shards::SaleShards::single(promotion_id), 2)
+            .units_held(
+                order_core::domain::shards::SaleShards::single(promotion_id),
+                order_core::domain::ids::UserId::parse(2).expect("a user")
+            )
             .await
             .expect("held"),
         1

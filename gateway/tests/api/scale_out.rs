@@ -69,7 +69,10 @@ async fn a_paused_broker_with_retries_on_another_gateway_gives_one_order_per_req
     // retries on another gateway.
     poll_until(Duration::from_secs(10), "the first try to reserve", || async {
         (stock
-            .units_held(order_core::domain::shards::SaleShards::single(promotion_id), 1)
+            .units_held(
+                order_core::domain::shards::SaleShards::single(promotion_id),
+                order_core::domain::ids::UserId::parse(1).expect("a user"),
+            )
             .await
             .ok()?
             == 1)
@@ -95,7 +98,10 @@ async fn a_paused_broker_with_retries_on_another_gateway_gives_one_order_per_req
     }
     assert_eq!(
         stock
-            .units_held(order_core::domain::shards::SaleShards::single(promotion_id), 1)
+            .units_held(
+                order_core::domain::shards::SaleShards::single(promotion_id),
+                order_core::domain::ids::UserId::parse(1).expect("a user")
+            )
             .await
             .expect("held"),
         1

@@ -156,7 +156,16 @@ async fn flood_of_buyers(shards: i64) {
     let stock = app.stock_store().await;
     assert_eq!(stock.reservation_count(sale).await.expect("hlen"), STOCK as u64);
     for user in accepted.values() {
-        assert_eq!(stock.units_held(sale, *user).await.expect("held"), 1);
+        assert_eq!(
+            stock
+                .units_held(
+                    sale,
+                    order_core::domain::ids::UserId::parse(*user).expect("a user")
+                )
+                .await
+                .expect("held"),
+            1
+        );
     }
     let live = stock.live_stock_of(sale).await.expect("live").expect("loaded");
     assert_eq!(live.remaining, 0, "nothing left on any shard");
@@ -209,7 +218,7 @@ async fn released_stock_is_sold_again_once_gateways_notice() {
         stock
             .release(
                 order_core::domain::shards::SaleShards::single(promotion_id),
-                1,
+                order_core::domain::ids::UserId::parse(1).expect("a user"),
                 order_id
             )
             .await
@@ -220,7 +229,7 @@ async fn released_stock_is_sold_again_once_gateways_notice() {
         stock
             .release(
                 order_core::domain::shards::SaleShards::single(promotion_id),
-                1,
+                order_core::domain::ids::UserId::parse(1).expect("a user"),
                 order_id
             )
             .await

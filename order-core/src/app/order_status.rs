@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::domain::ids::{OrderId, UserId};
+use crate::domain::ids::{OrderId, Quantity, UserId};
 use crate::domain::orders::{OrderView, SeenStatus};
 use crate::domain::shards::SaleShards;
 use crate::postgres::order_data::{self, OrderDataError};
@@ -112,7 +112,7 @@ impl OrderStatusReader {
         order_id: OrderId,
         user: UserId,
     ) -> Result<Option<OrderView>, StatusLookupError> {
-        let user_id = user.get();
+        let user_id = user;
         // What the current sales hold of the order, read at most once per answer.
         let mut in_redis = None;
         if self.first_asked == FirstAsked::Redis {
@@ -126,7 +126,7 @@ impl OrderStatusReader {
             }
             in_redis = Some(found);
         }
-        if let Some(order) = orders::find_for_user(&self.db, order_id, user_id).await? {
+        if let Some(order) = orders::find_for_user(&self.db, order_id, user_id.get()).await? {
             return Ok(Some(order));
         }
         // Not in the database: an accepted order still on its way there.
@@ -143,7 +143,8 @@ impl OrderStatusReader {
         // Older than the retention: its month went to the archive. Asked after the current
         // sales, so the polls of orders still on their way (the common miss) do not pay for
         // it, and before the older sales' Redis keys, which are gone by then.
-        if let Some(order) = order_data::find_archived(&self.db, &self.archive_dir, order_id, user_id).await?
+        if let Some(order) =
+            order_data::find_archived(&self.db, &self.archive_dir, order_id, user_id.get()).await?
         {
             return Ok(Some(order));
         }
@@ -163,7 +164,7 @@ impl OrderStatusReader {
         &self,
         sales: &impl CurrentSales,
         order_id: OrderId,
-        user_id: i64,
+        user_id: UserId,
     ) -> Result<Option<(CurrentSale, OrderInRedis)>, StockError> {
         let candidates = sales.running_around(order_id.minted_at_ms());
         if candidates.is_empty() {
@@ -190,11 +191,11 @@ impl OrderStatusReader {
         sales: &impl CurrentSales,
         order_id: OrderId,
         sale: SaleShards,
-        user_id: i64,
+        user_id: UserId,
     ) -> Result<Option<OrderView>, StockError> {
         let Some(reservation) = self
             .stock
-            .reservation(sale.shard_of(user_id), order_id)
+            .reservation(sale.shard_of(user_id.get()), order_id)
             .await?
             .filter(|r| r.user_id == user_id)
         else {
@@ -228,7 +229,7 @@ fn judge(
     seen: &OrderInRedis,
     order_id: OrderId,
     sale: CurrentSale,
-    user_id: i64,
+    user_id: UserId,
     max_age: Duration,
 ) -> FromRedis {
     if let Some(marker) = &seen.marker {
@@ -268,13 +269,13 @@ fn at_ms(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
 
-fn queued(order_id: OrderId, sale: CurrentSale, quantity: u32, reserved_at_ms: i64) -> OrderView {
+fn queued(order_id: OrderId, sale: CurrentSale, quantity: Quantity, reserved_at_ms: i64) -> OrderView {
     OrderView {
         order_id,
         status: SeenStatus::Queued,
         kind: "seckill".to_owned(),
         promotion_id: Some(sale.sale.id()),
-        total_cents: sale.unit_price_cents * i64::from(quantity),
+        total_cents: sale.unit_price_cents * i64::from(quantity.get()),
         expires_at: None,
         created_at: at_ms(reserved_at_ms).unwrap_or_else(Utc::now),
         archived: false,
@@ -284,13 +285,14 @@ fn queued(order_id: OrderId, sale: CurrentSale, quantity: u32, reserved_at_ms: i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::RequestId;
     use crate::domain::lifecycle::OrderStatus;
     use crate::domain::reservation::Reservation;
 
     fn marker(status: OrderStatus, written_at_ms: i64, expires_at_ms: Option<i64>) -> StatusMarker {
         StatusMarker {
             status,
-            user_id: 7,
+            user_id: UserId::parse(7).expect("a user"),
             total_cents: 300,
             expires_at_ms,
             created_at_ms: 1_000,
@@ -302,10 +304,10 @@ mod tests {
         OrderInRedis {
             reservation: Some(Reservation {
                 order_id: OrderId(5),
-                user_id: 7,
-                quantity: 3,
+                user_id: UserId::parse(7).expect("a user"),
+                quantity: Quantity::parse(3).expect("three units"),
                 reserved_at_ms: 1_000,
-                request_id: "r".into(),
+                request_id: RequestId::parse("r").expect("a request id"),
             }),
             pending,
             marker,
@@ -328,7 +330,10 @@ mod tests {
             sale: SaleShards::new(2, 1).expect("valid shards"),
             unit_price_cents: 100,
         };
-        let judged = |s: &OrderInRedis, user| status(judge(s, OrderId(5), sale, user, age));
+        let judged = |s: &OrderInRedis, user| {
+            let user = UserId::parse(user).expect("a user");
+            status(judge(s, OrderId(5), sale, user, age))
+        };
         assert_eq!(judged(&seen(None, true, 2_000), 7), Some("queued".into()));
         assert_eq!(judged(&seen(None, true, 2_000), 8), Some("not theirs".into()));
         assert_eq!(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::bus::{JsonProducer, PublishError};
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, UserId};
 use crate::domain::shards::SaleShards;
 use crate::postgres::cancellation::{cancel_expired, complete_stock_returns, pending_stock_returns};
 use crate::postgres::{outbox, Pool};
@@ -84,8 +84,17 @@ impl PaymentExpiry {
                 }
                 let sale =
                     SaleShards::new(r.promotion_id, r.shards.into()).context("a promotion's shard count")?;
+                let Ok(user) = UserId::parse(r.user_id) else {
+                    // Stays queued (not completed): an operator sees it every pass.
+                    tracing::error!(
+                        order_id = r.order_id,
+                        user_id = r.user_id,
+                        "a stock return names no valid buyer"
+                    );
+                    continue;
+                };
                 self.stock
-                    .release(sale, r.user_id, OrderId(r.order_id))
+                    .release(sale, user, OrderId(r.order_id))
                     .await
                     .context("return stock to Redis")?;
                 returned.push(r.order_id);

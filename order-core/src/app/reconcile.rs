@@ -82,7 +82,7 @@ async fn inspect(
         };
         let mine: Vec<SaleOrder> = orders
             .iter()
-            .filter(|o| sale.shard_of(o.user_id) == shard)
+            .filter(|o| sale.shard_of(o.user_id.get()) == shard)
             .cloned()
             .collect();
         // The row's share (Redis may lag an edit) plus what moved in and out of the shard.

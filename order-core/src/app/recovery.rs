@@ -30,8 +30,8 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::bus::{Bookmark, TopicReader};
-use crate::domain::events::SeckillOrderAccepted;
-use crate::domain::ids::RequestId;
+use crate::domain::accepted_order::NewSeckillOrder;
+use crate::domain::ids::OrderId;
 use crate::domain::promotion::Promotion;
 use crate::domain::reconcile::reservations;
 use crate::domain::reservation::Reservation;
@@ -179,11 +179,11 @@ impl SaleRecovery {
         let orders = orders_of_sale(&self.db, p.id)
             .await
             .context("read the sale's orders")?;
-        let stored: HashSet<i64> = orders.iter().map(|o| o.id).collect();
+        let stored: HashSet<OrderId> = orders.iter().map(|o| o.id).collect();
         let mut seen = HashSet::new();
         let queued: Vec<Reservation> = accepted
             .iter()
-            .filter(|r| !stored.contains(&r.order_id.0) && seen.insert(r.order_id.0))
+            .filter(|r| !stored.contains(&r.order_id) && seen.insert(r.order_id))
             .cloned()
             .collect();
         let (dead, live): (Vec<_>, Vec<_>) = orders.iter().partition(|o| o.is_dead());
@@ -214,21 +214,21 @@ impl SaleRecovery {
 /// message; `None` for any other message (another sale's, or one that does not decode: the
 /// writer dead-letters those).
 fn accepted_order(sales: &HashSet<i64>, payload: &[u8]) -> Option<(i64, Reservation)> {
-    let event: SeckillOrderAccepted = serde_json::from_slice(payload).ok()?;
-    if !sales.contains(&event.promotion_id) || event.event_type != SeckillOrderAccepted::TYPE {
+    // Validated as the writer validates it (the gateway's rules): only what the gateway
+    // could have accepted becomes a reservation again.
+    let order = NewSeckillOrder::decode(payload).ok()?;
+    let promotion_id = order.promotion_id.get();
+    if !sales.contains(&promotion_id) {
         return None;
     }
-    // The reservation payload in Redis separates fields with '|': only ids the gateway
-    // accepted get there.
-    let request_id = RequestId::parse(event.request_id).ok()?;
     Some((
-        event.promotion_id,
+        promotion_id,
         Reservation {
-            order_id: event.order_id,
-            user_id: event.user_id,
-            quantity: event.quantity,
-            reserved_at_ms: event.occurred_at.timestamp_millis(),
-            request_id: request_id.into_string(),
+            order_id: order.order_id,
+            user_id: order.user_id,
+            quantity: order.quantity,
+            reserved_at_ms: order.accepted_at.timestamp_millis(),
+            request_id: order.request_id,
         },
     ))
 }
@@ -236,7 +236,7 @@ fn accepted_order(sales: &HashSet<i64>, payload: &[u8]) -> Option<(i64, Reservat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ids::OrderId;
+    use crate::domain::events::SeckillOrderAccepted;
 
     fn event(promotion_id: i64, request_id: &str) -> Vec<u8> {
         serde_json::to_vec(&SeckillOrderAccepted {
@@ -262,7 +262,7 @@ mod tests {
         let sales = |ids: &[i64]| ids.iter().copied().collect::<HashSet<i64>>();
         let (sale, mine) = accepted_order(&sales(&[4, 5]), &event(5, "r-1")).expect("the sale's order");
         assert_eq!(
-            (sale, mine.order_id, mine.user_id, mine.reserved_at_ms),
+            (sale, mine.order_id, mine.user_id.get(), mine.reserved_at_ms),
             (5, OrderId(7), 3, 1_000)
         );
         assert_eq!(accepted_order(&sales(&[6]), &event(5, "r-1")), None);

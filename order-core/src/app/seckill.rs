@@ -170,7 +170,6 @@ impl SeckillOrders {
             }
             outcome = reserve().await.map_err(PlaceError::Reserve)?;
         }
-        let user_id = order.user.get();
         if let ReserveOutcome::Reserved { order_id, .. } | ReserveOutcome::Duplicate { order_id, .. } =
             &outcome
         {
@@ -183,10 +182,10 @@ impl SeckillOrders {
                 on_reserved(remaining);
                 let reservation = Reservation {
                     order_id,
-                    user_id,
-                    quantity: order.quantity.get(),
+                    user_id: order.user,
+                    quantity: order.quantity,
                     reserved_at_ms: order.clock.now_ms(),
-                    request_id: order.request_id.as_str().to_owned(),
+                    request_id: order.request_id.clone(),
                 };
                 tracing::debug!(promotion_id = promotion.id, remaining, "reserved; publishing");
                 self.confirm_and_publish(promotion, &reservation, Claim::New)
@@ -229,7 +228,7 @@ impl SeckillOrders {
         request_id: &RequestId,
     ) -> Result<Option<OrderId>, PlaceError> {
         self.stock
-            .order_for_request(sale, user.get(), request_id.as_str())
+            .order_for_request(sale, user, request_id)
             .await
             .map_err(PlaceError::Lookup)
     }
@@ -260,7 +259,7 @@ impl SeckillOrders {
         reservation: &Reservation,
         claim: Claim,
     ) -> Result<Result<(), Refusal>, PlaceError> {
-        let shard = promotion.sale().shard_of(reservation.user_id);
+        let shard = promotion.sale().shard_of(reservation.user_id.get());
         let confirmed = timed(
             "redis",
             "confirm",

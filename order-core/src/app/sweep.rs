@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::bus::JsonProducer;
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, RequestId, UserId};
 use crate::domain::promotion::Promotion;
 use crate::domain::reservation::Reservation;
 use crate::domain::shards::Shard;
@@ -115,7 +115,7 @@ impl RecoverySweep {
             .reservations(shard, &stale)
             .await
             .context("read reservations")?;
-        let reserved: Vec<(OrderId, i64, String)> = reservations
+        let reserved: Vec<(OrderId, UserId, RequestId)> = reservations
             .iter()
             .flatten()
             .map(|r| (r.order_id, r.user_id, r.request_id.clone()))

@@ -12,14 +12,14 @@ use crate::domain::shards::SaleShards;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSeckillOrder {
     pub order_id: OrderId,
-    pub user_id: i64,
-    pub promotion_id: i64,
+    pub user_id: UserId,
+    pub promotion_id: PromotionId,
     /// Where its sale lives in Redis (the buyer's shard holds its marker).
     pub sale: SaleShards,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub sku_id: String,
     pub title: String,
-    pub quantity: i32,
+    pub quantity: Quantity,
     pub unit_price_cents: i64,
     pub accepted_at: DateTime<Utc>,
 }
@@ -51,40 +51,43 @@ impl NewSeckillOrder {
         }
         // The rules the gateway parsed the request with: what it could not have accepted is
         // not an order, whoever wrote the message.
-        let checks = [
-            ("order_id", e.order_id.0 > 0),
-            ("user_id", UserId::parse(e.user_id).is_ok()),
-            ("promotion_id", PromotionId::parse(e.promotion_id).is_ok()),
-            ("quantity", Quantity::parse(i64::from(e.quantity)).is_ok()),
-            ("unit_price_cents", e.unit_price_cents >= 0),
-            ("request_id", RequestId::parse(e.request_id.as_str()).is_ok()),
-            ("sku_id", !e.sku_id.is_empty()),
-        ];
-        if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
-            return Err(InvalidOrder::Field(field));
+        let field = InvalidOrder::Field;
+        if e.order_id.0 <= 0 {
+            return Err(field("order_id"));
         }
-        let total = e.unit_price_cents.checked_mul(i64::from(e.quantity));
-        if total.is_none() {
-            return Err(InvalidOrder::Field("unit_price_cents"));
+        let user_id = UserId::parse(e.user_id).map_err(|_| field("user_id"))?;
+        let promotion_id = PromotionId::parse(e.promotion_id).map_err(|_| field("promotion_id"))?;
+        let quantity = Quantity::parse(i64::from(e.quantity)).map_err(|_| field("quantity"))?;
+        if e.unit_price_cents < 0 {
+            return Err(field("unit_price_cents"));
         }
-        let sale =
-            SaleShards::new(e.promotion_id, e.shards.into()).map_err(|_| InvalidOrder::Field("shards"))?;
+        let request_id = RequestId::parse(e.request_id).map_err(|_| field("request_id"))?;
+        if e.sku_id.is_empty() {
+            return Err(field("sku_id"));
+        }
+        if e.unit_price_cents
+            .checked_mul(i64::from(quantity.get()))
+            .is_none()
+        {
+            return Err(field("unit_price_cents"));
+        }
+        let sale = SaleShards::new(promotion_id.get(), e.shards.into()).map_err(|_| field("shards"))?;
         Ok(Self {
             order_id: e.order_id,
-            user_id: e.user_id,
-            promotion_id: e.promotion_id,
+            user_id,
+            promotion_id,
             sale,
-            request_id: e.request_id,
+            request_id,
             sku_id: e.sku_id,
             title: e.title,
-            quantity: e.quantity as i32,
+            quantity,
             unit_price_cents: e.unit_price_cents,
             accepted_at: e.occurred_at,
         })
     }
 
     pub fn total_cents(&self) -> i64 {
-        self.unit_price_cents * i64::from(self.quantity)
+        self.unit_price_cents * i64::from(self.quantity.get())
     }
 }
 

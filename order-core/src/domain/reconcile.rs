@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, Quantity, RequestId, UserId};
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::promotion::Promotion;
 use crate::domain::reservation::Reservation;
@@ -71,11 +71,11 @@ pub struct Repair {
 /// One order of the sale as the database holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleOrder {
-    pub id: i64,
-    pub user_id: i64,
+    pub id: OrderId,
+    pub user_id: UserId,
     pub status: OrderStatus,
-    pub request_id: String,
-    pub quantity: i32,
+    pub request_id: RequestId,
+    pub quantity: Quantity,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -92,9 +92,9 @@ pub fn reservations(orders: &[&SaleOrder]) -> Vec<Reservation> {
     orders
         .iter()
         .map(|o| Reservation {
-            order_id: OrderId(o.id),
+            order_id: o.id,
             user_id: o.user_id,
-            quantity: o.quantity as u32,
+            quantity: o.quantity,
             reserved_at_ms: o.created_at.timestamp_millis(),
             request_id: o.request_id.clone(),
         })
@@ -127,27 +127,27 @@ pub fn compare_shard(
 ) -> ReconcileReport {
     let reservations = &redis.reservations;
     let reserved: HashMap<OrderId, &Reservation> = reservations.iter().map(|r| (r.order_id, r)).collect();
-    let in_db: HashSet<OrderId> = orders.iter().map(|o| OrderId(o.id)).collect();
+    let in_db: HashSet<OrderId> = orders.iter().map(|o| o.id).collect();
     let is_dead = |o: &SaleOrder| o.is_dead();
     let live: Vec<&SaleOrder> = orders.iter().filter(|o| !is_dead(o)).collect();
     let mut missing: Vec<OrderId> = live
         .iter()
-        .map(|o| OrderId(o.id))
+        .map(|o| o.id)
         .filter(|id| !reserved.contains_key(id))
         .collect();
     missing.sort();
     let mut of_cancelled: Vec<OrderId> = orders
         .iter()
         .filter(|o| is_dead(o))
-        .map(|o| OrderId(o.id))
+        .map(|o| o.id)
         .filter(|id| reserved.contains_key(id))
         .collect();
     of_cancelled.sort();
 
-    let reserved_units: i64 = reservations.iter().map(|r| i64::from(r.quantity)).sum();
+    let reserved_units: i64 = reservations.iter().map(|r| i64::from(r.quantity.get())).sum();
     let mut per_user: HashMap<i64, i64> = HashMap::new();
     for r in reservations {
-        *per_user.entry(r.user_id).or_default() += i64::from(r.quantity);
+        *per_user.entry(r.user_id.get()).or_default() += i64::from(r.quantity.get());
     }
     let buyers = &redis.buyers;
     let mut buyers_mismatched: Vec<i64> = per_user
@@ -268,11 +268,11 @@ mod tests {
 
     fn order(id: i64, user_id: i64, status: &str) -> SaleOrder {
         SaleOrder {
-            id,
-            user_id,
+            id: OrderId(id),
+            user_id: UserId::parse(user_id).expect("a user"),
             status: status.parse().expect("a known status"),
-            request_id: format!("r{id}"),
-            quantity: 1,
+            request_id: RequestId::parse(format!("r{id}")).expect("a request id"),
+            quantity: Quantity::parse(1).expect("a quantity"),
             created_at: Utc::now(),
         }
     }
@@ -280,10 +280,10 @@ mod tests {
     fn reservation(id: i64, user_id: i64) -> Reservation {
         Reservation {
             order_id: OrderId(id),
-            user_id,
-            quantity: 1,
+            user_id: UserId::parse(user_id).expect("a user"),
+            quantity: Quantity::parse(1).expect("a quantity"),
             reserved_at_ms: 0,
-            request_id: format!("r{id}"),
+            request_id: RequestId::parse(format!("r{id}")).expect("a request id"),
         }
     }
 

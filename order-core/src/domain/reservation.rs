@@ -2,17 +2,17 @@
 //! stock decrement accepted it until the order is stored, paid, or released.
 
 use crate::domain::events::SeckillOrderAccepted;
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, Quantity, RequestId, UserId};
 use crate::domain::promotion::Promotion;
 
 /// One live reservation as recorded by the reserve step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub order_id: OrderId,
-    pub user_id: i64,
-    pub quantity: u32,
+    pub user_id: UserId,
+    pub quantity: Quantity,
     pub reserved_at_ms: i64,
-    pub request_id: String,
+    pub request_id: RequestId,
 }
 
 impl Reservation {
@@ -28,12 +28,12 @@ impl Reservation {
                 .unwrap_or_else(chrono::Utc::now),
             order_id: self.order_id,
             promotion_id: p.id,
-            user_id: self.user_id,
+            user_id: self.user_id.get(),
             sku_id: p.sku_id.clone(),
             title: p.title.clone(),
-            quantity: self.quantity,
+            quantity: self.quantity.get(),
             unit_price_cents: p.price_cents,
-            request_id: self.request_id.clone(),
+            request_id: self.request_id.as_str().to_owned(),
             shards: p.shards,
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, Quantity, RequestId, UserId};
 use crate::domain::lifecycle::ALL_STATUSES;
 use crate::domain::orders::{OrderView, SeenStatus};
 use crate::domain::reconcile::SaleOrder;
@@ -105,12 +105,16 @@ pub async fn orders_of_sale(db: &PgPool, promotion_id: i64) -> sqlx::Result<Vec<
     .await?;
     rows.into_iter()
         .map(|r| {
+            // Written from a validated event: a row that fails the edge's rules is corrupt,
+            // and counting it as anything would move stock.
+            let corrupt =
+                |field: &str| sqlx::Error::Decode(format!("order {}: invalid {field}", r.id).into());
             Ok(SaleOrder {
-                id: r.id,
-                user_id: r.user_id,
+                id: OrderId(r.id),
+                user_id: UserId::parse(r.user_id).map_err(|_| corrupt("user_id"))?,
                 status: stored(&r.status)?,
-                request_id: r.request_id,
-                quantity: r.quantity,
+                request_id: RequestId::parse(r.request_id).map_err(|_| corrupt("request_id"))?,
+                quantity: Quantity::parse(r.quantity.into()).map_err(|_| corrupt("quantity"))?,
                 created_at: r.created_at,
             })
         })

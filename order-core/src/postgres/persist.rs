@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 // The order and its validation are the domain's: this module only stores it.
 pub use crate::domain::accepted_order::{InvalidOrder, NewSeckillOrder};
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, RequestId, UserId};
 use crate::domain::lifecycle::OrderStatus;
 
 /// What became of one order of a batch.
@@ -87,7 +87,11 @@ impl StoredOrder {
 impl NewSeckillOrder {
     fn matches(&self, stored: &StoredOrder) -> bool {
         stored.id == self.order_id.0
-            && stored.is_request(self.promotion_id, self.user_id, &self.request_id)
+            && stored.is_request(
+                self.promotion_id.get(),
+                self.user_id.get(),
+                self.request_id.as_str(),
+            )
             && stored.total_cents == self.total_cents()
     }
 }
@@ -177,7 +181,7 @@ async fn insert(
     let first_copies: Vec<&NewSeckillOrder> = orders
         .iter()
         .filter(|o| seen.insert(o.order_id))
-        .filter(|o| keys.insert((o.promotion_id, o.user_id, o.request_id.as_str())))
+        .filter(|o| keys.insert((o.promotion_id.get(), o.user_id.get(), o.request_id.as_str())))
         .collect();
     let mut tx = pool.begin().await?;
     let began = std::time::Instant::now();
@@ -224,7 +228,11 @@ async fn insert(
                     OrderFate::AlreadyStored
                 });
             }
-            match by_request.get(&(Some(order.promotion_id), order.user_id, order.request_id.as_str())) {
+            match by_request.get(&(
+                Some(order.promotion_id.get()),
+                order.user_id.get(),
+                order.request_id.as_str(),
+            )) {
                 Some(stored) => Ok(OrderFate::Conflict(Conflict::RequestTaken(OrderId(stored.id)))),
                 // Skipped, yet nothing stored explains it: let the caller retry the batch.
                 None => Err(PersistError::Inconsistent(format!(
@@ -270,14 +278,14 @@ async fn insert_new(
     deadline: Option<Duration>,
 ) -> sqlx::Result<Option<Vec<i64>>> {
     let ids: Vec<i64> = orders.iter().map(|o| o.order_id.0).collect();
-    let users: Vec<i64> = orders.iter().map(|o| o.user_id).collect();
-    let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id).collect();
+    let users: Vec<i64> = orders.iter().map(|o| o.user_id.get()).collect();
+    let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id.get()).collect();
     let requests: Vec<&str> = orders.iter().map(|o| o.request_id.as_str()).collect();
     let totals: Vec<i64> = orders.iter().map(|o| o.total_cents()).collect();
     let accepted: Vec<DateTime<Utc>> = orders.iter().map(|o| o.accepted_at).collect();
     let skus: Vec<&str> = orders.iter().map(|o| o.sku_id.as_str()).collect();
     let titles: Vec<&str> = orders.iter().map(|o| o.title.as_str()).collect();
-    let quantities: Vec<i32> = orders.iter().map(|o| o.quantity).collect();
+    let quantities: Vec<i32> = orders.iter().map(|o| o.quantity.get() as i32).collect();
     let prices: Vec<i64> = orders.iter().map(|o| o.unit_price_cents).collect();
     let row = sqlx::query!(
         r#"WITH gate AS (
@@ -333,8 +341,8 @@ async fn stored_for(
     orders: &[NewSeckillOrder],
 ) -> sqlx::Result<Vec<StoredOrder>> {
     let ids: Vec<i64> = orders.iter().map(|o| o.order_id.0).collect();
-    let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id).collect();
-    let users: Vec<i64> = orders.iter().map(|o| o.user_id).collect();
+    let promotions: Vec<i64> = orders.iter().map(|o| o.promotion_id.get()).collect();
+    let users: Vec<i64> = orders.iter().map(|o| o.user_id.get()).collect();
     let requests: Vec<&str> = orders.iter().map(|o| o.request_id.as_str()).collect();
     sqlx::query_as!(
         StoredOrder,
@@ -370,7 +378,7 @@ pub struct StoredCheck {
 pub async fn check_stored(
     pool: &PgPool,
     promotion_id: i64,
-    reserved: &[(OrderId, i64, String)],
+    reserved: &[(OrderId, UserId, RequestId)],
 ) -> sqlx::Result<StoredCheck> {
     let ids: Vec<i64> = reserved.iter().map(|(id, _, _)| id.0).collect();
     let rows = sqlx::query_as!(
@@ -385,7 +393,7 @@ pub async fn check_stored(
     let mut check = StoredCheck::default();
     for (id, user_id, request_id) in reserved {
         let Some(stored) = by_id.get(&id.0) else { continue };
-        if stored.is_request(promotion_id, *user_id, request_id) {
+        if stored.is_request(promotion_id, user_id.get(), request_id.as_str()) {
             check.stored.insert(*id);
         } else {
             check.mismatched.push((*id, stored.taken()));

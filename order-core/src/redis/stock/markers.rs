@@ -19,7 +19,7 @@ pub struct PersistedOrder {
     pub sale: SaleShards,
     pub order_id: OrderId,
     pub status: OrderStatus,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub total_cents: i64,
     pub expires_at_ms: Option<i64>,
     pub created_at_ms: i64,
@@ -29,7 +29,7 @@ pub struct PersistedOrder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusMarker {
     pub status: OrderStatus,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub total_cents: i64,
     pub expires_at_ms: Option<i64>,
     pub created_at_ms: i64,
@@ -60,7 +60,7 @@ pub(super) fn decode_marker(raw: &str) -> Option<StatusMarker> {
     let mut parts = raw.split('|');
     let _rank = parts.next()?;
     let status = parts.next()?.parse().ok()?;
-    let user_id = parts.next()?.parse().ok()?;
+    let user_id = UserId::parse(parts.next()?.parse().ok()?).ok()?;
     let total_cents = parts.next()?.parse().ok()?;
     let expires_at_ms: i64 = parts.next()?.parse().ok()?;
     let created_at_ms = parts.next()?.parse().ok()?;
@@ -95,12 +95,12 @@ impl StockStore {
     pub async fn order_for_request(
         &self,
         sale: SaleShards,
-        user_id: i64,
-        request_id: &str,
+        user_id: UserId,
+        request_id: &RequestId,
     ) -> Result<Option<OrderId>, StockError> {
         let mut conn = self.conn.clone();
         let id: Option<String> = redis::cmd("HGET")
-            .arg(SaleKeys::of(sale.shard_of(user_id)).requests)
+            .arg(SaleKeys::of(sale.shard_of(user_id.get())).requests)
             .arg(format!("{user_id}:{request_id}"))
             .query_async(&mut conn)
             .await?;
@@ -114,7 +114,7 @@ impl StockStore {
         let mut by_shard: HashMap<Shard, Vec<&PersistedOrder>> = HashMap::new();
         for order in orders {
             by_shard
-                .entry(order.sale.shard_of(order.user_id))
+                .entry(order.sale.shard_of(order.user_id.get()))
                 .or_default()
                 .push(order);
         }
@@ -128,7 +128,7 @@ impl StockStore {
                     .arg(o.order_id.0)
                     .arg(o.status.rank())
                     .arg(o.status.as_str())
-                    .arg(o.user_id)
+                    .arg(o.user_id.get())
                     .arg(o.total_cents)
                     .arg(o.expires_at_ms.unwrap_or(0))
                     .arg(o.created_at_ms);
@@ -197,13 +197,13 @@ impl StockStore {
     pub async fn find_order(
         &self,
         sales: &[SaleShards],
-        user_id: i64,
+        user_id: UserId,
         order_id: OrderId,
     ) -> Result<Option<(usize, OrderInRedis)>, StockError> {
         let views = futures::future::try_join_all(
             sales
                 .iter()
-                .map(|sale| self.order_in_redis(sale.shard_of(user_id), order_id)),
+                .map(|sale| self.order_in_redis(sale.shard_of(user_id.get()), order_id)),
         )
         .await?;
         Ok(views

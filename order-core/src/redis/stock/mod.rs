@@ -49,14 +49,24 @@ fn encode_reservation(r: &Reservation) -> String {
     )
 }
 
+/// `None` for a payload `reserve.lua` could not have written (its fields come parsed).
 fn decode_reservation(order_id: OrderId, payload: &str) -> Option<Reservation> {
     let mut parts = payload.splitn(4, '|');
     Some(Reservation {
         order_id,
-        user_id: parts.next()?.parse().ok()?,
-        quantity: parts.next()?.parse().ok()?,
+        user_id: UserId::parse(parts.next()?.parse().ok()?).ok()?,
+        quantity: Quantity::parse(parts.next()?.parse().ok()?).ok()?,
         reserved_at_ms: parts.next()?.parse().ok()?,
-        request_id: parts.next()?.to_owned(),
+        request_id: RequestId::parse(parts.next()?).ok()?,
+    })
+}
+
+/// A reservation read for a count (sweeps, reconciliation): one that cannot be read is an
+/// error, never a unit silently left out.
+fn decode_counted_reservation(order_id: OrderId, payload: &str) -> Result<Reservation, StockError> {
+    decode_reservation(order_id, payload).ok_or_else(|| StockError::UnexpectedReply {
+        script: "the reservations hash",
+        reply: format!("{order_id} => {payload:?}"),
     })
 }
 
@@ -190,12 +200,25 @@ mod tests {
     }
 
     #[test]
-    fn a_reservation_payload_keeps_pipes_inside_the_request_id() {
-        let r = decode_reservation(OrderId(9), "17|2|1700000000000|req|with|pipes").expect("parses");
+    fn a_reservation_payload_reads_back_parsed_and_nothing_else_does() {
+        let r = decode_reservation(OrderId(9), "17|2|1700000000000|req-1").expect("parses");
         assert_eq!(
-            (r.user_id, r.quantity, r.request_id.as_str()),
-            (17, 2, "req|with|pipes")
+            (r.user_id.get(), r.quantity.get(), r.request_id.as_str()),
+            (17, 2, "req-1")
         );
-        assert_eq!(decode_reservation(OrderId(9), "garbage"), None);
+        // What the reserve script could not have written: garbage, a request id the edge
+        // refuses, a quantity past the limit, no buyer.
+        for payload in [
+            "garbage",
+            "17|2|1700000000000|req|with|pipes",
+            "17|101|1|r",
+            "0|1|1|r",
+        ] {
+            assert_eq!(decode_reservation(OrderId(9), payload), None, "{payload}");
+            assert!(
+                decode_counted_reservation(OrderId(9), payload).is_err(),
+                "{payload}"
+            );
+        }
     }
 }

@@ -71,11 +71,10 @@ impl StockStore {
         }
         let mut conn = self.conn.clone();
         let payloads: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
-        Ok(ids
-            .iter()
+        ids.iter()
             .zip(payloads)
-            .map(|(id, p)| p.and_then(|p| decode_reservation(*id, &p)))
-            .collect())
+            .map(|(id, p)| p.map(|p| decode_counted_reservation(*id, &p)).transpose())
+            .collect()
     }
 
     /// Every live reservation of one shard (reconciliation; stock-sized).
@@ -85,10 +84,15 @@ impl StockStore {
             .arg(SaleKeys::of(shard).reservations)
             .query_async(&mut conn)
             .await?;
-        Ok(all
-            .into_iter()
-            .filter_map(|(id, payload)| decode_reservation(id.parse().ok()?, &payload))
-            .collect())
+        all.into_iter()
+            .map(|(id, payload)| {
+                let order_id = id.parse().map_err(|_| StockError::UnexpectedReply {
+                    script: "the reservations hash",
+                    reply: format!("order id {id:?}"),
+                })?;
+                decode_counted_reservation(order_id, &payload)
+            })
+            .collect()
     }
 
     /// Units held per buyer on one shard, as its buyers hash has them.
@@ -107,11 +111,11 @@ impl StockStore {
     }
 
     /// Units a user holds in live reservations of a promotion.
-    pub async fn units_held(&self, sale: SaleShards, user_id: i64) -> Result<i64, StockError> {
+    pub async fn units_held(&self, sale: SaleShards, user_id: UserId) -> Result<i64, StockError> {
         let mut conn = self.conn.clone();
         let held: Option<i64> = redis::cmd("HGET")
-            .arg(SaleKeys::of(sale.shard_of(user_id)).buyers)
-            .arg(user_id)
+            .arg(SaleKeys::of(sale.shard_of(user_id.get())).buyers)
+            .arg(user_id.get())
             .query_async(&mut conn)
             .await?;
         Ok(held.unwrap_or(0))

@@ -245,10 +245,10 @@ impl StockStore {
     pub async fn release(
         &self,
         sale: SaleShards,
-        user_id: i64,
+        user_id: UserId,
         order_id: OrderId,
     ) -> Result<ReleaseOutcome, StockError> {
-        let k = SaleKeys::of(sale.shard_of(user_id));
+        let k = SaleKeys::of(sale.shard_of(user_id.get()));
         let mut conn = self.conn.clone();
         let (code, remaining): (i64, i64) = self
             .scripts

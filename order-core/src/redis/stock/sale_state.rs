@@ -306,7 +306,7 @@ impl StockStore {
             for (other, units) in floors {
                 invocation.arg(other).arg(units);
             }
-            let mine = |r: &&Reservation| sale.shard_of(r.user_id) == shard;
+            let mine = |r: &&Reservation| sale.shard_of(r.user_id.get()) == shard;
             for list in [orders.live, orders.queued] {
                 let list: Vec<&Reservation> = list.iter().filter(mine).collect();
                 invocation.arg(list.len());
