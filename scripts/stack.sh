@@ -113,7 +113,9 @@ CONF
   fi
   if as_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then return; fi
   if port_open "$PG_PORT"; then port_taken "$PG_PORT" SECKILL_PG_PORT; fi
-  as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$run/postgres.log" -w -t "$WAIT_SECS" start >/dev/null \
+  # pg_stat_statements: statement statistics for `bench/run.sh profile` (loaded at start).
+  as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$run/postgres.log" -w -t "$WAIT_SECS" \
+    -o "-c shared_preload_libraries=pg_stat_statements" start >/dev/null \
     || die "PostgreSQL did not start: $(tail -n5 "$run/postgres.log")"
   if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" postgres | grep -q 1; then
     psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE \"$PG_DB\"" postgres

@@ -15,6 +15,7 @@ pub mod loadgen;
 pub mod order_data;
 pub mod order_polls;
 pub mod plan;
+pub mod profile;
 pub mod progress;
 pub mod redis_conn;
 pub mod report;

@@ -313,6 +313,13 @@ impl Recording {
 
 /// Drive `workload` as `spec` says, showing a progress bar titled `label` on a terminal.
 pub async fn run<W: Workload>(spec: &LoadSpec, workload: Arc<W>, label: &str) -> anyhow::Result<Recording> {
+    crate::profile::at_load(true);
+    let recorded = run_load(spec, workload, label).await;
+    crate::profile::at_load(false);
+    recorded
+}
+
+async fn run_load<W: Workload>(spec: &LoadSpec, workload: Arc<W>, label: &str) -> anyhow::Result<Recording> {
     let recording = Arc::new(Mutex::new(Recording::new()));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();

@@ -104,6 +104,9 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         starts_in: u64,
     },
+    /// One process' `perf script` output as folded stacks, a flame graph (SVG) and tables of
+    /// µs per request by area and function (`bench/run.sh profile` runs it).
+    Profile(bench::profile::Args),
     /// Write `count` user tokens (sub = 1..=count), one per line, for other load generators.
     MintTokens {
         #[arg(long)]
@@ -493,6 +496,7 @@ async fn main() -> anyhow::Result<()> {
             bench::baseline::serve(addr, db, target.jwt_secret()).await
         }
         Command::MintTokens { count, out } => mint_tokens(count, &out),
+        Command::Profile(args) => bench::profile::run(&args),
         Command::Demo {
             gateway,
             buyers,

@@ -80,17 +80,19 @@ impl Authenticator {
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>"))?;
-    value
+    bearer_token(&parts.headers)
+        .ok_or_else(|| ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>"))
+}
+
+/// The token of `Authorization: Bearer <token>`, when there is one.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)?
         .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok()?
+        .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>"))
 }
 
 /// A state that holds the gateway's `Authenticator`: what the `User` and `Admin` extractors

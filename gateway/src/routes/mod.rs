@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod catalog;
 pub mod checkout;
+mod closed_sales;
 pub(crate) mod dashboard;
 pub(crate) mod health;
 pub(crate) mod orders;
@@ -190,6 +191,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             shed_full_seckill_orders,
+        ))
+        // Before any of that, a closed sale's orders are refused from the cache.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            closed_sales::refuse_orders_for_closed_sales,
         ))
         .layer(middleware::from_fn(crate::error::log_failures))
         .layer(middleware::from_fn(crate::request_id::with_request_id))

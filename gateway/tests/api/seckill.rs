@@ -435,3 +435,40 @@ async fn an_accepted_order_writes_only_its_sale_keys_and_a_poll_still_finds_it()
         assert_eq!(stranger.status().as_u16(), 404);
     }
 }
+
+/// Once a sale is sold out and this gateway holds its final buyers, everyone else's order is
+/// refused from the cache before anything else runs: the body is not parsed (a malformed one
+/// gets the same 409) and the per-user limit is not charged (more than its burst, all 409).
+/// A buyer on the list still gets their order back on a retry.
+#[tokio::test]
+async fn a_sold_out_sale_refuses_everyone_else_first_and_its_buyer_still_gets_their_order() {
+    let app = TestApp::spawn().await;
+    let promotion_id = app.create_promotion(1, 1, -Span::seconds(1)).await["id"]
+        .as_i64()
+        .expect("id");
+    let (status, first) = app.place(promotion_id, 1, "a", 1).await;
+    assert_eq!(status, 202, "{first}");
+    // Redis tells this gateway the sale sold out; it then reads the final buyers.
+    let (status, body) = app.place(promotion_id, 2, "late", 1).await;
+    assert_eq!((status, error_code(&body)), (409, "sold_out"));
+    poll_until(
+        Duration::from_secs(10),
+        "a malformed order refused as sold out, its body unread",
+        || async {
+            let (status, body) = app.place(promotion_id, 2, "late-2", 0).await;
+            (status == 409 && error_code(&body) == "sold_out").then_some(())
+        },
+    )
+    .await;
+    for attempt in 0..15 {
+        let (status, body) = app.place(promotion_id, 3, &format!("try-{attempt}"), 1).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (409, "sold_out"),
+            "attempt {attempt}: {body}"
+        );
+    }
+    let (status, again) = app.place(promotion_id, 1, "a", 1).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["order_id"], first["order_id"], "the same order");
+}
