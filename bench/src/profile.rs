@@ -100,9 +100,7 @@ impl Folded {
         for (stack, n) in &self.stacks {
             *by.entry(stack.last().map_or("", String::as_str)).or_default() += n;
         }
-        let mut list: Vec<(String, u64)> = by.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
-        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        list
+        ranked(by)
     }
 
     /// Samples with each of our functions (the workspace's crates) on the stack, counted
@@ -117,10 +115,15 @@ impl Folded {
                 *by.entry(f).or_default() += n;
             }
         }
-        let mut list: Vec<(String, u64)> = by.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
-        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        list
+        ranked(by)
     }
+}
+
+/// Most samples first, then by name.
+fn ranked(by: HashMap<&str, u64>) -> Vec<(String, u64)> {
+    let mut list: Vec<(String, u64)> = by.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list
 }
 
 /// A frame line's function: `  7f3a… name+0x1c (/path)` → `name`, without Rust's hash
@@ -378,32 +381,29 @@ pub fn tables(folded: &Folded, a: &Args) -> String {
     for (area, n) in areas {
         let _ = writeln!(md, "| {area} | {:.2} | {:.1} % |", us(n), share(n, total));
     }
-    let _ = writeln!(
-        md,
-        "\n| our function (with what it calls) | µs per {} | share |",
-        a.per_what
+    let functions = |md: &mut String, heading: &str, rows: Vec<(String, u64)>, most: usize| {
+        let _ = writeln!(
+            md,
+            "\n| {heading} | µs per {} | share |\n|---|---|---|",
+            a.per_what
+        );
+        for (f, n) in rows.into_iter().take(most) {
+            let _ = writeln!(
+                md,
+                "| `{}` | {:.2} | {:.1} % |",
+                short(&f),
+                us(n),
+                share(n, total)
+            );
+        }
+    };
+    functions(
+        &mut md,
+        "our function (with what it calls)",
+        folded.inclusive_of_our_functions(),
+        15,
     );
-    let _ = writeln!(md, "|---|---|---|");
-    for (f, n) in folded.inclusive_of_our_functions().into_iter().take(15) {
-        let _ = writeln!(
-            md,
-            "| `{}` | {:.2} | {:.1} % |",
-            short(&f),
-            us(n),
-            share(n, total)
-        );
-    }
-    let _ = writeln!(md, "\n| leaf function | µs per {} | share |", a.per_what);
-    let _ = writeln!(md, "|---|---|---|");
-    for (f, n) in folded.self_by_function().into_iter().take(20) {
-        let _ = writeln!(
-            md,
-            "| `{}` | {:.2} | {:.1} % |",
-            short(&f),
-            us(n),
-            share(n, total)
-        );
-    }
+    functions(&mut md, "leaf function", folded.self_by_function(), 20);
     md
 }
 

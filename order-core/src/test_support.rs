@@ -195,10 +195,16 @@ pub fn skewed_clock_env(offset: &str) -> Vec<(String, String)> {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    // Not the kernel's ephemeral range (32768–60999 here, where binding port 0 lands):
+    // outgoing connections draw their local ports from it, and one could take the port
+    // between this probe and the child's own bind. Nor the ranges private clusters use
+    // (`free_ports_in_a_row`: 20000–22705 and 10,000 above).
+    loop {
+        let port = 23_000 + (uuid::Uuid::new_v4().as_u128() % 7_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Is this test run on a Redis Cluster (`REDIS_CLUSTER_NODES` set, as `make test`'s cluster
