@@ -122,28 +122,18 @@ impl Outcome {
     /// The gateway's answer classified by status and error code
     /// (`{"error":{"code":…}}`).
     pub fn of_api_answer(status: StatusCode, body: &[u8]) -> Outcome {
-        #[derive(serde::Deserialize)]
-        struct Error<'a> {
-            #[serde(borrow)]
-            code: &'a str,
-        }
-        #[derive(serde::Deserialize)]
-        struct ErrorBody<'a> {
-            #[serde(borrow)]
-            error: Error<'a>,
-        }
         match status.as_u16() {
             200..=299 => Outcome::Accepted,
             429 => Outcome::RateLimited,
             403 => Outcome::Closed,
-            409 => match serde_json::from_slice::<ErrorBody>(body).map(|b| b.error.code) {
-                Ok("sold_out") => Outcome::SoldOut,
-                Ok("limit_exceeded") => Outcome::LimitExceeded,
+            409 => match error_code(body) {
+                Some("sold_out") => Outcome::SoldOut,
+                Some("limit_exceeded") => Outcome::LimitExceeded,
                 _ => Outcome::Rejected,
             },
             400..=499 => Outcome::Rejected,
-            503 => match serde_json::from_slice::<ErrorBody>(body).map(|b| b.error.code) {
-                Ok("overloaded") => Outcome::Shed,
+            503 => match error_code(body) {
+                Some("overloaded") => Outcome::Shed,
                 _ => Outcome::Error,
             },
             _ => Outcome::Error,
@@ -151,12 +141,21 @@ impl Outcome {
     }
 }
 
-/// The error code of an API error body (`{"error":{"code":…}}`), or `-`.
-fn error_code(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
+/// The code of an API error body (`{"error":{"code":…}}`).
+fn error_code(body: &[u8]) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct Error<'a> {
+        #[serde(borrow)]
+        code: &'a str,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorBody<'a> {
+        #[serde(borrow)]
+        error: Error<'a>,
+    }
+    serde_json::from_slice::<ErrorBody>(body)
         .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "-".to_owned())
+        .map(|b| b.error.code)
 }
 
 /// A scenario's requests: the `k`-th request, and what its answer meant.
@@ -402,8 +401,8 @@ async fn connection<W: Workload>(
         let (outcome, cause) = match answer {
             Ok(Ok((status, body))) => {
                 let outcome = workload.outcome(k, status, &body);
-                let cause =
-                    (outcome == Outcome::Error).then(|| format!("HTTP {status} {}", error_code(&body)));
+                let cause = (outcome == Outcome::Error)
+                    .then(|| format!("HTTP {status} {}", error_code(&body).unwrap_or("-")));
                 (outcome, cause)
             }
             Ok(Err(e)) => {

@@ -195,14 +195,20 @@ pub fn skewed_clock_env(offset: &str) -> Vec<(String, String)> {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    // Not the kernel's ephemeral range (32768–60999 here, where binding port 0 lands):
-    // outgoing connections draw their local ports from it, and one could take the port
-    // between this probe and the child's own bind. Nor the ranges private clusters use
-    // (`free_ports_in_a_row`: 20000–22705 and 10,000 above).
+    // Between the ranges private clusters use (`free_ports_in_a_row`).
+    free_ports_at(23_000, 7_000, &[0])
+}
+
+/// A random `base` in `from..from + span` whose ports `base + offset` all bind right now.
+/// The ranges lie below the kernel's ephemeral range (32768–60999 here, where binding port 0
+/// lands): outgoing connections draw their local ports from it, and one could take a port
+/// between this probe and the child's own bind.
+fn free_ports_at(from: u16, span: u16, offsets: &[u16]) -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
     loop {
-        let port = 23_000 + (uuid::Uuid::new_v4().as_u128() % 7_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let base = from + (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u16;
+        if offsets.iter().all(|o| free(base + o)) {
+            return base;
         }
     }
 }
@@ -268,17 +274,11 @@ pub enum RedisKind {
     Sentinel,
 }
 
-/// Ports for `n` nodes in a row, free with their cluster bus ports (+10000). Taken below the
-/// kernel's ephemeral range (where `free_port` and every client socket draw from), so another
-/// test's port can not land inside the row while this stack starts.
+/// Ports for `n` nodes in a row, free with their cluster bus ports (+10000): 20000–22705 and
+/// 30000–32705, apart from `free_port`'s range.
 fn free_ports_in_a_row(n: u16) -> u16 {
-    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-    loop {
-        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 2_700) as u16;
-        if (0..n).all(|i| free(base + i) && free(base + i + 10_000)) {
-            return base;
-        }
-    }
+    let offsets: Vec<u16> = (0..n).flat_map(|i| [i, i + 10_000]).collect();
+    free_ports_at(20_000, 2_700, &offsets)
 }
 
 /// The node timeout private replicated stacks run with: a master that does not answer for

@@ -105,14 +105,13 @@ impl OrderStatusReader {
         }
     }
 
-    /// The order as it stands for `user`, or `None` when it is missing or another user's.
+    /// The order as it stands for `user_id`, or `None` when it is missing or another user's.
     pub async fn current(
         &self,
         sales: &impl CurrentSales,
         order_id: OrderId,
-        user: UserId,
+        user_id: UserId,
     ) -> Result<Option<OrderView>, StatusLookupError> {
-        let user_id = user;
         // What the current sales hold of the order, read at most once per answer.
         let mut in_redis = None;
         if self.first_asked == FirstAsked::Redis {
